@@ -1,0 +1,22 @@
+/* cluster: the `strata` command line, configs, level planning, the local launcher.
+ * The only header other folders include from cluster/. */
+#ifndef STRATA_CLUSTER_H
+#define STRATA_CLUSTER_H
+
+#define STRATA_VERSION "0.1.0"
+
+/* Exit codes of every command (DESIGN.md section 8). */
+enum cli_exit {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_RUNTIME = 1,
+    CLI_EXIT_USAGE = 2,
+};
+
+/* Subcommands: argv[0] is the subcommand's name. Each returns an exit code. */
+int cmd_unet(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+
+/* Print "strata CMD: message" to stderr and return the exit code for the kerr code. */
+int cli_fail(const char *cmd, int code, const char *msg);
+
+#endif

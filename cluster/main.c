@@ -1,0 +1,44 @@
+/* strata: one binary, one subcommand per verb. */
+#include "cluster/cluster.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    {"unet", cmd_unet, "run one UNet2DModel forward on a safetensors input"},
+    {"sample", cmd_sample, "sample images from one diffusers model"},
+};
+
+static void usage(FILE *to)
+{
+    fprintf(to, "usage: strata COMMAND [OPTIONS]\n\n"
+                "Render farm for cascaded diffusion models.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(to, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(to, "\n`strata COMMAND --help` describes a command. Exit codes: 0 success, "
+                "1 runtime failure, 2 bad input or usage.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("strata %s\n", STRATA_VERSION);
+        return CLI_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "strata: unknown command '%s' (see strata --help)\n", argv[1]);
+    return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,255 @@
+/* kernels: tensors, the diffusers UNet2DModel forward on OpenBLAS, samplers, Philox noise,
+ * safetensors and PNG I/O. The only header other folders include from kernels/.
+ * Knows nothing of the network. */
+#ifndef STRATA_KERNELS_H
+#define STRATA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- errors */
+
+/* Error codes are negative; KERR_INPUT means the caller gave bad input (exit code 2),
+ * anything else is a runtime failure (exit code 1). */
+enum kerr_code {
+    KERR_OK = 0,
+    KERR_RUNTIME = -1,
+    KERR_INPUT = -2,
+    KERR_NOMEM = -3,
+};
+
+/* An error value: the code and a one-line message naming the file and key at fault. */
+typedef struct kerr {
+    int code;
+    char msg[512];
+} kerr;
+
+/* Fill e (if not NULL) and return code, so callers can write `return kerr_set(e, ...)`. */
+int kerr_set(kerr *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Use n threads for OpenBLAS and for the element-wise loops (n >= 1). */
+void kernels_set_threads(int n);
+int kernels_get_threads(void);
+
+/* ---------------------------------------------------------------- safetensors */
+
+typedef enum st_dtype {
+    ST_DTYPE_F32,
+    ST_DTYPE_F16,
+    ST_DTYPE_BF16,
+    ST_DTYPE_F64,
+    ST_DTYPE_I64,
+    ST_DTYPE_I32,
+    ST_DTYPE_OTHER,
+} st_dtype;
+
+#define ST_MAX_DIMS 8
+
+/* One tensor of an open safetensors file; data points into the mapping. */
+typedef struct st_tensor {
+    const char *name;
+    st_dtype dtype;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    const void *data;
+    size_t nbytes;
+} st_tensor;
+
+typedef struct st_file st_file_t;
+
+/* Map a safetensors file and parse its header. Errors name the file. */
+int st_open(const char *path, st_file_t **out, kerr *e);
+void st_close(st_file_t *f);
+const char *st_path(const st_file_t *f);
+int st_count(const st_file_t *f);
+const st_tensor *st_at(const st_file_t *f, int i);
+/* The tensor called name, or NULL. */
+const st_tensor *st_find(const st_file_t *f, const char *name);
+/* Number of elements of t. */
+int64_t st_numel(const st_tensor *t);
+/* Convert t (F32/F16/BF16/F64/I64/I32) to float32 into dst (st_numel(t) floats). */
+void st_to_f32(const st_tensor *t, float *dst);
+/* Copy tensor name into dst as float32, checking it has exactly the given shape.
+ * Errors: "FILE: tensor 'NAME': missing" / "...: expected shape [a, b], got [c]". */
+int st_read_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape, float *dst,
+                kerr *e);
+
+/* A float32 tensor to write. */
+typedef struct st_out {
+    const char *name;
+    const float *data;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+} st_out;
+
+/* Write tensors as a float32 safetensors file, atomically (tmp + rename). */
+int st_write_f32(const char *path, const st_out *tensors, int count, kerr *e);
+
+/* ---------------------------------------------------------------- half floats */
+
+float f16_to_f32(uint16_t h);
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+/* ---------------------------------------------------------------- Philox noise */
+
+/* Philox4x32-10: out = PRF(key, counter). Pure function, no state. */
+void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+
+/* Noise streams of one (image, level): the initial noise, one per sampler step, and the
+ * noise-conditioning augmentation of the level's input. */
+enum noise_stream {
+    NOISE_STREAM_INIT = 0xFFFFFFFFu,
+    NOISE_STREAM_AUG = 0xFFFFFFFEu,
+    /* values below are step indices */
+};
+
+/* Identifies one noise field: every value is a pure function of this key and (c, y, x). */
+typedef struct noise_key {
+    uint64_t seed;
+    uint32_t image;
+    uint32_t level;
+    uint32_t stream; /* step index or a noise_stream value */
+} noise_key;
+
+/* Standard normal value at channel c, global pixel (y, x). */
+float noise_at(const noise_key *k, int c, int y, int x);
+/* Fill a (channels, h, w) block whose top-left corner is global pixel (y0, x0). */
+void noise_fill(const noise_key *k, float *dst, int channels, int h, int w, int y0, int x0);
+
+/* ---------------------------------------------------------------- images */
+
+/* Float CHW image in [-1, 1] (3 channels) to interleaved RGB8, rounding as diffusers does:
+ * round(clamp(x / 2 + 0.5, 0, 1) * 255). */
+void image_from_tensor(const float *chw, int h, int w, uint8_t *rgb);
+/* Interleaved RGB8 to float CHW in [-1, 1]. */
+void image_to_tensor(const uint8_t *rgb, int h, int w, float *chw);
+
+/* A PNG text chunk (tEXt). */
+typedef struct png_text_kv {
+    const char *key;
+    const char *value;
+} png_text_kv;
+
+/* Write an 8-bit RGB PNG atomically (tmp + rename), with optional text chunks. */
+int png_write_rgb(const char *path, const uint8_t *rgb, int w, int h, const png_text_kv *text,
+                  int ntext, kerr *e);
+/* Read a PNG as 8-bit RGB (palette, grey and alpha are converted; alpha is dropped).
+ * *rgb is malloc'd; the caller frees it. */
+int png_read_rgb(const char *path, uint8_t **rgb, int *w, int *h, kerr *e);
+
+/* ---------------------------------------------------------------- UNet2DModel */
+
+typedef struct unet unet_t;
+
+/* What callers need to know about a loaded model. */
+typedef struct unet_info {
+    int in_channels;
+    int out_channels;
+    int sample_size;
+    int num_class_embeds;     /* 0 when there is no class-label lookup table */
+    int needs_class_labels;   /* 1 when the model has a class embedding of any type */
+    int class_label_dim;      /* floats per image in class_labels: 1, or the embedding width
+                                 for class_embed_type "identity" */
+    int downsample_factor;    /* input sides must be multiples of this */
+    int64_t num_params;
+} unet_info;
+
+/* Load a diffusers UNet2DModel directory (config.json + diffusion_pytorch_model.safetensors).
+ * Errors name the file and the field or tensor. */
+int unet_load(const char *dir, unet_t **out, kerr *e);
+void unet_free(unet_t *m);
+const unet_info *unet_get_info(const unet_t *m);
+
+/* One forward pass: x is (n, in_channels, h, w), out is (n, out_channels, h, w);
+ * timesteps has n values, class_labels n * class_label_dim values or NULL. Scratch memory comes from the
+ * model's arena, which keeps its peak size, so repeated calls do not allocate. */
+int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,
+                 const float *class_labels, float *out, kerr *e);
+
+/* ---------------------------------------------------------------- samplers */
+
+typedef enum sched_kind {
+    SCHED_DDPM,
+    SCHED_DDIM,
+    SCHED_DPMPP_2M,
+} sched_kind;
+
+typedef enum sched_beta {
+    SCHED_BETA_LINEAR,
+    SCHED_BETA_SCALED_LINEAR,
+    SCHED_BETA_COSINE, /* squaredcos_cap_v2 */
+} sched_beta;
+
+typedef enum sched_pred {
+    SCHED_PRED_EPSILON,
+    SCHED_PRED_V,
+    SCHED_PRED_SAMPLE,
+} sched_pred;
+
+typedef enum sched_spacing {
+    SCHED_SPACING_LEADING,
+    SCHED_SPACING_TRAILING,
+    SCHED_SPACING_LINSPACE,
+} sched_spacing;
+
+typedef enum sched_variance {
+    SCHED_VARIANCE_FIXED_SMALL,
+    SCHED_VARIANCE_FIXED_LARGE,
+} sched_variance;
+
+/* A diffusers scheduler_config.json, with diffusers' defaults for absent fields. */
+typedef struct sched_config {
+    sched_kind kind;
+    int num_train_timesteps;
+    double beta_start; /* double: diffusers takes its square root in float64 (scaled_linear) */
+    double beta_end;
+    sched_beta beta_schedule;
+    sched_pred prediction_type;
+    sched_spacing timestep_spacing;
+    int steps_offset;
+    int clip_sample;
+    float clip_sample_range;
+    int thresholding;
+    float dynamic_thresholding_ratio;
+    float sample_max_value;
+    sched_variance variance_type; /* DDPM */
+    int set_alpha_to_one;         /* DDIM */
+    float eta;                    /* DDIM: not a config field, a call argument in diffusers */
+    int solver_order;             /* DPM-Solver++ */
+    int lower_order_final;        /* DPM-Solver++ */
+    int euler_at_final;           /* DPM-Solver++ */
+    int final_sigmas_zero;        /* DPM-Solver++: final_sigmas_type "zero" (1) or "sigma_min" */
+    int rescale_betas_zero_snr;
+} sched_config;
+
+/* diffusers' defaults for the given scheduler class. */
+void sched_config_default(sched_kind kind, sched_config *c);
+/* Parse a scheduler_config.json; "_class_name" picks the kind. Errors name file and field. */
+int sched_config_load(const char *path, sched_config *c, kerr *e);
+/* Parse a sampler name: "ddpm", "ddim", "dpm++2m". Returns 0 or KERR_INPUT. */
+int sched_kind_parse(const char *name, sched_kind *kind);
+
+typedef struct sampler sampler_t;
+
+/* A sampler for num_steps inference steps over tensors of `numel` floats made of `images`
+ * images of equal size (thresholding works per image). */
+int sampler_new(const sched_config *c, int num_steps, size_t numel, int images, sampler_t **out,
+                kerr *e);
+void sampler_free(sampler_t *s);
+int sampler_num_steps(const sampler_t *s);
+/* The model timestep of step i (0 <= i < num_steps). */
+float sampler_timestep(const sampler_t *s, int i);
+/* Scale applied to the initial N(0, 1) noise (diffusers' init_noise_sigma). */
+float sampler_init_sigma(const sampler_t *s);
+/* 1 when step i draws fresh noise (DDPM variance, DDIM with eta > 0). */
+int sampler_step_needs_noise(const sampler_t *s, int i);
+/* Step i: sample <- scheduler.step(model_out, t_i, sample). noise (numel floats) is used when
+ * sampler_step_needs_noise() says so and may be NULL otherwise. */
+int sampler_step(sampler_t *s, int i, const float *model_out, float *sample, const float *noise,
+                 kerr *e);
+/* Forward diffusion q(x_t | x_0) at training timestep t: out = sqrt(abar) x0 + sqrt(1-abar) n. */
+void sched_add_noise(const sched_config *c, int t, const float *x0, const float *noise,
+                     float *out, size_t numel);
+
+#endif

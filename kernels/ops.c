@@ -1,0 +1,379 @@
+/* Tensor operations on OpenBLAS: convolution as im2col + sgemm, GroupNorm, attention. */
+#include "kernels/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- arena */
+
+enum { ARENA_ALIGN = 64 };
+
+void arena_init(arena *a)
+{
+    memset(a, 0, sizeof *a);
+}
+
+static void arena_drop_overflow(arena *a)
+{
+    for (int i = 0; i < a->noverflow; i++) free(a->overflow[i]);
+    a->noverflow = 0;
+}
+
+void arena_fini(arena *a)
+{
+    arena_drop_overflow(a);
+    free(a->overflow);
+    free(a->base);
+    memset(a, 0, sizeof *a);
+}
+
+float *arena_floats(arena *a, size_t count)
+{
+    size_t bytes = (count * sizeof(float) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    size_t end = a->used + bytes;
+    if (end > a->peak) a->peak = end;
+    if (end <= a->cap) {
+        float *p = (float *)(a->base + a->used);
+        a->used = end;
+        return p;
+    }
+    /* Past the block: serve this pass from the heap; arena_reset() grows the block. */
+    a->used = end;
+    if (a->noverflow == a->overflow_cap) {
+        int cap = a->overflow_cap ? 2 * a->overflow_cap : 16;
+        void **grown = realloc(a->overflow, (size_t)cap * sizeof *grown);
+        if (!grown) return NULL;
+        a->overflow = grown;
+        a->overflow_cap = cap;
+    }
+    void *p = aligned_alloc(ARENA_ALIGN, bytes ? bytes : ARENA_ALIGN);
+    if (!p) return NULL;
+    a->overflow[a->noverflow++] = p;
+    return p;
+}
+
+size_t arena_mark(const arena *a)
+{
+    return a->used;
+}
+
+void arena_release(arena *a, size_t mark)
+{
+    /* Overflow blocks stay alive until reset: callers may still hold them. */
+    a->used = mark;
+}
+
+int arena_reset(arena *a)
+{
+    arena_drop_overflow(a);
+    a->used = 0;
+    if (a->peak <= a->cap) return 0;
+    free(a->base);
+    a->cap = 0;
+    a->base = aligned_alloc(ARENA_ALIGN, a->peak);
+    if (!a->base) return -1;
+    a->cap = a->peak;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- convolution */
+
+void conv2d_out_size(const conv2d *cv, int h, int w, int *oh, int *ow)
+{
+    *oh = (h + cv->pad[0] + cv->pad[2] - cv->k) / cv->stride + 1;
+    *ow = (w + cv->pad[1] + cv->pad[3] - cv->k) / cv->stride + 1;
+}
+
+/* One (channel, ky, kx) row of im2col for one image: col[oy * ow + ox]. */
+static void im2col_row(const float *xc, int h, int w, int ky, int kx, int stride, int pt, int pl,
+                       int oh, int ow, float *col)
+{
+    for (int oy = 0; oy < oh; oy++) {
+        int iy = oy * stride + ky - pt;
+        float *dst = col + (size_t)oy * ow;
+        if (iy < 0 || iy >= h) {
+            memset(dst, 0, (size_t)ow * sizeof(float));
+            continue;
+        }
+        const float *src = xc + (size_t)iy * w;
+        if (stride == 1) {
+            /* valid ox: 0 <= ox + kx - pl < w */
+            int lo = pl - kx > 0 ? pl - kx : 0;
+            int hi = w + pl - kx < ow ? w + pl - kx : ow;
+            if (hi < lo) hi = lo;
+            for (int ox = 0; ox < lo; ox++) dst[ox] = 0;
+            memcpy(dst + lo, src + lo + kx - pl, (size_t)(hi - lo) * sizeof(float));
+            for (int ox = hi; ox < ow; ox++) dst[ox] = 0;
+        } else {
+            for (int ox = 0; ox < ow; ox++) {
+                int ix = ox * stride + kx - pl;
+                dst[ox] = ix >= 0 && ix < w ? src[ix] : 0.0f;
+            }
+        }
+    }
+}
+
+/* col [cin*k*k, g * ohw]: image j's columns start at j * ohw. */
+static void im2col(const conv2d *cv, const float *x, int g, int h, int w, int oh, int ow,
+                   float *col)
+{
+    int kk = cv->k * cv->k, rows = cv->cin * kk;
+    size_t ohw = (size_t)oh * ow, ld = (size_t)g * ohw, chw = (size_t)cv->cin * h * w;
+#pragma omp parallel for schedule(static) if (rows * g * ohw > 32768)
+    for (int r = 0; r < rows; r++) {
+        int ci = r / kk, ky = (r % kk) / cv->k, kx = r % cv->k;
+        for (int j = 0; j < g; j++)
+            im2col_row(x + j * chw + (size_t)ci * h * w, h, w, ky, kx, cv->stride, cv->pad[0],
+                       cv->pad[1], oh, ow, col + r * ld + j * ohw);
+    }
+}
+
+static int conv_is_pointwise(const conv2d *cv)
+{
+    return cv->k == 1 && cv->stride == 1 && !cv->pad[0] && !cv->pad[1] && !cv->pad[2] &&
+           !cv->pad[3];
+}
+
+/* out [cout, ld] (ld >= ohw) starts as the bias, or is added to when accumulate. */
+static void conv_init_out(const conv2d *cv, float *out, size_t ohw, size_t ld, int accumulate)
+{
+    for (int co = 0; co < cv->cout; co++) {
+        float *row = out + (size_t)co * ld, b = cv->bias ? cv->bias[co] : 0.0f;
+        if (accumulate) {
+            if (b != 0.0f)
+                for (size_t i = 0; i < ohw; i++) row[i] += b;
+        } else {
+            for (size_t i = 0; i < ohw; i++) row[i] = b;
+        }
+    }
+}
+
+/* Images are grouped so that one sgemm sees at least this many columns: small spatial sizes
+ * (the 4x4 and 8x8 levels of a UNet) otherwise waste most of each GEMM call. */
+enum { CONV_MIN_COLS = 1024 };
+
+int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, int accumulate,
+              arena *a)
+{
+    int oh, ow, kdim = cv->cin * cv->k * cv->k;
+    conv2d_out_size(cv, h, w, &oh, &ow);
+    size_t ohw = (size_t)oh * ow, chw = (size_t)cv->cin * h * w, ochw = (size_t)cv->cout * ohw;
+    int group = ohw >= CONV_MIN_COLS ? 1 : (int)((CONV_MIN_COLS + ohw - 1) / ohw);
+    if (group > n) group = n;
+    size_t mark = arena_mark(a);
+    int pointwise = conv_is_pointwise(cv);
+    float *col = pointwise && group == 1 ? NULL : arena_floats(a, (size_t)kdim * group * ohw);
+    float *tmp = group > 1 ? arena_floats(a, (size_t)cv->cout * group * ohw) : NULL;
+    if ((!pointwise || group > 1) && !col) return -1;
+    if (group > 1 && !tmp) return -1;
+    for (int i0 = 0; i0 < n; i0 += group) {
+        int g = n - i0 < group ? n - i0 : group;
+        const float *xi = x + (size_t)i0 * chw;
+        float *yi = y + (size_t)i0 * ochw;
+        size_t ld = (size_t)g * ohw;
+        const float *b = xi;
+        if (!pointwise || g > 1) {
+            im2col(cv, xi, g, h, w, oh, ow, col);
+            b = col;
+        }
+        float *out = g > 1 ? tmp : yi;
+        if (g > 1) {
+            for (int j = 0; j < g; j++)
+                for (int co = 0; co < cv->cout; co++) {
+                    float *dst = tmp + (size_t)co * ld + j * ohw;
+                    if (accumulate)
+                        memcpy(dst, yi + j * ochw + co * ohw, ohw * sizeof(float));
+                }
+            conv_init_out(cv, tmp, ld, ld, accumulate);
+        } else {
+            conv_init_out(cv, out, ohw, ohw, accumulate);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cv->cout, (int)ld, kdim, 1.0f,
+                    cv->weight, kdim, b, (int)ld, 1.0f, out, (int)ld);
+        if (g > 1)
+            for (int j = 0; j < g; j++)
+                for (int co = 0; co < cv->cout; co++)
+                    memcpy(yi + j * ochw + co * ohw, tmp + (size_t)co * ld + j * ohw,
+                           ohw * sizeof(float));
+    }
+    arena_release(a, mark);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- normalisation */
+
+static inline float silu1(float v)
+{
+    return v / (1.0f + expf(-v));
+}
+
+void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const float *scale,
+                  const float *shift, int shift_stride, int silu, float *y)
+{
+    int cpg = gn->channels / gn->groups;
+    size_t gsize = (size_t)cpg * hw;
+#pragma omp parallel for schedule(static) if ((size_t)n * gn->groups * gsize > 16384)
+    for (int ng = 0; ng < n * gn->groups; ng++) {
+        int img = ng / gn->groups, g = ng % gn->groups;
+        const float *xg = x + ((size_t)img * gn->channels + (size_t)g * cpg) * hw;
+        float *yg = y + ((size_t)img * gn->channels + (size_t)g * cpg) * hw;
+        double sum = 0, sq = 0;
+        for (size_t i = 0; i < gsize; i++) sum += xg[i];
+        double mean = sum / (double)gsize;
+        for (size_t i = 0; i < gsize; i++) {
+            double d = xg[i] - mean;
+            sq += d * d;
+        }
+        float rstd = (float)(1.0 / sqrt(sq / (double)gsize + gn->eps)), m = (float)mean;
+        for (int c = 0; c < cpg; c++) {
+            int ch = g * cpg + c;
+            float a = gn->gamma[ch] * rstd, b = gn->beta[ch] - m * a;
+            float s = scale ? 1.0f + scale[(size_t)img * shift_stride + ch] : 1.0f;
+            float t = shift ? shift[(size_t)img * shift_stride + ch] : 0.0f;
+            const float *xc = xg + (size_t)c * hw;
+            float *yc = yg + (size_t)c * hw;
+            for (int i = 0; i < hw; i++) {
+                float v = (xc[i] * a + b) * s + t;
+                yc[i] = silu ? silu1(v) : v;
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- small ops */
+
+void op_linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y)
+{
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < out; o++) y[(size_t)i * out + o] = b ? b[o] : 0.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 1.0f, y,
+                out);
+}
+
+void op_silu(const float *x, float *y, size_t count)
+{
+    for (size_t i = 0; i < count; i++) y[i] = silu1(x[i]);
+}
+
+void op_upsample_nearest2(const float *x, int nc, int h, int w, float *y)
+{
+#pragma omp parallel for schedule(static) if ((size_t)nc * h * w > 16384)
+    for (int c = 0; c < nc; c++)
+        for (int i = 0; i < h; i++) {
+            const float *src = x + ((size_t)c * h + i) * w;
+            float *dst = y + ((size_t)c * 2 * h + 2 * i) * 2 * w;
+            for (int j = 0; j < w; j++) dst[2 * j] = dst[2 * j + 1] = src[j];
+            memcpy(dst + 2 * w, dst, (size_t)2 * w * sizeof(float));
+        }
+}
+
+void op_avgpool2(const float *x, int nc, int h, int w, float *y)
+{
+    int oh = h / 2, ow = w / 2;
+    for (int c = 0; c < nc; c++)
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++) {
+                const float *p = x + ((size_t)c * h + 2 * i) * w + 2 * j;
+                y[((size_t)c * oh + i) * ow + j] = (p[0] + p[1] + p[w] + p[w + 1]) * 0.25f;
+            }
+}
+
+void op_timestep_embedding(const float *t, int n, int dim, int flip_sin_to_cos, float freq_shift,
+                           float *y)
+{
+    int half = dim / 2;
+    /* float32 throughout, in diffusers' order of operations */
+    const float neg_log_period = (float)-log(10000.0);
+    for (int i = 0; i < n; i++) {
+        float *row = y + (size_t)i * dim;
+        for (int k = 0; k < half; k++) {
+            float e = expf(neg_log_period * (float)k / ((float)half - freq_shift));
+            float arg = t[i] * e;
+            float s = sinf(arg), c = cosf(arg);
+            row[flip_sin_to_cos ? half + k : k] = s;
+            row[flip_sin_to_cos ? k : half + k] = c;
+        }
+        if (dim % 2) row[dim - 1] = 0.0f;
+    }
+}
+
+/* ---------------------------------------------------------------- attention */
+
+/* Rows of queries handled at once: bounds the score block to ATTN_QBLOCK x hw floats. */
+enum { ATTN_QBLOCK = 256 };
+
+static void softmax_rows(float *s, int rows, int cols)
+{
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (size_t)r * cols, m = row[0], sum = 0.0f;
+        for (int j = 1; j < cols; j++) m = row[j] > m ? row[j] : m;
+        for (int j = 0; j < cols; j++) {
+            row[j] = expf(row[j] - m);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < cols; j++) row[j] *= inv;
+    }
+}
+
+/* proj [rows, hw] = w [rows, c] x [c, hw] + b */
+static void project(const float *w, const float *b, int rows, int c, const float *x, int hw,
+                    float *proj)
+{
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < hw; i++) proj[(size_t)r * hw + i] = b ? b[r] : 0.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hw, c, 1.0f, w, c, x, hw, 1.0f,
+                proj, hw);
+}
+
+static void attention_heads(const attention *at, const float *q, const float *k, const float *v,
+                            int hw, float *s, float *o)
+{
+    int d = at->dim_head;
+    float scale = 1.0f / sqrtf((float)d);
+    for (int head = 0; head < at->heads; head++) {
+        size_t off = (size_t)head * d * hw;
+        for (int q0 = 0; q0 < hw; q0 += ATTN_QBLOCK) {
+            int qb = hw - q0 < ATTN_QBLOCK ? hw - q0 : ATTN_QBLOCK;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, qb, hw, d, scale, q + off + q0,
+                        hw, k + off, hw, 0.0f, s, hw);
+            softmax_rows(s, qb, hw);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, qb, hw, 1.0f, v + off, hw, s,
+                        hw, 0.0f, o + off + q0, hw);
+        }
+    }
+}
+
+int op_attention(const attention *at, const float *x, int n, int hw, float *y, arena *a)
+{
+    int c = at->channels, inner = at->heads * at->dim_head;
+    size_t mark = arena_mark(a);
+    int qb = hw < ATTN_QBLOCK ? hw : ATTN_QBLOCK;
+    float *xn = at->has_norm ? arena_floats(a, (size_t)c * hw) : NULL;
+    float *q = arena_floats(a, (size_t)inner * hw), *k = arena_floats(a, (size_t)inner * hw);
+    float *v = arena_floats(a, (size_t)inner * hw), *o = arena_floats(a, (size_t)inner * hw);
+    float *s = arena_floats(a, (size_t)qb * hw);
+    if ((at->has_norm && !xn) || !q || !k || !v || !o || !s) return -1;
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * c * hw, *src = xi;
+        float *yi = y + (size_t)i * c * hw;
+        if (at->has_norm) {
+            op_groupnorm(&at->norm, xi, 1, hw, NULL, NULL, 0, 0, xn);
+            src = xn;
+        }
+        project(at->wq, at->bq, inner, c, src, hw, q);
+        project(at->wk, at->bk, inner, c, src, hw, k);
+        project(at->wv, at->bv, inner, c, src, hw, v);
+        attention_heads(at, q, k, v, hw, s, o);
+        project(at->wo, at->bo, c, inner, o, hw, yi);
+        for (size_t j = 0; j < (size_t)c * hw; j++) {
+            float r = at->residual ? yi[j] + xi[j] : yi[j];
+            yi[j] = at->rescale == 1.0f ? r : r / at->rescale;
+        }
+    }
+    arena_release(a, mark);
+    return 0;
+}

@@ -1,0 +1,83 @@
+/* Internal to kernels/: the arena and the tensor operations the UNet forward is built from.
+ * All tensors are float32 NCHW, contiguous. Not included outside kernels/. */
+#ifndef STRATA_KERNELS_OPS_H
+#define STRATA_KERNELS_OPS_H
+
+#include <stddef.h>
+
+/* A bump allocator for one forward pass. Allocation past the capacity falls back to the heap
+ * and records the need; arena_reset() then grows the block to the peak, so from the second
+ * forward of the same shape on there is no allocation at all. */
+typedef struct arena {
+    char *base;
+    size_t cap;
+    size_t used;
+    size_t peak;
+    void **overflow;
+    int noverflow;
+    int overflow_cap;
+    int failed;
+} arena;
+
+void arena_init(arena *a);
+void arena_fini(arena *a);
+/* 64-byte aligned, uninitialised; NULL only when the heap is exhausted. */
+float *arena_floats(arena *a, size_t count);
+size_t arena_mark(const arena *a);
+void arena_release(arena *a, size_t mark);
+/* Forget every allocation and grow to the peak seen so far. Returns 0 or -1 (no memory). */
+int arena_reset(arena *a);
+
+/* y = conv2d(x): weight [cout, cin, k, k], bias [cout] or NULL, padding (top, left, bottom,
+ * right) as explicit zeros, any stride. */
+typedef struct conv2d {
+    int cin, cout, k, stride;
+    int pad[4];
+    const float *weight;
+    const float *bias;
+} conv2d;
+
+/* y (n, cout, oh, ow) = conv(x (n, cin, h, w)); accumulate adds into y instead of writing.
+ * Returns -1 when the arena cannot hold the scratch buffer. */
+int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, int accumulate,
+              arena *a);
+void conv2d_out_size(const conv2d *cv, int h, int w, int *oh, int *ow);
+
+/* GroupNorm over (n, c, hw), then gamma/beta, then optionally y = y * (1 + scale) + shift with
+ * per-(image, channel) scale and shift (scale_shift time conditioning), then optionally SiLU. */
+typedef struct groupnorm {
+    int channels, groups;
+    float eps;
+    const float *gamma;
+    const float *beta;
+} groupnorm;
+
+void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const float *scale,
+                  const float *shift, int shift_stride, int silu, float *y);
+
+/* y (n, out) = x (n, in) W^T + b, W [out, in]. */
+void op_linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y);
+void op_silu(const float *x, float *y, size_t count);
+/* Nearest-neighbour x2: (n, c, h, w) -> (n, c, 2h, 2w). */
+void op_upsample_nearest2(const float *x, int nc, int h, int w, float *y);
+/* 2x2 average pool, stride 2: (n, c, h, w) -> (n, c, h/2, w/2). */
+void op_avgpool2(const float *x, int nc, int h, int w, float *y);
+/* Sinusoidal timestep embedding as diffusers' get_timestep_embedding, float32. */
+void op_timestep_embedding(const float *t, int n, int dim, int flip_sin_to_cos, float freq_shift,
+                           float *y);
+
+/* Multi-head self-attention over the hw positions of (n, c, hw) as diffusers' Attention with
+ * 4-D input: optional GroupNorm, q/k/v projections, softmax(q k^T * scale) v, out projection,
+ * then (out + x) / rescale when residual. q/k/v weights [inner, c], out weight [c, inner]. */
+typedef struct attention {
+    int channels, heads, dim_head;
+    int has_norm;
+    groupnorm norm;
+    const float *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
+    float rescale;
+    int residual;
+} attention;
+
+int op_attention(const attention *at, const float *x, int n, int hw, float *y, arena *a);
+
+#endif

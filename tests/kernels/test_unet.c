@@ -1,0 +1,162 @@
+/* UNet2DModel forward and sampling loops against diffusers' own outputs
+ * (fixtures from tools/make_fixtures.py), and bad model directories. */
+#include "kernels/kernels.h"
+#include "tests/test.h"
+#include "worker/worker.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define UNET_FIXTURES "tests/fixtures/unet"
+
+/* Reads a whole tensor as float32 (malloc'd), or NULL when absent. */
+static float *read_tensor(const st_file_t *f, const char *name, const st_tensor **info)
+{
+    const st_tensor *t = st_find(f, name);
+    if (info) *info = t;
+    if (!t) return NULL;
+    float *data = malloc((size_t)st_numel(t) * sizeof(float));
+    if (data) st_to_f32(t, data);
+    return data;
+}
+
+/* Forward of one fixture case; returns the relative error, or -1 on a load failure. */
+static double unet_case_error(const char *dir, char *why, size_t whylen)
+{
+    char path[1024];
+    kerr e = {0};
+    unet_t *m = NULL;
+    st_file_t *io = NULL;
+    double rel = -1;
+    snprintf(path, sizeof path, "%s/model", dir);
+    if (unet_load(path, &m, &e)) {
+        snprintf(why, whylen, "%s", e.msg);
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/unet.safetensors", dir);
+    if (st_open(path, &io, &e)) {
+        snprintf(why, whylen, "%s", e.msg);
+        unet_free(m);
+        return -1;
+    }
+    const st_tensor *xs, *ys;
+    float *x = read_tensor(io, "sample", &xs), *t = read_tensor(io, "timestep", NULL);
+    float *labels = read_tensor(io, "class_labels", NULL), *want = read_tensor(io, "expected", &ys);
+    float *got = want ? malloc((size_t)st_numel(ys) * sizeof(float)) : NULL;
+    if (x && t && want && got &&
+        !unet_forward(m, x, (int)xs->shape[0], (int)xs->shape[2], (int)xs->shape[3], t, labels,
+                      got, &e)) {
+        float d, r;
+        test_max_abs_diff(got, want, (size_t)st_numel(ys), &d, &r);
+        rel = d / r;
+    } else {
+        snprintf(why, whylen, "forward failed: %s", e.msg);
+    }
+    free(x), free(t), free(labels), free(want), free(got);
+    st_close(io);
+    unet_free(m);
+    return rel;
+}
+
+static int list_dirs(const char *root, char names[][128], int max)
+{
+    DIR *d = opendir(root);
+    struct dirent *ent;
+    int n = 0;
+    if (!d) return 0;
+    while ((ent = readdir(d)) && n < max) {
+        char p[1024];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", root, ent->d_name);
+        if (ent->d_name[0] != '.' && !stat(p, &st) && S_ISDIR(st.st_mode))
+            snprintf(names[n++], 128, "%s", ent->d_name);
+    }
+    closedir(d);
+    return n;
+}
+
+TEST(unet_forward_matches_diffusers)
+{
+    char cases[32][128], dir[1024], why[600] = "";
+    int n = list_dirs(UNET_FIXTURES, cases, 32), checked = 0;
+    CHECKF(n >= 4, "expected the fixture cases under %s, found %d", UNET_FIXTURES, n);
+    for (int i = 0; i < n; i++) {
+        snprintf(dir, sizeof dir, "%s/%s", UNET_FIXTURES, cases[i]);
+        double rel = unet_case_error(dir, why, sizeof why);
+        CHECKF(rel >= 0, "%s: %s", cases[i], why);
+        CHECKF(rel <= 1e-4, "%s: max abs error %.3g of the output's max abs value", cases[i], rel);
+        printf("    %-12s relative error %.2e\n", cases[i], rel);
+        checked++;
+    }
+    CHECK(checked == n);
+}
+
+/* One sampling loop fixture: loops/<name>/{scheduler_config.json, io.safetensors}. */
+static double loop_case_error(const char *model_dir, const char *loop_dir, char *why, size_t len)
+{
+    char path[1024];
+    kerr e = {0};
+    unet_t *m = NULL;
+    st_file_t *io = NULL;
+    sched_config sc;
+    double rel = -1;
+    snprintf(path, sizeof path, "%s/scheduler_config.json", loop_dir);
+    int rc = unet_load(model_dir, &m, &e);
+    if (!rc) rc = sched_config_load(path, &sc, &e);
+    snprintf(path, sizeof path, "%s/io.safetensors", loop_dir);
+    if (!rc) rc = st_open(path, &io, &e);
+    if (rc) {
+        snprintf(why, len, "%s", e.msg);
+        unet_free(m);
+        return -1;
+    }
+    const st_tensor *ns, *cs;
+    float *noise = read_tensor(io, "noise", &ns), *cond = read_tensor(io, "cond", &cs);
+    float *labels = read_tensor(io, "class_labels", NULL), *steps = read_tensor(io, "steps", NULL);
+    float *want = read_tensor(io, "expected", NULL);
+    float *got = noise ? malloc((size_t)st_numel(ns) * sizeof(float)) : NULL;
+    if (noise && steps && want && got) {
+        sample_job job = {.model = m, .sched = &sc, .steps = (int)steps[0],
+                          .n = (int)ns->shape[0], .h = (int)ns->shape[2], .w = (int)ns->shape[3],
+                          .cond = cond, .cond_channels = cond ? (int)cs->shape[1] : 0,
+                          .class_labels = labels, .init_noise = noise};
+        if (!runner_sample(&job, got, &e)) {
+            float d, r;
+            test_max_abs_diff(got, want, (size_t)st_numel(ns), &d, &r);
+            rel = d / r;
+        } else {
+            snprintf(why, len, "sampling failed: %s", e.msg);
+        }
+    } else {
+        snprintf(why, len, "%s: missing noise, steps or expected", path);
+    }
+    free(noise), free(cond), free(labels), free(steps), free(want), free(got);
+    st_close(io);
+    unet_free(m);
+    return rel;
+}
+
+TEST(unet_sampling_loops_match_diffusers)
+{
+    char cases[32][128], loops[64][128], dir[1024], model[1024], why[600] = "";
+    int n = list_dirs(UNET_FIXTURES, cases, 32), total = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(dir, sizeof dir, "%s/%s/loops", UNET_FIXTURES, cases[i]);
+        snprintf(model, sizeof model, "%s/%s/model", UNET_FIXTURES, cases[i]);
+        int nl = list_dirs(dir, loops, 64);
+        for (int j = 0; j < nl; j++) {
+            char loop[1200];
+            snprintf(loop, sizeof loop, "%s/%s", dir, loops[j]);
+            double rel = loop_case_error(model, loop, why, sizeof why);
+            CHECKF(rel >= 0, "%s/%s: %s", cases[i], loops[j], why);
+            CHECKF(rel <= 1e-3, "%s/%s: max abs error %.3g of the max abs value", cases[i],
+                   loops[j], rel);
+            printf("    %-8s %-28s relative error %.2e\n", cases[i], loops[j], rel);
+            total++;
+        }
+    }
+    CHECKF(total >= 18, "expected at least 18 sampling-loop fixtures, found %d", total);
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that building, testing and running strata need.
+# Idempotent: does nothing when everything is there. Needs root (or sudo) for apt-get.
+set -euo pipefail
+
+packages=(
+  build-essential pkg-config
+  libopenblas-dev libzmq3-dev libmsgpack-dev libopenmpi-dev openmpi-bin
+  libyaml-dev libjansson-dev libpng-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
