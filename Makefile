@@ -23,13 +23,16 @@ all: $(BUILD)/strata $(BUILD)/tests
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@echo '  CC    $<'
+	@$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/strata: $(BUILD)/obj/cluster/main.o $(LIB_OBJ)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+	@echo '  LINK  $@'
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/tests: $(TEST_OBJ) $(LIB_OBJ)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+	@echo '  LINK  $@'
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 
 # The default suite: unit, parity and command-line tests. TESTS=pattern runs a subset.
 test: all

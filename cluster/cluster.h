@@ -15,6 +15,7 @@ enum cli_exit {
 /* Subcommands: argv[0] is the subcommand's name. Each returns an exit code. */
 int cmd_unet(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* Print "strata CMD: message" to stderr and return the exit code for the kerr code. */
 int cli_fail(const char *cmd, int code, const char *msg);

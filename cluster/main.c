@@ -11,6 +11,7 @@ static const struct {
 } commands[] = {
     {"unet", cmd_unet, "run one UNet2DModel forward on a safetensors input"},
     {"sample", cmd_sample, "sample images from one diffusers model"},
+    {"bench", cmd_bench, "time the engine (UNet forward, convolutions)"},
 };
 
 static void usage(FILE *to)

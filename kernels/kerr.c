@@ -18,17 +18,18 @@ int kerr_set(kerr *e, int code, const char *fmt, ...)
     return code;
 }
 
-static int kernel_threads = 1;
+static int kernel_threads;
 
 void kernels_set_threads(int n)
 {
     if (n < 1) n = 1;
     kernel_threads = n;
-    openblas_set_num_threads(n);
+    /* OpenBLAS stays single-threaded: ops.c splits GEMMs itself (see op_gemm) */
+    openblas_set_num_threads(1);
     omp_set_num_threads(n);
 }
 
 int kernels_get_threads(void)
 {
-    return kernel_threads;
+    return kernel_threads ? kernel_threads : omp_get_max_threads();
 }

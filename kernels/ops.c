@@ -7,6 +7,47 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
+/* ---------------------------------------------------------------- GEMM */
+
+/* Chunk sizes of the parallel GEMM. They depend on the shape only, never on the thread count:
+ * each chunk is one single-threaded OpenBLAS call, so every output element is computed by the
+ * same instructions in the same order whatever the number of threads, and images are bitwise
+ * identical for any --threads (DESIGN.md section 2). OpenBLAS's own threading partitions by
+ * thread count and changes the last bits, so it stays at one thread. */
+enum { GEMM_COL_CHUNK = 256, GEMM_ROW_CHUNK = 64 };
+
+static void gemm_once_single_threaded(void)
+{
+    static int done;
+    if (!done) {
+        openblas_set_num_threads(1);
+        done = 1;
+    }
+}
+
+void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+             const float *b, int ldb, float beta, float *c, int ldc)
+{
+    gemm_once_single_threaded();
+    int by_cols = n >= 2 * GEMM_COL_CHUNK || m < 2 * GEMM_ROW_CHUNK;
+    int chunk = by_cols ? GEMM_COL_CHUNK : GEMM_ROW_CHUNK;
+    int chunks = ((by_cols ? n : m) + chunk - 1) / chunk;
+    CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+    double flops = 2.0 * m * n * k;
+#pragma omp parallel for schedule(static) if (chunks > 1 && flops > 2e6)
+    for (int i = 0; i < chunks; i++) {
+        int lo = i * chunk, len = ((by_cols ? n : m) - lo) < chunk ? (by_cols ? n : m) - lo : chunk;
+        if (by_cols)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, m, len, k, alpha, a, lda,
+                        trans_b ? b + (size_t)lo * ldb : b + lo, ldb, beta, c + lo, ldc);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, len, n, k, alpha, a + (size_t)lo * lda,
+                        lda, b, ldb, beta, c + (size_t)lo * ldc, ldc);
+    }
+}
+
 /* ---------------------------------------------------------------- arena */
 
 enum { ARENA_ALIGN = 64 };
@@ -191,8 +232,8 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
         } else {
             conv_init_out(cv, out, ohw, ohw, accumulate);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cv->cout, (int)ld, kdim, 1.0f,
-                    cv->weight, kdim, b, (int)ld, 1.0f, out, (int)ld);
+        op_gemm(0, cv->cout, (int)ld, kdim, 1.0f, cv->weight, kdim, b, (int)ld, 1.0f, out,
+                (int)ld);
         if (g > 1)
             for (int j = 0; j < g; j++)
                 for (int co = 0; co < cv->cout; co++)
@@ -205,13 +246,25 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
 
 /* ---------------------------------------------------------------- normalisation */
 
-static inline float silu1(float v)
+float op_activate(op_act act, float v)
 {
-    return v / (1.0f + expf(-v));
+    switch (act) {
+    case OP_ACT_SILU: return v / (1.0f + expf(-v));
+    case OP_ACT_MISH: return v * tanhf(log1pf(expf(v)));
+    case OP_ACT_GELU: return 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));
+    case OP_ACT_RELU: return v > 0.0f ? v : 0.0f;
+    default: return v;
+    }
+}
+
+void op_activate_all(op_act act, float *x, size_t count)
+{
+    if (act != OP_ACT_NONE)
+        for (size_t i = 0; i < count; i++) x[i] = op_activate(act, x[i]);
 }
 
 void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const float *scale,
-                  const float *shift, int shift_stride, int silu, float *y)
+                  const float *shift, int shift_stride, op_act act, float *y)
 {
     int cpg = gn->channels / gn->groups;
     size_t gsize = (size_t)cpg * hw;
@@ -237,7 +290,7 @@ void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const floa
             float *yc = yg + (size_t)c * hw;
             for (int i = 0; i < hw; i++) {
                 float v = (xc[i] * a + b) * s + t;
-                yc[i] = silu ? silu1(v) : v;
+                yc[i] = act == OP_ACT_SILU ? v / (1.0f + expf(-v)) : op_activate(act, v);
             }
         }
     }
@@ -249,13 +302,7 @@ void op_linear(const float *x, int n, int in, const float *w, const float *b, in
 {
     for (int i = 0; i < n; i++)
         for (int o = 0; o < out; o++) y[(size_t)i * out + o] = b ? b[o] : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 1.0f, y,
-                out);
-}
-
-void op_silu(const float *x, float *y, size_t count)
-{
-    for (size_t i = 0; i < count; i++) y[i] = silu1(x[i]);
+    op_gemm(1, n, out, in, 1.0f, x, in, w, in, 1.0f, y, out);
 }
 
 void op_upsample_nearest2(const float *x, int nc, int h, int w, float *y)
@@ -325,25 +372,29 @@ static void project(const float *w, const float *b, int rows, int c, const float
 {
     for (int r = 0; r < rows; r++)
         for (int i = 0; i < hw; i++) proj[(size_t)r * hw + i] = b ? b[r] : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hw, c, 1.0f, w, c, x, hw, 1.0f,
-                proj, hw);
+    op_gemm(0, rows, hw, c, 1.0f, w, c, x, hw, 1.0f, proj, hw);
 }
 
+/* Each (head, query block) pair is one task with its own score buffer: the parallel split
+ * never changes what a task computes. */
 static void attention_heads(const attention *at, const float *q, const float *k, const float *v,
-                            int hw, float *s, float *o)
+                            int hw, float *scores, float *o)
 {
-    int d = at->dim_head;
+    int d = at->dim_head, qblocks = (hw + ATTN_QBLOCK - 1) / ATTN_QBLOCK;
+    int qb_max = hw < ATTN_QBLOCK ? hw : ATTN_QBLOCK;
     float scale = 1.0f / sqrtf((float)d);
-    for (int head = 0; head < at->heads; head++) {
+    double flops = 4.0 * at->heads * (double)hw * hw * d;
+#pragma omp parallel for schedule(static) if (at->heads * qblocks > 1 && flops > 2e6)
+    for (int task = 0; task < at->heads * qblocks; task++) {
+        int head = task / qblocks, q0 = (task % qblocks) * ATTN_QBLOCK;
+        int qb = hw - q0 < ATTN_QBLOCK ? hw - q0 : ATTN_QBLOCK;
+        float *s = scores + (size_t)omp_get_thread_num() * qb_max * hw;
         size_t off = (size_t)head * d * hw;
-        for (int q0 = 0; q0 < hw; q0 += ATTN_QBLOCK) {
-            int qb = hw - q0 < ATTN_QBLOCK ? hw - q0 : ATTN_QBLOCK;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, qb, hw, d, scale, q + off + q0,
-                        hw, k + off, hw, 0.0f, s, hw);
-            softmax_rows(s, qb, hw);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, qb, hw, 1.0f, v + off, hw, s,
-                        hw, 0.0f, o + off + q0, hw);
-        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, qb, hw, d, scale, q + off + q0, hw,
+                    k + off, hw, 0.0f, s, hw);
+        softmax_rows(s, qb, hw);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, qb, hw, 1.0f, v + off, hw, s, hw,
+                    0.0f, o + off + q0, hw);
     }
 }
 
@@ -355,13 +406,13 @@ int op_attention(const attention *at, const float *x, int n, int hw, float *y, a
     float *xn = at->has_norm ? arena_floats(a, (size_t)c * hw) : NULL;
     float *q = arena_floats(a, (size_t)inner * hw), *k = arena_floats(a, (size_t)inner * hw);
     float *v = arena_floats(a, (size_t)inner * hw), *o = arena_floats(a, (size_t)inner * hw);
-    float *s = arena_floats(a, (size_t)qb * hw);
+    float *s = arena_floats(a, (size_t)omp_get_max_threads() * qb * hw);
     if ((at->has_norm && !xn) || !q || !k || !v || !o || !s) return -1;
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * c * hw, *src = xi;
         float *yi = y + (size_t)i * c * hw;
         if (at->has_norm) {
-            op_groupnorm(&at->norm, xi, 1, hw, NULL, NULL, 0, 0, xn);
+            op_groupnorm(&at->norm, xi, 1, hw, NULL, NULL, 0, OP_ACT_NONE, xn);
             src = xn;
         }
         project(at->wq, at->bq, inner, c, src, hw, q);

@@ -28,6 +28,11 @@ void arena_release(arena *a, size_t mark);
 /* Forget every allocation and grow to the peak seen so far. Returns 0 or -1 (no memory). */
 int arena_reset(arena *a);
 
+/* Row-major C = alpha A B + beta C (B transposed when trans_b), split over threads in chunks
+ * that depend on the shape only, so results are bitwise independent of the thread count. */
+void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+             const float *b, int ldb, float beta, float *c, int ldc);
+
 /* y = conv2d(x): weight [cout, cin, k, k], bias [cout] or NULL, padding (top, left, bottom,
  * right) as explicit zeros, any stride. */
 typedef struct conv2d {
@@ -43,8 +48,20 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
               arena *a);
 void conv2d_out_size(const conv2d *cv, int h, int w, int *oh, int *ow);
 
+/* Activations diffusers' get_activation knows: act_fn of UNet2DModel. */
+typedef enum op_act {
+    OP_ACT_NONE,
+    OP_ACT_SILU,
+    OP_ACT_MISH,
+    OP_ACT_GELU,
+    OP_ACT_RELU,
+} op_act;
+
+float op_activate(op_act act, float v);
+void op_activate_all(op_act act, float *x, size_t count);
+
 /* GroupNorm over (n, c, hw), then gamma/beta, then optionally y = y * (1 + scale) + shift with
- * per-(image, channel) scale and shift (scale_shift time conditioning), then optionally SiLU. */
+ * per-(image, channel) scale and shift (scale_shift time conditioning), then the activation. */
 typedef struct groupnorm {
     int channels, groups;
     float eps;
@@ -53,11 +70,10 @@ typedef struct groupnorm {
 } groupnorm;
 
 void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const float *scale,
-                  const float *shift, int shift_stride, int silu, float *y);
+                  const float *shift, int shift_stride, op_act act, float *y);
 
 /* y (n, out) = x (n, in) W^T + b, W [out, in]. */
 void op_linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y);
-void op_silu(const float *x, float *y, size_t count);
 /* Nearest-neighbour x2: (n, c, h, w) -> (n, c, 2h, 2w). */
 void op_upsample_nearest2(const float *x, int nc, int h, int w, float *y);
 /* 2x2 average pool, stride 2: (n, c, h, w) -> (n, c, h/2, w/2). */

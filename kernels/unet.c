@@ -12,6 +12,7 @@
  * then (shortcut(x) + h) / output_scale_factor. */
 typedef struct resnet {
     int cin, cout, up, down, scale_shift;
+    op_act act;
     groupnorm norm1, norm2;
     conv2d conv1, conv2, shortcut;
     int has_shortcut;
@@ -149,6 +150,7 @@ static void build_resnet(loader *l, const unet_config *c, resnet *r, int cin, in
     r->cin = cin;
     r->cout = cout;
     r->scale_shift = c->scale_shift;
+    r->act = (op_act)c->act;
     r->output_scale = scale;
     snprintf(name, sizeof name, "%s.norm1", prefix);
     load_norm(l, &r->norm1, cin, groups, c->norm_eps, name);
@@ -413,7 +415,7 @@ typedef struct fmap {
 typedef struct fwd {
     unet_t *m;
     int n;
-    const float *emb_silu; /* (n, temb_dim): SiLU of the time+class embedding */
+    const float *emb_act; /* (n, temb_dim): act_fn of the time+class embedding */
     arena *a;
     int failed;
 } fwd;
@@ -454,14 +456,14 @@ static fmap run_resnet(fwd *f, const resnet *r, fmap x)
     fmap h = fmap_new(f, r->cin, x.h, x.w);
     float *temb = arena_floats(f->a, (size_t)n * r->temb_out);
     if (f->failed || !temb) return f->failed = 1, out;
-    op_groupnorm(&r->norm1, x.data, n, x.h * x.w, NULL, NULL, 0, 1, h.data);
+    op_groupnorm(&r->norm1, x.data, n, x.h * x.w, NULL, NULL, 0, r->act, h.data);
     if (r->up || r->down) {
         h = resample_nearest(f, h, r->up);
         x = resample_nearest(f, x, r->up);
     }
     fmap h2 = run_conv(f, &r->conv1, h);
     if (f->failed) return out;
-    op_linear(f->emb_silu, n, f->m->temb_dim, r->temb_w, r->temb_b, r->temb_out, temb);
+    op_linear(f->emb_act, n, f->m->temb_dim, r->temb_w, r->temb_b, r->temb_out, temb);
     size_t hw = (size_t)oh * ow;
     if (!r->scale_shift)
         for (int i = 0; i < n; i++)
@@ -471,7 +473,7 @@ static fmap run_resnet(fwd *f, const resnet *r, fmap x)
             }
     const float *scale = r->scale_shift ? temb : NULL;
     const float *shift = r->scale_shift ? temb + r->cout : NULL;
-    op_groupnorm(&r->norm2, h2.data, n, (int)hw, scale, shift, r->temb_out, 1, h2.data);
+    op_groupnorm(&r->norm2, h2.data, n, (int)hw, scale, shift, r->temb_out, r->act, h2.data);
     if (r->has_shortcut) {
         if (op_conv2d(&r->shortcut, x.data, n, oh, ow, out.data, 0, f->a)) f->failed = 1;
     } else {
@@ -587,7 +589,7 @@ static void timestep_mlp(const unet_t *m, const float *x, int n, const float *w1
                          const float *w2, const float *b2, float *hidden, float *out)
 {
     op_linear(x, n, m->tin_dim, w1, b1, m->temb_dim, hidden);
-    op_silu(hidden, hidden, (size_t)n * m->temb_dim);
+    op_activate_all(OP_ACT_SILU, hidden, (size_t)n * m->temb_dim);
     op_linear(hidden, n, m->temb_dim, w2, b2, m->temb_dim, out);
 }
 
@@ -616,8 +618,9 @@ static int add_class_embedding(const unet_t *m, const float *labels, int n, floa
     return 0;
 }
 
-/* emb_silu = SiLU(time embedding + class embedding), (n, temb_dim). */
-static int embed(fwd *f, const float *timesteps, const float *class_labels, float *emb_silu,
+/* emb_act = act_fn(time embedding + class embedding), (n, temb_dim): every resnet applies its
+ * nonlinearity to temb first, so it is done once here. */
+static int embed(fwd *f, const float *timesteps, const float *class_labels, float *emb_act,
                  kerr *e)
 {
     unet_t *m = f->m;
@@ -627,14 +630,14 @@ static int embed(fwd *f, const float *timesteps, const float *class_labels, floa
     if (!tproj || !hidden) return kerr_set(e, KERR_NOMEM, "out of memory");
     int rc = time_project(m, timesteps, n, tproj, e);
     if (rc) return rc;
-    timestep_mlp(m, tproj, n, m->t1_w, m->t1_b, m->t2_w, m->t2_b, hidden, emb_silu);
+    timestep_mlp(m, tproj, n, m->t1_w, m->t1_b, m->t2_w, m->t2_b, hidden, emb_act);
     if (m->info.needs_class_labels && !class_labels)
         return kerr_set(e, KERR_INPUT, "this model needs class labels");
     if (!m->info.needs_class_labels && class_labels)
         return kerr_set(e, KERR_INPUT, "this model takes no class labels");
-    if (class_labels && (rc = add_class_embedding(m, class_labels, n, tproj, hidden, emb_silu, e)))
+    if (class_labels && (rc = add_class_embedding(m, class_labels, n, tproj, hidden, emb_act, e)))
         return rc;
-    op_silu(emb_silu, emb_silu, (size_t)n * m->temb_dim);
+    op_activate_all((op_act)m->cfg.act, emb_act, (size_t)n * m->temb_dim);
     return 0;
 }
 
@@ -650,7 +653,8 @@ static int check_shape(const unet_t *m, int n, int h, int w, kerr *e)
 static void finish(fwd *f, fmap h, const float *timesteps, float *out)
 {
     unet_t *m = f->m;
-    op_groupnorm(&m->norm_out, h.data, f->n, h.h * h.w, NULL, NULL, 0, 1, h.data);
+    /* UNet2DModel's conv_act is nn.SiLU() whatever act_fn says */
+    op_groupnorm(&m->norm_out, h.data, f->n, h.h * h.w, NULL, NULL, 0, OP_ACT_SILU, h.data);
     size_t hw = (size_t)h.h * h.w, per = (size_t)m->cfg.out_channels * hw;
     if (op_conv2d(&m->conv_out, h.data, f->n, h.h, h.w, out, 0, f->a)) f->failed = 1;
     if (m->cfg.time_type == UNET_TIME_FOURIER)
@@ -670,7 +674,7 @@ int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *ti
     size_t mark = arena_mark(f.a);
     if ((rc = embed(&f, timesteps, class_labels, emb, e))) return rc;
     arena_release(f.a, mark);
-    f.emb_silu = emb;
+    f.emb_act = emb;
     fmap in = fmap_new(&f, m->cfg.in_channels, h, w);
     if (f.failed) return kerr_set(e, KERR_NOMEM, "out of memory");
     for (size_t j = 0; j < (size_t)n * m->cfg.in_channels * h * w; j++)

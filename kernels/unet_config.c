@@ -1,5 +1,6 @@
 /* Parsing diffusers' UNet2DModel config.json (jansson), with diffusers' defaults. */
 #include "kernels/unet_config.h"
+#include "kernels/ops.h"
 
 #include <jansson.h>
 #include <string.h>
@@ -110,6 +111,24 @@ bad:
                     UNET_MAX_BLOCKS, want_strings ? "block type names" : "positive integers");
 }
 
+/* sample_size: an int, null, or [height, width] (diffusers accepts a tuple); only the height
+ * is kept: it is a default for `strata sample`, the forward takes any multiple of the
+ * downsampling factor. */
+static int get_sample_size(json_t *root, const char *path, int *out, kerr *e)
+{
+    json_t *v = json_object_get(root, "sample_size");
+    if (v && json_is_array(v) && json_array_size(v) == 2 &&
+        json_is_integer(json_array_get(v, 0)) && json_is_integer(json_array_get(v, 1)) &&
+        json_integer_value(json_array_get(v, 0)) > 0) {
+        *out = (int)json_integer_value(json_array_get(v, 0));
+        return 0;
+    }
+    if (v && json_is_array(v))
+        return kerr_set(e, KERR_INPUT, "%s: sample_size: expected an integer or [height, width]",
+                        path);
+    return get_int(root, path, "sample_size", 0, 0, out, e);
+}
+
 static const char *default_down[] = {"DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D",
                                      "AttnDownBlock2D"};
 static const char *default_up[] = {"AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D",
@@ -177,7 +196,9 @@ static int parse_strings(json_t *root, const char *path, unet_config *c, kerr *e
     static const char *const time_types[] = {"positional", "fourier", "learned"};
     static const char *const shifts[] = {"default", "scale_shift"};
     static const char *const sample_types[] = {"conv", "resnet"};
-    static const char *const acts[] = {"silu", "swish"};
+    static const char *const acts[] = {"silu", "swish", "mish", "gelu", "relu"};
+    static const op_act act_values[] = {OP_ACT_SILU, OP_ACT_SILU, OP_ACT_MISH, OP_ACT_GELU,
+                                        OP_ACT_RELU};
     const char *time_type, *mid, *shift, *down, *up, *act, *class_type;
     int rc, choice;
     if ((rc = get_string(root, path, "time_embedding_type", "positional", &time_type, e)) ||
@@ -195,8 +216,9 @@ static int parse_strings(json_t *root, const char *path, unet_config *c, kerr *e
         (rc = parse_choice(down, path, "downsample_type", sample_types, 2, &c->downsample_resnet,
                            e)) ||
         (rc = parse_choice(up, path, "upsample_type", sample_types, 2, &c->upsample_resnet, e)) ||
-        (rc = parse_choice(act, path, "act_fn", acts, 2, &choice, e)))
+        (rc = parse_choice(act, path, "act_fn", acts, 5, &choice, e)))
         return rc;
+    c->act = act_values[choice];
     c->has_mid = mid != NULL;
     if (mid && strcmp(mid, "UNetMidBlock2D") != 0)
         return kerr_set(e, KERR_INPUT, "%s: mid_block_type: unsupported value '%s'", path, mid);
@@ -217,7 +239,7 @@ static int parse_numbers(json_t *root, const char *path, unet_config *c, kerr *e
     int rc;
     if ((rc = get_int(root, path, "in_channels", 3, -1, &c->in_channels, e)) ||
         (rc = get_int(root, path, "out_channels", 3, -1, &c->out_channels, e)) ||
-        (rc = get_int(root, path, "sample_size", 0, 0, &c->sample_size, e)) ||
+        (rc = get_sample_size(root, path, &c->sample_size, e)) ||
         (rc = get_int(root, path, "time_embedding_dim", 0, 0, &c->time_embedding_dim, e)) ||
         (rc = get_int(root, path, "layers_per_block", 2, -1, &c->layers_per_block, e)) ||
         (rc = get_int(root, path, "downsample_padding", 1, -1, &c->downsample_padding, e)) ||

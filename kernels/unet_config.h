@@ -43,6 +43,7 @@ typedef struct unet_config {
     float norm_eps;
     int scale_shift; /* resnet_time_scale_shift "scale_shift" */
     int add_attention;
+    int act; /* an op_act value (ops.h): the resnets' nonlinearity */
     unet_class_type class_type;
     int num_class_embeds;
     int num_train_timesteps;

@@ -1,0 +1,138 @@
+/* `strata bench`: timings of the engine, printed as one line per measurement so that
+ * tools/bench.sh can put them beside PyTorch's. */
+#include "cluster/cluster.h"
+#include "kernels/kernels.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static const char bench_help[] =
+    "usage: strata bench unet --model DIR [--batch N] [--threads T] [--iters K] [--size PX]\n"
+    "       strata bench conv [--threads T] [--iters K]\n\n"
+    "unet: mean time of one UNet2DModel forward (after 2 warm-up passes) and peak RSS.\n"
+    "conv: GFLOP/s of the UNet's 3x3 and 1x1 convolutions (ddpm-cifar10 shapes) beside plain\n"
+    "OpenBLAS sgemm GFLOP/s for the same GEMM shapes.\n";
+
+typedef struct bench_args {
+    const char *what, *model;
+    int batch, threads, iters, size;
+} bench_args;
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static long peak_rss_kb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static int bench_unet(const bench_args *a, kerr *e)
+{
+    unet_t *m;
+    int rc = unet_load(a->model, &m, e);
+    if (rc) return rc;
+    const unet_info *info = unet_get_info(m);
+    int n = a->batch, s = a->size ? a->size : info->sample_size;
+    size_t in = (size_t)n * info->in_channels * s * s, out = (size_t)n * info->out_channels * s * s;
+    float *x = malloc(in * sizeof(float)), *y = malloc(out * sizeof(float));
+    float *t = malloc((size_t)n * sizeof(float));
+    float *labels = calloc((size_t)n * info->class_label_dim, sizeof(float));
+    if (!x || !y || !t || !labels) return kerr_set(e, KERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < in; i++) x[i] = (float)(i % 17) / 17.0f - 0.5f;
+    for (int i = 0; i < n; i++) t[i] = 500;
+    const float *cl = info->needs_class_labels ? labels : NULL;
+    for (int i = 0; i < 2 && !rc; i++) rc = unet_forward(m, x, n, s, s, t, cl, y, e);
+    double t0 = now_seconds();
+    for (int i = 0; i < a->iters && !rc; i++) rc = unet_forward(m, x, n, s, s, t, cl, y, e);
+    double ms = (now_seconds() - t0) * 1e3 / a->iters;
+    if (!rc)
+        printf("unet batch=%d threads=%d ms=%.2f peak_rss_mb=%.1f params=%lld\n", n, a->threads,
+               ms, peak_rss_kb() / 1024.0, (long long)info->num_params);
+    free(x), free(y), free(t), free(labels);
+    unet_free(m);
+    return rc;
+}
+
+/* ddpm-cifar10's convolutions at batch 1: (cin, cout, k, side). */
+static const int conv_shapes[][4] = {
+    {128, 128, 3, 32}, {256, 256, 3, 16}, {256, 256, 3, 8},  {256, 256, 3, 4},
+    {384, 128, 3, 32}, {512, 256, 3, 16}, {384, 128, 1, 32}, {128, 256, 1, 16},
+};
+
+static int bench_conv(const bench_args *a, kerr *e)
+{
+    for (size_t i = 0; i < sizeof conv_shapes / sizeof conv_shapes[0]; i++) {
+        const int *s = conv_shapes[i];
+        double conv, gemm;
+        if (kernels_bench_conv(s[0], s[1], s[2], s[3], s[3], a->batch, a->threads, a->iters, &conv,
+                               &gemm))
+            return kerr_set(e, KERR_NOMEM, "out of memory");
+        printf("conv k=%d cin=%d cout=%d side=%d batch=%d threads=%d conv_gflops=%.1f "
+               "sgemm_gflops=%.1f ratio=%.2f\n",
+               s[2], s[0], s[1], s[3], a->batch, a->threads, conv, gemm, conv / gemm);
+    }
+    return 0;
+}
+
+static int parse_bench_args(int argc, char **argv, bench_args *a)
+{
+    static const struct option opts[] = {{"model", 1, 0, 'm'}, {"batch", 1, 0, 'b'},
+                                         {"threads", 1, 0, 'j'}, {"iters", 1, 0, 'i'},
+                                         {"size", 1, 0, 's'},    {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int c;
+    *a = (bench_args){.batch = 1, .threads = 1, .iters = 10};
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int *slot = c == 'b' ? &a->batch : c == 'j' ? &a->threads : c == 'i' ? &a->iters
+                  : c == 's' ? &a->size : NULL;
+        if (c == 'm') {
+            a->model = optarg;
+        } else if (c == 'h') {
+            fputs(bench_help, stdout);
+            return -1;
+        } else if (slot) {
+            *slot = atoi(optarg);
+            if (*slot < 1 || *slot > 4096) {
+                fprintf(stderr, "strata bench: --%s: '%s' is not 1 to 4096\n",
+                        opts[c == 'b' ? 1 : c == 'j' ? 2 : c == 'i' ? 3 : 4].name, optarg);
+                return CLI_EXIT_USAGE;
+            }
+        } else {
+            fprintf(stderr, "strata bench: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    a->what = optind < argc ? argv[optind] : "unet";
+    if (strcmp(a->what, "unet") && strcmp(a->what, "conv")) {
+        fprintf(stderr, "strata bench: unknown benchmark '%s' (unet or conv)\n", a->what);
+        return CLI_EXIT_USAGE;
+    }
+    if (!strcmp(a->what, "unet") && !a->model) {
+        fprintf(stderr, "strata bench: unet needs --model DIR\n");
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_args a;
+    int rc = parse_bench_args(argc, argv, &a);
+    if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
+    kernels_set_threads(a.threads);
+    kerr e = {0};
+    rc = !strcmp(a.what, "unet") ? bench_unet(&a, &e) : bench_conv(&a, &e);
+    return rc ? cli_fail("bench", rc, e.msg) : CLI_EXIT_OK;
+}

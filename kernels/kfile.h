@@ -1,0 +1,14 @@
+/* kernels-internal file helpers shared by the safetensors and PNG writers. Not part of the
+ * module's interface: only files in kernels/ include this. */
+#ifndef STRATA_KERNELS_KFILE_H
+#define STRATA_KERNELS_KFILE_H
+
+#include "kernels/kernels.h"
+
+#include <sys/uio.h>
+
+/* Write the n pieces, in order, to path atomically: PATH.tmp.PID, fsync, rename, fsync the
+ * directory, so a reader sees the old file or the whole new one. Errors name the path. */
+int kfile_write_atomic(const char *path, const struct iovec *parts, int n, kerr *e);
+
+#endif
