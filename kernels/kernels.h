@@ -74,6 +74,10 @@ void st_to_f32(const st_tensor *t, float *dst);
 int st_read_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape, float *dst,
                 kerr *e);
 
+/* Drop the mapped pages wholly inside t's data from memory (a loader that has converted t
+ * keeps peak memory at one copy of the weights). t stays readable. */
+void st_release(const st_file_t *f, const st_tensor *t);
+
 /* A float32 tensor to write. */
 typedef struct st_out {
     const char *name;

@@ -57,15 +57,16 @@ void arena_init(arena *a)
     memset(a, 0, sizeof *a);
 }
 
-static void arena_drop_overflow(arena *a)
+/* Free the heap blocks standing in for offsets >= from (they are LIFO like the arena). */
+static void arena_drop_overflow(arena *a, size_t from)
 {
-    for (int i = 0; i < a->noverflow; i++) free(a->overflow[i]);
-    a->noverflow = 0;
+    while (a->noverflow && a->overflow[a->noverflow - 1].offset >= from)
+        free(a->overflow[--a->noverflow].ptr);
 }
 
 void arena_fini(arena *a)
 {
-    arena_drop_overflow(a);
+    arena_drop_overflow(a, 0);
     free(a->overflow);
     free(a->base);
     memset(a, 0, sizeof *a);
@@ -82,17 +83,19 @@ float *arena_floats(arena *a, size_t count)
         return p;
     }
     /* Past the block: serve this pass from the heap; arena_reset() grows the block. */
+    size_t offset = a->used;
     a->used = end;
     if (a->noverflow == a->overflow_cap) {
         int cap = a->overflow_cap ? 2 * a->overflow_cap : 16;
-        void **grown = realloc(a->overflow, (size_t)cap * sizeof *grown);
+        struct arena_block *grown = realloc(a->overflow, (size_t)cap * sizeof *grown);
         if (!grown) return NULL;
         a->overflow = grown;
         a->overflow_cap = cap;
     }
     void *p = aligned_alloc(ARENA_ALIGN, bytes ? bytes : ARENA_ALIGN);
     if (!p) return NULL;
-    a->overflow[a->noverflow++] = p;
+    a->overflow[a->noverflow].ptr = p;
+    a->overflow[a->noverflow++].offset = offset;
     return p;
 }
 
@@ -103,13 +106,13 @@ size_t arena_mark(const arena *a)
 
 void arena_release(arena *a, size_t mark)
 {
-    /* Overflow blocks stay alive until reset: callers may still hold them. */
+    arena_drop_overflow(a, mark);
     a->used = mark;
 }
 
 int arena_reset(arena *a)
 {
-    arena_drop_overflow(a);
+    arena_drop_overflow(a, 0);
     a->used = 0;
     if (a->peak <= a->cap) return 0;
     free(a->base);

@@ -13,7 +13,10 @@ typedef struct arena {
     size_t cap;
     size_t used;
     size_t peak;
-    void **overflow;
+    struct arena_block {
+        void *ptr;
+        size_t offset; /* arena offset the block stands in for */
+    } *overflow;
     int noverflow;
     int overflow_cap;
     int failed;

@@ -458,3 +458,13 @@ int st_write_f32(const char *path, const st_out *tensors, int count, kerr *e)
     free(sorted);
     return rc;
 }
+
+void st_release(const st_file_t *f, const st_tensor *t)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)t->data + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(uintptr_t)(page - 1);
+    (void)f;
+    /* read-only private file mapping: dropped pages are simply read again if touched */
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}

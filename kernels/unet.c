@@ -77,6 +77,7 @@ static const float *load(loader *l, const char *name, int ndim, const int64_t *s
     }
     float *dst = l->next;
     l->rc = st_read_f32(l->st, name, ndim, shape, dst, l->e);
+    if (!l->rc) st_release(l->st, st_find(l->st, name));
     l->next += numel;
     return dst;
 }

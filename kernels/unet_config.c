@@ -143,6 +143,7 @@ static int parse_block_types(json_t *arr, const char **defaults, const char *pla
     *count = arr ? (int)json_array_size(arr) : 4;
     for (int i = 0; i < *count; i++) {
         const char *name = arr ? json_string_value(json_array_get(arr, (size_t)i)) : defaults[i];
+        if (strncmp(name, "UNetRes", 7) == 0) name += 7; /* diffusers strips this prefix too */
         if (strcmp(name, plain) == 0)
             flags[i] = 0;
         else if (strcmp(name, attn) == 0)

@@ -1,0 +1,64 @@
+/* coordinator: jobs, per-level queues, scheduling, leases, heartbeats, journal, spool, outputs.
+ * The only header other folders include from coordinator/. This first part holds the specs the
+ * coordinator runs (filled by cluster/'s YAML loader). */
+#ifndef STRATA_COORDINATOR_H
+#define STRATA_COORDINATOR_H
+
+#include <stdint.h>
+
+enum {
+    PIPELINE_MAX_LEVELS = 8,
+    SPEC_NAME_MAX = 32,
+    SPEC_PATH_MAX = 1024,
+};
+
+typedef enum level_kind {
+    LEVEL_KIND_GENERATE, /* samples from pure noise */
+    LEVEL_KIND_REFINE,   /* super-resolution: sampling loop on concat([x_t, upsampled cond]) */
+    LEVEL_KIND_DIRECT,   /* one forward pass at t = 0 on the upsampled cond, no sampling loop */
+} level_kind;
+
+/* One level of a pipeline (configs/pipelines/*.yaml). */
+typedef struct level_spec {
+    char name[SPEC_NAME_MAX];  /* e.g. "l128" */
+    level_kind kind;
+    char model[SPEC_PATH_MAX]; /* diffusers UNet2DModel directory, relative paths resolved
+                                  against the pipeline file's directory */
+    int side;                  /* output side in pixels */
+    int steps;                 /* sampling steps (ignored by direct) */
+    char sampler[16];          /* "" = the model's scheduler_config.json class, or ddim, ddpm,
+                                  dpm++2m */
+    float eta;                 /* DDIM eta */
+    int noise_level;           /* noise-conditioning augmentation timestep of cond, 0 = none */
+    float guidance;            /* classifier-free guidance scale, 1 = off */
+    int tile;                  /* tile side; 0 = no tiling */
+    int overlap;               /* tile overlap in pixels */
+    int pool;                  /* default worker count of this level's pool */
+} level_spec;
+
+typedef struct pipeline_spec {
+    char path[SPEC_PATH_MAX];
+    char name[SPEC_NAME_MAX];
+    int nlevels;
+    level_spec levels[PIPELINE_MAX_LEVELS];
+} pipeline_spec;
+
+/* A batch job (job YAML or `strata render` flags). */
+typedef struct job_spec {
+    char pipeline[SPEC_PATH_MAX];
+    char name[SPEC_NAME_MAX];       /* job id; generated when empty */
+    int count;                      /* images */
+    uint64_t seed;                  /* image i uses seeds[i] if given, else seed + i */
+    uint64_t *seeds;                /* optional explicit list (count entries), malloc'd */
+    int resolution;                 /* target side; the planner picks the levels */
+    char out[SPEC_PATH_MAX];        /* output directory: OUT/<job>/<index>.png */
+    int priority;
+    int class_label;                /* -1: none or the model's null class */
+    int keep_levels;                /* also write <index>.<level>.png for each level */
+    char start_level[SPEC_NAME_MAX]; /* "" or a level name: start there from init_images */
+    char init_images[SPEC_PATH_MAX]; /* directory of <index 6 digits>.png inputs */
+} job_spec;
+
+void job_spec_free(job_spec *j);
+
+#endif

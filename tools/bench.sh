@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `make bench`: strata's UNet forward beside PyTorch's on the ddpm-cifar10 config, and the
+# convolutions' GFLOP/s beside plain OpenBLAS sgemm, all in one run on this machine.
+# Benchmarks want an idle machine: the load average is printed first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${BENCH_MODEL:-tests/fixtures/unet/cifar10/model}
+iters=${BENCH_ITERS:-10}
+py=.venv/bin/python
+strata=build/strata
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "model: $model"
+have_torch=1
+if ! [ -x "$py" ] || ! "$py" -c 'import torch, diffusers' 2>/dev/null; then
+  echo "(no PyTorch: run tools/venv.sh to compare against it)"
+  have_torch=0
+fi
+
+field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
+
+printf '\n%-6s %-8s %12s %12s %9s %14s %14s\n' batch threads strata_ms torch_ms speedup strata_rss_mb torch_rss_mb
+for batch in 1 8; do
+  for threads in 1 2; do
+    s=$("$strata" bench unet --model "$model" --batch "$batch" --threads "$threads" --iters "$iters")
+    s_ms=$(echo "$s" | field ms); s_rss=$(echo "$s" | field peak_rss_mb)
+    t_ms=-; t_rss=-; ratio=-
+    if [ "$have_torch" = 1 ]; then
+      # PyTorch's best settings here: its OpenMP threads, passive waiting, no OpenBLAS threads
+      t=$(OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE \
+          "$py" tools/bench_torch.py --model "$model" --batch "$batch" --threads "$threads" --iters "$iters" 2>/dev/null)
+      t_ms=$(echo "$t" | field ms); t_rss=$(echo "$t" | field peak_rss_mb)
+      ratio=$(awk -v a="$t_ms" -v b="$s_ms" 'BEGIN { printf "%.2fx", a / b }')
+    fi
+    printf '%-6s %-8s %12s %12s %9s %14s %14s\n' "$batch" "$threads" "$s_ms" "$t_ms" "$ratio" "$s_rss" "$t_rss"
+  done
+done
+echo "(speedup = PyTorch time / strata time; above 1 means strata is faster)"
+
+echo
+echo "convolutions (ddpm-cifar10 shapes, batch 1): im2col + GEMM vs one plain OpenBLAS sgemm"
+for threads in 1 2; do
+  "$strata" bench conv --threads "$threads" --iters "$iters"
+done
