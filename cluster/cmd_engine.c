@@ -271,32 +271,6 @@ static int parse_sample_args(int argc, char **argv, sample_args *a)
     return 0;
 }
 
-/* scheduler_config.json beside config.json, or in the scheduler/ folder next to the model. */
-static int load_scheduler(const char *model, const char *sampler, float eta, sched_config *c,
-                          kerr *e)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/scheduler_config.json", model);
-    if (access(path, R_OK)) snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", model);
-    if (access(path, R_OK)) snprintf(path, sizeof path, "%s/../scheduler/scheduler_config.json", model);
-    int rc = 0;
-    if (access(path, R_OK) == 0)
-        rc = sched_config_load(path, c, e);
-    else
-        sched_config_default(SCHED_DDPM, c);
-    if (rc || !sampler) {
-        c->eta = eta;
-        return rc;
-    }
-    sched_kind kind;
-    if (sched_kind_parse(sampler, &kind))
-        return kerr_set(e, KERR_INPUT, "--sampler: '%s' is not ddim, ddpm or dpm++2m", sampler);
-    /* --sampler changes the class; the schedule (betas, prediction type, spacing) stays */
-    c->kind = kind;
-    c->eta = eta;
-    return 0;
-}
-
 static void print_progress(void *ctx, int step, int steps)
 {
     (void)ctx;
@@ -335,7 +309,7 @@ static int run_sample(const sample_args *a, kerr *e)
     sched_config sc;
     float *x = NULL, *init = NULL, *labels = NULL;
     int rc = unet_load(a->model, &m, e);
-    if (!rc) rc = load_scheduler(a->model, a->sampler, a->eta, &sc, e);
+    if (!rc) rc = worker_model_scheduler(a->model, a->sampler, a->eta, &sc, e);
     if (rc) goto done;
     const unet_info *info = unet_get_info(m);
     int n = (int)a->count, size = a->size ? (int)a->size : info->sample_size;

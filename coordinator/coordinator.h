@@ -18,7 +18,7 @@ typedef enum level_kind {
     LEVEL_KIND_DIRECT,   /* one forward pass at t = 0 on the upsampled cond, no sampling loop */
 } level_kind;
 
-/* One level of a pipeline (configs/pipelines/*.yaml). */
+/* One level of a pipeline (a YAML file in configs/pipelines/). */
 typedef struct level_spec {
     char name[SPEC_NAME_MAX];  /* e.g. "l128" */
     level_kind kind;

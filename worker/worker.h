@@ -58,6 +58,13 @@ typedef struct level_task {
     int class_label; /* -1: none (class-conditional models get their null class) */
 } level_task;
 
+/* The sampler settings of a model directory: DIR/scheduler_config.json, else
+ * DIR/scheduler/scheduler_config.json, else DIR/../scheduler/scheduler_config.json (a pipeline
+ * folder), else DDPM defaults. sampler ("ddim", "ddpm", "dpm++2m"; NULL or "" keeps the
+ * file's class) overrides the class only: the schedule and prediction type stay. */
+int worker_model_scheduler(const char *dir, const char *sampler, float eta, sched_config *c,
+                           kerr *e);
+
 /* Run one image through a level; out is side x side RGB8. Tiles are blended at every step
  * (DESIGN.md section 3); the result does not depend on threads or on how tiles are batched. */
 int level_run(unet_t *m, const level_params *p, const level_task *t, uint8_t *out, kerr *e);
