@@ -53,9 +53,12 @@ bench: all
 deps:
 	tools/deps.sh
 
-# Regenerates the reference fixtures with diffusers (needs the Python venv: tools/venv.sh).
+# Regenerates the reference fixtures with diffusers and torch (needs the venv: tools/venv.sh).
 fixtures:
-	.venv/bin/python tools/make_fixtures.py --out tests/fixtures
+	.venv/bin/python tools/make_fixtures.py --out tests/fixtures/unet
+	.venv/bin/python tools/make_sampler_fixtures.py
+	.venv/bin/python tools/make_io_fixtures.py
+	.venv/bin/python tools/make_resize_fixture.py
 
 format:
 	clang-format -i $(foreach m,$(MODULES) tests tests/*,$(wildcard $(m)/*.[ch]))

@@ -66,8 +66,8 @@ void sched_config_default(sched_kind kind, sched_config *c)
 
 int sched_kind_parse(const char *name, sched_kind *kind)
 {
-    static const char *const names[] = {[SCHED_DDPM] = "ddpm", [SCHED_DDIM] = "ddim",
-                                        [SCHED_DPMPP_2M] = "dpm++2m"};
+    static const char *const names[] = {
+        [SCHED_DDPM] = "ddpm", [SCHED_DDIM] = "ddim", [SCHED_DPMPP_2M] = "dpm++2m"};
     for (int k = 0; k < SCHED_COUNT(names); k++) {
         if (name && strcmp(name, names[k]) == 0) {
             *kind = (sched_kind)k;
@@ -118,8 +118,10 @@ static char *sched_json_quote_specials(const char *in, size_t len)
         char ch = in[i];
         if (in_string) {
             *o++ = ch;
-            if (ch == '\\' && i + 1 < len) *o++ = in[++i];
-            else if (ch == '"') in_string = 0;
+            if (ch == '\\' && i + 1 < len)
+                *o++ = in[++i];
+            else if (ch == '"')
+                in_string = 0;
             i++;
             continue;
         }
@@ -175,10 +177,14 @@ static int sched_json_number(const json_t *v, double *out)
     }
     if (!json_is_string(v)) return 0;
     const char *s = json_string_value(v);
-    if (strcmp(s, "-Infinity") == 0) *out = -INFINITY;
-    else if (strcmp(s, "Infinity") == 0) *out = INFINITY;
-    else if (strcmp(s, "NaN") == 0) *out = NAN;
-    else return 0;
+    if (strcmp(s, "-Infinity") == 0)
+        *out = -INFINITY;
+    else if (strcmp(s, "Infinity") == 0)
+        *out = INFINITY;
+    else if (strcmp(s, "NaN") == 0)
+        *out = NAN;
+    else
+        return 0;
     return 1;
 }
 
@@ -231,8 +237,8 @@ static int sched_get_float(const sched_json *j, const char *key, float *out)
 }
 
 /* key as one of names (its index into *out); absent, or null when null_ok, leaves *out alone. */
-static int sched_get_enum(const sched_json *j, const char *key, const char *const *names,
-                          int count, int null_ok, int *out)
+static int sched_get_enum(const sched_json *j, const char *key, const char *const *names, int count,
+                          int null_ok, int *out)
 {
     json_t *v = json_object_get(j->root, key);
     if (!v || (null_ok && json_is_null(v))) return 0;
@@ -280,11 +286,11 @@ static int sched_load_common(const sched_json *j, sched_config *c)
     if ((rc = sched_get_int(j, "num_train_timesteps", &c->num_train_timesteps)) ||
         (rc = sched_get_double(j, "beta_start", &c->beta_start)) ||
         (rc = sched_get_double(j, "beta_end", &c->beta_end)) ||
-        (rc = sched_get_enum(j, "beta_schedule", sched_beta_names, SCHED_COUNT(sched_beta_names),
-                             0, &beta)) ||
+        (rc = sched_get_enum(j, "beta_schedule", sched_beta_names, SCHED_COUNT(sched_beta_names), 0,
+                             &beta)) ||
         (rc = sched_get_null(j, "trained_betas")) ||
-        (rc = sched_get_enum(j, "prediction_type", sched_pred_names,
-                             SCHED_COUNT(sched_pred_names), 0, &pred)) ||
+        (rc = sched_get_enum(j, "prediction_type", sched_pred_names, SCHED_COUNT(sched_pred_names),
+                             0, &pred)) ||
         (rc = sched_get_bool(j, "thresholding", &c->thresholding)) ||
         (rc = sched_get_float(j, "dynamic_thresholding_ratio", &c->dynamic_thresholding_ratio)) ||
         (rc = sched_get_float(j, "sample_max_value", &c->sample_max_value)) ||
@@ -309,8 +315,8 @@ static int sched_load_ddpm_ddim(const sched_json *j, sched_config *c)
     if (c->kind == SCHED_DDIM) return sched_get_bool(j, "set_alpha_to_one", &c->set_alpha_to_one);
     /* diffusers quirk: variance_type null falls through to the fixed_small formula */
     int var = (int)c->variance_type;
-    rc = sched_get_enum(j, "variance_type", sched_variance_names,
-                        SCHED_COUNT(sched_variance_names), 1, &var);
+    rc = sched_get_enum(j, "variance_type", sched_variance_names, SCHED_COUNT(sched_variance_names),
+                        1, &var);
     c->variance_type = (sched_variance)var;
     return rc;
 }
@@ -327,8 +333,8 @@ static int sched_load_dpm(const sched_json *j, sched_config *c)
     if ((rc = sched_get_int(j, "solver_order", &c->solver_order)) ||
         (rc = sched_get_enum(j, "algorithm_type", sched_algorithm_names,
                              SCHED_COUNT(sched_algorithm_names), 0, &algo)) ||
-        (rc = sched_get_enum(j, "solver_type", sched_solver_names,
-                             SCHED_COUNT(sched_solver_names), 0, &solver)) ||
+        (rc = sched_get_enum(j, "solver_type", sched_solver_names, SCHED_COUNT(sched_solver_names),
+                             0, &solver)) ||
         (rc = sched_get_bool(j, "lower_order_final", &c->lower_order_final)) ||
         (rc = sched_get_bool(j, "euler_at_final", &c->euler_at_final)) ||
         (rc = sched_get_enum(j, "final_sigmas_type", sched_final_sigmas_names,
@@ -338,16 +344,17 @@ static int sched_load_dpm(const sched_json *j, sched_config *c)
         return rc;
     c->final_sigmas_zero = final_zero;
     if (c->solver_order != 1 && c->solver_order != 2)
-        return kerr_set(j->e, KERR_INPUT, "%s: solver_order: unsupported value %d (expected 1 or 2)",
-                        j->path, c->solver_order);
+        return kerr_set(j->e, KERR_INPUT,
+                        "%s: solver_order: unsupported value %d (expected 1 or 2)", j->path,
+                        c->solver_order);
     /* heun and midpoint differ only in the second-order update */
     if (solver == SCHED_SOLVER_HEUN && c->solver_order == 2)
         return kerr_set(j->e, KERR_INPUT,
                         "%s: solver_type: unsupported value 'heun' (expected midpoint)", j->path);
     if (!(isinf(lambda_min) && lambda_min < 0))
         return kerr_set(j->e, KERR_INPUT,
-                        "%s: lambda_min_clipped: unsupported value %g (expected -Infinity)", j->path,
-                        lambda_min);
+                        "%s: lambda_min_clipped: unsupported value %g (expected -Infinity)",
+                        j->path, lambda_min);
     return 0;
 }
 
@@ -414,7 +421,7 @@ int sched_config_load(const char *path, sched_config *c, kerr *e)
 
 /* ---------------------------------------------------------------- training schedule */
 
-/* Element i of torch.linspace(start, end, n, dtype=float32). diffusers quirk we match: torch
+/* Element i of torch.linspace(start, end, n, dtype=float32). A torch detail we match: it
  * fills the first half from start and the second from end, and its build fuses the
  * multiply-add, hence fmaf. */
 static float sched_linspace_f32(float start, float end, int n, int i)
@@ -525,8 +532,8 @@ static void sched_alpha_sigma(float sigma, float *alpha, float *sigma_t)
     *sigma_t = sigma * *alpha;
 }
 
-void sched_add_noise(const sched_config *c, int t, const float *x0, const float *noise,
-                     float *out, size_t numel)
+void sched_add_noise(const sched_config *c, int t, const float *x0, const float *noise, float *out,
+                     size_t numel)
 {
     assert(t >= 0 && t < c->num_train_timesteps);
     float abar = sched_cumprod(c, t + 1, NULL), a, b;
@@ -538,7 +545,8 @@ void sched_add_noise(const sched_config *c, int t, const float *x0, const float 
         b = sqrtf(1.0f - abar);
     }
 #pragma omp parallel for schedule(static) if (numel >= SCHED_PAR_MIN)
-    for (size_t j = 0; j < numel; j++) out[j] = a * x0[j] + b * noise[j];
+    for (size_t j = 0; j < numel; j++)
+        out[j] = a * x0[j] + b * noise[j];
 }
 
 /* ---------------------------------------------------------------- inference timesteps */
@@ -571,13 +579,15 @@ static int sched_timesteps_ddpm(const sched_config *c, int n, int64_t *ts, int c
     int T = c->num_train_timesteps;
     switch (c->timestep_spacing) {
     case SCHED_SPACING_LINSPACE:
-        for (int k = 0; k < n; k++) ts[k] = (int64_t)rint(sched_np_linspace(T - 1, n, n - 1 - k));
+        for (int k = 0; k < n; k++)
+            ts[k] = (int64_t)rint(sched_np_linspace(T - 1, n, n - 1 - k));
         return n;
     case SCHED_SPACING_TRAILING:
         return sched_arange_trailing(T, (double)T / n, ts, cap);
     case SCHED_SPACING_LEADING:
     default:
-        for (int k = 0; k < n; k++) ts[k] = (int64_t)(n - 1 - k) * (T / n) + c->steps_offset;
+        for (int k = 0; k < n; k++)
+            ts[k] = (int64_t)(n - 1 - k) * (T / n) + c->steps_offset;
         return n;
     }
 }
@@ -589,13 +599,15 @@ static int sched_timesteps_dpm(const sched_config *c, int n, int64_t *ts, int ca
     int T = c->num_train_timesteps, last = T;
     switch (c->timestep_spacing) {
     case SCHED_SPACING_LINSPACE:
-        for (int k = 0; k < n; k++) ts[k] = (int64_t)rint(sched_np_linspace(last - 1, n + 1, n - k));
+        for (int k = 0; k < n; k++)
+            ts[k] = (int64_t)rint(sched_np_linspace(last - 1, n + 1, n - k));
         return n;
     case SCHED_SPACING_TRAILING:
         return sched_arange_trailing(last, (double)T / n, ts, cap);
     case SCHED_SPACING_LEADING:
     default:
-        for (int k = 0; k < n; k++) ts[k] = (int64_t)(n - k) * (last / (n + 1)) + c->steps_offset;
+        for (int k = 0; k < n; k++)
+            ts[k] = (int64_t)(n - k) * (last / (n + 1)) + c->steps_offset;
         return n;
     }
 }
@@ -660,7 +672,8 @@ static void sampler_init_sigmas(sampler_t *s)
 {
     for (int i = 0; i < s->num_steps; i++)
         s->sigmas[i] = sched_sigma_of(s->alphas_cumprod[s->timesteps[i]]);
-    s->sigmas[s->num_steps] = s->cfg.final_sigmas_zero ? 0.0f : sched_sigma_of(s->alphas_cumprod[0]);
+    s->sigmas[s->num_steps] =
+        s->cfg.final_sigmas_zero ? 0.0f : sched_sigma_of(s->alphas_cumprod[0]);
 }
 
 /* Allocate everything a step will need, so sampler_step never allocates. */
@@ -782,24 +795,30 @@ static void sched_select(float *a, int64_t n, int64_t k)
         float p = a[lo + (hi - lo) / 2];
         int64_t i = lo, j = hi;
         while (i <= j) {
-            while (a[i] < p) i++;
-            while (a[j] > p) j--;
+            while (a[i] < p)
+                i++;
+            while (a[j] > p)
+                j--;
             if (i <= j) {
                 float t = a[i];
                 a[i++] = a[j];
                 a[j--] = t;
             }
         }
-        if (k <= j) hi = j;
-        else if (k >= i) lo = i;
-        else return;
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return;
     }
 }
 
 /* torch.quantile(|x|, q) over n values with linear interpolation; tmp holds n floats. */
 static float sched_quantile_abs(const float *x, int64_t n, float q, float *tmp)
 {
-    for (int64_t j = 0; j < n; j++) tmp[j] = fabsf(x[j]);
+    for (int64_t j = 0; j < n; j++)
+        tmp[j] = fabsf(x[j]);
     float rank = q * (float)(n - 1); /* float32, as torch computes it */
     int64_t below = (int64_t)rank, above = (int64_t)ceilf(rank);
     float w = rank - (float)below;
@@ -807,7 +826,8 @@ static float sched_quantile_abs(const float *x, int64_t n, float q, float *tmp)
     float lo = tmp[below], hi = lo;
     if (above > below) {
         hi = tmp[below + 1];
-        for (int64_t j = below + 2; j < n; j++) hi = fminf(hi, tmp[j]);
+        for (int64_t j = below + 2; j < n; j++)
+            hi = fminf(hi, tmp[j]);
     }
     /* torch's lerp, which switches form at weight 0.5 */
     return fabsf(w) < 0.5f ? lo + w * (hi - lo) : hi - (hi - lo) * (1.0f - w);
@@ -823,7 +843,8 @@ static void sched_threshold(sampler_t *s)
         /* torch.clamp(min=1, max=sample_max_value): min first, so max wins when below 1 */
         float t = fminf(fmaxf(q, 1.0f), s->cfg.sample_max_value);
 #pragma omp parallel for schedule(static) if (per >= SCHED_PAR_MIN)
-        for (int64_t j = 0; j < per; j++) x[j] = fminf(fmaxf(x[j], -t), t) / t;
+        for (int64_t j = 0; j < per; j++)
+            x[j] = fminf(fmaxf(x[j], -t), t) / t;
     }
 }
 
@@ -833,7 +854,8 @@ static void sched_predict(sampler_t *s, const sched_x0 *p, const float *out, con
     if (!s->cfg.thresholding) return;
     size_t n = s->numel;
 #pragma omp parallel for schedule(static) if (n >= SCHED_PAR_MIN)
-    for (size_t j = 0; j < n; j++) s->x0[j] = sched_x0_at(p, sample[j], out[j]);
+    for (size_t j = 0; j < n; j++)
+        s->x0[j] = sched_x0_at(p, sample[j], out[j]);
     sched_threshold(s);
 }
 
@@ -889,8 +911,10 @@ static void sampler_step_ddim(sampler_t *s, int i, const float *out, float *samp
 #pragma omp parallel for schedule(static) if (n >= SCHED_PAR_MIN)
     for (size_t j = 0; j < n; j++) {
         float eps = out[j];
-        if (p.pred == SCHED_PRED_SAMPLE) eps = (sample[j] - p.a * out[j]) / p.b;
-        else if (p.pred == SCHED_PRED_V) eps = p.a * out[j] + p.b * sample[j];
+        if (p.pred == SCHED_PRED_SAMPLE)
+            eps = (sample[j] - p.a * out[j]) / p.b;
+        else if (p.pred == SCHED_PRED_V)
+            eps = p.a * out[j] + p.b * sample[j];
         float x = cx0 * sched_x0_of(s, &p, j, sample[j], out[j]) + cdir * eps;
         sample[j] = noisy ? x + std * noise[j] : x;
     }
@@ -936,9 +960,9 @@ static void sampler_step_dpm(sampler_t *s, int i, const float *out, float *sampl
 {
     const sched_config *c = &s->cfg;
     int n_steps = s->num_steps;
-    int lower_final = i == n_steps - 1 && (c->euler_at_final ||
-                                           (c->lower_order_final && n_steps < 15) ||
-                                           c->final_sigmas_zero);
+    int lower_final =
+        i == n_steps - 1 &&
+        (c->euler_at_final || (c->lower_order_final && n_steps < 15) || c->final_sigmas_zero);
     int second = !(c->solver_order == 1 || s->lower_order_nums < 1 || lower_final);
     sched_dpm_coef k = sched_dpm_coefs(s, i, second);
     sched_x0 p = {c->prediction_type, 0.0f, 0.0f};
@@ -974,7 +998,8 @@ int sampler_step(sampler_t *s, int i, const float *model_out, float *sample, con
         return 0;
     default:
         /* the multistep history only makes sense in order; step 0 starts afresh */
-        if (i == 0) s->lower_order_nums = 0;
+        if (i == 0)
+            s->lower_order_nums = 0;
         else if (i != s->next_step)
             return kerr_set(e, KERR_INPUT, "sampler_step: step %d out of order (expected %d)", i,
                             s->next_step);

@@ -48,7 +48,9 @@ def case_list():
                 cfg = {"prediction_type": pred, "timestep_spacing": spacing}
                 cases.append((f"{kind}_{pred_short}_{spacing}", kind, cfg, 10, 0.0))
     cases += [
-        ("ddpm_fixed_large", "ddpm", {"variance_type": "fixed_large"}, 10, 0.0),
+        # steps_offset 1: the last step (t = 1) draws noise with std sqrt(beta), not 1e-10
+        ("ddpm_fixed_large_offset1", "ddpm", {"variance_type": "fixed_large", "steps_offset": 1},
+         10, 0.0),
         ("ddpm_fixed_large_trailing", "ddpm",
          {"variance_type": "fixed_large", "timestep_spacing": "trailing"}, 10, 0.0),
         ("ddpm_offset1", "ddpm", {"steps_offset": 1}, 10, 0.0),

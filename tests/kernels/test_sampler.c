@@ -5,6 +5,7 @@
 #include "tests/test.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +28,10 @@ typedef struct sampler_case {
 
 static void sampler_case_free(sampler_case *k)
 {
-    float *bufs[] = {k->timesteps, k->sample0, k->outs, k->noises, k->used,
-                     k->samples, k->add_t, k->add_x0, k->add_noise, k->add_out};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    float *bufs[] = {k->timesteps, k->sample0, k->outs,   k->noises,    k->used,
+                     k->samples,   k->add_t,   k->add_x0, k->add_noise, k->add_out};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]);
 }
 
 /* Tensor name of f as float32 into a new buffer, checked against shape (ndim dims, lead first
@@ -41,8 +43,10 @@ static float *case_tensor(const st_file_t *f, const char *name, int64_t lead, co
     int n = 0;
     size_t count = 1;
     if (lead > 0) full[n++] = lead;
-    for (int i = 0; i < ndim; i++) full[n++] = shape[i];
-    for (int i = 0; i < n; i++) count *= (size_t)full[i];
+    for (int i = 0; i < ndim; i++)
+        full[n++] = shape[i];
+    for (int i = 0; i < n; i++)
+        count *= (size_t)full[i];
     float *dst = malloc(count * sizeof(float));
     if (!dst || st_read_f32(f, name, n, full, dst, e) != 0) {
         free(dst);
@@ -90,17 +94,26 @@ done:
     return rc;
 }
 
-/* Relative error of got against ref over n floats. */
+/* Relative error of got against ref over n floats; NaN when got has a NaN or inf that ref
+ * lacks (checked here too, as one finite value after a NaN hides it from a running max). */
 static float rel_error(const float *got, const float *ref, size_t n)
 {
     float diff, maxref;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(got[i]) && isfinite(ref[i])) return NAN;
     test_max_abs_diff(got, ref, n, &diff, &maxref);
     return maxref > 0 ? diff / maxref : diff;
 }
 
+/* Keep the worst error in *worst; a NaN stays. */
+static void note_error(float *worst, float err)
+{
+    if (!isnan(*worst) && !(err <= *worst)) *worst = err;
+}
+
 /* Check timesteps and the noise schedule, then run every step; *worst gets the largest error. */
-static int replay_steps(sampler_t *s, const sampler_case *k, float *sample, float *worst,
-                        char *why, size_t whylen)
+static int replay_steps(sampler_t *s, const sampler_case *k, float *sample, float *worst, char *why,
+                        size_t whylen)
 {
     kerr e = {0};
     if (sampler_num_steps(s) != k->steps)
@@ -118,20 +131,17 @@ static int replay_steps(sampler_t *s, const sampler_case *k, float *sample, floa
         const float *noise = k->used[i] != 0 ? k->noises + (size_t)i * k->numel : NULL;
         if (sampler_step(s, i, k->outs + (size_t)i * k->numel, sample, noise, &e) != 0)
             return snprintf(why, whylen, "step %d: %s", i, e.msg);
-        float err = rel_error(sample, k->samples + (size_t)i * k->numel, k->numel);
-        if (!(err <= *worst)) *worst = err;
+        note_error(worst, rel_error(sample, k->samples + (size_t)i * k->numel, k->numel));
     }
     return 0;
 }
 
 /* sched_add_noise at each recorded t. */
-static void replay_add_noise(const sched_config *c, const sampler_case *k, float *out,
-                             float *worst)
+static void replay_add_noise(const sched_config *c, const sampler_case *k, float *out, float *worst)
 {
     for (int i = 0; i < k->adds; i++) {
         sched_add_noise(c, (int)k->add_t[i], k->add_x0, k->add_noise, out, k->numel);
-        float err = rel_error(out, k->add_out + (size_t)i * k->numel, k->numel);
-        if (!(err <= *worst)) *worst = err;
+        note_error(worst, rel_error(out, k->add_out + (size_t)i * k->numel, k->numel));
     }
 }
 
@@ -154,7 +164,8 @@ static int replay_case(const char *dir, float *worst, char *why, size_t whylen)
     c.eta = k.eta;
     float *sample = malloc(k.numel * sizeof(float));
     int rc = -1;
-    if (!sample) snprintf(why, whylen, "out of memory");
+    if (!sample)
+        snprintf(why, whylen, "out of memory");
     else if (sampler_new(&c, k.steps, k.numel, k.images, &s, &e) != 0)
         snprintf(why, whylen, "sampler_new: %s", e.msg);
     else if (replay_steps(s, &k, sample, worst, why, whylen) == 0) {
@@ -214,10 +225,11 @@ TEST(sampler_matches_diffusers)
     }
     printf("    %d scheduler cases, worst relative error %.3g (%s)\n", count, (double)worst_all,
            worst_name);
-    for (int i = 0; i < count; i++) free(names[i]);
+    for (int i = 0; i < count; i++)
+        free(names[i]);
     free(names);
-    CHECKF(count >= MIN_CASES, "only %d cases under %s (run tools/make_sampler_fixtures.py)",
-           count, FIXTURES);
+    CHECKF(count >= MIN_CASES, "only %d cases under %s (run tools/make_sampler_fixtures.py)", count,
+           FIXTURES);
     CHECKF(failed == 0, "%d of %d cases differ from diffusers", failed, count);
 }
 
@@ -253,8 +265,7 @@ static const struct {
     {"{\"num_train_timesteps\": 1000}", "_class_name"},
     {"{\"_class_name\": \"DDIMScheduler\", \"beta_schedule\": \"foo\"}", "beta_schedule"},
     {"{\"_class_name\": \"DDPMScheduler\", \"beta_schedule\": \"sigmoid\"}", "beta_schedule"},
-    {"{\"_class_name\": \"DDPMScheduler\", \"variance_type\": \"learned_range\"}",
-     "variance_type"},
+    {"{\"_class_name\": \"DDPMScheduler\", \"variance_type\": \"learned_range\"}", "variance_type"},
     {"{\"_class_name\": \"DDPMScheduler\", \"trained_betas\": [0.1, 0.2]}", "trained_betas"},
     {"{\"_class_name\": \"DDIMScheduler\", \"timestep_spacing\": \"foo\"}", "timestep_spacing"},
     {"{\"_class_name\": \"DDIMScheduler\", \"num_train_timesteps\": 1}", "num_train_timesteps"},
@@ -290,8 +301,7 @@ TEST(sampler_config_bad_fields)
         kerr e = {0};
         int rc = sched_config_load(path, &c, &e);
         CHECKF(rc == KERR_INPUT, "%s: returned %d", bad_configs[i].json, rc);
-        CHECKF(strstr(e.msg, path) && strstr(e.msg, bad_configs[i].field) &&
-                   !strchr(e.msg, '\n'),
+        CHECKF(strstr(e.msg, path) && strstr(e.msg, bad_configs[i].field) && !strchr(e.msg, '\n'),
                "%s: message '%s' does not name %s and %s", bad_configs[i].json, e.msg, path,
                bad_configs[i].field);
     }
@@ -307,8 +317,7 @@ TEST(sampler_config_bad_files)
     path = write_config("[1, 2]");
     CHECK(sched_config_load(path, &c, &e) == KERR_INPUT);
     CHECKF(strstr(e.msg, path), "message '%s'", e.msg);
-    CHECK(sched_config_load("tests/fixtures/no/such/scheduler_config.json", &c, &e) ==
-          KERR_INPUT);
+    CHECK(sched_config_load("tests/fixtures/no/such/scheduler_config.json", &c, &e) == KERR_INPUT);
     CHECKF(strstr(e.msg, "tests/fixtures/no/such/scheduler_config.json"), "message '%s'", e.msg);
 }
 
@@ -352,7 +361,8 @@ static int noise_pattern(const sched_config *c, int steps, char *out)
     sampler_t *s;
     kerr e = {0};
     if (sampler_new(c, steps, 8, 2, &s, &e) != 0) return -1;
-    for (int i = 0; i < steps; i++) out[i] = (char)('0' + sampler_step_needs_noise(s, i));
+    for (int i = 0; i < steps; i++)
+        out[i] = (char)('0' + sampler_step_needs_noise(s, i));
     out[steps] = 0;
     sampler_free(s);
     return 0;

@@ -1,0 +1,364 @@
+/* proto: the farm's wire protocol. Message types, the MessagePack codec (msgpack-c) and thin
+ * ZeroMQ socket helpers (libzmq). The only header other folders include from proto/.
+ * Knows nothing of models: a tensor is a dtype, a shape and bytes.
+ *
+ * Wire format (DESIGN.md section 5): every ZeroMQ frame is ONE MessagePack map holding
+ * "v" (PROTO_VERSION) and "type" (the upper-case message name, e.g. "TASK"), plus the fields
+ * below. Field names are snake_case. Unknown fields are ignored (so a newer peer may add some);
+ * missing required fields, wrong types, duplicate keys, trailing bytes and anything over the caps
+ * are errors. Integers are MessagePack ints (any width), floats float32/float64, strings str,
+ * tensor data bin (little-endian elements).
+ *
+ *   worker -> coordinator
+ *     HELLO        worker:str level:str slots:uint ranks:uint pid:uint host:str [model_hash:str]
+ *     READY        credits:uint                        (the worker can take that many more TASKs)
+ *     RESULT       task:uint64 attempt:uint ok:bool elapsed_ms:uint64
+ *                  output:tensor (required when ok)   error:str (required when !ok)
+ *     HEARTBEAT    (no fields)
+ *     BYE          (no fields)
+ *   coordinator -> worker
+ *     WELCOME      config:params                      (the level's settings: model, steps, ...)
+ *     TASK         task:uint64 attempt:uint job:str image:uint seed:uint64 level:str
+ *                  level_index:uint class_label:int (-1: none) [cond:tensor] [params:params]
+ *     SHUTDOWN     (no fields)
+ *   client -> coordinator                    coordinator -> client
+ *     SUBMIT       spec:str (job YAML)        SUBMITTED  job:str          or ERROR message:str
+ *     STATUS       [job:str]                  STATUS_REPLY jobs:[job entry]
+ *     WATCH        job:str                    PROGRESS (job entry fields, inline) ..., then DONE
+ *     CANCEL       job:str                    CANCELLED job:str           or ERROR
+ *                                             DONE       job:str state:str
+ *   job entry:   {id:str state:str count:uint done:uint failed:uint levels:[level entry]}
+ *   level entry: {name:str queued:uint running:uint done:uint}
+ *   tensor:      {dtype:"u8"|"f32" shape:[uint, up to 4] data:bin}, len(data) == prod(shape)*size
+ *   params:      {str: int|float|str|bool}, at most PROTO_MAX_PARAMS entries
+ *
+ * "uint" fields are 32-bit on both sides (values above 2^32-1 are rejected); uint64 fields and
+ * class_label (int32) are as named. A lease is the pair (task, attempt) carried by TASK and
+ * RESULT; the coordinator decides whether a RESULT's lease is still current. */
+#ifndef STRATA_PROTO_H
+#define STRATA_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- limits */
+
+#define PROTO_VERSION 1
+/* Largest frame accepted (ZMQ_MAXMSGSIZE on every socket, and checked again on decode):
+ * a 4096x4096x3 float32 image is 192 MiB. */
+#define PROTO_MAX_FRAME ((size_t)256 << 20)
+/* Deepest nesting of arrays/maps; the top-level map is depth 1. */
+#define PROTO_MAX_DEPTH 8
+/* Most MessagePack objects in one frame: bounds what msgpack-c allocates (24 bytes each). */
+#define PROTO_MAX_OBJECTS ((size_t)1 << 20)
+#define PROTO_MAX_PARAMS 32
+#define PROTO_MAX_KEY 64 /* longest params key, in bytes */
+#define PROTO_MAX_DIMS 4
+#define PROTO_MAX_RID 255 /* longest ZeroMQ routing id */
+
+/* ---------------------------------------------------------------- errors */
+
+/* Error codes are negative. */
+enum proto_code {
+    PROTO_OK = 0,
+    PROTO_E_FRAME = -1,        /* not one well-formed MessagePack map: truncated, trailing bytes,
+                                  too deep, a count larger than the bytes left, a reserved byte */
+    PROTO_E_TOO_LARGE = -2,    /* a frame or a collection over its cap */
+    PROTO_E_MISSING = -3,      /* a required field is absent */
+    PROTO_E_TYPE = -4,         /* a field has the wrong MessagePack type */
+    PROTO_E_VALUE = -5,        /* right type, bad value: out of range, unknown dtype, data length
+                                  not matching the shape, NUL in a string, duplicate key */
+    PROTO_E_VERSION = -6,      /* "v" is not PROTO_VERSION */
+    PROTO_E_UNKNOWN = -7,      /* unknown message "type" */
+    PROTO_E_IO = -8,           /* a ZeroMQ call failed */
+    PROTO_E_TIMEOUT = -9,      /* nothing received (or sent) in time */
+    PROTO_E_INTR = -10,        /* interrupted by a signal: retry or stop */
+    PROTO_E_UNREACHABLE = -11, /* ROUTER: no peer with that routing id (any more) */
+    PROTO_E_NOMEM = -12,
+    PROTO_E_ARG = -13, /* caller error: bad options, a field the encoder cannot send */
+};
+
+/* An error value: the code and a one-line message, e.g.
+ * "TASK: field 'seed': expected an unsigned integer". */
+typedef struct proto_err {
+    int code;
+    char msg[256];
+} proto_err;
+
+/* A short name for code ("bad frame", "timeout", ...). */
+const char *proto_strerror(int code);
+
+/* Fill e (if not NULL) with code and the formatted message; return code, so that callers can
+ * write `return proto_err_set(e, PROTO_E_IO, "...")`. */
+int proto_err_set(proto_err *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---------------------------------------------------------------- values */
+
+/* A tensor's bytes on the wire. When decoded, data points into the received frame (zero copy)
+ * and lives as long as the message; it may be unaligned, so copy it out (memcpy) before reading
+ * it as float. When encoding, data is the caller's and nbytes must equal prod(shape) * size. */
+enum proto_dtype {
+    PROTO_DTYPE_NONE = 0, /* no tensor (an absent optional field) */
+    PROTO_DTYPE_U8 = 1,
+    PROTO_DTYPE_F32 = 2,
+};
+
+typedef struct proto_tensor {
+    enum proto_dtype dtype;
+    uint32_t ndim; /* 0..PROTO_MAX_DIMS; 0 is a scalar */
+    uint64_t shape[PROTO_MAX_DIMS];
+    const void *data;
+    size_t nbytes;
+} proto_tensor;
+
+/* Bytes of one element of dtype (0 for NONE). */
+size_t proto_dtype_size(enum proto_dtype dtype);
+
+/* The generic string -> scalar map of WELCOME config and TASK params. Keys and string values
+ * are NUL-terminated; when decoded they belong to the message, when encoding to the caller. */
+enum proto_param_kind {
+    PROTO_PARAM_INT = 1,
+    PROTO_PARAM_FLOAT = 2,
+    PROTO_PARAM_STR = 3,
+    PROTO_PARAM_BOOL = 4,
+};
+
+typedef struct proto_param {
+    const char *key;
+    enum proto_param_kind kind;
+    union {
+        int64_t i;
+        double f;
+        const char *s;
+        bool b;
+    };
+} proto_param;
+
+typedef struct proto_params {
+    uint32_t count;
+    proto_param item[PROTO_MAX_PARAMS];
+} proto_params;
+
+/* Set key (replacing an entry with the same key). Pointers are kept, not copied.
+ * Return 0, or PROTO_E_TOO_LARGE when the map is full / key longer than PROTO_MAX_KEY. */
+int proto_params_set_int(proto_params *p, const char *key, int64_t v);
+int proto_params_set_float(proto_params *p, const char *key, double v);
+int proto_params_set_str(proto_params *p, const char *key, const char *v);
+int proto_params_set_bool(proto_params *p, const char *key, bool v);
+/* The entry called key, or NULL. */
+const proto_param *proto_params_find(const proto_params *p, const char *key);
+/* Read key as an integer / a number (int or float) / a string. Return 0, PROTO_E_MISSING when
+ * absent (out untouched: preset it to the default), PROTO_E_TYPE when of another kind. */
+int proto_params_get_int(const proto_params *p, const char *key, int64_t *out);
+int proto_params_get_num(const proto_params *p, const char *key, double *out);
+int proto_params_get_str(const proto_params *p, const char *key, const char **out);
+
+/* ---------------------------------------------------------------- messages */
+
+enum proto_type {
+    PROTO_NONE = 0,
+    PROTO_HELLO,
+    PROTO_READY,
+    PROTO_RESULT,
+    PROTO_HEARTBEAT,
+    PROTO_BYE,
+    PROTO_WELCOME,
+    PROTO_TASK,
+    PROTO_SHUTDOWN,
+    PROTO_SUBMIT,
+    PROTO_SUBMITTED,
+    PROTO_ERROR,
+    PROTO_STATUS,
+    PROTO_STATUS_REPLY,
+    PROTO_WATCH,
+    PROTO_PROGRESS,
+    PROTO_DONE,
+    PROTO_CANCEL,
+    PROTO_CANCELLED,
+    PROTO_TYPE_COUNT,
+};
+
+/* The wire name of a type ("TASK"), or NULL if out of range. */
+const char *proto_type_name(enum proto_type type);
+
+/* String fields are NUL-terminated. Optional strings are NULL when absent. */
+struct proto_hello {
+    const char *worker, *level, *host;
+    const char *model_hash; /* optional */
+    uint32_t slots, ranks, pid;
+};
+
+struct proto_ready {
+    uint32_t credits;
+};
+
+struct proto_result {
+    uint64_t task;
+    uint32_t attempt;
+    bool ok;
+    const char *error;   /* required when !ok */
+    proto_tensor output; /* required when ok */
+    uint64_t elapsed_ms;
+};
+
+struct proto_welcome {
+    proto_params config;
+};
+
+struct proto_task {
+    uint64_t task;
+    uint32_t attempt;
+    const char *job;
+    uint32_t image;
+    uint64_t seed;
+    const char *level;
+    uint32_t level_index;
+    int32_t class_label; /* -1: none */
+    proto_tensor cond;   /* optional: dtype NONE when absent */
+    proto_params params; /* optional: count 0 when absent */
+};
+
+struct proto_submit {
+    const char *spec; /* the job spec, YAML text */
+};
+
+/* SUBMITTED, STATUS (job optional: NULL asks for every job), WATCH, CANCEL, CANCELLED. */
+struct proto_job_ref {
+    const char *job;
+};
+
+struct proto_error {
+    const char *message;
+};
+
+struct proto_level_status {
+    const char *name;
+    uint32_t queued, running, done;
+};
+
+/* One job's progress: an entry of STATUS_REPLY, and the body of PROGRESS. */
+struct proto_job_status {
+    const char *id, *state;
+    uint32_t count, done, failed;
+    uint32_t nlevels;
+    const struct proto_level_status *levels;
+};
+
+struct proto_status_reply {
+    uint32_t njobs;
+    const struct proto_job_status *jobs;
+};
+
+struct proto_done {
+    const char *job, *state;
+};
+
+struct proto_msg_priv;
+
+/* A message: type selects the union member. Build one by hand (zero it, set type and the
+ * member; pointers stay the caller's) to encode it; a decoded one owns its strings, arrays and
+ * (for proto_recv / proto_decode_owned) the frame its tensors point into, until proto_msg_free. */
+typedef struct proto_msg {
+    enum proto_type type;
+    union {
+        struct proto_hello hello;
+        struct proto_ready ready;
+        struct proto_result result;
+        struct proto_welcome welcome;
+        struct proto_task task;
+        struct proto_submit submit;
+        struct proto_job_ref submitted, status, watch, cancel, cancelled;
+        struct proto_error error;
+        struct proto_status_reply status_reply;
+        struct proto_job_status progress;
+        struct proto_done done;
+    };
+    struct proto_msg_priv *priv_; /* decoded storage; NULL for a hand-built message */
+} proto_msg;
+
+/* Release what a decoded message owns and zero it. NULL and hand-built messages are fine. */
+void proto_msg_free(proto_msg *m);
+
+/* ---------------------------------------------------------------- codec */
+
+/* Check that buf[0..len) is exactly one MessagePack object within the caps (PROTO_MAX_FRAME,
+ * PROTO_MAX_DEPTH, PROTO_MAX_OBJECTS, every count within the bytes left), without allocating.
+ * proto_decode runs it first; exposed for tests and for other MessagePack readers. */
+int proto_frame_check(const void *buf, size_t len, proto_err *e);
+
+/* Encode m into a fresh malloc'd buffer (*out, *len; the caller frees it with free()).
+ * Checks m as strictly as decoding would (required fields set, tensor sizes consistent). */
+int proto_encode(const proto_msg *m, void **out, size_t *len, proto_err *e);
+
+/* Decode buf[0..len) into m (zeroed first: a message still held there is not freed, so free it
+ * before reusing m). Strings and arrays are copied into storage m owns;
+ * tensor data points into buf, which must outlive m's use of it. On error m is left empty.
+ * Either way, call proto_msg_free(m) when done. */
+int proto_decode(const void *buf, size_t len, proto_msg *m, proto_err *e);
+
+/* Like proto_decode, and m takes ownership of buf: proto_msg_free (or a failed decode) calls
+ * release(buf, hint). Tensor data then lives exactly as long as m. */
+int proto_decode_owned(const void *buf, size_t len, void (*release)(void *buf, void *hint),
+                       void *hint, proto_msg *m, proto_err *e);
+
+/* ---------------------------------------------------------------- sockets */
+
+/* CURVE keys (Z85 text, 40 characters). All NULL: plaintext. The place for DESIGN.md section 6;
+ * until the ZAP handler exists, setting any key is refused (PROTO_E_ARG) rather than giving
+ * encryption without authentication. */
+typedef struct proto_curve {
+    const char *public_key;
+    const char *secret_key;
+    const char *server_key; /* DEALER: the server's public key */
+} proto_curve;
+
+/* Socket options; a zeroed struct (or NULL) means the defaults. */
+typedef struct proto_sock_opts {
+    size_t max_frame;       /* ZMQ_MAXMSGSIZE; 0: PROTO_MAX_FRAME */
+    int linger_ms;          /* how long close waits for unsent frames; 0: 1000, < 0: drop at once */
+    int send_timeout_ms;    /* ZMQ_SNDTIMEO; 0: 10000, < 0: block */
+    int sndhwm, rcvhwm;     /* ZMQ_SNDHWM / ZMQ_RCVHWM in frames; 0: libzmq's default (1000) */
+    const char *routing_id; /* DEALER: our routing id (<= 255 bytes); NULL: the ROUTER picks */
+    proto_curve curve;
+} proto_sock_opts;
+
+/* A ZeroMQ routing id (ROUTER side). */
+typedef struct proto_rid {
+    uint8_t len;
+    uint8_t id[PROTO_MAX_RID];
+} proto_rid;
+
+/* Create a ROUTER in ctx bound to endpoint ("tcp://127.0.0.1:*" picks a port; see
+ * proto_sock_endpoint). ZMQ_ROUTER_MANDATORY (a send to an unknown peer fails) and
+ * ZMQ_ROUTER_HANDOVER (a reconnecting peer with the same routing id takes over) are on,
+ * libzmq heartbeats off (the farm has its own). *out is the socket, NULL on error. */
+int proto_router_bind(void *ctx, const char *endpoint, const proto_sock_opts *o, void **out,
+                      proto_err *e);
+/* Create a DEALER in ctx connected to endpoint; same options. */
+int proto_dealer_connect(void *ctx, const char *endpoint, const proto_sock_opts *o, void **out,
+                         proto_err *e);
+/* Close *sock (if not NULL) and set it to NULL. */
+void proto_sock_close(void **sock);
+/* The socket's last bound/connected endpoint (with the port chosen for "*") into buf. */
+int proto_sock_endpoint(void *sock, char *buf, size_t len, proto_err *e);
+
+/* Encode m and send it. On a ROUTER, to is the peer's routing id (required); on a DEALER, to
+ * must be NULL. PROTO_E_UNREACHABLE: the peer is gone; PROTO_E_TIMEOUT: its queue stayed full
+ * for send_timeout_ms. */
+int proto_send(void *sock, const proto_rid *to, const proto_msg *m, proto_err *e);
+
+/* Wait up to timeout_ms (< 0: forever, 0: poll) for one message and decode it into m, which
+ * then owns the frame (proto_msg_free it). On a ROUTER, *from gets the sender's routing id
+ * (from required), also when the frame fails to decode, so the caller can answer or drop it.
+ * A frame over the socket's max_frame is PROTO_E_TOO_LARGE (tcp/ipc peers are already cut off
+ * by libzmq; inproc is not capped by libzmq, so it is checked here). */
+int proto_recv(void *sock, proto_rid *from, proto_msg *m, int timeout_ms, proto_err *e);
+
+/* Routing id from a NUL-terminated string (truncated to PROTO_MAX_RID bytes). */
+proto_rid proto_rid_from_str(const char *s);
+/* 1 when a and b are the same routing id. */
+int proto_rid_equal(const proto_rid *a, const proto_rid *b);
+
+#endif
