@@ -16,6 +16,13 @@ enum cli_exit {
 int cmd_unet(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_coordinator(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
+int cmd_submit(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
+int cmd_cancel(int argc, char **argv);
+int cmd_render(int argc, char **argv);
 
 /* Print "strata CMD: message" to stderr and return the exit code for the kerr code. */
 int cli_fail(const char *cmd, int code, const char *msg);

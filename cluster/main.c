@@ -11,6 +11,11 @@ static const struct {
 } commands[] = {
     {"unet", cmd_unet, "run one UNet2DModel forward on a safetensors input"},
     {"sample", cmd_sample, "sample images from one diffusers model"},
+    {"render", cmd_render, "render a job on this machine (coordinator + worker pools)"},
+    {"submit", cmd_submit, "send a job file to a coordinator"},
+    {"status", cmd_status, "list jobs and their per-level progress"},
+    {"watch", cmd_watch, "follow one job until it ends"},
+    {"cancel", cmd_cancel, "cancel a job"},
     {"bench", cmd_bench, "time the engine (UNet forward, convolutions)"},
 };
 

@@ -4,6 +4,7 @@
 #ifndef STRATA_COORDINATOR_H
 #define STRATA_COORDINATOR_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum {
@@ -60,5 +61,41 @@ typedef struct job_spec {
 } job_spec;
 
 void job_spec_free(job_spec *j);
+
+/* ---------------------------------------------------------------- the coordinator */
+
+/* Parses a job spec's YAML text (cluster/ provides it: the coordinator knows no YAML).
+ * origin names the text in errors. Returns 0 or a negative code, with one line in err. */
+typedef int (*coord_job_parser)(const char *text, size_t len, const char *origin, job_spec *out,
+                                char *err, size_t errlen);
+
+typedef struct coord_options {
+    const pipeline_spec *pipeline;
+    const char *worker_endpoint; /* ROUTER for workers, e.g. "tcp://127.0.0.1:*" */
+    const char *client_endpoint; /* ROUTER for clients */
+    int heartbeat_ms;            /* 1000 */
+    int liveness;                /* heartbeats missed before a worker is dead: 3 */
+    int max_images_in_flight;    /* images started and not finished (backpressure); 0: 4 per
+                                    worker, at least 8 */
+    int max_attempts;            /* distinct workers a task may fail on before its image fails: 3 */
+    coord_job_parser parse_job;
+    int verbose;                 /* log every task to stderr */
+    size_t max_frame;            /* largest frame accepted on either socket; 0: PROTO_MAX_FRAME
+                                    (tests use a small one) */
+} coord_options;
+
+typedef struct coord coord_t;
+
+/* Bind the sockets; endpoints with port "*" get a free port (see coord_*_endpoint).
+ * Returns 0, KERR_INPUT (bad options: a missing pipeline, a malformed endpoint) or KERR_RUNTIME
+ * (cannot bind), with one line in err. */
+int coord_new(const coord_options *o, coord_t **out, char *err, size_t errlen);
+void coord_free(coord_t *c);
+const char *coord_worker_endpoint(const coord_t *c);
+const char *coord_client_endpoint(const coord_t *c);
+/* Serve until coord_stop() (async-signal-safe) is called; then tell workers SHUTDOWN and return
+ * 0 (1 when ZeroMQ itself fails). Call it from one thread at a time. */
+int coord_run(coord_t *c);
+void coord_stop(coord_t *c);
 
 #endif

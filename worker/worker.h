@@ -4,7 +4,9 @@
 #define STRATA_WORKER_H
 
 #include "kernels/kernels.h"
+#include "proto/proto.h"
 
+#include <signal.h>
 #include <stdint.h>
 
 /* One sampling run of a level over n images of size h x w. */
@@ -76,5 +78,60 @@ int tile_positions(int side, int tile, int overlap, int *pos, int max);
 /* Bilinear resize of a CHW float image with align_corners=True (as DeepFloyd IF upsamples). */
 void image_resize_bilinear(const float *src, int channels, int sh, int sw, float *dst, int dh,
                            int dw);
+
+/* ---------------------------------------------------------------- the worker loop */
+
+/* Largest image side a worker makes (a level's side or a TASK's resize): the RESULT frame,
+ * side * side * 3 bytes, must fit PROTO_MAX_FRAME. */
+#define WORKER_MAX_SIDE 8192
+
+/* A level's settings from WELCOME's config map (the contract with the coordinator):
+ *   model:str mode:str ("generate"|"refine"|"direct") index:int side:int steps:int  (required)
+ *   sampler:str ("" = the model's class) eta:float noise_level:int guidance:float tile:int
+ *   overlap:int heartbeat_ms:int (1000) liveness:int (3)                            (optional)
+ * level.sched is NOT filled here: it comes from the model directory when the model is loaded
+ * (worker_model_scheduler(model, sampler, eta)). */
+typedef struct worker_config {
+    char model[4096];
+    char sampler[16];
+    float eta;
+    level_params level;
+    int heartbeat_ms; /* the coordinator's heartbeat interval */
+    int liveness;     /* heartbeats of silence before the coordinator is presumed gone */
+} worker_config;
+
+/* Read a WELCOME config map into c. Errors are KERR_INPUT naming the key:
+ * "WELCOME config: 'side': expected an integer in [1, 8192], got 0". */
+int worker_config_parse(const proto_params *p, worker_config *c, kerr *e);
+
+/* Resize a square RGB8 image from side to nside (both >= 1): bilinear (align_corners=True, as
+ * levels upsample their cond) when growing; area averaging (torch's interpolate mode "area")
+ * when shrinking, so every source pixel counts and nothing aliases. Same side: a copy. */
+int worker_image_resize(const uint8_t *src, int side, uint8_t *dst, int nside, kerr *e);
+
+/* How `strata worker` runs. */
+typedef struct worker_opts {
+    const char *level;   /* the level this worker serves (HELLO) */
+    const char *connect; /* the coordinator's worker endpoint */
+    const char *id;      /* worker id and DEALER routing id; NULL: "HOST-PID" */
+    int threads;         /* compute threads (kernels_set_threads, set in the compute thread:
+                            OpenMP's thread count is per thread); < 1: 1 */
+    int stub_ms;         /* >= 0: no model; each task sleeps this long and returns a
+                            deterministic image (farm benchmarks). < 0: the real level */
+    int verbose;         /* one line per event on stderr (errors are always logged) */
+    volatile sig_atomic_t *stop; /* set (e.g. by a signal handler) to stop as on SHUTDOWN;
+                                    may be NULL */
+} worker_opts;
+
+/* Serve the coordinator until SHUTDOWN or *stop: HELLO, WELCOME, load the model once, then
+ * READY / TASK / RESULT with HEARTBEATs every heartbeat_ms while tasks run in a compute thread.
+ * When the coordinator is silent for liveness x heartbeat_ms, HELLO is sent again until a new
+ * WELCOME (the model is kept when its directory is the same). A failing task is a RESULT with
+ * ok=false; the worker goes on. Returns 0, or a negative kerr code with e filled: KERR_INPUT for
+ * a bad WELCOME or model (the message names the key or file), KERR_RUNTIME for socket errors.
+ * *abandoned (may be NULL) is set to 1 when a task was still running at return: the compute
+ * thread and its memory are left to process exit, and the caller should _exit (atexit handlers
+ * of OpenBLAS/OpenMP must not run under a thread still computing). */
+int worker_run(const worker_opts *o, int *abandoned, kerr *e);
 
 #endif

@@ -1,0 +1,111 @@
+/* The client side of the coordinator's protocol: request/reply and the WATCH stream. */
+#include "cluster/client.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+/* A watch with no message for this long asks STATUS to tell a quiet job from a dead
+ * coordinator. */
+enum { CLIENT_QUIET_MS = 10000, CLIENT_CALL_MS = 5000, CLIENT_TICK_MS = 500 };
+
+int client_open(client *c, const char *endpoint, proto_err *e)
+{
+    memset(c, 0, sizeof *c);
+    if (!endpoint) endpoint = getenv("STRATA_COORDINATOR");
+    c->endpoint = endpoint && *endpoint ? endpoint : CLIENT_DEFAULT_ENDPOINT;
+    c->ctx = zmq_ctx_new();
+    if (!c->ctx) return proto_err_set(e, PROTO_E_IO, "zmq_ctx_new failed");
+    proto_sock_opts o = {.linger_ms = -1};
+    return proto_dealer_connect(c->ctx, c->endpoint, &o, &c->sock, e);
+}
+
+void client_close(client *c)
+{
+    proto_sock_close(&c->sock);
+    if (c->ctx) zmq_ctx_term(c->ctx);
+    c->ctx = NULL;
+}
+
+int client_call(client *c, const proto_msg *req, proto_msg *reply, int timeout_ms, proto_err *e)
+{
+    int rc = proto_send(c->sock, NULL, req, e);
+    if (rc) return rc;
+    rc = proto_recv(c->sock, NULL, reply, timeout_ms, e);
+    if (rc == PROTO_E_TIMEOUT)
+        return proto_err_set(e, rc, "no answer from the coordinator at %s in %d s", c->endpoint,
+                             timeout_ms / 1000);
+    return rc;
+}
+
+/* One job's progress as plain text, or as bars redrawn in place on a terminal. */
+static void draw_progress(const struct proto_job_status *s, FILE *to, int tty, int *drawn)
+{
+    if (tty && *drawn) fprintf(to, "\x1b[%dA", *drawn);
+    fprintf(to, "%s %s: %u/%u images\n", s->id, s->state, s->done, s->count);
+    if (s->failed) fprintf(to, "  %u failed\n", s->failed);
+    for (uint32_t i = 0; i < s->nlevels; i++) {
+        const struct proto_level_status *l = &s->levels[i];
+        if (tty) {
+            int width = 30, full = s->count ? (int)((uint64_t)l->done * width / s->count) : 0;
+            char bar[64];
+            for (int k = 0; k < width; k++) bar[k] = k < full ? '#' : '.';
+            bar[width] = 0;
+            fprintf(to, "  %-8s [%s] %u/%u  running %u  queued %u\x1b[K\n", l->name, bar, l->done,
+                    s->count, l->running, l->queued);
+        } else {
+            fprintf(to, "  %s done=%u running=%u queued=%u\n", l->name, l->done, l->running,
+                    l->queued);
+        }
+    }
+    *drawn = 1 + (s->failed ? 1 : 0) + (int)s->nlevels;
+    fflush(to);
+}
+
+/* Wait for the next message, running tick meanwhile. After CLIENT_QUIET_MS of silence a
+ * STATUS is sent (its reply is just another message); silence after that means the coordinator
+ * is gone. */
+static int watch_next(client *c, const char *job, client_tick tick, void *ctx, proto_msg *m,
+                      proto_err *e)
+{
+    int quiet_ms = 0, asked = 0, step = tick ? CLIENT_TICK_MS : CLIENT_QUIET_MS;
+    for (;;) {
+        int rc = proto_recv(c->sock, NULL, m, step, e);
+        if (rc != PROTO_E_TIMEOUT) return rc;
+        if (tick && (rc = tick(ctx))) return rc;
+        if ((quiet_ms += step) < CLIENT_QUIET_MS) continue;
+        if (asked)
+            return proto_err_set(e, PROTO_E_TIMEOUT, "the coordinator at %s stopped answering",
+                                 c->endpoint);
+        proto_msg st = {.type = PROTO_STATUS, .status = {job}};
+        if ((rc = proto_send(c->sock, NULL, &st, e))) return rc;
+        asked = 1;
+        quiet_ms = 0;
+    }
+}
+
+int client_watch(client *c, const char *job, FILE *to, client_tick tick, void *ctx,
+                 proto_err *e)
+{
+    proto_msg req = {.type = PROTO_WATCH, .watch = {job}}, m;
+    int rc = proto_send(c->sock, NULL, &req, e), drawn = 0, tty = isatty(fileno(to));
+    uint32_t failed = 0;
+    while (!rc && !(rc = watch_next(c, job, tick, ctx, &m, e))) {
+        if (m.type == PROTO_PROGRESS) {
+            draw_progress(&m.progress, to, tty, &drawn);
+            failed = m.progress.failed;
+        }
+        if (m.type == PROTO_ERROR) rc = proto_err_set(e, PROTO_E_VALUE, "%s", m.error.message);
+        if (m.type == PROTO_DONE) {
+            int ok = !strcmp(m.done.state, "done") && !failed;
+            fprintf(to, "%s %s%s\n", m.done.job, m.done.state,
+                    failed ? " (with failed images)" : "");
+            rc = ok ? 0 : 1;
+            proto_msg_free(&m);
+            break;
+        }
+        proto_msg_free(&m);
+    }
+    return rc;
+}

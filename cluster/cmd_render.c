@@ -1,0 +1,377 @@
+/* `strata render`: the embedded farm. Starts a coordinator and one pool per planned level on
+ * this machine, as real processes talking ZeroMQ over loopback, submits one job, follows it,
+ * and shuts everything down when the images are written. */
+#include "cluster/client.h"
+#include "cluster/cluster.h"
+#include "cluster/config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { RENDER_MAX_WORKERS = 256, RENDER_READY_MS = 30000, RENDER_STOP_MS = 10000 };
+
+static const char render_help[] =
+    "usage: strata render [--pipeline FILE] [--count N] [--resolution PX] [--seed S]\n"
+    "                     [--out DIR] [--name JOB] [--workers LEVEL=N,...] [--threads N]\n"
+    "                     [--class-label L] [--keep-levels] [--start-level LEVEL --init DIR]\n\n"
+    "Renders a job on this machine: a coordinator and a pool of workers per level, as separate\n"
+    "processes over loopback ZeroMQ, exactly as a cluster runs it.\n\n"
+    "  --pipeline FILE     pipeline YAML (default: configs/pipelines/emoji.yaml of this install)\n"
+    "  --count N           images (default 8); image i uses seed S + i\n"
+    "  --resolution PX     output side (default 128); the shortest prefix of levels that\n"
+    "                      reaches it runs, then the image is resized exactly\n"
+    "  --seed S            first seed (default 0)\n"
+    "  --out DIR           writes DIR/JOB/<index>.png and DIR/JOB/manifest.jsonl (default out)\n"
+    "  --name JOB          job id (default render)\n"
+    "  --workers L=N,...   pool sizes per level (default: the pipeline's pool, else 1)\n"
+    "  --threads N         threads per worker process (default 1)\n"
+    "  --class-label L     class of class-conditional first levels (default: the null class)\n"
+    "  --keep-levels       also write every level's output as <index>.<level>.png\n"
+    "  --start-level L     start at level L from --init DIR/<index>.png instead of level 1\n";
+
+typedef struct render_args {
+    const char *pipeline, *out, *name, *workers, *start_level, *init;
+    long count, resolution, seed, threads, class_label;
+    int keep_levels;
+} render_args;
+
+typedef struct render_child {
+    pid_t pid;
+    char level[SPEC_NAME_MAX];
+} render_child;
+
+typedef struct render_farm {
+    char self[PATH_MAX];
+    char worker_ep[256], client_ep[256];
+    const render_args *args;
+    pipeline_spec pipeline;
+    int first, nlevels; /* planned levels [first, nlevels) */
+    int pool[PIPELINE_MAX_LEVELS];
+    pid_t coord;
+    render_child workers[RENDER_MAX_WORKERS];
+    int nworkers;
+} render_farm;
+
+static int render_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "strata render: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see strata render --help)\n");
+    return CLI_EXIT_USAGE;
+}
+
+static int parse_num(const char *flag, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "strata render: --%s: '%s' is not an integer in [%ld, %ld]\n", flag, s,
+                lo, hi);
+        return CLI_EXIT_USAGE;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_render_args(int argc, char **argv, render_args *a)
+{
+    static const struct option opts[] = {
+        {"pipeline", 1, 0, 'p'}, {"count", 1, 0, 'n'},       {"resolution", 1, 0, 'r'},
+        {"seed", 1, 0, 's'},     {"out", 1, 0, 'o'},         {"name", 1, 0, 'N'},
+        {"workers", 1, 0, 'w'},  {"threads", 1, 0, 'j'},     {"class-label", 1, 0, 'c'},
+        {"keep-levels", 0, 0, 'k'}, {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
+        {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+    int c, rc = 0;
+    *a = (render_args){.out = "out", .name = "render", .count = 8, .resolution = 128,
+                       .threads = 1, .class_label = -1};
+    optind = 1;
+    opterr = 0;
+    while (!rc && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'p': a->pipeline = optarg; break;
+        case 'o': a->out = optarg; break;
+        case 'N': a->name = optarg; break;
+        case 'w': a->workers = optarg; break;
+        case 'S': a->start_level = optarg; break;
+        case 'i': a->init = optarg; break;
+        case 'k': a->keep_levels = 1; break;
+        case 'n': rc = parse_num("count", optarg, 1, CONFIG_MAX_COUNT, &a->count); break;
+        case 'r': rc = parse_num("resolution", optarg, 1, CONFIG_MAX_SIDE, &a->resolution); break;
+        case 's': rc = parse_num("seed", optarg, 0, LONG_MAX, &a->seed); break;
+        case 'j': rc = parse_num("threads", optarg, 1, 256, &a->threads); break;
+        case 'c': rc = parse_num("class-label", optarg, -1, 1 << 20, &a->class_label); break;
+        case 'h': fputs(render_help, stdout); return -1;
+        default: return render_usage("unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (rc) return rc;
+    if (optind < argc) return render_usage("unexpected argument '%s'", argv[optind]);
+    if (!a->start_level != !a->init)
+        return render_usage("%s", "--start-level and --init go together");
+    return 0;
+}
+
+/* The default pipeline of this install: configs/ beside the folder holding build/strata. */
+static void default_pipeline(const char *self, char *out, size_t len)
+{
+    char copy[PATH_MAX];
+    snprintf(copy, sizeof copy, "%s", self);
+    char *bin_dir = dirname(copy);
+    snprintf(out, len, "%s/../configs/pipelines/emoji.yaml", bin_dir);
+    if (access(out, R_OK)) snprintf(out, len, "configs/pipelines/emoji.yaml");
+}
+
+/* --workers l32=2,l128=1: pool sizes by level name. */
+static int parse_pools(render_farm *f, const char *spec)
+{
+    for (int i = 0; i < f->pipeline.nlevels; i++)
+        f->pool[i] = f->pipeline.levels[i].pool > 0 ? f->pipeline.levels[i].pool : 1;
+    if (!spec) return 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", spec);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        long n;
+        if (!eq) return render_usage("--workers: '%s' is not LEVEL=N", tok);
+        *eq = 0;
+        int k = -1;
+        for (int i = 0; i < f->pipeline.nlevels; i++)
+            if (!strcmp(f->pipeline.levels[i].name, tok)) k = i;
+        if (k < 0) return render_usage("--workers: no level '%s' in the pipeline", tok);
+        if (parse_num("workers", eq + 1, 1, 64, &n)) return CLI_EXIT_USAGE;
+        f->pool[k] = (int)n;
+    }
+    return 0;
+}
+
+static int plan_farm(render_farm *f)
+{
+    char err[1024], pipe_path[PATH_MAX];
+    const render_args *a = f->args;
+    if (!a->pipeline) default_pipeline(f->self, pipe_path, sizeof pipe_path);
+    else snprintf(pipe_path, sizeof pipe_path, "%s", a->pipeline);
+    if (pipeline_load(pipe_path, &f->pipeline, err, sizeof err) ||
+        plan_levels(&f->pipeline, (int)a->resolution, &f->nlevels, err, sizeof err) ||
+        plan_start_level(&f->pipeline, a->start_level, &f->first, err, sizeof err)) {
+        fprintf(stderr, "strata render: %s\n", err);
+        return CLI_EXIT_USAGE;
+    }
+    if (f->first >= f->nlevels)
+        return render_usage("--start-level %s is past the levels this resolution needs",
+                            a->start_level);
+    return parse_pools(f, a->workers);
+}
+
+static pid_t spawn(const char *self, char *const *argv, int stdout_fd)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (stdout_fd >= 0) dup2(stdout_fd, 1);
+        execv(self, argv);
+        fprintf(stderr, "strata render: cannot run %s: %s\n", self, strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Reads the coordinator's "strata coordinator: workers=EP clients=EP" line. */
+static int read_ready_line(render_farm *f, int fd)
+{
+    char line[1024];
+    size_t used = 0;
+    struct pollfd p = {fd, POLLIN, 0};
+    while (used + 1 < sizeof line) {
+        if (poll(&p, 1, RENDER_READY_MS) <= 0) break;
+        ssize_t got = read(fd, line + used, 1);
+        if (got <= 0) break;
+        if (line[used++] == '\n') {
+            line[used] = 0;
+            if (sscanf(line, "strata coordinator: workers=%255s clients=%255s", f->worker_ep,
+                       f->client_ep) == 2)
+                return 0;
+            break;
+        }
+    }
+    fprintf(stderr, "strata render: the coordinator did not start (see its messages above)\n");
+    return CLI_EXIT_RUNTIME;
+}
+
+static int start_coordinator(render_farm *f)
+{
+    int fds[2];
+    if (pipe(fds)) return CLI_EXIT_RUNTIME;
+    char *argv[] = {f->self, "coordinator", "--pipeline", f->pipeline.path,
+                    "--workers", "tcp://127.0.0.1:*", "--clients", "tcp://127.0.0.1:*", NULL};
+    f->coord = spawn(f->self, argv, fds[1]);
+    close(fds[1]);
+    int rc = f->coord < 0 ? CLI_EXIT_RUNTIME : read_ready_line(f, fds[0]);
+    close(fds[0]);
+    return rc;
+}
+
+static int start_worker(render_farm *f, const char *level)
+{
+    if (f->nworkers == RENDER_MAX_WORKERS) return CLI_EXIT_USAGE;
+    char threads[32], id[64];
+    snprintf(threads, sizeof threads, "%ld", f->args->threads);
+    snprintf(id, sizeof id, "%s-%d", level, f->nworkers);
+    char *argv[] = {f->self, "worker", "--level", (char *)level, "--connect", f->worker_ep,
+                    "--threads", threads, "--id", id, NULL};
+    render_child *w = &f->workers[f->nworkers];
+    w->pid = spawn(f->self, argv, -1);
+    snprintf(w->level, sizeof w->level, "%s", level);
+    if (w->pid < 0) return CLI_EXIT_RUNTIME;
+    f->nworkers++;
+    return 0;
+}
+
+static int start_pools(render_farm *f)
+{
+    for (int i = f->first; i < f->nlevels; i++)
+        for (int k = 0; k < f->pool[i]; k++) {
+            int rc = start_worker(f, f->pipeline.levels[i].name);
+            if (rc) return rc;
+        }
+    return 0;
+}
+
+/* A YAML double-quoted scalar. */
+static void yaml_quote(char *out, size_t len, const char *s)
+{
+    size_t n = 0;
+    out[n++] = '"';
+    for (; *s && n + 3 < len; s++) {
+        if (*s == '"' || *s == '\\') out[n++] = '\\';
+        out[n++] = *s;
+    }
+    out[n++] = '"';
+    out[n] = 0;
+}
+
+static void job_yaml(const render_farm *f, char *text, size_t len)
+{
+    const render_args *a = f->args;
+    char pipe_q[PATH_MAX + 8], out_q[PATH_MAX + 8], name_q[256], start_q[256], init_q[PATH_MAX + 8];
+    yaml_quote(pipe_q, sizeof pipe_q, f->pipeline.path);
+    yaml_quote(out_q, sizeof out_q, a->out);
+    yaml_quote(name_q, sizeof name_q, a->name);
+    int n = snprintf(text, len,
+                     "pipeline: %s\nname: %s\ncount: %ld\nseed: %ld\nresolution: %ld\nout: %s\n"
+                     "class_label: %ld\nkeep_levels: %s\n",
+                     pipe_q, name_q, a->count, a->seed, a->resolution, out_q, a->class_label,
+                     a->keep_levels ? "true" : "false");
+    if (a->start_level) {
+        yaml_quote(start_q, sizeof start_q, a->start_level);
+        yaml_quote(init_q, sizeof init_q, a->init);
+        snprintf(text + n, len - (size_t)n, "start_level: %s\ninit_images: %s\n", start_q, init_q);
+    }
+}
+
+/* While the job runs: a worker that died is replaced, so a pool never empties; a dead
+ * coordinator ends the render. */
+static int render_tick(void *ctx)
+{
+    render_farm *f = ctx;
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == f->coord) {
+            fprintf(stderr, "strata render: the coordinator exited\n");
+            f->coord = 0;
+            return CLI_EXIT_RUNTIME;
+        }
+        for (int i = 0; i < f->nworkers; i++)
+            if (f->workers[i].pid == pid) {
+                char level[SPEC_NAME_MAX];
+                snprintf(level, sizeof level, "%s", f->workers[i].level);
+                fprintf(stderr, "strata render: worker %d (%s) exited; starting another\n",
+                        (int)pid, level);
+                f->workers[i] = f->workers[--f->nworkers];
+                if (start_worker(f, level) != 0) return CLI_EXIT_RUNTIME;
+                break;
+            }
+    }
+    return 0;
+}
+
+static int submit_and_watch(render_farm *f)
+{
+    char text[8192];
+    job_yaml(f, text, sizeof text);
+    client c;
+    proto_err e = {0};
+    proto_msg req = {.type = PROTO_SUBMIT, .submit = {text}}, reply = {0};
+    int rc = client_open(&c, f->client_ep, &e);
+    if (!rc) rc = client_call(&c, &req, &reply, 10000, &e);
+    if (!rc && reply.type == PROTO_ERROR) {
+        fprintf(stderr, "strata render: %s\n", reply.error.message);
+        rc = CLI_EXIT_USAGE;
+    } else if (!rc && reply.type == PROTO_SUBMITTED) {
+        rc = client_watch(&c, reply.submitted.job, stderr, render_tick, f, &e);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "strata render: %s\n", e.msg);
+        rc = CLI_EXIT_RUNTIME;
+    }
+    proto_msg_free(&reply);
+    client_close(&c);
+    return rc;
+}
+
+/* Wait for pid up to ms, then kill it. */
+static void reap(pid_t pid, int ms)
+{
+    struct timespec step = {0, 20 * 1000 * 1000};
+    for (int waited = 0; pid > 0; waited += 20) {
+        pid_t got = waitpid(pid, NULL, WNOHANG);
+        if (got == pid || (got < 0 && errno == ECHILD)) return;
+        if (waited >= ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            return;
+        }
+        nanosleep(&step, NULL);
+    }
+}
+
+/* The coordinator sends SHUTDOWN to the workers when it stops. */
+static void stop_farm(render_farm *f)
+{
+    if (f->coord > 0) kill(f->coord, SIGTERM);
+    reap(f->coord, RENDER_STOP_MS);
+    /* most workers already left on SHUTDOWN; SIGTERM is the same request for the rest */
+    for (int i = 0; i < f->nworkers; i++) kill(f->workers[i].pid, SIGTERM);
+    for (int i = 0; i < f->nworkers; i++) reap(f->workers[i].pid, RENDER_STOP_MS);
+}
+
+int cmd_render(int argc, char **argv)
+{
+    render_args a;
+    int rc = parse_render_args(argc, argv, &a);
+    if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
+    render_farm *f = calloc(1, sizeof *f);
+    if (!f) return CLI_EXIT_RUNTIME;
+    f->args = &a;
+    ssize_t n = readlink("/proc/self/exe", f->self, sizeof f->self - 1);
+    if (n <= 0) snprintf(f->self, sizeof f->self, "%s", argv[0]);
+    rc = plan_farm(f);
+    if (!rc) rc = start_coordinator(f);
+    if (!rc) rc = start_pools(f);
+    if (!rc) rc = submit_and_watch(f);
+    stop_farm(f);
+    if (!rc) fprintf(stderr, "strata render: images in %s/%s/\n", a.out, a.name);
+    free(f);
+    return rc;
+}

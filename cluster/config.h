@@ -1,0 +1,58 @@
+/* cluster/config: pipeline and job YAML files (libyaml) into the coordinator's specs, and level
+ * planning. Internal to cluster/; docs/config.md is the user's reference for every field.
+ *
+ * Every function returns 0 or a negative kerr code (KERR_INPUT: bad input, including a file that
+ * cannot be opened; KERR_RUNTIME: a read error; KERR_NOMEM) and, on error, fills err (errlen
+ * bytes, may be 0) with one line "ORIGIN:LINE: FIELD: what is wrong", where ORIGIN is the file
+ * path or the origin given, e.g. "configs/pipelines/x.yaml:7: levels[1].steps: expected a
+ * positive integer". Loading is strict: unknown keys, duplicate keys and wrong types are errors.
+ * No input, however malformed, crashes them or costs more than a bounded amount of memory. */
+#ifndef STRATA_CLUSTER_CONFIG_H
+#define STRATA_CLUSTER_CONFIG_H
+
+#include <stddef.h> /* before coordinator.h, which uses size_t */
+
+#include "coordinator/coordinator.h"
+
+enum {
+    CONFIG_MAX_SIDE = 16384,     /* largest level side and job resolution */
+    CONFIG_MAX_COUNT = 10000000, /* most images in one job */
+    CONFIG_MAX_BYTES = 16 << 20, /* largest YAML text accepted */
+};
+
+/* Load a pipeline file into p. Level model paths are resolved against the file's directory
+ * (absolute ones are kept). The model directories are not opened here. */
+int pipeline_load(const char *path, pipeline_spec *p, char *err, size_t errlen);
+
+/* The same from text: origin names it in errors, and relative model paths are resolved against
+ * origin's directory (kept as written when origin has no '/'). */
+int pipeline_from_yaml_text(const char *text, size_t len, const char *origin, pipeline_spec *p,
+                            char *err, size_t errlen);
+
+/* A job with every default: count 1, seed 0, no seeds list, out "out", class_label -1, the rest
+ * zero or empty. Any previous content of j is overwritten, not freed. */
+void job_defaults(job_spec *j);
+
+/* Load a job file into j (overwritten, not freed first). On success j may own a seeds list:
+ * release it with job_spec_free. On error j holds the defaults and owns nothing. The pipeline
+ * path is kept as written (relative to the current directory); whether the pipeline and its
+ * start_level exist is checked by pipeline_load and plan_start_level, not here. */
+int job_load(const char *path, job_spec *j, char *err, size_t errlen);
+
+/* The same from text (a job received over the wire); origin names it in errors ("SUBMIT"). */
+int job_spec_from_yaml_text(const char *text, size_t len, const char *origin, job_spec *j,
+                            char *err, size_t errlen);
+
+/* How many levels of p to run for a target side: the shortest prefix whose last side is
+ * >= resolution (the final image is then resized down exactly to resolution). When even the last
+ * level is smaller, all levels run and the final image is resized up. resolution must be
+ * 1..CONFIG_MAX_SIDE. */
+int plan_levels(const pipeline_spec *p, int resolution, int *nlevels, char *err, size_t errlen);
+
+/* The index in p of the level named start_level; "" (or NULL) gives 0, a run from scratch. A
+ * named start must be a refine or direct level, since it takes the init images as its
+ * conditioning input; the caller checks that it falls within plan_levels' prefix. */
+int plan_start_level(const pipeline_spec *p, const char *start_level, int *index, char *err,
+                     size_t errlen);
+
+#endif

@@ -1,0 +1,12 @@
+/* The job spec's life cycle: what a job_spec owns (the explicit seeds list). */
+#include <stdlib.h> /* first: size_t for coordinator.h */
+
+#include "coordinator/coordinator.h"
+
+/* Free what j owns and leave j without it; job_spec_free(NULL) is fine. */
+void job_spec_free(job_spec *j)
+{
+    if (!j) return;
+    free(j->seeds);
+    j->seeds = NULL;
+}
