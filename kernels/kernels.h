@@ -237,6 +237,8 @@ typedef struct sched_config {
 void sched_config_default(sched_kind kind, sched_config *c);
 /* Parse a scheduler_config.json; "_class_name" picks the kind. Errors name file and field. */
 int sched_config_load(const char *path, sched_config *c, kerr *e);
+/* Refuse settings the samplers do not implement; where names the config in the message. */
+int sched_config_check(const sched_config *c, const char *where, kerr *e);
 /* Parse a sampler name: "ddpm", "ddim", "dpm++2m". Returns 0 or KERR_INPUT. */
 int sched_kind_parse(const char *name, sched_kind *kind);
 
