@@ -17,6 +17,7 @@ static const struct {
     {"watch", cmd_watch, "follow one job until it ends"},
     {"cancel", cmd_cancel, "cancel a job"},
     {"bench", cmd_bench, "time the engine (UNet forward, convolutions)"},
+    {"worker", cmd_worker, "serve one level of a cascade for a coordinator"},
 };
 
 static void usage(FILE *to)

@@ -119,8 +119,8 @@ typedef struct worker_opts {
     int stub_ms;         /* >= 0: no model; each task sleeps this long and returns a
                             deterministic image (farm benchmarks). < 0: the real level */
     int verbose;         /* one line per event on stderr (errors are always logged) */
-    volatile sig_atomic_t *stop; /* set (e.g. by a signal handler) to stop as on SHUTDOWN;
-                                    may be NULL */
+    /* set (e.g. by a signal handler) to stop as on SHUTDOWN; may be NULL */
+    volatile sig_atomic_t *stop;
 } worker_opts;
 
 /* Serve the coordinator until SHUTDOWN or *stop: HELLO, WELCOME, load the model once, then

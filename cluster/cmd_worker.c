@@ -1,0 +1,129 @@
+/* `strata worker`: one level's worker process, serving a coordinator (worker/loop.c). */
+#include "cluster/cluster.h"
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char worker_help[] =
+    "usage: strata worker --level NAME --connect ENDPOINT [--threads N] [--id ID]\n"
+    "                     [--stub-ms MS] [--verbose]\n\n"
+    "Serves one level of a cascade for the coordinator at ENDPOINT (its worker socket, e.g.\n"
+    "tcp://host:5555): says HELLO, takes the level's settings from the WELCOME, loads the\n"
+    "model once, then runs one task at a time, heartbeating while it computes. It reconnects\n"
+    "by itself when the coordinator restarts, and exits 0 on SHUTDOWN, SIGTERM or SIGINT.\n\n"
+    "  --level NAME       the level served (e.g. l128)\n"
+    "  --connect ENDPOINT the coordinator's worker endpoint\n"
+    "  --threads N        compute threads (default 1: scale with worker processes)\n"
+    "  --id ID            worker id (default HOST-PID)\n"
+    "  --stub-ms MS       for farm benchmarks: load no model; each task takes MS ms and returns\n"
+    "                     the cond scaled up (nearest neighbour) or a flat grey from the seed\n"
+    "  --verbose          log every event to stderr (errors are always logged)\n";
+
+static volatile sig_atomic_t worker_stop_flag;
+
+static void worker_on_signal(int sig)
+{
+    (void)sig;
+    worker_stop_flag = 1;
+}
+
+static int worker_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "strata worker: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see strata worker --help)\n");
+    return CLI_EXIT_USAGE;
+}
+
+static int worker_parse_int(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* Fill o from argv. Returns 0, -1 after --help, or CLI_EXIT_USAGE. */
+static int worker_parse_args(int argc, char **argv, worker_opts *o)
+{
+    static const struct option opts[] = {
+        {"level", 1, 0, 'l'},   {"connect", 1, 0, 'c'}, {"threads", 1, 0, 'j'}, {"id", 1, 0, 'i'},
+        {"stub-ms", 1, 0, 's'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+    int c;
+    *o = (worker_opts){.threads = 1, .stub_ms = -1};
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            o->level = optarg;
+            break;
+        case 'c':
+            o->connect = optarg;
+            break;
+        case 'i':
+            if (!*optarg || strlen(optarg) > PROTO_MAX_RID)
+                return worker_usage("--id: '%s' is not 1 to 255 bytes", optarg);
+            o->id = optarg;
+            break;
+        case 'j':
+            if (worker_parse_int(optarg, 1, 256, &o->threads))
+                return worker_usage("--threads: '%s' is not 1 to 256", optarg);
+            break;
+        case 's':
+            if (worker_parse_int(optarg, 0, 3600000, &o->stub_ms))
+                return worker_usage("--stub-ms: '%s' is not 0 to 3600000", optarg);
+            break;
+        case 'v':
+            o->verbose = 1;
+            break;
+        case 'h':
+            fputs(worker_help, stdout);
+            return -1;
+        default:
+            return worker_usage("unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return worker_usage("unexpected argument '%s'", argv[optind]);
+    if (!o->level || !*o->level) return worker_usage("%s", "--level is required");
+    if (!o->connect || !*o->connect) return worker_usage("%s", "--connect is required");
+    return 0;
+}
+
+/* SIGINT and SIGTERM stop the worker as SHUTDOWN does. No SA_RESTART: the poll wakes at once. */
+static void worker_catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = worker_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int cmd_worker(int argc, char **argv)
+{
+    worker_opts o;
+    int rc = worker_parse_args(argc, argv, &o);
+    if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
+    worker_catch_signals();
+    o.stop = &worker_stop_flag;
+    kerr e = {0};
+    int abandoned = 0;
+    rc = worker_run(&o, &abandoned, &e);
+    int code = rc ? cli_fail("worker", rc, e.msg) : CLI_EXIT_OK;
+    if (abandoned) {
+        /* a task still computes: leave before OpenBLAS/OpenMP destructors run under it */
+        fflush(NULL);
+        _exit(code);
+    }
+    return code;
+}

@@ -1,0 +1,610 @@
+/* The worker process (`strata worker`) against a coordinator played by the test: a ROUTER on
+ * tcp://127.0.0.1, a real child process. HELLO / WELCOME / READY / TASK / RESULT, results equal
+ * to level_run in this process, failures that do not stop the worker, heartbeats during a slow
+ * task, re-HELLO after coordinator silence, SHUTDOWN, SIGTERM, bad WELCOME and bad flags. */
+#include "proto/proto.h"
+#include "tests/test.h"
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define GEN_MODEL "tests/fixtures/unet/small3/model"
+#define SR_MODEL "tests/fixtures/unet/sr/model"
+
+enum { WAIT_MS = 30000 }; /* generous: the machine is shared, and ASan is slow */
+
+static long long clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------- a child process */
+
+/* Start STRATA_BIN with args (NULL-terminated), stderr to a pipe (*errfd), stdout discarded. */
+static pid_t child_spawn(const char *const *args, int *errfd)
+{
+    const char *bin = getenv("STRATA_BIN");
+    const char *argv[32];
+    int n = 0, fds[2];
+    argv[n++] = bin ? bin : "build/strata";
+    for (; args[n - 1] && n < 31; n++)
+        argv[n] = args[n - 1];
+    argv[n] = NULL;
+    if (pipe(fds)) return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    *errfd = fds[0];
+    return pid;
+}
+
+/* Wait up to timeout_ms for the child to exit, collecting its stderr into err; kill it when
+ * late. Returns its exit code, or -1 (killed, or died of a signal). Closes errfd. */
+static int child_wait(pid_t pid, int errfd, int timeout_ms, char *err, size_t len)
+{
+    size_t used = strlen(err);
+    long long deadline = clock_ms() + timeout_ms;
+    for (;;) {
+        long long left = deadline - clock_ms();
+        struct pollfd p = {errfd, POLLIN, 0};
+        if (left <= 0 || poll(&p, 1, (int)left) == 0) {
+            kill(pid, SIGKILL);
+            break;
+        }
+        char buf[1024];
+        ssize_t got = read(errfd, buf, sizeof buf);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break; /* EOF: the child is gone */
+        size_t take = (size_t)got < len - 1 - used ? (size_t)got : len - 1 - used;
+        memcpy(err + used, buf, take);
+        used += take;
+        err[used] = 0;
+    }
+    close(errfd);
+    int status;
+    if (waitpid(pid, &status, 0) < 0) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* ---------------------------------------------------------------- a fake coordinator */
+
+typedef struct coord_fake {
+    void *ctx, *router;
+    char ep[256];
+    proto_rid worker;
+    pid_t pid;
+    int errfd;
+    int echo;       /* answer each HEARTBEAT with one (a live coordinator) */
+    int heartbeats; /* HEARTBEATs seen */
+    char err[8192]; /* the child's stderr, once it exited */
+} coord_fake;
+
+static int coord_open(coord_fake *c)
+{
+    memset(c, 0, sizeof *c);
+    c->pid = -1;
+    c->echo = 1;
+    proto_sock_opts o = {.linger_ms = -1};
+    proto_err e;
+    c->ctx = zmq_ctx_new();
+    if (proto_router_bind(c->ctx, "tcp://127.0.0.1:*", &o, &c->router, &e)) return -1;
+    return proto_sock_endpoint(c->router, c->ep, sizeof c->ep, &e);
+}
+
+/* Start `strata worker --level LEVEL --connect EP --threads 1 [extra...]`. */
+static int coord_spawn(coord_fake *c, const char *level, const char *const *extra)
+{
+    const char *args[24] = {"worker", "--level", level, "--connect", c->ep, "--threads", "1"};
+    int n = 7;
+    for (int i = 0; extra && extra[i] && n < 23; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    c->pid = child_spawn(args, &c->errfd);
+    return c->pid > 0 ? 0 : -1;
+}
+
+/* Receive until a message of type arrives (into m; the caller frees it), counting HEARTBEATs
+ * on the way. Any other message, or none in timeout_ms, is a failure (-1). */
+static int coord_expect(coord_fake *c, enum proto_type type, int timeout_ms, proto_msg *m)
+{
+    long long deadline = clock_ms() + timeout_ms;
+    for (;;) {
+        long long left = deadline - clock_ms();
+        proto_err e = {0};
+        if (left < 0 || proto_recv(c->router, &c->worker, m, (int)left, &e)) {
+            fprintf(stderr, "    waiting for %s: %s\n", proto_type_name(type), e.msg);
+            return -1;
+        }
+        if (m->type == type) return 0;
+        if (m->type != PROTO_HEARTBEAT) {
+            fprintf(stderr, "    waiting for %s, got %s\n", proto_type_name(type),
+                    proto_type_name(m->type));
+            proto_msg_free(m);
+            return -1;
+        }
+        c->heartbeats++;
+        proto_msg_free(m);
+        proto_msg hb = {.type = PROTO_HEARTBEAT};
+        if (c->echo && proto_send(c->router, &c->worker, &hb, &e)) return -1;
+    }
+}
+
+/* Receive until n more HEARTBEATs arrived; anything else, or a timeout, is a failure. */
+static int coord_heartbeats(coord_fake *c, int n, int timeout_ms)
+{
+    long long deadline = clock_ms() + timeout_ms;
+    for (int want = c->heartbeats + n; c->heartbeats < want;) {
+        proto_msg m;
+        proto_err e = {0};
+        long long left = deadline - clock_ms();
+        if (left < 0 || proto_recv(c->router, &c->worker, &m, (int)left, &e)) return -1;
+        int hb = m.type == PROTO_HEARTBEAT;
+        proto_msg_free(&m);
+        if (!hb) return -1;
+        c->heartbeats++;
+    }
+    return 0;
+}
+
+static int coord_send(coord_fake *c, const proto_msg *m)
+{
+    proto_err e;
+    return proto_send(c->router, &c->worker, m, &e);
+}
+
+/* Send m and expect the RESULT that answers it (then the READY that follows). */
+static int coord_run_task(coord_fake *c, const proto_msg *task, proto_msg *result)
+{
+    proto_msg ready;
+    if (coord_send(c, task) || coord_expect(c, PROTO_RESULT, WAIT_MS, result)) return -1;
+    if (coord_expect(c, PROTO_READY, WAIT_MS, &ready)) return -1;
+    proto_msg_free(&ready);
+    return 0;
+}
+
+/* Wait for the child's exit code (killing it when late). */
+static int coord_wait_exit(coord_fake *c, int timeout_ms)
+{
+    if (c->pid <= 0) return -1;
+    int code = child_wait(c->pid, c->errfd, timeout_ms, c->err, sizeof c->err);
+    c->pid = -1;
+    return code;
+}
+
+static void coord_close(coord_fake *c)
+{
+    if (c->pid > 0) {
+        kill(c->pid, SIGKILL);
+        coord_wait_exit(c, WAIT_MS);
+    }
+    proto_sock_close(&c->router);
+    if (c->ctx) zmq_ctx_term(c->ctx);
+    c->ctx = NULL;
+}
+
+/* HELLO (checked: level, pid, one slot) then WELCOME with config, then READY. */
+static int coord_welcome(coord_fake *c, const char *level, const proto_params *config)
+{
+    proto_msg m;
+    if (coord_expect(c, PROTO_HELLO, WAIT_MS, &m)) return -1;
+    int ok = !strcmp(m.hello.level, level) && m.hello.pid == (uint32_t)c->pid &&
+             m.hello.slots == 1 && m.hello.ranks == 1 && m.hello.worker && m.hello.host;
+    proto_msg_free(&m);
+    if (!ok) return -1;
+    proto_msg w = {.type = PROTO_WELCOME, .welcome = {.config = *config}};
+    if (coord_send(c, &w) || coord_expect(c, PROTO_READY, WAIT_MS, &m)) return -1;
+    ok = m.ready.credits == 1;
+    proto_msg_free(&m);
+    return ok ? 0 : -1;
+}
+
+/* SHUTDOWN -> BYE -> exit code. */
+static int coord_shutdown(coord_fake *c)
+{
+    proto_msg m = {.type = PROTO_SHUTDOWN};
+    if (coord_send(c, &m) || coord_expect(c, PROTO_BYE, WAIT_MS, &m)) return -1;
+    proto_msg_free(&m);
+    return coord_wait_exit(c, WAIT_MS);
+}
+
+/* ---------------------------------------------------------------- levels */
+
+typedef struct level_setup {
+    const char *model, *mode;
+    int index, side, steps, noise_level, hb, liveness;
+    double guidance;
+} level_setup;
+
+static void level_config(const level_setup *s, proto_params *p)
+{
+    memset(p, 0, sizeof *p);
+    proto_params_set_str(p, "model", s->model);
+    proto_params_set_str(p, "mode", s->mode);
+    proto_params_set_int(p, "index", s->index);
+    proto_params_set_int(p, "side", s->side);
+    proto_params_set_int(p, "steps", s->steps);
+    proto_params_set_str(p, "sampler", "");
+    proto_params_set_float(p, "eta", 0.0);
+    proto_params_set_int(p, "noise_level", s->noise_level);
+    proto_params_set_float(p, "guidance", s->guidance);
+    proto_params_set_int(p, "tile", 0);
+    proto_params_set_int(p, "overlap", 0);
+    proto_params_set_int(p, "heartbeat_ms", s->hb);
+    proto_params_set_int(p, "liveness", s->liveness);
+}
+
+/* The same level run in this process: what the worker must send back. */
+static int level_expected(const level_setup *s, const level_task *t, uint8_t *out, kerr *e)
+{
+    level_params p = {.index = (uint32_t)s->index,
+                      .side = s->side,
+                      .steps = s->steps,
+                      .noise_level = s->noise_level,
+                      .guidance = (float)s->guidance};
+    p.mode = !strcmp(s->mode, "generate") ? LEVEL_MODE_GENERATE : LEVEL_MODE_REFINE;
+    unet_t *m = NULL;
+    int rc = worker_model_scheduler(s->model, "", 0.0f, &p.sched, e);
+    if (!rc) rc = unet_load(s->model, &m, e);
+    if (!rc) rc = level_run(m, &p, t, out, e);
+    unet_free(m);
+    return rc;
+}
+
+static proto_msg task_msg(uint64_t task, uint32_t attempt, const char *level, uint64_t seed,
+                          uint32_t image, int class_label)
+{
+    return (proto_msg){.type = PROTO_TASK,
+                       .task = {.task = task,
+                                .attempt = attempt,
+                                .job = "job-1",
+                                .image = image,
+                                .seed = seed,
+                                .level = level,
+                                .level_index = 0,
+                                .class_label = class_label}};
+}
+
+static proto_tensor rgb_tensor(const uint8_t *data, int side)
+{
+    uint64_t s = (uint64_t)side;
+    return (proto_tensor){.dtype = PROTO_DTYPE_U8,
+                          .ndim = 3,
+                          .shape = {s, s, 3},
+                          .data = data,
+                          .nbytes = (size_t)(s * s * 3)};
+}
+
+/* 1 when r is an ok RESULT for (task, attempt) holding exactly want (side x side x 3). */
+static int result_is(const proto_msg *r, uint64_t task, uint32_t attempt, const uint8_t *want,
+                     int side)
+{
+    const proto_tensor *o = &r->result.output;
+    if (!r->result.ok) fprintf(stderr, "    RESULT error: %s\n", r->result.error);
+    return r->result.ok && r->result.task == task && r->result.attempt == attempt &&
+           o->dtype == PROTO_DTYPE_U8 && o->ndim == 3 && o->shape[0] == (uint64_t)side &&
+           o->shape[1] == (uint64_t)side && o->shape[2] == 3 &&
+           memcmp(o->data, want, (size_t)side * side * 3) == 0;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+TEST(worker_loop_generate_matches_level_run)
+{
+    level_setup s = {GEN_MODEL, "generate", 0, 16, 2, 0, 200, 50, 2.5};
+    level_task t = {.seed = 7, .image = 3, .class_label = 2};
+    uint8_t want[16 * 16 * 3];
+    kerr e = {0};
+    CHECKF(level_expected(&s, &t, want, &e) == 0, "%s", e.msg);
+
+    coord_fake c;
+    proto_params config;
+    proto_msg r;
+    level_config(&s, &config);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_welcome(&c, "l16", &config) == 0);
+    proto_msg task = task_msg(11, 1, "l16", 7, 3, 2);
+    CHECK(coord_run_task(&c, &task, &r) == 0);
+    int same = result_is(&r, 11, 1, want, 16);
+    proto_msg_free(&r);
+    CHECKF(same, "the worker's image differs from level_run's");
+    /* a retry of the same task gives the same bytes */
+    task.task.attempt = 2;
+    CHECK(coord_run_task(&c, &task, &r) == 0);
+    same = result_is(&r, 11, 2, want, 16);
+    proto_msg_free(&r);
+    CHECKF(same, "a second run of the task differs");
+    int code = coord_shutdown(&c);
+    CHECKF(code == 0, "exit %d: %s", code, c.err);
+    coord_close(&c);
+}
+
+TEST(worker_loop_refine_resize_and_failures)
+{
+    level_setup s = {SR_MODEL, "refine", 1, 32, 2, 50, 200, 50, 1.0};
+    uint8_t cond[16 * 16 * 3], want[32 * 32 * 3], small[24 * 24 * 3];
+    for (int i = 0; i < 16 * 16 * 3; i++)
+        cond[i] = (uint8_t)(i * 37 % 251);
+    level_task t = {.seed = 5, .image = 9, .cond = cond, .cond_side = 16, .class_label = -1};
+    kerr e = {0};
+    CHECKF(level_expected(&s, &t, want, &e) == 0, "%s", e.msg);
+    CHECKF(worker_image_resize(want, 32, small, 24, &e) == 0, "%s", e.msg);
+
+    coord_fake c;
+    proto_params config;
+    proto_msg r;
+    level_config(&s, &config);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l32", NULL) == 0);
+    CHECK(coord_welcome(&c, "l32", &config) == 0);
+    proto_msg task = task_msg(21, 1, "l32", 5, 9, -1);
+    /* no cond: the task fails, the worker goes on */
+    CHECK(coord_run_task(&c, &task, &r) == 0);
+    int failed = !r.result.ok && r.result.task == 21 && strstr(r.result.error, "image");
+    proto_msg_free(&r);
+    CHECKF(failed, "a refine task without cond did not fail as expected");
+    /* the wrong level: refused at once */
+    proto_msg wrong = task_msg(22, 1, "l64", 5, 9, -1);
+    CHECK(coord_run_task(&c, &wrong, &r) == 0);
+    failed = !r.result.ok && strstr(r.result.error, "l64");
+    proto_msg_free(&r);
+    CHECKF(failed, "a task for another level was not refused");
+
+    /* a cond that is not [side, side, 3]: refused at once */
+    proto_msg flat = task_msg(23, 1, "l32", 5, 9, -1);
+    flat.task.cond = (proto_tensor){
+        .dtype = PROTO_DTYPE_U8, .ndim = 2, .shape = {16, 48}, .data = cond, .nbytes = sizeof cond};
+    CHECK(coord_run_task(&c, &flat, &r) == 0);
+    failed = !r.result.ok && strstr(r.result.error, "cond");
+    proto_msg_free(&r);
+    CHECKF(failed, "a malformed cond was not refused");
+
+    task.task.cond = rgb_tensor(cond, 16);
+    CHECK(coord_run_task(&c, &task, &r) == 0);
+    int same = result_is(&r, 21, 1, want, 32);
+    proto_msg_free(&r);
+    CHECKF(same, "the refined image differs from level_run's");
+    proto_params_set_int(&task.task.params, "resize", 24);
+    task.task.attempt = 2;
+    CHECK(coord_run_task(&c, &task, &r) == 0);
+    same = result_is(&r, 21, 2, small, 24);
+    proto_msg_free(&r);
+    CHECKF(same, "the resized image differs");
+
+    /* SIGTERM stops it as SHUTDOWN does */
+    proto_msg bye;
+    CHECK(kill(c.pid, SIGTERM) == 0);
+    CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &bye) == 0);
+    proto_msg_free(&bye);
+    int code = coord_wait_exit(&c, WAIT_MS);
+    CHECKF(code == 0, "exit %d: %s", code, c.err);
+    coord_close(&c);
+}
+
+TEST(worker_loop_heartbeats_during_a_slow_task)
+{
+    level_setup s = {"no-model-in-stub-mode", "generate", 0, 16, 2, 0, 200, 50, 1.0};
+    const char *extra[] = {"--stub-ms", "2500", NULL};
+    coord_fake c;
+    proto_params config;
+    proto_msg r;
+    level_config(&s, &config);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", extra) == 0);
+    CHECK(coord_welcome(&c, "l16", &config) == 0);
+    proto_msg task = task_msg(31, 1, "l16", 4, 0, -1);
+    c.heartbeats = 0;
+    CHECK(coord_run_task(&c, &task, &r) == 0);
+    uint8_t grey[16 * 16 * 3];
+    memset(grey, 64 + 4 % 128, sizeof grey);
+    int ok = result_is(&r, 31, 1, grey, 16) && r.result.elapsed_ms >= 2500;
+    proto_msg_free(&r);
+    CHECKF(ok, "the stub's RESULT is not a flat grey 16x16 after 2500 ms");
+    /* 2500 ms of work at one heartbeat per 200 ms: 12 expected, allow for a slow machine */
+    CHECKF(c.heartbeats >= 8, "%d heartbeats during the task", c.heartbeats);
+
+    /* SHUTDOWN in the middle of a task: the task is abandoned, the exit is prompt */
+    task.task.attempt = 2;
+    long long t0 = clock_ms();
+    CHECK(coord_send(&c, &task) == 0);
+    int code = coord_shutdown(&c);
+    CHECKF(code == 0, "exit %d: %s", code, c.err);
+    CHECKF(clock_ms() - t0 < 2500, "the stop waited for the task (%lld ms)", clock_ms() - t0);
+    coord_close(&c);
+}
+
+TEST(worker_loop_sigterm_abandons_a_running_level)
+{
+    /* 1000 steps at 128x128: minutes of work, still running when the signal comes */
+    level_setup s = {GEN_MODEL, "generate", 0, 128, 1000, 0, 100, 100, 1.0};
+    coord_fake c;
+    proto_params config;
+    proto_msg m;
+    level_config(&s, &config);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l128", NULL) == 0);
+    CHECK(coord_welcome(&c, "l128", &config) == 0);
+    proto_msg task = task_msg(51, 1, "l128", 1, 0, -1);
+    CHECK(coord_send(&c, &task) == 0);
+    /* two heartbeats after the TASK: it reached the compute thread, and the loop still beats */
+    CHECK(coord_heartbeats(&c, 2, WAIT_MS) == 0);
+    long long t0 = clock_ms();
+    CHECK(kill(c.pid, SIGTERM) == 0);
+    CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    int code = coord_wait_exit(&c, WAIT_MS);
+    CHECKF(code == 0, "exit %d: %s", code, c.err);
+    CHECKF(clock_ms() - t0 < 10000, "the stop took %lld ms", clock_ms() - t0);
+    coord_close(&c);
+}
+
+TEST(worker_loop_says_hello_again_after_coordinator_silence)
+{
+    level_setup s = {GEN_MODEL, "generate", 0, 16, 2, 0, 100, 3, 1.0};
+    level_task t = {.seed = 3, .image = 1, .class_label = -1};
+    uint8_t want[16 * 16 * 3];
+    kerr e = {0};
+    CHECKF(level_expected(&s, &t, want, &e) == 0, "%s", e.msg);
+    coord_fake c;
+    proto_params config;
+    proto_msg m;
+    level_config(&s, &config);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_welcome(&c, "l16", &config) == 0);
+    /* a silent coordinator (no heartbeats back): after 3 x 100 ms the worker says HELLO */
+    c.echo = 0;
+    CHECK(coord_expect(&c, PROTO_HELLO, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    /* a restarted coordinator welcomes it again; it serves as before */
+    c.echo = 1;
+    proto_msg w = {.type = PROTO_WELCOME, .welcome = {.config = config}};
+    CHECK(coord_send(&c, &w) == 0 && coord_expect(&c, PROTO_READY, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    proto_msg task = task_msg(41, 1, "l16", 3, 1, -1);
+    CHECK(coord_run_task(&c, &task, &m) == 0);
+    int same = result_is(&m, 41, 1, want, 16);
+    proto_msg_free(&m);
+    CHECKF(same, "the image after re-WELCOME differs");
+    int code = coord_shutdown(&c);
+    CHECKF(code == 0, "exit %d: %s", code, c.err);
+    coord_close(&c);
+}
+
+TEST(worker_loop_bad_welcome_exits_2)
+{
+    level_setup s = {"/nonexistent/strata-model", "generate", 0, 16, 2, 0, 200, 50, 1.0};
+    coord_fake c;
+    proto_params config;
+    proto_msg m;
+    level_config(&s, &config);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_expect(&c, PROTO_HELLO, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    proto_msg w = {.type = PROTO_WELCOME, .welcome = {.config = config}};
+    CHECK(coord_send(&c, &w) == 0);
+    CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    int code = coord_wait_exit(&c, WAIT_MS);
+    CHECKF(code == 2, "exit %d: %s", code, c.err);
+    char *nl = strchr(c.err, '\n');
+    CHECKF(strstr(c.err, "/nonexistent/strata-model") && nl && !nl[1], "stderr: %s", c.err);
+    coord_close(&c);
+}
+
+TEST(worker_loop_usage_errors_exit_2)
+{
+    char err[1024], out[4096];
+    const char *bogus[] = {"worker", "--bogus", NULL};
+    CHECK(test_run_strata(bogus, err, sizeof err, NULL, 0) == 2 && strstr(err, "--bogus"));
+    const char *nolevel[] = {"worker", "--connect", "tcp://127.0.0.1:1", NULL};
+    CHECK(test_run_strata(nolevel, err, sizeof err, NULL, 0) == 2 && strstr(err, "--level"));
+    const char *threads[] = {"worker",    "--level", "l", "--connect", "tcp://127.0.0.1:1",
+                             "--threads", "0",       NULL};
+    CHECK(test_run_strata(threads, err, sizeof err, NULL, 0) == 2 && strstr(err, "--threads"));
+    const char *stub[] = {"worker",    "--level", "l", "--connect", "tcp://127.0.0.1:1",
+                          "--stub-ms", "x",       NULL};
+    CHECK(test_run_strata(stub, err, sizeof err, NULL, 0) == 2 && strstr(err, "--stub-ms"));
+    const char *endpoint[] = {"worker", "--level", "l", "--connect", "nowhere", NULL};
+    CHECK(test_run_strata(endpoint, err, sizeof err, NULL, 0) == 2 && strstr(err, "--connect"));
+    const char *help[] = {"worker", "--help", NULL};
+    CHECK(test_run_strata(help, err, sizeof err, out, sizeof out) == 0);
+    CHECK(strstr(out, "farm benchmarks") && strstr(out, "--stub-ms"));
+}
+
+TEST(worker_loop_config_parse)
+{
+    level_setup s = {GEN_MODEL, "refine", 2, 64, 10, 100, 500, 4, 3.0};
+    proto_params p;
+    worker_config c;
+    kerr e = {0};
+    level_config(&s, &p);
+    CHECKF(worker_config_parse(&p, &c, &e) == 0, "%s", e.msg);
+    CHECK(!strcmp(c.model, GEN_MODEL) && c.level.mode == LEVEL_MODE_REFINE);
+    CHECK(c.level.index == 2 && c.level.side == 64 && c.level.steps == 10);
+    CHECK(c.level.noise_level == 100 && c.level.guidance == 3.0f && c.heartbeat_ms == 500);
+    CHECK(c.liveness == 4 && c.sampler[0] == 0);
+
+    proto_params q = {0};
+    proto_params_set_str(&q, "model", "m");
+    proto_params_set_str(&q, "mode", "generate");
+    proto_params_set_int(&q, "index", 0);
+    proto_params_set_int(&q, "side", 32);
+    proto_params_set_int(&q, "steps", 4);
+    CHECKF(worker_config_parse(&q, &c, &e) == 0, "%s", e.msg);
+    CHECK(c.heartbeat_ms == 1000 && c.liveness == 3 && c.level.guidance == 1.0f);
+
+    proto_params_set_str(&q, "mode", "sharpen");
+    CHECK(worker_config_parse(&q, &c, &e) == KERR_INPUT && strstr(e.msg, "'mode'"));
+    proto_params_set_str(&q, "mode", "direct");
+    proto_params_set_int(&q, "side", 0);
+    CHECK(worker_config_parse(&q, &c, &e) == KERR_INPUT && strstr(e.msg, "'side'"));
+    proto_params_set_str(&q, "side", "32");
+    CHECK(worker_config_parse(&q, &c, &e) == KERR_INPUT && strstr(e.msg, "'side'"));
+    proto_params_set_int(&q, "side", 32);
+    proto_params_set_int(&q, "tile", 16);
+    proto_params_set_int(&q, "overlap", 16);
+    CHECK(worker_config_parse(&q, &c, &e) == KERR_INPUT && strstr(e.msg, "'overlap'"));
+    proto_params r = {0};
+    proto_params_set_str(&r, "mode", "generate");
+    CHECK(worker_config_parse(&r, &c, &e) == KERR_INPUT && strstr(e.msg, "'model'"));
+}
+
+TEST(worker_loop_resize_area_and_bilinear)
+{
+    /* 4x4 -> 2x2 averages each 2x2 block exactly */
+    uint8_t src[4 * 4 * 3], dst[2 * 2 * 3], big[8 * 8 * 3];
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 4; x++)
+            for (int ch = 0; ch < 3; ch++)
+                src[(y * 4 + x) * 3 + ch] = (uint8_t)((y / 2) * 100 + (x / 2) * 50 + (x % 2) * 2);
+    kerr e = {0};
+    CHECK(worker_image_resize(src, 4, dst, 2, &e) == 0);
+    CHECKF(dst[0] == 1 && dst[3] == 51 && dst[6] == 101 && dst[9] == 151, "%d %d %d %d", dst[0],
+           dst[3], dst[6], dst[9]);
+    /* growing keeps the corners (align_corners) */
+    CHECK(worker_image_resize(src, 4, big, 8, &e) == 0);
+    CHECK(big[0] == src[0] && big[(8 * 8 - 1) * 3] == src[(4 * 4 - 1) * 3]);
+    CHECK(worker_image_resize(src, 4, big, 4, &e) == 0 && !memcmp(big, src, sizeof src));
+}
+
+TEST(worker_loop_stub_refine_scales_the_cond)
+{
+    level_setup s = {"no-model-in-stub-mode", "refine", 1, 8, 2, 0, 200, 50, 1.0};
+    const char *extra[] = {"--stub-ms", "0", NULL};
+    uint8_t cond[4 * 4 * 3], want[8 * 8 * 3];
+    for (int i = 0; i < 4 * 4 * 3; i++)
+        cond[i] = (uint8_t)(i * 5);
+    for (int y = 0; y < 8; y++)
+        for (int x = 0; x < 8; x++)
+            memcpy(want + (y * 8 + x) * 3, cond + (y / 2 * 4 + x / 2) * 3, 3);
+    coord_fake c;
+    proto_params config;
+    proto_msg r;
+    level_config(&s, &config);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l8", extra) == 0);
+    CHECK(coord_welcome(&c, "l8", &config) == 0);
+    proto_msg task = task_msg(61, 1, "l8", 4, 0, -1);
+    task.task.cond = rgb_tensor(cond, 4);
+    CHECK(coord_run_task(&c, &task, &r) == 0);
+    int same = result_is(&r, 61, 1, want, 8);
+    proto_msg_free(&r);
+    CHECKF(same, "the stub's image is not the cond scaled by nearest neighbour");
+    int code = coord_shutdown(&c);
+    CHECKF(code == 0, "exit %d: %s", code, c.err);
+    coord_close(&c);
+}

@@ -1,0 +1,186 @@
+/* The worker loop's compute thread: loads the level's model and runs its tasks, so that the
+ * main thread stays free to heartbeat. It never touches the coordinator's socket. */
+#include "worker/compute.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+enum { COMPUTE_SLEEP_SLICE_MS = 20 };
+
+static long long compute_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int compute_cmd_send(void *pair, compute_cmd *c, int flags)
+{
+    return zmq_send(pair, &c, sizeof c, flags) == (int)sizeof c ? 0 : -1;
+}
+
+int compute_cmd_recv(void *pair, compute_cmd **c, int flags)
+{
+    int n = zmq_recv(pair, c, sizeof *c, flags);
+    if (n < 0) return -1;
+    if (n != (int)sizeof *c) {
+        errno = EPROTO;
+        return -1;
+    }
+    return 0;
+}
+
+void compute_cmd_free(compute_cmd *c)
+{
+    if (!c) return;
+    free(c->cond);
+    free(c->out);
+    free(c);
+}
+
+/* A level must suit its model: generate takes x_t alone, refine and direct x_t + an RGB cond. */
+static int compute_check_model(const unet_t *m, const worker_config *cfg, kerr *e)
+{
+    const unet_info *info = unet_get_info(m);
+    int cond = cfg->level.mode == LEVEL_MODE_GENERATE ? 0 : 3;
+    if (info->in_channels != info->out_channels + cond)
+        return kerr_set(e, KERR_INPUT,
+                        "%s: a %s level needs in_channels = out_channels%s; the model has %d "
+                        "and %d",
+                        cfg->model, cond ? "refine/direct" : "generate", cond ? " + 3" : "",
+                        info->in_channels, info->out_channels);
+    if (cfg->level.side % info->downsample_factor)
+        return kerr_set(e, KERR_INPUT, "%s: side %d is not a multiple of %d", cfg->model,
+                        cfg->level.side, info->downsample_factor);
+    return 0;
+}
+
+/* Take cfg: load its model unless the loaded one comes from the same directory (a coordinator
+ * restart re-sends the same WELCOME), and read the sampler settings. Stub mode loads nothing. */
+static int compute_load(compute *c, const worker_config *cfg, kerr *e)
+{
+    worker_config next = *cfg;
+    if (c->stub_ms >= 0) {
+        sched_config_default(SCHED_DDIM, &next.level.sched);
+    } else {
+        if (!c->model || strcmp(c->config.model, cfg->model) != 0) {
+            unet_t *m = NULL;
+            int rc = unet_load(cfg->model, &m, e);
+            if (rc) return rc;
+            unet_free(c->model);
+            c->model = m;
+        }
+        int rc = compute_check_model(c->model, cfg, e);
+        if (!rc)
+            rc = worker_model_scheduler(cfg->model, cfg->sampler, cfg->eta, &next.level.sched, e);
+        if (rc) return rc;
+    }
+    c->config = next;
+    c->configured = 1;
+    return 0;
+}
+
+/* Sleep ms milliseconds of simulated compute, ending early when the task is abandoned. */
+static void compute_stub_sleep(compute *c, int ms)
+{
+    long long end = compute_now_ms() + ms;
+    for (;;) {
+        long long left = end - compute_now_ms();
+        if (left <= 0 || atomic_load(&c->abandon)) return;
+        if (left > COMPUTE_SLEEP_SLICE_MS) left = COMPUTE_SLEEP_SLICE_MS;
+        struct timespec ts = {0, (long)left * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* The stub's image: the cond scaled by nearest neighbour, or a flat grey from the seed. */
+static void compute_stub_image(const level_task *t, int side, uint8_t *out)
+{
+    if (!t->cond) {
+        memset(out, (int)(64 + (t->seed + 7u * t->image) % 128), (size_t)side * side * 3);
+        return;
+    }
+    int cs = t->cond_side;
+    for (int y = 0; y < side; y++)
+        for (int x = 0; x < side; x++) {
+            const uint8_t *p =
+                t->cond + ((size_t)(y * cs / side) * cs + (size_t)(x * cs / side)) * 3;
+            memcpy(out + ((size_t)y * side + x) * 3, p, 3);
+        }
+}
+
+/* Run one image at the configured level, then resize it if asked. */
+static int compute_task(compute *c, compute_cmd *cmd, kerr *e)
+{
+    if (!c->configured) return kerr_set(e, KERR_INPUT, "no WELCOME yet: the level is not set");
+    int side = c->config.level.side, nside = cmd->resize > 0 ? cmd->resize : side;
+    uint8_t *img = malloc((size_t)side * side * 3);
+    if (!img) return kerr_set(e, KERR_NOMEM, "out of memory for a %dx%d image", side, side);
+    int rc = 0;
+    if (c->stub_ms >= 0) {
+        compute_stub_image(&cmd->lt, side, img);
+        compute_stub_sleep(c, c->stub_ms);
+    } else {
+        rc = level_run(c->model, &c->config.level, &cmd->lt, img, e);
+    }
+    if (!rc && nside != side) {
+        uint8_t *out = malloc((size_t)nside * nside * 3);
+        rc = out ? worker_image_resize(img, side, out, nside, e)
+                 : kerr_set(e, KERR_NOMEM, "out of memory for a %dx%d image", nside, nside);
+        free(img);
+        img = out;
+    }
+    if (rc) {
+        free(img);
+        return rc;
+    }
+    cmd->out = img;
+    cmd->out_side = nside;
+    return 0;
+}
+
+/* Run one command, filling its answer. */
+static void compute_run(compute *c, compute_cmd *cmd)
+{
+    kerr e = {0};
+    long long t0 = compute_now_ms();
+    if (atomic_load(&c->abandon))
+        cmd->rc = kerr_set(&e, KERR_RUNTIME, "abandoned: the worker is stopping");
+    else if (cmd->kind == COMPUTE_LOAD)
+        cmd->rc = compute_load(c, &cmd->config, &e);
+    else
+        cmd->rc = compute_task(c, cmd, &e);
+    cmd->elapsed_ms = (uint64_t)(compute_now_ms() - t0);
+    if (cmd->rc) snprintf(cmd->error, sizeof cmd->error, "%s", e.msg);
+}
+
+void *compute_main(void *arg)
+{
+    compute *c = arg;
+    kernels_set_threads(c->threads);
+    for (;;) {
+        compute_cmd *cmd = NULL;
+        if (compute_cmd_recv(c->pair, &cmd, 0) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (cmd->kind == COMPUTE_STOP) {
+            compute_cmd_free(cmd);
+            break;
+        }
+        compute_run(c, cmd);
+        /* the pipe holds far more than the few commands in flight: never full */
+        if (compute_cmd_send(c->pair, cmd, ZMQ_DONTWAIT) < 0) {
+            compute_cmd_free(cmd);
+            break;
+        }
+    }
+    unet_free(c->model);
+    c->model = NULL;
+    zmq_close(c->pair);
+    c->pair = NULL;
+    return NULL;
+}

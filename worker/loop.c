@@ -1,0 +1,474 @@
+/* The worker loop (worker_run): the main thread owns the DEALER to the coordinator and one end of
+ * an inproc PAIR to the compute thread (compute.c), and polls both, so heartbeats keep going
+ * while a task computes. ZeroMQ sockets are never shared between threads.
+ *
+ * Phases: HELLO (HELLO sent, waiting for WELCOME; re-sent every liveness x heartbeat_ms),
+ * LOADING (WELCOME taken, the compute thread loads the model; HEARTBEATs go out), SERVING
+ * (READY{1} sent whenever no task is at the compute thread). Silence from the coordinator for
+ * liveness x heartbeat_ms sends the worker back to HELLO. */
+#include "worker/compute.h"
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+enum {
+    WORKER_DEFAULT_HEARTBEAT_MS = 1000, /* until a WELCOME says otherwise (DESIGN.md 6) */
+    WORKER_DEFAULT_LIVENESS = 3,
+    WORKER_SEND_TIMEOUT_MS = 100, /* a send never holds up heartbeats for long */
+    WORKER_JOIN_GRACE_MS = 1000,  /* how long a stop waits for a running task */
+};
+
+typedef enum worker_phase {
+    WORKER_PHASE_HELLO,
+    WORKER_PHASE_LOADING,
+    WORKER_PHASE_SERVING,
+} worker_phase;
+
+typedef struct worker_loop {
+    const worker_opts *o;
+    char id[PROTO_MAX_RID + 1], host[256];
+    void *zctx; /* the DEALER's context */
+    void *pctx; /* the PAIR's context: left alone if the compute thread is abandoned */
+    void *dealer, *pair;
+    compute comp;
+    pthread_t thread;
+    int thread_started;
+    worker_phase phase;
+    int loads, tasks; /* commands at the compute thread */
+    int heartbeat_ms, liveness;
+    long long last_rx, next_heartbeat, next_hello;
+    int shutdown;
+} worker_loop;
+
+static long long worker_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One event line on stderr, only with --verbose. */
+static void worker_log(const worker_loop *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void worker_log(const worker_loop *w, const char *fmt, ...)
+{
+    if (!w->o->verbose) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "strata worker %s: ", w->id);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* A problem the worker survives: always on stderr. */
+static void worker_warn(const worker_loop *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void worker_warn(const worker_loop *w, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "strata worker %s: ", w->id);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------- to the coordinator */
+
+/* Send m on the DEALER. A message that cannot go out (the coordinator gone long enough to
+ * fill the queue) is dropped with a warning: liveness and HELLO recover from that. */
+static int worker_send(worker_loop *w, const proto_msg *m, kerr *e)
+{
+    proto_err pe = {0};
+    int rc = proto_send(w->dealer, NULL, m, &pe);
+    if (rc == PROTO_E_TIMEOUT || rc == PROTO_E_INTR) {
+        worker_warn(w, "%s dropped: %s", proto_type_name(m->type), pe.msg);
+        return 0;
+    }
+    if (rc) return kerr_set(e, KERR_RUNTIME, "%s: %s", proto_type_name(m->type), pe.msg);
+    return 0;
+}
+
+static int worker_send_empty(worker_loop *w, enum proto_type type, kerr *e)
+{
+    proto_msg m = {.type = type};
+    return worker_send(w, &m, e);
+}
+
+static int worker_send_hello(worker_loop *w, kerr *e)
+{
+    proto_msg m = {.type = PROTO_HELLO,
+                   .hello = {.worker = w->id,
+                             .level = w->o->level,
+                             .host = w->host,
+                             .slots = 1,
+                             .ranks = 1,
+                             .pid = (uint32_t)getpid()}};
+    worker_log(w, "HELLO level %s to %s", w->o->level, w->o->connect);
+    w->next_hello = worker_now_ms() + (long long)w->liveness * w->heartbeat_ms;
+    return worker_send(w, &m, e);
+}
+
+/* READY{1} when serving and nothing is at the compute thread (one task at a time). */
+static int worker_send_ready_if_idle(worker_loop *w, kerr *e)
+{
+    if (w->phase != WORKER_PHASE_SERVING || w->tasks || w->loads) return 0;
+    proto_msg m = {.type = PROTO_READY, .ready = {.credits = 1}};
+    return worker_send(w, &m, e);
+}
+
+static int worker_send_result(worker_loop *w, const compute_cmd *c, kerr *e)
+{
+    proto_msg m = {
+        .type = PROTO_RESULT,
+        .result = {
+            .task = c->task, .attempt = c->attempt, .ok = c->rc == 0, .elapsed_ms = c->elapsed_ms}};
+    if (c->rc == 0) {
+        uint64_t s = (uint64_t)c->out_side;
+        m.result.output = (proto_tensor){.dtype = PROTO_DTYPE_U8,
+                                         .ndim = 3,
+                                         .shape = {s, s, 3},
+                                         .data = c->out,
+                                         .nbytes = (size_t)(s * s * 3)};
+        worker_log(w, "RESULT task %llu.%u ok, %dx%d in %llu ms", (unsigned long long)c->task,
+                   c->attempt, c->out_side, c->out_side, (unsigned long long)c->elapsed_ms);
+    } else {
+        m.result.error = c->error;
+        worker_warn(w, "task %llu.%u failed: %s", (unsigned long long)c->task, c->attempt,
+                    c->error);
+    }
+    return worker_send(w, &m, e);
+}
+
+/* ---------------------------------------------------------------- to the compute thread */
+
+static int worker_post(worker_loop *w, compute_cmd *c, kerr *e)
+{
+    if (compute_cmd_send(w->pair, c, ZMQ_DONTWAIT) < 0) {
+        compute_cmd_free(c);
+        return kerr_set(e, KERR_RUNTIME, "compute thread: %s", zmq_strerror(zmq_errno()));
+    }
+    if (c->kind == COMPUTE_LOAD) w->loads++;
+    if (c->kind == COMPUTE_TASK) w->tasks++;
+    return 0;
+}
+
+/* Why this worker cannot run TASK t (a kerr code and e), or 0. */
+static int worker_task_check(const worker_loop *w, const struct proto_task *t, int64_t *resize,
+                             kerr *e)
+{
+    const proto_tensor *cond = &t->cond;
+    int rc = proto_params_get_int(&t->params, "resize", resize);
+    if (strcmp(t->level, w->o->level) != 0)
+        return kerr_set(e, KERR_INPUT, "TASK for level '%s': this worker serves '%s'", t->level,
+                        w->o->level);
+    if (rc == PROTO_E_TYPE || (rc == 0 && (*resize < 1 || *resize > WORKER_MAX_SIDE)))
+        return kerr_set(e, KERR_INPUT, "TASK params 'resize': expected an integer in [1, %d]",
+                        WORKER_MAX_SIDE);
+    if (cond->dtype != PROTO_DTYPE_NONE &&
+        (cond->dtype != PROTO_DTYPE_U8 || cond->ndim != 3 || cond->shape[2] != 3 ||
+         cond->shape[0] != cond->shape[1] || cond->shape[0] < 1 ||
+         cond->shape[0] > WORKER_MAX_SIDE))
+        return kerr_set(e, KERR_INPUT, "TASK cond: expected a square u8 tensor [side, side, 3]");
+    return 0;
+}
+
+/* A TASK as a compute command, its cond copied out of the message (which is freed next).
+ * Returns 0, or a kerr code with a one-line reason in c->error for a TASK this worker cannot
+ * run (the caller answers it at once). */
+static int worker_task_cmd(const worker_loop *w, const struct proto_task *t, compute_cmd *c)
+{
+    kerr e = {0};
+    int64_t resize = 0;
+    c->kind = COMPUTE_TASK;
+    c->task = t->task;
+    c->attempt = t->attempt;
+    c->lt = (level_task){.seed = t->seed, .image = t->image, .class_label = t->class_label};
+    c->rc = worker_task_check(w, t, &resize, &e);
+    if (!c->rc && t->cond.dtype != PROTO_DTYPE_NONE) {
+        if ((c->cond = malloc(t->cond.nbytes))) {
+            memcpy(c->cond, t->cond.data, t->cond.nbytes);
+            c->lt.cond = c->cond;
+            c->lt.cond_side = (int)t->cond.shape[0];
+        } else {
+            c->rc = kerr_set(&e, KERR_NOMEM, "TASK cond: out of memory");
+        }
+    }
+    if (c->rc) snprintf(c->error, sizeof c->error, "%s", e.msg);
+    c->resize = (int)resize;
+    return c->rc;
+}
+
+/* ---------------------------------------------------------------- from the coordinator */
+
+static int worker_on_welcome(worker_loop *w, const struct proto_welcome *m, kerr *e)
+{
+    compute_cmd *c = calloc(1, sizeof *c);
+    if (!c) return kerr_set(e, KERR_NOMEM, "out of memory");
+    c->kind = COMPUTE_LOAD;
+    int rc = worker_config_parse(&m->config, &c->config, e);
+    if (rc) {
+        compute_cmd_free(c);
+        return rc;
+    }
+    w->heartbeat_ms = c->config.heartbeat_ms;
+    w->liveness = c->config.liveness;
+    w->next_heartbeat = worker_now_ms() + w->heartbeat_ms;
+    w->phase = WORKER_PHASE_LOADING;
+    worker_log(w, "WELCOME: model %s, side %d, heartbeat %d ms x %d", c->config.model,
+               c->config.level.side, w->heartbeat_ms, w->liveness);
+    return worker_post(w, c, e);
+}
+
+static int worker_on_task(worker_loop *w, const struct proto_task *t, kerr *e)
+{
+    compute_cmd *c = calloc(1, sizeof *c);
+    if (!c) return kerr_set(e, KERR_NOMEM, "out of memory");
+    worker_log(w, "TASK %llu.%u: job %s image %u", (unsigned long long)t->task, t->attempt, t->job,
+               t->image);
+    if (worker_task_cmd(w, t, c) == 0) return worker_post(w, c, e);
+    int rc = worker_send_result(w, c, e);
+    compute_cmd_free(c);
+    return rc ? rc : worker_send_ready_if_idle(w, e);
+}
+
+static int worker_on_message(worker_loop *w, const proto_msg *m, kerr *e)
+{
+    switch (m->type) {
+    case PROTO_HEARTBEAT:
+        return 0;
+    case PROTO_WELCOME:
+        return worker_on_welcome(w, &m->welcome, e);
+    case PROTO_TASK:
+        return worker_on_task(w, &m->task, e);
+    case PROTO_SHUTDOWN:
+        worker_log(w, "SHUTDOWN");
+        w->shutdown = 1;
+        return 0;
+    default:
+        worker_warn(w, "ignoring %s from the coordinator", proto_type_name(m->type));
+        return 0;
+    }
+}
+
+/* Handle every message waiting on the DEALER. A frame that does not decode is dropped (it still
+ * shows the coordinator is alive). */
+static int worker_drain_dealer(worker_loop *w, kerr *e)
+{
+    for (int rc = 0; !rc && !w->shutdown;) {
+        proto_msg m;
+        proto_err pe = {0};
+        int prc = proto_recv(w->dealer, NULL, &m, 0, &pe);
+        if (prc == PROTO_E_TIMEOUT || prc == PROTO_E_INTR) return 0;
+        if (prc == PROTO_E_IO || prc == PROTO_E_NOMEM)
+            return kerr_set(e, KERR_RUNTIME, "receive: %s", pe.msg);
+        w->last_rx = worker_now_ms();
+        if (prc)
+            worker_warn(w, "dropping a bad frame from the coordinator: %s", pe.msg);
+        else
+            rc = worker_on_message(w, &m, e);
+        proto_msg_free(&m);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- from the compute thread */
+
+static int worker_on_loaded(worker_loop *w, const compute_cmd *c, kerr *e)
+{
+    w->loads--;
+    if (c->rc) return kerr_set(e, c->rc, "%s", c->error);
+    worker_log(w, "level loaded in %llu ms", (unsigned long long)c->elapsed_ms);
+    if (w->phase == WORKER_PHASE_LOADING && !w->loads) w->phase = WORKER_PHASE_SERVING;
+    return worker_send_ready_if_idle(w, e);
+}
+
+static int worker_drain_pair(worker_loop *w, kerr *e)
+{
+    compute_cmd *c;
+    while (compute_cmd_recv(w->pair, &c, ZMQ_DONTWAIT) == 0) {
+        int rc;
+        if (c->kind == COMPUTE_LOAD) {
+            rc = worker_on_loaded(w, c, e);
+        } else {
+            w->tasks--;
+            rc = worker_send_result(w, c, e);
+            if (!rc) rc = worker_send_ready_if_idle(w, e);
+        }
+        compute_cmd_free(c);
+        if (rc) return rc;
+    }
+    if (zmq_errno() == EAGAIN || zmq_errno() == EINTR) return 0;
+    return kerr_set(e, KERR_RUNTIME, "compute thread: %s", zmq_strerror(zmq_errno()));
+}
+
+/* ---------------------------------------------------------------- timers */
+
+/* Heartbeats while welcomed; HELLO again while not, or once the coordinator went silent. */
+static int worker_tick(worker_loop *w, kerr *e)
+{
+    long long now = worker_now_ms(), silence = (long long)w->liveness * w->heartbeat_ms;
+    if (w->phase == WORKER_PHASE_HELLO) return now >= w->next_hello ? worker_send_hello(w, e) : 0;
+    if (now - w->last_rx >= silence) {
+        worker_warn(w, "nothing from the coordinator for %lld ms: saying HELLO again",
+                    now - w->last_rx);
+        w->phase = WORKER_PHASE_HELLO;
+        return worker_send_hello(w, e);
+    }
+    if (now < w->next_heartbeat) return 0;
+    w->next_heartbeat = now + w->heartbeat_ms;
+    return worker_send_empty(w, PROTO_HEARTBEAT, e);
+}
+
+/* Poll timeout: half a heartbeat at most, less when a timer is due sooner. */
+static int worker_poll_ms(const worker_loop *w)
+{
+    long long now = worker_now_ms(),
+              due = w->phase == WORKER_PHASE_HELLO ? w->next_hello : w->next_heartbeat;
+    long long ms = w->heartbeat_ms / 2;
+    if (due - now < ms) ms = due - now;
+    return ms < 0 ? 0 : (int)ms;
+}
+
+static int worker_stopping(const worker_loop *w)
+{
+    return w->shutdown || (w->o->stop && *w->o->stop);
+}
+
+/* Serve until SHUTDOWN or *stop. */
+static int worker_serve(worker_loop *w, kerr *e)
+{
+    int rc = worker_send_hello(w, e);
+    while (!rc && !worker_stopping(w)) {
+        zmq_pollitem_t items[2] = {{w->dealer, 0, ZMQ_POLLIN, 0}, {w->pair, 0, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(items, 2, worker_poll_ms(w));
+        if (n < 0 && zmq_errno() != EINTR)
+            return kerr_set(e, KERR_RUNTIME, "poll: %s", zmq_strerror(zmq_errno()));
+        if (n > 0 && (items[0].revents & ZMQ_POLLIN)) rc = worker_drain_dealer(w, e);
+        if (!rc && n > 0 && (items[1].revents & ZMQ_POLLIN)) rc = worker_drain_pair(w, e);
+        if (!rc && !worker_stopping(w)) rc = worker_tick(w, e);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- life cycle */
+
+static void worker_identity(worker_loop *w)
+{
+    if (gethostname(w->host, sizeof w->host) != 0) snprintf(w->host, sizeof w->host, "unknown");
+    w->host[sizeof w->host - 1] = 0;
+    if (w->o->id)
+        snprintf(w->id, sizeof w->id, "%s", w->o->id);
+    else
+        snprintf(w->id, sizeof w->id, "%s-%ld", w->host, (long)getpid());
+}
+
+/* The compute thread, started with SIGINT/SIGTERM blocked so the main thread's poll is the one
+ * a signal interrupts. */
+static int worker_start_compute(worker_loop *w, kerr *e)
+{
+    void *theirs = zmq_socket(w->pctx, ZMQ_PAIR);
+    w->pair = zmq_socket(w->pctx, ZMQ_PAIR);
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://worker-compute-%p", (void *)w);
+    if (!theirs || !w->pair || zmq_bind(w->pair, ep) != 0 || zmq_connect(theirs, ep) != 0) {
+        if (theirs) zmq_close(theirs);
+        return kerr_set(e, KERR_RUNTIME, "compute pipe: %s", zmq_strerror(zmq_errno()));
+    }
+    w->comp.pair = theirs;
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int err = pthread_create(&w->thread, NULL, compute_main, &w->comp);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) {
+        zmq_close(theirs);
+        w->comp.pair = NULL;
+        return kerr_set(e, KERR_RUNTIME, "compute thread: %s", strerror(err));
+    }
+    w->thread_started = 1;
+    return 0;
+}
+
+static int worker_open(worker_loop *w, kerr *e)
+{
+    proto_err pe = {0};
+    proto_sock_opts so = {.send_timeout_ms = WORKER_SEND_TIMEOUT_MS, .routing_id = w->id};
+    w->zctx = zmq_ctx_new();
+    w->pctx = zmq_ctx_new();
+    if (!w->zctx || !w->pctx)
+        return kerr_set(e, KERR_RUNTIME, "zmq context: %s", zmq_strerror(zmq_errno()));
+    if (proto_dealer_connect(w->zctx, w->o->connect, &so, &w->dealer, &pe))
+        return kerr_set(e,
+                        pe.code == PROTO_E_ARG || pe.code == PROTO_E_IO ? KERR_INPUT : KERR_RUNTIME,
+                        "--connect %s: %s", w->o->connect, pe.msg);
+    return worker_start_compute(w, e);
+}
+
+/* Stop the compute thread: a running stub task ends at once, a running level_run is given
+ * WORKER_JOIN_GRACE_MS and then abandoned (returns 1). Answers never read are freed. */
+static int worker_stop_compute(worker_loop *w)
+{
+    if (!w->thread_started) return 0;
+    atomic_store(&w->comp.abandon, 1);
+    compute_cmd *stop = calloc(1, sizeof *stop);
+    if (stop) stop->kind = COMPUTE_STOP;
+    if (!stop || compute_cmd_send(w->pair, stop, ZMQ_DONTWAIT) < 0) {
+        free(stop);
+        return 1;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += WORKER_JOIN_GRACE_MS / 1000;
+    if (pthread_timedjoin_np(w->thread, NULL, &until) != 0) return 1;
+    compute_cmd *c;
+    while (compute_cmd_recv(w->pair, &c, ZMQ_DONTWAIT) == 0)
+        compute_cmd_free(c);
+    return 0;
+}
+
+/* Close everything; returns 1 when the compute thread had to be abandoned. The DEALER's
+ * context is terminated either way, which lingers until BYE is on the wire. */
+static int worker_close(worker_loop *w)
+{
+    int abandoned = worker_stop_compute(w);
+    proto_sock_close(&w->dealer);
+    if (w->zctx) zmq_ctx_term(w->zctx);
+    if (abandoned) return 1;
+    if (w->pair) zmq_close(w->pair);
+    if (w->comp.pair) zmq_close(w->comp.pair); /* the thread never started */
+    if (w->pctx) zmq_ctx_term(w->pctx);
+    return 0;
+}
+
+int worker_run(const worker_opts *o, int *abandoned, kerr *e)
+{
+    worker_loop w = {.o = o,
+                     .heartbeat_ms = WORKER_DEFAULT_HEARTBEAT_MS,
+                     .liveness = WORKER_DEFAULT_LIVENESS,
+                     .comp = {.threads = o->threads > 0 ? o->threads : 1, .stub_ms = o->stub_ms}};
+    worker_identity(&w);
+    int rc = worker_open(&w, e);
+    if (!rc) rc = worker_serve(&w, e);
+    if (w.dealer) {
+        kerr ignored;
+        worker_log(&w, "BYE");
+        worker_send_empty(&w, PROTO_BYE, &ignored);
+    }
+    int gone = worker_close(&w);
+    if (abandoned) *abandoned = gone;
+    return rc;
+}
