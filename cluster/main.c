@@ -18,6 +18,7 @@ static const struct {
     {"cancel", cmd_cancel, "cancel a job"},
     {"bench", cmd_bench, "time the engine (UNet forward, convolutions)"},
     {"worker", cmd_worker, "serve one level of a cascade for a coordinator"},
+    {"coordinator", cmd_coordinator, "serve a pipeline's jobs to its worker pools"},
 };
 
 static void usage(FILE *to)

@@ -82,6 +82,7 @@ typedef struct coord_options {
     int verbose;                 /* log every task to stderr */
     size_t max_frame;            /* largest frame accepted on either socket; 0: PROTO_MAX_FRAME
                                     (tests use a small one) */
+    int writers;                 /* threads encoding and writing output PNGs; 0: 4 */
 } coord_options;
 
 typedef struct coord coord_t;

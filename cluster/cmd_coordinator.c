@@ -1,0 +1,152 @@
+/* `strata coordinator`: the farm's coordinator process (coordinator/), serving one pipeline. */
+#include "cluster/cluster.h"
+#include "cluster/config.h"
+#include "coordinator/coordinator.h"
+#include "kernels/kernels.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COORD_DEFAULT_PIPELINE "configs/pipelines/emoji.yaml"
+#define COORD_DEFAULT_WORKERS "tcp://127.0.0.1:5555"
+#define COORD_DEFAULT_CLIENTS "tcp://127.0.0.1:5556"
+
+static const char coordinator_help[] =
+    "usage: strata coordinator [--pipeline FILE] [--workers ENDPOINT] [--clients ENDPOINT]\n"
+    "                          [--heartbeat-ms MS] [--liveness N] [--max-in-flight N]\n"
+    "                          [--verbose]\n\n"
+    "Runs the farm's coordinator for one pipeline: takes jobs from clients (strata submit,\n"
+    "status, watch, cancel), hands each level's tasks to that level's workers (strata worker)\n"
+    "and writes OUT/<job>/<index>.png and OUT/<job>/manifest.jsonl. Once bound it prints\n"
+    "\"strata coordinator: workers=ENDPOINT clients=ENDPOINT\" (a port given as * is chosen\n"
+    "then) and serves until SIGTERM or SIGINT, when it tells its workers SHUTDOWN.\n\n"
+    "  --pipeline FILE     the cascade (default " COORD_DEFAULT_PIPELINE ")\n"
+    "  --workers ENDPOINT  where workers connect (default " COORD_DEFAULT_WORKERS ")\n"
+    "  --clients ENDPOINT  where clients connect (default " COORD_DEFAULT_CLIENTS ")\n"
+    "  --heartbeat-ms MS   heartbeat interval, both ways (default 1000)\n"
+    "  --liveness N        heartbeats a worker may miss before its tasks go elsewhere (default 3)\n"
+    "  --max-in-flight N   images started and not finished (default 4 per worker, at least 8)\n"
+    "  --verbose           log every event to stderr (failures are always logged)\n";
+
+static coord_t *coordinator_running;
+
+static void coordinator_on_signal(int sig)
+{
+    (void)sig;
+    if (coordinator_running) coord_stop(coordinator_running);
+}
+
+static int coordinator_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "strata coordinator: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see strata coordinator --help)\n");
+    return CLI_EXIT_USAGE;
+}
+
+static int coordinator_parse_int(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+typedef struct coordinator_args {
+    const char *pipeline, *workers, *clients;
+    coord_options o;
+} coordinator_args;
+
+/* Fill a from argv. Returns 0, -1 after --help, or CLI_EXIT_USAGE. */
+static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
+{
+    static const struct option opts[] = {
+        {"pipeline", 1, 0, 'p'},     {"workers", 1, 0, 'w'},  {"clients", 1, 0, 'c'},
+        {"heartbeat-ms", 1, 0, 'b'}, {"liveness", 1, 0, 'l'}, {"max-in-flight", 1, 0, 'm'},
+        {"verbose", 0, 0, 'v'},      {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+    int c;
+    *a = (coordinator_args){.pipeline = COORD_DEFAULT_PIPELINE,
+                            .workers = COORD_DEFAULT_WORKERS,
+                            .clients = COORD_DEFAULT_CLIENTS};
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'p':
+            a->pipeline = optarg;
+            break;
+        case 'w':
+            a->workers = optarg;
+            break;
+        case 'c':
+            a->clients = optarg;
+            break;
+        case 'b':
+            if (coordinator_parse_int(optarg, 10, 3600000, &a->o.heartbeat_ms))
+                return coordinator_usage("--heartbeat-ms: '%s' is not 10 to 3600000", optarg);
+            break;
+        case 'l':
+            if (coordinator_parse_int(optarg, 1, 1000, &a->o.liveness))
+                return coordinator_usage("--liveness: '%s' is not 1 to 1000", optarg);
+            break;
+        case 'm':
+            if (coordinator_parse_int(optarg, 1, 1 << 24, &a->o.max_images_in_flight))
+                return coordinator_usage("--max-in-flight: '%s' is not 1 to 16777216", optarg);
+            break;
+        case 'v':
+            a->o.verbose = 1;
+            break;
+        case 'h':
+            fputs(coordinator_help, stdout);
+            return -1;
+        default:
+            return coordinator_usage("unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return coordinator_usage("unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+static void coordinator_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = coordinator_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int cmd_coordinator(int argc, char **argv)
+{
+    coordinator_args a;
+    int rc = coordinator_parse_args(argc, argv, &a);
+    if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
+    static pipeline_spec pipe; /* large: off the stack */
+    char err[1024];
+    rc = pipeline_load(a.pipeline, &pipe, err, sizeof err);
+    if (rc < 0) return cli_fail("coordinator", rc, err);
+    a.o.pipeline = &pipe;
+    a.o.worker_endpoint = a.workers;
+    a.o.client_endpoint = a.clients;
+    a.o.parse_job = job_spec_from_yaml_text;
+    coord_t *c = NULL;
+    rc = coord_new(&a.o, &c, err, sizeof err);
+    if (rc < 0) return cli_fail("coordinator", rc, err);
+    printf("strata coordinator: workers=%s clients=%s\n", coord_worker_endpoint(c),
+           coord_client_endpoint(c));
+    fflush(stdout);
+    coordinator_running = c;
+    coordinator_signals();
+    rc = coord_run(c);
+    coordinator_running = NULL;
+    coord_free(c);
+    return rc ? CLI_EXIT_RUNTIME : CLI_EXIT_OK;
+}

@@ -1,0 +1,288 @@
+/* Scheduling and leases: queued tasks go to workers with credits (deepest level first), new
+ * images start only within the backpressure bound, RESULTs count only on their current lease,
+ * and failed or lost tasks are retried elsewhere up to max_attempts. */
+#include "coordinator/coord_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *level_name(const coord_t *c, int level)
+{
+    return c->pipe.levels[level].name;
+}
+
+static int is_excluded(const coord_slot *sl, uint64_t rid_hash)
+{
+    for (unsigned i = 0; i < sl->nexcluded; i++)
+        if (sl->excluded[i] == rid_hash) return 1;
+    return 0;
+}
+
+/* A worker of level with a credit for slot sl, round-robin, preferring workers that have not
+ * failed the task. -1: wait (a worker that has not failed it exists but has no credit now);
+ * -2: no worker can take it. When every worker of the level failed it, one of them may retry. */
+static int pick_worker(coord_t *c, int level, const coord_slot *sl)
+{
+    uint32_t n = c->nworkers;
+    int fallback = -1, eligible = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = (c->rr[level] + k) % n;
+        const coord_worker *w = &c->workers[i];
+        if (w->level != level) continue;
+        int excluded = is_excluded(sl, w->rid_hash);
+        eligible |= !excluded;
+        if (w->credits == 0) continue;
+        if (!excluded) {
+            c->rr[level] = i + 1;
+            return (int)i;
+        }
+        if (fallback < 0) fallback = (int)i;
+    }
+    if (eligible) return -1;
+    if (fallback >= 0) c->rr[level] = (uint32_t)fallback + 1;
+    return fallback >= 0 ? fallback : -2;
+}
+
+/* The TASK for slot s; params must outlive the send. */
+static void build_task(const coord_t *c, const coord_slot *sl, proto_msg *m)
+{
+    const coord_job *j = sl->job;
+    const level_spec *l = &c->pipe.levels[sl->level];
+    memset(m, 0, sizeof *m);
+    m->type = PROTO_TASK;
+    struct proto_task *t = &m->task;
+    t->task = sl->task;
+    t->attempt = sl->attempt;
+    t->job = j->id;
+    t->image = sl->image;
+    t->seed = coord_job_seed(j, sl->image);
+    t->level = l->name;
+    t->level_index = sl->level;
+    t->class_label = j->spec.class_label;
+    if (sl->cond) {
+        size_t side = (size_t)sl->cond_side;
+        t->cond = (proto_tensor){.dtype = PROTO_DTYPE_U8,
+                                 .ndim = 3,
+                                 .shape = {side, side, 3},
+                                 .data = sl->cond,
+                                 .nbytes = side * side * 3};
+    }
+    if (sl->level == j->end - 1 && j->spec.resolution != l->side)
+        proto_params_set_int(&t->params, "resize", j->spec.resolution);
+}
+
+/* Lease slot s to worker w. A failed send puts it back in front and takes w's credits away
+ * (w gets more with its next READY; liveness decides whether it is gone). */
+static void send_task(coord_t *c, int w, uint32_t s)
+{
+    coord_worker *wk = &c->workers[w];
+    coord_slot *sl = &c->slots[s];
+    proto_msg m;
+    proto_err e = {0};
+    build_task(c, sl, &m);
+    if (proto_send(c->wsock, &wk->rid, &m, &e) < 0) {
+        coord_log(c, 1, "task %llu to worker %s not sent: %s", (unsigned long long)sl->task,
+                  wk->name, e.msg);
+        c->credits[wk->level] -= wk->credits;
+        wk->credits = 0;
+        sl->front = 1;
+        coord_queue_push_raw(c, sl->level, s);
+        return;
+    }
+    wk->credits--;
+    c->credits[wk->level]--;
+    wk->running++;
+    sl->state = COORD_SLOT_RUNNING;
+    sl->worker = wk->serial;
+    sl->job->lv[sl->level].queued--;
+    sl->job->lv[sl->level].running++;
+    sl->job->version++;
+    coord_log(c, 0, "task %llu attempt %u (%s #%u %s) -> worker %s", (unsigned long long)sl->task,
+              sl->attempt, sl->job->id, sl->image, level_name(c, sl->level), wk->name);
+}
+
+/* Start the next image of the best job beginning at level: 1 when one was queued, 0 when one
+ * failed before starting (a bad init image), -1 when there is none. */
+static int release_image(coord_t *c, int level)
+{
+    coord_job *j = coord_job_next_to_start(c, level);
+    if (!j) return -1;
+    int64_t s = coord_slot_alloc(c);
+    if (s < 0) {
+        coord_log(c, 1, "no memory for another image in flight");
+        return -1;
+    }
+    coord_slot *sl = &c->slots[s];
+    sl->job = j;
+    sl->image = j->next++;
+    j->active++;
+    coord_slot_new_task(c, (uint32_t)s, level);
+    if (j->first > 0) {
+        char err[600];
+        if (coord_read_init(c, j, sl->image, &sl->cond, &sl->cond_side, err, sizeof err) < 0) {
+            coord_image_failed(c, (uint32_t)s, err);
+            return 0;
+        }
+    }
+    coord_log(c, 0, "job %s image %u started at %s", j->id, sl->image, level_name(c, level));
+    if (coord_enqueue(c, (uint32_t)s, 0) < 0) {
+        coord_image_failed(c, (uint32_t)s, "coordinator out of memory");
+        return 0;
+    }
+    return 1;
+}
+
+/* Dispatch level while its workers have credits. Queued tasks that wait for a worker that has
+ * not failed them are set aside for this pass (at most COORD_SKIP_MAX). */
+static void dispatch_level(coord_t *c, int level)
+{
+    uint32_t skipped[COORD_SKIP_MAX], nskipped = 0, max = coord_max_in_flight(c);
+    while (c->credits[level] > 0) {
+        int64_t s = coord_queue_pop(c, level);
+        if (s < 0) {
+            if (c->active >= max || release_image(c, level) < 0) break;
+            continue;
+        }
+        int w = pick_worker(c, level, &c->slots[s]);
+        if (w >= 0) {
+            send_task(c, w, (uint32_t)s);
+            continue;
+        }
+        skipped[nskipped++] = (uint32_t)s;
+        if (w == -2 || nskipped == COORD_SKIP_MAX) break;
+    }
+    for (uint32_t i = 0; i < nskipped; i++)
+        coord_queue_push_raw(c, level, skipped[i]);
+}
+
+void coord_dispatch(coord_t *c)
+{
+    for (int l = c->pipe.nlevels - 1; l >= 0; l--)
+        dispatch_level(c, l);
+}
+
+/* The lease of slot s ended (a RESULT or a lost worker): uncount it as running. */
+static void lease_end(coord_t *c, uint32_t s)
+{
+    coord_slot *sl = &c->slots[s];
+    int w = coord_worker_by_serial(c, sl->worker);
+    if (w >= 0 && c->workers[w].running) c->workers[w].running--;
+    sl->job->lv[sl->level].running--;
+    sl->job->version++;
+    sl->state = COORD_SLOT_QUEUED;
+}
+
+void coord_task_lost(coord_t *c, uint32_t s, const char *why)
+{
+    lease_end(c, s);
+    coord_slot *sl = &c->slots[s];
+    if (++sl->losses >= c->o.max_attempts) {
+        char reason[128];
+        snprintf(reason, sizeof reason, "%s: lost its worker %d times", level_name(c, sl->level),
+                 c->o.max_attempts);
+        coord_log(c, 1, "task %llu (%s #%u) failed: %s", (unsigned long long)sl->task, sl->job->id,
+                  sl->image, reason);
+        coord_image_failed(c, s, reason);
+        return;
+    }
+    sl->attempt++;
+    coord_log(c, 1, "task %llu attempt %u re-queued: %s", (unsigned long long)sl->task, sl->attempt,
+              why);
+    coord_enqueue(c, s, 1);
+}
+
+/* Slot s's task failed on worker w: retry elsewhere, or fail the image after max_attempts. */
+static void attempt_failed(coord_t *c, uint32_t s, const coord_worker *w, const char *error)
+{
+    coord_slot *sl = &c->slots[s];
+    coord_log(c, 1, "task %llu attempt %u (%s #%u %s) failed on worker %s: %s",
+              (unsigned long long)sl->task, sl->attempt, sl->job->id, sl->image,
+              level_name(c, sl->level), w->name, error);
+    if (!is_excluded(sl, w->rid_hash) && sl->nexcluded < COORD_MAX_EXCLUDE)
+        sl->excluded[sl->nexcluded++] = w->rid_hash;
+    if (++sl->failures >= c->o.max_attempts) {
+        /* no worker names or counts that vary with the farm: the manifest stays deterministic */
+        char reason[600];
+        snprintf(reason, sizeof reason, "%s: %s", level_name(c, sl->level), error);
+        coord_image_failed(c, s, reason);
+        return;
+    }
+    sl->attempt++;
+    coord_enqueue(c, s, 1);
+}
+
+/* Slot s finished its level with output (side x side x 3): queue its PNGs, then the next
+ * level's task or, on the last level, wait for the final PNG to be written. */
+static void level_done(coord_t *c, uint32_t s, const uint8_t *rgb, int side)
+{
+    coord_slot *sl = &c->slots[s];
+    coord_job *j = sl->job;
+    int level = sl->level, last = level == j->end - 1;
+    j->lv[level].done++;
+    j->version++;
+    if ((j->spec.keep_levels && coord_png_queue(c, s, 0, rgb, side) < 0) ||
+        (last && coord_png_queue(c, s, 1, rgb, side) < 0)) {
+        coord_image_failed(c, s, "coordinator out of memory");
+        return;
+    }
+    if (last) {
+        sl->state = COORD_SLOT_WRITING;
+        return;
+    }
+    size_t n = (size_t)side * side * 3;
+    uint8_t *copy = malloc(n);
+    if (!copy) {
+        coord_image_failed(c, s, "coordinator out of memory");
+        return;
+    }
+    memcpy(copy, rgb, n);
+    free(sl->cond);
+    sl->cond = copy;
+    sl->cond_side = side;
+    coord_slot_new_task(c, s, level + 1);
+    if (coord_enqueue(c, s, 0) < 0) coord_image_failed(c, s, "coordinator out of memory");
+}
+
+/* "" when t is a u8 [side, side, 3] tensor, else what is wrong, in buf. */
+static const char *check_output(const proto_tensor *t, int side, char *buf, size_t len)
+{
+    if (t->dtype == PROTO_DTYPE_U8 && t->ndim == 3 && t->shape[0] == (uint64_t)side &&
+        t->shape[1] == (uint64_t)side && t->shape[2] == 3)
+        return "";
+    snprintf(buf, len, "output is not a u8 [%d, %d, 3] image (dtype %d, %u dims, %llux%llu)", side,
+             side, (int)t->dtype, t->ndim, (unsigned long long)t->shape[0],
+             (unsigned long long)(t->ndim > 1 ? t->shape[1] : 0));
+    return buf;
+}
+
+void coord_on_result(coord_t *c, int w, const struct proto_result *r)
+{
+    coord_worker *wk = &c->workers[w];
+    coord_slot *sl = coord_slot_of_task(c, r->task);
+    if (!sl || sl->state != COORD_SLOT_RUNNING || sl->attempt != r->attempt ||
+        sl->worker != wk->serial) {
+        coord_log(c, 1,
+                  "RESULT for task %llu attempt %u from worker %s dropped: not a current "
+                  "lease",
+                  (unsigned long long)r->task, r->attempt, wk->name);
+        return;
+    }
+    uint32_t s = (uint32_t)(sl - c->slots);
+    lease_end(c, s);
+    if (!r->ok) {
+        attempt_failed(c, s, wk, r->error ? r->error : "failed");
+        return;
+    }
+    char buf[160];
+    int side = coord_job_out_side(c, sl->job, sl->level);
+    const char *bad = check_output(&r->output, side, buf, sizeof buf);
+    if (*bad) {
+        attempt_failed(c, s, wk, bad);
+        return;
+    }
+    coord_log(c, 0, "task %llu attempt %u (%s #%u %s) done by worker %s in %llu ms",
+              (unsigned long long)sl->task, sl->attempt, sl->job->id, sl->image,
+              level_name(c, sl->level), wk->name, (unsigned long long)r->elapsed_ms);
+    level_done(c, s, r->output.data, side);
+}

@@ -1,0 +1,210 @@
+/* What the coordinator writes and reads on disk: output PNGs (atomic, with strata:* text
+ * chunks), start_level init images, and the manifest. The manifest holds only what the job
+ * determines (no timings, worker names or attempt counts): it is byte-identical for the same job
+ * on any farm (DESIGN.md section 2). */
+#include "coordinator/coord_internal.h"
+#include "kernels/kernels.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int coord_mkdirs(const char *path, char *err, size_t errlen)
+{
+    char buf[SPEC_PATH_MAX * 2];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        snprintf(err, errlen, "%s: path too long", path);
+        return -1;
+    }
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p) continue;
+        char was = *p;
+        *p = 0;
+        struct stat st;
+        if (mkdir(buf, 0777) < 0 &&
+            (errno != EEXIST || stat(buf, &st) < 0 || !S_ISDIR(st.st_mode))) {
+            snprintf(err, errlen, "%s: cannot create directory: %s", buf,
+                     errno == EEXIST ? "a file is in the way" : strerror(errno));
+            return -1;
+        }
+        *p = was;
+        if (!was) return 0;
+    }
+}
+
+/* The names of levels first..last, comma-joined. */
+static void levels_csv(const coord_t *c, int first, int last, char *buf, size_t len)
+{
+    size_t o = 0;
+    buf[0] = 0;
+    for (int l = first; l <= last && o < len; l++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%s", l > first ? "," : "",
+                              c->pipe.levels[l].name);
+}
+
+int coord_png_queue(coord_t *c, uint32_t s, int final, const uint8_t *rgb, int side)
+{
+    const coord_slot *sl = &c->slots[s];
+    coord_job *j = sl->job;
+    coord_write *w = calloc(1, sizeof *w);
+    size_t n = (size_t)side * side * 3;
+    if (w) w->rgb = malloc(n);
+    if (!w || !w->rgb) {
+        coord_write_free(w);
+        return -1;
+    }
+    memcpy(w->rgb, rgb, n);
+    w->side = side;
+    w->job = j;
+    w->final = final;
+    w->task = sl->task;
+    w->slot = s;
+    if (final)
+        snprintf(w->path, sizeof w->path, "%s/%06u.png", j->dir, sl->image);
+    else
+        snprintf(w->path, sizeof w->path, "%s/%06u.%s.png", j->dir, sl->image,
+                 c->pipe.levels[sl->level].name);
+    snprintf(w->job_id, sizeof w->job_id, "%s", j->id);
+    snprintf(w->index, sizeof w->index, "%u", sl->image);
+    snprintf(w->seed, sizeof w->seed, "%llu", (unsigned long long)coord_job_seed(j, sl->image));
+    levels_csv(c, j->first, sl->level, w->levels, sizeof w->levels);
+    snprintf(w->pipeline, sizeof w->pipeline, "%s", c->pipe.name);
+    j->pending_writes++;
+    coord_writer_submit(c->writer, w);
+    return 0;
+}
+
+/* A finished write: a final image completes (if its slot is still waiting for it: a cancel
+ * may have freed it); a keep_levels copy that failed is only reported. */
+static void write_finished(coord_t *c, coord_write *w)
+{
+    coord_job *j = w->job;
+    j->pending_writes--;
+    if (w->final) {
+        coord_slot *sl = coord_slot_of_task(c, w->task);
+        if (sl && sl->state == COORD_SLOT_WRITING) {
+            if (w->ok)
+                coord_image_ok(c, w->slot);
+            else
+                coord_image_failed(c, w->slot, w->err);
+        }
+    } else if (!w->ok) {
+        coord_log(c, 1, "job %s: %s", j->id, w->err);
+    }
+    coord_job_check_end(c, j);
+}
+
+void coord_writes_collect(coord_t *c)
+{
+    for (coord_write *w = coord_writer_take_done(c->writer), *next; w; w = next) {
+        next = w->next;
+        write_finished(c, w);
+        coord_write_free(w);
+    }
+}
+
+int coord_read_init(const coord_t *c, const coord_job *j, uint32_t image, uint8_t **rgb, int *side,
+                    char *err, size_t errlen)
+{
+    char path[SPEC_PATH_MAX + 32];
+    int want = c->pipe.levels[j->first - 1].side, w = 0, h = 0;
+    kerr e = {0};
+    *rgb = NULL;
+    snprintf(path, sizeof path, "%s/%06u.png", j->spec.init_images, image);
+    if (png_read_rgb(path, rgb, &w, &h, &e) < 0) {
+        snprintf(err, errlen, "init image: %s", e.msg);
+        return -1;
+    }
+    if (w != want || h != want) {
+        snprintf(err, errlen, "init image %s: %dx%d, expected %dx%d (the %s output)", path, w, h,
+                 want, want, c->pipe.levels[j->first - 1].name);
+        free(*rgb);
+        *rgb = NULL;
+        return -1;
+    }
+    *side = want;
+    return 0;
+}
+
+static int by_image(const void *a, const void *b)
+{
+    uint32_t x = ((const coord_failure *)a)->image, y = ((const coord_failure *)b)->image;
+    return (x > y) - (x < y);
+}
+
+/* One manifest line for image i into f; fail (or NULL) is its failure. */
+static int manifest_line(const coord_job *j, json_t *obj, uint32_t i, const coord_failure *fail,
+                         FILE *f)
+{
+    char file[32];
+    snprintf(file, sizeof file, "%06u.png", i);
+    json_object_set_new(obj, "index", json_integer(i));
+    json_object_set_new(obj, "file", json_string(file));
+    json_object_set_new(obj, "seed", json_integer((json_int_t)coord_job_seed(j, i)));
+    json_object_set_new(obj, "status", json_string(fail ? "failed" : "ok"));
+    if (fail)
+        json_object_set_new(obj, "error", json_string(j->reasons[fail->reason]));
+    else
+        json_object_del(obj, "error");
+    char *line = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = line && fputs(line, f) >= 0 && fputc('\n', f) != EOF ? 0 : -1;
+    free(line);
+    return rc;
+}
+
+/* Write every line of j's manifest into f, sorted by index. */
+static int manifest_lines(const coord_t *c, coord_job *j, FILE *f)
+{
+    json_t *obj = json_object(), *levels = json_array();
+    int rc = obj && levels ? 0 : -1;
+    for (int l = j->first; l < j->end && rc == 0; l++)
+        rc = json_array_append_new(levels, json_string(c->pipe.levels[l].name));
+    if (rc == 0) rc = json_object_set(obj, "levels", levels);
+    if (j->nfails) qsort(j->fails, j->nfails, sizeof *j->fails, by_image);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < j->count && rc == 0; i++) {
+        const coord_failure *fail = k < j->nfails && j->fails[k].image == i ? &j->fails[k++] : NULL;
+        rc = manifest_line(j, obj, i, fail, f);
+    }
+    json_decref(levels);
+    json_decref(obj);
+    return rc;
+}
+
+/* fsync the directory holding path, so a rename into it is durable. */
+static void sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+int coord_write_manifest(const coord_t *c, coord_job *j, char *err, size_t errlen)
+{
+    char path[sizeof j->dir + 32], tmp[sizeof j->dir + 48];
+    snprintf(path, sizeof path, "%s/manifest.jsonl", j->dir);
+    snprintf(tmp, sizeof tmp, "%s/.manifest.jsonl.tmp", j->dir);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    int rc = manifest_lines(c, j, f);
+    if (rc == 0 && (fflush(f) != 0 || fsync(fileno(f)) != 0)) rc = -1;
+    if (fclose(f) != 0) rc = -1;
+    if (rc == 0 && rename(tmp, path) != 0) rc = -1;
+    if (rc < 0) {
+        snprintf(err, errlen, "writing %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    sync_dir(j->dir);
+    return 0;
+}
