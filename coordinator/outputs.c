@@ -176,11 +176,13 @@ static int manifest_lines(const coord_t *c, coord_job *j, FILE *f)
     return rc;
 }
 
-/* fsync the directory holding path, so a rename into it is durable. */
+/* Make every file written into dir durable: syncfs flushes the images written without fsync
+ * in one call, then the directory's own entries. */
 static void sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd >= 0) {
+        syncfs(fd);
         fsync(fd);
         close(fd);
     }
@@ -191,6 +193,7 @@ int coord_write_manifest(const coord_t *c, coord_job *j, char *err, size_t errle
     char path[sizeof j->dir + 32], tmp[sizeof j->dir + 48];
     snprintf(path, sizeof path, "%s/manifest.jsonl", j->dir);
     snprintf(tmp, sizeof tmp, "%s/.manifest.jsonl.tmp", j->dir);
+    sync_dir(j->dir); /* the images first: the manifest records them as written */
     FILE *f = fopen(tmp, "w");
     if (!f) {
         snprintf(err, errlen, "%s: %s", tmp, strerror(errno));

@@ -138,6 +138,11 @@ typedef struct png_text_kv {
 /* Write an 8-bit RGB PNG atomically (tmp + rename), with optional text chunks. */
 int png_write_rgb(const char *path, const uint8_t *rgb, int w, int h, const png_text_kv *text,
                   int ntext, kerr *e);
+/* png_write_rgb without the fsyncs: still replaced atomically, but a power failure may lose it
+ * until the caller syncs the filesystem (the coordinator does once per job, before the
+ * manifest that records the job as written). */
+int png_write_rgb_nosync(const char *path, const uint8_t *rgb, int w, int h,
+                         const png_text_kv *text, int ntext, kerr *e);
 /* Read a PNG as 8-bit RGB (palette, grey and alpha are converted; alpha is dropped).
  * *rgb is malloc'd; the caller frees it. */
 int png_read_rgb(const char *path, uint8_t **rgb, int *w, int *h, kerr *e);

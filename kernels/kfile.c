@@ -48,14 +48,14 @@ static int write_parts(int fd, const struct iovec *parts, int n)
     return 0;
 }
 
-int kfile_write_atomic(const char *path, const struct iovec *parts, int n, kerr *e)
+int kfile_write_atomic(const char *path, const struct iovec *parts, int n, int sync, kerr *e)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return kerr_set(e, KERR_INPUT, "%s: path too long", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return kerr_set(e, KERR_RUNTIME, "%s: cannot create: %s", tmp, strerror(errno));
-    if (write_parts(fd, parts, n) != 0 || fsync(fd) != 0) {
+    if (write_parts(fd, parts, n) != 0 || (sync && fsync(fd) != 0)) {
         int err = errno;
         close(fd);
         unlink(tmp);
@@ -66,6 +66,6 @@ int kfile_write_atomic(const char *path, const struct iovec *parts, int n, kerr 
         unlink(tmp);
         return kerr_set(e, KERR_RUNTIME, "%s: cannot write: %s", path, strerror(err));
     }
-    sync_parent_dir(path);
+    if (sync) sync_parent_dir(path);
     return KERR_OK;
 }

@@ -7,8 +7,9 @@
 
 #include <sys/uio.h>
 
-/* Write the n pieces, in order, to path atomically: PATH.tmp.PID, fsync, rename, fsync the
- * directory, so a reader sees the old file or the whole new one. Errors name the path. */
-int kfile_write_atomic(const char *path, const struct iovec *parts, int n, kerr *e);
+/* Write the n pieces, in order, to path atomically: PATH.tmp.PID, rename, so a reader sees the
+ * old file or the whole new one. With sync, the file and then its directory are fsync'd too,
+ * so it also survives a power failure. Errors name the path. */
+int kfile_write_atomic(const char *path, const struct iovec *parts, int n, int sync, kerr *e);
 
 #endif

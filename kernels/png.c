@@ -101,8 +101,8 @@ static int png_encode(png_io *io, const uint8_t *rgb, int w, int h, png_text *te
     return 0;
 }
 
-int png_write_rgb(const char *path, const uint8_t *rgb, int w, int h, const png_text_kv *text,
-                  int ntext, kerr *e)
+static int png_write(const char *path, const uint8_t *rgb, int w, int h, const png_text_kv *text,
+                     int ntext, int sync, kerr *e)
 {
     if (w <= 0 || h <= 0 || w > PNG_MAX_SIDE || h > PNG_MAX_SIDE || ntext < 0)
         return kerr_set(e, KERR_INPUT, "%s: bad image size %dx%d", path, w, h);
@@ -124,9 +124,21 @@ int png_write_rgb(const char *path, const uint8_t *rgb, int w, int h, const png_
     if (rc)
         rc = kerr_set(e, KERR_RUNTIME, "%s: cannot encode PNG: %s", path, io.msg);
     else
-        rc = kfile_write_atomic(path, &(struct iovec){io.data, io.len}, 1, e);
+        rc = kfile_write_atomic(path, &(struct iovec){io.data, io.len}, 1, sync, e);
     free(io.data);
     return rc;
+}
+
+int png_write_rgb(const char *path, const uint8_t *rgb, int w, int h, const png_text_kv *text,
+                  int ntext, kerr *e)
+{
+    return png_write(path, rgb, w, h, text, ntext, 1, e);
+}
+
+int png_write_rgb_nosync(const char *path, const uint8_t *rgb, int w, int h,
+                         const png_text_kv *text, int ntext, kerr *e)
+{
+    return png_write(path, rgb, w, h, text, ntext, 0, e);
 }
 
 /* ---------------------------------------------------------------- reading */

@@ -430,7 +430,7 @@ static int write_file(const char *path, const char *json, const st_out *const *s
         size_t nbytes = (size_t)shape_numel(sorted[i]->ndim, sorted[i]->shape) * sizeof(float);
         parts[i + 1] = (struct iovec){(void *)sorted[i]->data, nbytes};
     }
-    rc = kfile_write_atomic(path, parts, count + 1, e);
+    rc = kfile_write_atomic(path, parts, count + 1, 1, e);
 done:
     free(head);
     free(parts);
