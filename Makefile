@@ -46,8 +46,10 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  STRATA_BIN=build-asan/strata STRATA_TEST_QUICK=1 ./build-asan/tests $(TESTS)
 
+# Engine beside PyTorch, then the farm (pipelining, coordinator throughput). Wants an idle machine.
 bench: all
 	tools/bench.sh
+	python3 tools/bench_farm.py
 
 # Installs the system packages the build, the tests and `strata render` need (Debian 12, root).
 deps:

@@ -16,7 +16,8 @@
 #define COORD_DEFAULT_CLIENTS "tcp://127.0.0.1:5556"
 
 static const char coordinator_help[] =
-    "usage: strata coordinator [--pipeline FILE] [--workers ENDPOINT] [--clients ENDPOINT]\n"
+    "usage: strata coordinator [--config FILE] [--pipeline FILE] [--workers ENDPOINT]\n"
+    "                          [--clients ENDPOINT]\n"
     "                          [--heartbeat-ms MS] [--liveness N] [--max-in-flight N]\n"
     "                          [--verbose]\n\n"
     "Runs the farm's coordinator for one pipeline: takes jobs from clients (strata submit,\n"
@@ -24,6 +25,8 @@ static const char coordinator_help[] =
     "and writes OUT/<job>/<index>.png and OUT/<job>/manifest.jsonl. Once bound it prints\n"
     "\"strata coordinator: workers=ENDPOINT clients=ENDPOINT\" (a port given as * is chosen\n"
     "then) and serves until SIGTERM or SIGINT, when it tells its workers SHUTDOWN.\n\n"
+    "  --config FILE       YAML with keys pipeline (relative to FILE), workers, clients,\n"
+    "                      heartbeat_ms, liveness, max_in_flight, verbose; flags win over it\n"
     "  --pipeline FILE     the cascade (default " COORD_DEFAULT_PIPELINE ")\n"
     "  --workers ENDPOINT  where workers connect (default " COORD_DEFAULT_WORKERS ")\n"
     "  --clients ENDPOINT  where clients connect (default " COORD_DEFAULT_CLIENTS ")\n"
@@ -61,7 +64,30 @@ static int coordinator_parse_int(const char *s, long lo, long hi, int *out)
 typedef struct coordinator_args {
     const char *pipeline, *workers, *clients;
     coord_options o;
+    coordinator_config file; /* --config: read before the other flags, which override it */
 } coordinator_args;
+
+/* The --config file, if any, as the defaults the other flags then override. */
+static int coordinator_read_config(int argc, char **argv, coordinator_args *a)
+{
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) path = argv[++i];
+        else if (!strncmp(argv[i], "--config=", 9)) path = argv[i] + 9;
+    }
+    if (!path) return 0;
+    char err[1024];
+    int rc = coordinator_config_load(path, &a->file, err, sizeof err);
+    if (rc) return cli_fail("coordinator", rc, err);
+    a->pipeline = a->file.pipeline;
+    if (*a->file.workers) a->workers = a->file.workers;
+    if (*a->file.clients) a->clients = a->file.clients;
+    a->o.heartbeat_ms = a->file.heartbeat_ms;
+    a->o.liveness = a->file.liveness;
+    a->o.max_images_in_flight = a->file.max_in_flight;
+    a->o.verbose = a->file.verbose;
+    return 0;
+}
 
 /* Fill a from argv. Returns 0, -1 after --help, or CLI_EXIT_USAGE. */
 static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
@@ -69,11 +95,14 @@ static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
     static const struct option opts[] = {
         {"pipeline", 1, 0, 'p'},     {"workers", 1, 0, 'w'},  {"clients", 1, 0, 'c'},
         {"heartbeat-ms", 1, 0, 'b'}, {"liveness", 1, 0, 'l'}, {"max-in-flight", 1, 0, 'm'},
-        {"verbose", 0, 0, 'v'},      {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+        {"verbose", 0, 0, 'v'},      {"help", 0, 0, 'h'},     {"config", 1, 0, 'f'},
+        {0, 0, 0, 0}};
     int c;
     *a = (coordinator_args){.pipeline = COORD_DEFAULT_PIPELINE,
                             .workers = COORD_DEFAULT_WORKERS,
                             .clients = COORD_DEFAULT_CLIENTS};
+    int rc = coordinator_read_config(argc, argv, a);
+    if (rc) return rc;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -101,6 +130,8 @@ static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
             break;
         case 'v':
             a->o.verbose = 1;
+            break;
+        case 'f': /* read by coordinator_read_config */
             break;
         case 'h':
             fputs(coordinator_help, stdout);

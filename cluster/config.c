@@ -564,21 +564,30 @@ static int level_parse_kind(const cfg *c, const yaml_node_t *n, const char *pref
     return 0;
 }
 
+static int cfg_get_relative_path(const cfg *c, const yaml_node_t *n, const char *prefix,
+                                 const char *key, char *dst, size_t cap);
+
 /* The model directory, resolved against the directory of the pipeline file (c->origin). */
 static int level_parse_model(const cfg *c, const yaml_node_t *n, const char *prefix, level_spec *l)
 {
-    char model[SPEC_PATH_MAX];
+    return cfg_get_relative_path(c, n, prefix, "model", l->model, sizeof l->model);
+}
+
+/* A path from the file c->origin, resolved against that file's directory (absolute paths and
+ * files given without a directory are kept). */
+static int cfg_get_relative_path(const cfg *c, const yaml_node_t *n, const char *prefix,
+                                 const char *key, char *dst, size_t cap)
+{
+    char path[SPEC_PATH_MAX];
     const char *slash = strrchr(c->origin, '/');
-    int r = cfg_get_path(c, n, prefix, "model", model, sizeof model), len;
-    if (r) return r;
-    if (model[0] == '/' || !slash)
-        len = snprintf(l->model, sizeof l->model, "%s", model);
+    int r = cfg_get_path(c, n, prefix, key, path, sizeof path), len;
+    if (r || !n) return r;
+    if (path[0] == '/' || !slash)
+        len = snprintf(dst, cap, "%s", path);
     else
-        len = snprintf(l->model, sizeof l->model, "%.*s/%s", (int)(slash - c->origin), c->origin,
-                       model);
-    if (len < 0 || (size_t)len >= sizeof l->model)
-        return cfg_fail(c, n, prefix, "model", "longer than %d characters once resolved",
-                        SPEC_PATH_MAX - 1);
+        len = snprintf(dst, cap, "%.*s/%s", (int)(slash - c->origin), c->origin, path);
+    if (len < 0 || (size_t)len >= cap)
+        return cfg_fail(c, n, prefix, key, "longer than %zu characters once resolved", cap - 1);
     return 0;
 }
 
@@ -878,6 +887,42 @@ __attribute__((format(printf, 3, 4))) static int plan_fail(char *err, size_t err
     if (err && errlen) vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
     return KERR_INPUT;
+}
+
+/* ------------------------------------------------------------------ coordinator */
+
+static const char *const coordinator_keys[] = {"pipeline", "workers",       "clients",
+                                               "heartbeat_ms", "liveness", "max_in_flight",
+                                               "verbose"};
+enum { COORDINATOR_KEY_COUNT = sizeof coordinator_keys / sizeof coordinator_keys[0] };
+
+static int coordinator_parse(cfg *c, coordinator_config *o)
+{
+    yaml_node_t *root = yaml_document_get_root_node(&c->doc), *v[COORDINATOR_KEY_COUNT];
+    int r = cfg_map(c, root, "", coordinator_keys, COORDINATOR_KEY_COUNT, v);
+    if (!r) r = cfg_require(c, root, "", coordinator_keys, v, 0);
+    if (!r) r = cfg_get_relative_path(c, v[0], "", "pipeline", o->pipeline, sizeof o->pipeline);
+    if (!r) r = cfg_get_path(c, v[1], "", "workers", o->workers, sizeof o->workers);
+    if (!r) r = cfg_get_path(c, v[2], "", "clients", o->clients, sizeof o->clients);
+    if (!r) r = cfg_get_int(c, v[3], "", "heartbeat_ms", 10, 3600000, &o->heartbeat_ms);
+    if (!r) r = cfg_get_int(c, v[4], "", "liveness", 1, 1000, &o->liveness);
+    if (!r) r = cfg_get_int(c, v[5], "", "max_in_flight", 1, 1 << 24, &o->max_in_flight);
+    if (!r) r = cfg_get_bool(c, v[6], "", "verbose", &o->verbose);
+    return r;
+}
+
+int coordinator_config_load(const char *path, coordinator_config *o, char *err, size_t errlen)
+{
+    cfg c = {.origin = path, .err = err, .errlen = err ? errlen : 0};
+    char *text = NULL;
+    size_t len = 0;
+    int r = cfg_read_file(&c, &text, &len);
+    if (!r) r = cfg_load(&c, text, len);
+    free(text);
+    if (r) return r;
+    r = coordinator_parse(&c, o);
+    yaml_document_delete(&c.doc);
+    return r;
 }
 
 int plan_levels(const pipeline_spec *p, int resolution, int *nlevels, char *err, size_t errlen)

@@ -43,6 +43,17 @@ int job_load(const char *path, job_spec *j, char *err, size_t errlen);
 int job_spec_from_yaml_text(const char *text, size_t len, const char *origin, job_spec *j,
                             char *err, size_t errlen);
 
+/* `strata coordinator --config FILE`: keys pipeline (required; relative to the file), workers,
+ * clients (endpoints), heartbeat_ms, liveness, max_in_flight, verbose. Keys absent from the
+ * file leave o's fields as they are (preset the defaults). */
+typedef struct coordinator_config {
+    char pipeline[SPEC_PATH_MAX];
+    char workers[256], clients[256];
+    int heartbeat_ms, liveness, max_in_flight, verbose;
+} coordinator_config;
+
+int coordinator_config_load(const char *path, coordinator_config *o, char *err, size_t errlen);
+
 /* How many levels of p to run for a target side: the shortest prefix whose last side is
  * >= resolution (the final image is then resized down exactly to resolution). When even the last
  * level is smaller, all levels run and the final image is resized up. resolution must be

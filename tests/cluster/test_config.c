@@ -561,3 +561,21 @@ TEST(config_fuzz_mutations)
         free(buf);
     }
 }
+
+TEST(config_coordinator_file)
+{
+    coordinator_config o = {.heartbeat_ms = 1000, .liveness = 3};
+    char err[512] = "";
+    CHECKF(coordinator_config_load("configs/coordinator.yaml", &o, err, sizeof err) == 0, "%s",
+           err);
+    CHECK(!strcmp(o.pipeline, "configs/pipelines/emoji.yaml"));
+    CHECK(!strcmp(o.workers, "tcp://0.0.0.0:5555") && o.max_in_flight == 64);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/c.yaml", test_tmpdir());
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    fputs("pipeline: p.yaml\nliveness: zero\n", f);
+    fclose(f);
+    CHECK(coordinator_config_load(path, &o, err, sizeof err) == KERR_INPUT);
+    CHECKF(strstr(err, "c.yaml:2: liveness: expected an integer 1..1000"), "%s", err);
+}
