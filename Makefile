@@ -26,6 +26,9 @@ $(BUILD)/obj/%.o: %.c
 	@echo '  CC    $<'
 	@$(CC) $(CFLAGS) -c $< -o $@
 
+# The activation loops vectorise only when the compiler may assume finite values.
+$(BUILD)/obj/kernels/act.o: CFLAGS += -ffinite-math-only -fno-signed-zeros
+
 $(BUILD)/strata: $(BUILD)/obj/cluster/main.o $(LIB_OBJ)
 	@echo '  LINK  $@'
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)

@@ -71,15 +71,26 @@ static const int conv_shapes[][4] = {
 
 static int bench_conv(const bench_args *a, kerr *e)
 {
-    for (size_t i = 0; i < sizeof conv_shapes / sizeof conv_shapes[0]; i++) {
+    enum { NSHAPES = sizeof conv_shapes / sizeof conv_shapes[0] };
+    double conv[NSHAPES], gemm[NSHAPES];
+    /* every convolution first: OpenBLAS's threads keep spinning after a threaded sgemm */
+    for (int i = 0; i < NSHAPES; i++) {
         const int *s = conv_shapes[i];
-        double conv, gemm;
-        if (kernels_bench_conv(s[0], s[1], s[2], s[3], s[3], a->batch, a->threads, a->iters, &conv,
-                               &gemm))
+        if (kernels_bench_conv(s[0], s[1], s[2], s[3], s[3], a->batch, a->threads, a->iters,
+                               &conv[i]))
             return kerr_set(e, KERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < NSHAPES; i++) {
+        const int *s = conv_shapes[i];
+        if (kernels_bench_sgemm(s[1], s[3] * s[3] * a->batch, s[0] * s[2] * s[2], a->threads,
+                                a->iters, &gemm[i]))
+            return kerr_set(e, KERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < NSHAPES; i++) {
+        const int *s = conv_shapes[i];
         printf("conv k=%d cin=%d cout=%d side=%d batch=%d threads=%d conv_gflops=%.1f "
                "sgemm_gflops=%.1f ratio=%.2f\n",
-               s[2], s[0], s[1], s[3], a->batch, a->threads, conv, gemm, conv / gemm);
+               s[2], s[0], s[1], s[3], a->batch, a->threads, conv[i], gemm[i], conv[i] / gemm[i]);
     }
     return 0;
 }

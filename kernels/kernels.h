@@ -176,11 +176,12 @@ const unet_info *unet_get_info(const unet_t *m);
 int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,
                  const float *class_labels, float *out, kerr *e);
 
-/* Benchmark one 3x3 (k=3, padding 1) or 1x1 convolution of batch images of cin x h x w:
- * GFLOP/s of the convolution as the UNet runs it (im2col + GEMM) and of one plain OpenBLAS
- * sgemm of the same GEMM shape using `threads` OpenBLAS threads. */
+/* GFLOP/s of one 3x3 (k=3, padding 1) or 1x1 convolution of batch images of cin x h x w as
+ * the UNet runs it (im2col + GEMM), on `threads` threads. */
 int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int threads, int iters,
-                       double *conv_gflops, double *sgemm_gflops);
+                       double *gflops);
+/* GFLOP/s of one plain OpenBLAS sgemm (m x k times k x n) on `threads` OpenBLAS threads. */
+int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gflops);
 
 /* ---------------------------------------------------------------- samplers */
 

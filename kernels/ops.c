@@ -11,12 +11,16 @@
 
 /* ---------------------------------------------------------------- GEMM */
 
-/* Chunk sizes of the parallel GEMM. They depend on the shape only, never on the thread count:
- * each chunk is one single-threaded OpenBLAS call, so every output element is computed by the
- * same instructions in the same order whatever the number of threads, and images are bitwise
- * identical for any --threads (DESIGN.md section 2). OpenBLAS's own threading partitions by
- * thread count and changes the last bits, so it stays at one thread. */
-enum { GEMM_COL_CHUNK = 256, GEMM_ROW_CHUNK = 64 };
+/* The parallel GEMM splits C into 1, 2, 4 or 8 slices by work size alone, never by thread
+ * count: each slice is one single-threaded OpenBLAS call, so every output element is computed
+ * by the same instructions in the same order whatever the number of threads, and images are
+ * bitwise identical for any --threads (DESIGN.md section 2). OpenBLAS's own threading
+ * partitions by thread count and changes the last bits, so it stays at one thread. Few slices
+ * keep the cost of packing the shared operand again per slice small. */
+static int gemm_slices(double flops)
+{
+    return flops < 2e7 ? 1 : flops < 4e8 ? 2 : flops < 1.6e9 ? 4 : 8;
+}
 
 static void gemm_once_single_threaded(void)
 {
@@ -31,19 +35,20 @@ void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int 
              const float *b, int ldb, float beta, float *c, int ldc)
 {
     gemm_once_single_threaded();
-    int by_cols = n >= 2 * GEMM_COL_CHUNK || m < 2 * GEMM_ROW_CHUNK;
-    int chunk = by_cols ? GEMM_COL_CHUNK : GEMM_ROW_CHUNK;
-    int chunks = ((by_cols ? n : m) + chunk - 1) / chunk;
+    int slices = gemm_slices(2.0 * m * n * k);
+    /* slice the longer side of C, in multiples of 16 (whole micro-tiles) */
+    int by_cols = n >= m, len = by_cols ? n : m;
+    int chunk = ((len + slices - 1) / slices + 15) / 16 * 16;
+    int chunks = (len + chunk - 1) / chunk;
     CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-    double flops = 2.0 * m * n * k;
-#pragma omp parallel for schedule(static) if (chunks > 1 && flops > 2e6)
+#pragma omp parallel for schedule(static) if (chunks > 1)
     for (int i = 0; i < chunks; i++) {
-        int lo = i * chunk, len = ((by_cols ? n : m) - lo) < chunk ? (by_cols ? n : m) - lo : chunk;
+        int lo = i * chunk, cnt = len - lo < chunk ? len - lo : chunk;
         if (by_cols)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, m, len, k, alpha, a, lda,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, m, cnt, k, alpha, a, lda,
                         trans_b ? b + (size_t)lo * ldb : b + lo, ldb, beta, c + lo, ldc);
         else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, len, n, k, alpha, a + (size_t)lo * lda,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, cnt, n, k, alpha, a + (size_t)lo * lda,
                         lda, b, ldb, beta, c + (size_t)lo * ldc, ldc);
     }
 }
@@ -199,6 +204,34 @@ static void conv_init_out(const conv2d *cv, float *out, size_t ohw, size_t ld, i
  * (the 4x4 and 8x8 levels of a UNet) otherwise waste most of each GEMM call. */
 enum { CONV_MIN_COLS = 1024 };
 
+/* One GEMM for g images at once: y (g, cout, oh, ow) from x (g, cin, h, w). col holds the
+ * im2col matrix [cin*k*k, g*ohw], tmp the [cout, g*ohw] result when g > 1. */
+static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, float *y,
+                        int accumulate, float *col, float *tmp)
+{
+    int oh, ow, kdim = cv->cin * cv->k * cv->k;
+    conv2d_out_size(cv, h, w, &oh, &ow);
+    size_t ohw = (size_t)oh * ow, ochw = (size_t)cv->cout * ohw, ld = (size_t)g * ohw;
+    const float *b = x;
+    if (!conv_is_pointwise(cv) || g > 1) {
+        im2col(cv, x, g, h, w, oh, ow, col);
+        b = col;
+    }
+    float *out = g > 1 ? tmp : y;
+    if (g > 1 && accumulate)
+        for (int j = 0; j < g; j++)
+            for (int co = 0; co < cv->cout; co++)
+                memcpy(tmp + (size_t)co * ld + j * ohw, y + j * ochw + co * ohw,
+                       ohw * sizeof(float));
+    conv_init_out(cv, out, ld, ld, accumulate);
+    op_gemm(0, cv->cout, (int)ld, kdim, 1.0f, cv->weight, kdim, b, (int)ld, 1.0f, out, (int)ld);
+    if (g > 1)
+        for (int j = 0; j < g; j++)
+            for (int co = 0; co < cv->cout; co++)
+                memcpy(y + j * ochw + co * ohw, tmp + (size_t)co * ld + j * ohw,
+                       ohw * sizeof(float));
+}
+
 int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, int accumulate,
               arena *a)
 {
@@ -207,41 +240,25 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
     size_t ohw = (size_t)oh * ow, chw = (size_t)cv->cin * h * w, ochw = (size_t)cv->cout * ohw;
     int group = ohw >= CONV_MIN_COLS ? 1 : (int)((CONV_MIN_COLS + ohw - 1) / ohw);
     if (group > n) group = n;
-    size_t mark = arena_mark(a);
-    int pointwise = conv_is_pointwise(cv);
-    float *col = pointwise && group == 1 ? NULL : arena_floats(a, (size_t)kdim * group * ohw);
+    /* Several images of one GEMM each: one image per thread (its GEMM slices then run in that
+     * thread, computed exactly as when they run in parallel), so im2col, the bias and the
+     * copies run in parallel too. */
+    int per_image = group == 1 && n > 1 && omp_get_max_threads() > 1;
+    int buffers = per_image ? omp_get_max_threads() : 1;
+    size_t mark = arena_mark(a), col_size = (size_t)kdim * group * ohw;
+    int need_col = !conv_is_pointwise(cv) || group > 1;
+    float *col = need_col ? arena_floats(a, col_size * buffers) : NULL;
     float *tmp = group > 1 ? arena_floats(a, (size_t)cv->cout * group * ohw) : NULL;
-    if ((!pointwise || group > 1) && !col) return -1;
-    if (group > 1 && !tmp) return -1;
-    for (int i0 = 0; i0 < n; i0 += group) {
-        int g = n - i0 < group ? n - i0 : group;
-        const float *xi = x + (size_t)i0 * chw;
-        float *yi = y + (size_t)i0 * ochw;
-        size_t ld = (size_t)g * ohw;
-        const float *b = xi;
-        if (!pointwise || g > 1) {
-            im2col(cv, xi, g, h, w, oh, ow, col);
-            b = col;
-        }
-        float *out = g > 1 ? tmp : yi;
-        if (g > 1) {
-            for (int j = 0; j < g; j++)
-                for (int co = 0; co < cv->cout; co++) {
-                    float *dst = tmp + (size_t)co * ld + j * ohw;
-                    if (accumulate)
-                        memcpy(dst, yi + j * ochw + co * ohw, ohw * sizeof(float));
-                }
-            conv_init_out(cv, tmp, ld, ld, accumulate);
-        } else {
-            conv_init_out(cv, out, ohw, ohw, accumulate);
-        }
-        op_gemm(0, cv->cout, (int)ld, kdim, 1.0f, cv->weight, kdim, b, (int)ld, 1.0f, out,
-                (int)ld);
-        if (g > 1)
-            for (int j = 0; j < g; j++)
-                for (int co = 0; co < cv->cout; co++)
-                    memcpy(yi + j * ochw + co * ohw, tmp + (size_t)co * ld + j * ohw,
-                           ohw * sizeof(float));
+    if ((need_col && !col) || (group > 1 && !tmp)) return -1;
+    if (per_image) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++)
+            conv_images(cv, x + (size_t)i * chw, 1, h, w, y + (size_t)i * ochw, accumulate,
+                        col ? col + (size_t)omp_get_thread_num() * col_size : NULL, NULL);
+    } else {
+        for (int i0 = 0; i0 < n; i0 += group)
+            conv_images(cv, x + (size_t)i0 * chw, n - i0 < group ? n - i0 : group, h, w,
+                        y + (size_t)i0 * ochw, accumulate, col, tmp);
     }
     arena_release(a, mark);
     return 0;
@@ -249,21 +266,26 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
 
 /* ---------------------------------------------------------------- normalisation */
 
-float op_activate(op_act act, float v)
+static void group_stats(const float *x, size_t n, float eps, float *mean, float *rstd)
 {
-    switch (act) {
-    case OP_ACT_SILU: return v / (1.0f + expf(-v));
-    case OP_ACT_MISH: return v * tanhf(log1pf(expf(v)));
-    case OP_ACT_GELU: return 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));
-    case OP_ACT_RELU: return v > 0.0f ? v : 0.0f;
-    default: return v;
-    }
-}
-
-void op_activate_all(op_act act, float *x, size_t count)
-{
-    if (act != OP_ACT_NONE)
-        for (size_t i = 0; i < count; i++) x[i] = op_activate(act, x[i]);
+    float lane[8] = {0}, sq[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) lane[k] += x[i + k];
+    double sum = 0;
+    for (int k = 0; k < 8; k++) sum += lane[k];
+    for (; i < n; i++) sum += x[i];
+    float m = (float)(sum / (double)n);
+    for (i = 0; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) {
+            float d = x[i + k] - m;
+            sq[k] += d * d;
+        }
+    double var = 0;
+    for (int k = 0; k < 8; k++) var += sq[k];
+    for (; i < n; i++) var += (double)(x[i] - m) * (x[i] - m);
+    *mean = m;
+    *rstd = (float)(1.0 / sqrt(var / (double)n + eps));
 }
 
 void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const float *scale,
@@ -276,25 +298,15 @@ void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const floa
         int img = ng / gn->groups, g = ng % gn->groups;
         const float *xg = x + ((size_t)img * gn->channels + (size_t)g * cpg) * hw;
         float *yg = y + ((size_t)img * gn->channels + (size_t)g * cpg) * hw;
-        double sum = 0, sq = 0;
-        for (size_t i = 0; i < gsize; i++) sum += xg[i];
-        double mean = sum / (double)gsize;
-        for (size_t i = 0; i < gsize; i++) {
-            double d = xg[i] - mean;
-            sq += d * d;
-        }
-        float rstd = (float)(1.0 / sqrt(sq / (double)gsize + gn->eps)), m = (float)mean;
+        float m, rstd;
+        group_stats(xg, gsize, gn->eps, &m, &rstd);
         for (int c = 0; c < cpg; c++) {
             int ch = g * cpg + c;
+            /* ((x - m) rstd gamma + beta)(1 + scale) + shift as one multiply-add per value */
             float a = gn->gamma[ch] * rstd, b = gn->beta[ch] - m * a;
             float s = scale ? 1.0f + scale[(size_t)img * shift_stride + ch] : 1.0f;
             float t = shift ? shift[(size_t)img * shift_stride + ch] : 0.0f;
-            const float *xc = xg + (size_t)c * hw;
-            float *yc = yg + (size_t)c * hw;
-            for (int i = 0; i < hw; i++) {
-                float v = (xc[i] * a + b) * s + t;
-                yc[i] = act == OP_ACT_SILU ? v / (1.0f + expf(-v)) : op_activate(act, v);
-            }
+            op_affine_act(xg + (size_t)c * hw, hw, a * s, b * s + t, act, yg + (size_t)c * hw);
         }
     }
 }

@@ -62,6 +62,8 @@ typedef enum op_act {
 
 float op_activate(op_act act, float v);
 void op_activate_all(op_act act, float *x, size_t count);
+/* y = act(x * a + b) over n floats (vectorised for SiLU). */
+void op_affine_act(const float *x, int n, float a, float b, op_act act, float *y);
 
 /* GroupNorm over (n, c, hw), then gamma/beta, then optionally y = y * (1 + scale) + shift with
  * per-(image, channel) scale and shift (scale_shift time conditioning), then the activation. */

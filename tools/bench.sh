@@ -17,7 +17,7 @@ if ! [ -x "$py" ] || ! "$py" -c 'import torch, diffusers' 2>/dev/null; then
   have_torch=0
 fi
 
-field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 
 printf '\n%-6s %-8s %12s %12s %9s %14s %14s\n' batch threads strata_ms torch_ms speedup strata_rss_mb torch_rss_mb
 for batch in 1 8; do
