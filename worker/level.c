@@ -69,7 +69,8 @@ static noise_key level_key(const level_state *s, uint32_t stream)
 static int level_labels(level_state *s, kerr *e)
 {
     const unet_info *info = s->info;
-    s->guided = s->p->guidance > 1.0f && info->num_class_embeds > 1;
+    /* guidance pulls towards a class: without one (the null class) it would change nothing */
+    s->guided = s->p->guidance > 1.0f && info->num_class_embeds > 1 && s->t->class_label >= 0;
     if (!info->needs_class_labels) return 0;
     if (info->class_label_dim != 1)
         return kerr_set(e, KERR_INPUT, "models with class_embed_type identity cannot run a level");

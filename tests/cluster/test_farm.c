@@ -283,3 +283,22 @@ TEST(farm_worker_killed_mid_task)
            f.log);
     (void)err;
 }
+
+/* The README's main job: `strata render` on the shipped cascade, its defaults but fewer images. */
+TEST(farm_render_default_cascade)
+{
+    char out[1024], err[4096] = "", path[1200];
+    snprintf(out, sizeof out, "%s/default", test_tmpdir());
+    const char *args[] = {"render", "--count", "2", "--out", out, NULL};
+    int rc = test_run_strata(args, err, sizeof err, NULL, 0);
+    CHECKF(rc == 0, "render exit %d: %s", rc, err);
+    for (int i = 0; i < 2; i++) {
+        uint8_t *rgb;
+        int w, h;
+        kerr e;
+        snprintf(path, sizeof path, "%s/render/%06d.png", out, i);
+        CHECKF(png_read_rgb(path, &rgb, &w, &h, &e) == 0, "%s", e.msg);
+        free(rgb);
+        CHECKF(w == 128 && h == 128, "%s is %dx%d, the default resolution is 128", path, w, h);
+    }
+}
