@@ -26,5 +26,14 @@ int cmd_render(int argc, char **argv);
 
 /* Print "strata CMD: message" to stderr and return the exit code for the kerr code. */
 int cli_fail(const char *cmd, int code, const char *msg);
+/* Print "strata CMD: <message> (see strata CMD --help)"; returns CLI_EXIT_USAGE. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A whole decimal number in [lo, hi] (0), or -1. */
+int cli_parse_long(const char *s, long lo, long hi, long *out);
+int cli_parse_int(const char *s, int lo, int hi, int *out);
+/* cli_parse_long for the value of --flag of command cmd: 0, or CLI_EXIT_USAGE after saying so. */
+int cli_flag_long(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out);
+/* A whole float (0), or -1. */
+int cli_parse_float(const char *s, float *out);
 
 #endif

@@ -43,24 +43,6 @@ static void coordinator_on_signal(int sig)
     if (coordinator_running) coord_stop(coordinator_running);
 }
 
-static int coordinator_usage(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "strata coordinator: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see strata coordinator --help)\n");
-    return CLI_EXIT_USAGE;
-}
-
-static int coordinator_parse_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 typedef struct coordinator_args {
     const char *pipeline, *workers, *clients;
     coord_options o;
@@ -117,16 +99,16 @@ static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
             a->clients = optarg;
             break;
         case 'b':
-            if (coordinator_parse_int(optarg, 10, 3600000, &a->o.heartbeat_ms))
-                return coordinator_usage("--heartbeat-ms: '%s' is not 10 to 3600000", optarg);
+            if (cli_parse_int(optarg, 10, 3600000, &a->o.heartbeat_ms))
+                return cli_usage("coordinator", "--heartbeat-ms: '%s' is not 10 to 3600000", optarg);
             break;
         case 'l':
-            if (coordinator_parse_int(optarg, 1, 1000, &a->o.liveness))
-                return coordinator_usage("--liveness: '%s' is not 1 to 1000", optarg);
+            if (cli_parse_int(optarg, 1, 1000, &a->o.liveness))
+                return cli_usage("coordinator", "--liveness: '%s' is not 1 to 1000", optarg);
             break;
         case 'm':
-            if (coordinator_parse_int(optarg, 1, 1 << 24, &a->o.max_images_in_flight))
-                return coordinator_usage("--max-in-flight: '%s' is not 1 to 16777216", optarg);
+            if (cli_parse_int(optarg, 1, 1 << 24, &a->o.max_images_in_flight))
+                return cli_usage("coordinator", "--max-in-flight: '%s' is not 1 to 16777216", optarg);
             break;
         case 'v':
             a->o.verbose = 1;
@@ -137,10 +119,10 @@ static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
             fputs(coordinator_help, stdout);
             return -1;
         default:
-            return coordinator_usage("unknown or incomplete option '%s'", argv[optind - 1]);
+            return cli_usage("coordinator", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
-    if (optind < argc) return coordinator_usage("unexpected argument '%s'", argv[optind]);
+    if (optind < argc) return cli_usage("coordinator", "unexpected argument '%s'", argv[optind]);
     return 0;
 }
 

@@ -10,40 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-int cli_fail(const char *cmd, int code, const char *msg)
-{
-    fprintf(stderr, "strata %s: %s\n", cmd, msg);
-    return code == KERR_INPUT ? CLI_EXIT_USAGE : CLI_EXIT_RUNTIME;
-}
-
-static int usage_error(const char *cmd, const char *fmt, const char *arg)
-{
-    fprintf(stderr, "strata %s: ", cmd);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see strata %s --help)\n", cmd);
-    return CLI_EXIT_USAGE;
-}
-
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_float(const char *s, float *out)
-{
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end) return -1;
-    *out = v;
-    return 0;
-}
-
 /* Comma-separated numbers: fills up to max values, returns the count or -1. */
 static int parse_float_list(const char *s, float *out, int max)
 {
@@ -52,7 +18,7 @@ static int parse_float_list(const char *s, float *out, int max)
     snprintf(buf, sizeof buf, "%s", s);
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save)) {
-        if (n == max || parse_float(tok, &out[n])) return -1;
+        if (n == max || cli_parse_float(tok, &out[n])) return -1;
         n++;
     }
     return n ? n : -1;
@@ -97,26 +63,26 @@ static int parse_unet_args(int argc, char **argv, unet_args *a)
         case 'i': a->input = optarg; break;
         case 'o': a->out = optarg; break;
         case 't':
-            if (parse_float(optarg, &a->timestep))
-                return usage_error("unet", "--timestep: '%s' is not a number", optarg);
+            if (cli_parse_float(optarg, &a->timestep))
+                return cli_usage("unet", "--timestep: '%s' is not a number", optarg);
             a->has_timestep = 1;
             break;
         case 'c':
             if ((a->nlabels = parse_float_list(optarg, a->labels, 256)) < 0)
-                return usage_error("unet", "--class-labels: '%s' is not a list of numbers",
+                return cli_usage("unet", "--class-labels: '%s' is not a list of numbers",
                                    optarg);
             break;
         case 'j':
-            if (parse_long(optarg, 1, 256, &v))
-                return usage_error("unet", "--threads: '%s' is not 1 to 256", optarg);
+            if (cli_parse_long(optarg, 1, 256, &v))
+                return cli_usage("unet", "--threads: '%s' is not 1 to 256", optarg);
             a->threads = (int)v;
             break;
         case 'h': fputs(unet_help, stdout); return -1;
-        default: return usage_error("unet", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: return cli_usage("unet", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (!a->model || !a->input || !a->out || !a->has_timestep)
-        return usage_error("unet", "%s", "--model, --input, --timestep and --out are required");
+        return cli_usage("unet", "%s", "--model, --input, --timestep and --out are required");
     return 0;
 }
 
@@ -212,16 +178,6 @@ typedef struct sample_args {
     int has_class_label, has_seed;
 } sample_args;
 
-static int parse_sample_number(const char *opt, const char *arg, long lo, long hi, long *v)
-{
-    if (parse_long(arg, lo, hi, v)) {
-        fprintf(stderr, "strata sample: --%s: '%s' is not an integer in [%ld, %ld]\n", opt, arg,
-                lo, hi);
-        return CLI_EXIT_USAGE;
-    }
-    return 0;
-}
-
 static int parse_sample_args(int argc, char **argv, sample_args *a)
 {
     static const struct option opts[] = {
@@ -241,33 +197,33 @@ static int parse_sample_args(int argc, char **argv, sample_args *a)
         case 'z': a->noise = optarg; break;
         case 'o': a->out = optarg; break;
         case 'S': a->sampler = optarg; break;
-        case 'n': rc = parse_sample_number("steps", optarg, 1, 10000, &a->steps); break;
+        case 'n': rc = cli_flag_long("sample", "steps", optarg, 1, 10000, &a->steps); break;
         case 's':
-            rc = parse_sample_number("seed", optarg, 0, 0x7fffffffffffffffL, &a->seed);
+            rc = cli_flag_long("sample", "seed", optarg, 0, 0x7fffffffffffffffL, &a->seed);
             a->has_seed = 1;
             break;
-        case 'c': rc = parse_sample_number("count", optarg, 1, 4096, &a->count); break;
-        case 'p': rc = parse_sample_number("size", optarg, 1, 16384, &a->size); break;
-        case 'j': rc = parse_sample_number("threads", optarg, 1, 256, &a->threads); break;
+        case 'c': rc = cli_flag_long("sample", "count", optarg, 1, 4096, &a->count); break;
+        case 'p': rc = cli_flag_long("sample", "size", optarg, 1, 16384, &a->size); break;
+        case 'j': rc = cli_flag_long("sample", "threads", optarg, 1, 256, &a->threads); break;
         case 'l':
-            if (parse_float(optarg, &a->class_label))
-                return usage_error("sample", "--class-label: '%s' is not a number", optarg);
+            if (cli_parse_float(optarg, &a->class_label))
+                return cli_usage("sample", "--class-label: '%s' is not a number", optarg);
             a->has_class_label = 1;
             break;
         case 'e':
-            if (parse_float(optarg, &a->eta) || a->eta < 0)
-                return usage_error("sample", "--eta: '%s' is not a number >= 0", optarg);
+            if (cli_parse_float(optarg, &a->eta) || a->eta < 0)
+                return cli_usage("sample", "--eta: '%s' is not a number >= 0", optarg);
             break;
         case 'h': fputs(sample_help, stdout); return -1;
         default:
-            return usage_error("sample", "unknown or incomplete option '%s'", argv[optind - 1]);
+            return cli_usage("sample", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (rc) return rc;
     if (!a->model || !a->steps || !a->has_seed || !a->out)
-        return usage_error("sample", "%s", "--model, --steps, --seed and --out are required");
+        return cli_usage("sample", "%s", "--model, --steps, --seed and --out are required");
     if (!ends_with(a->out, ".png") && !ends_with(a->out, ".safetensors"))
-        return usage_error("sample", "--out: '%s' must end in .png or .safetensors", a->out);
+        return cli_usage("sample", "--out: '%s' must end in .png or .safetensors", a->out);
     return 0;
 }
 

@@ -62,28 +62,6 @@ typedef struct render_farm {
     int nworkers;
 } render_farm;
 
-static int render_usage(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "strata render: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see strata render --help)\n");
-    return CLI_EXIT_USAGE;
-}
-
-static int parse_num(const char *flag, const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "strata render: --%s: '%s' is not an integer in [%ld, %ld]\n", flag, s,
-                lo, hi);
-        return CLI_EXIT_USAGE;
-    }
-    *out = v;
-    return 0;
-}
-
 static int parse_render_args(int argc, char **argv, render_args *a)
 {
     static const struct option opts[] = {
@@ -106,19 +84,19 @@ static int parse_render_args(int argc, char **argv, render_args *a)
         case 'S': a->start_level = optarg; break;
         case 'i': a->init = optarg; break;
         case 'k': a->keep_levels = 1; break;
-        case 'n': rc = parse_num("count", optarg, 1, CONFIG_MAX_COUNT, &a->count); break;
-        case 'r': rc = parse_num("resolution", optarg, 1, CONFIG_MAX_SIDE, &a->resolution); break;
-        case 's': rc = parse_num("seed", optarg, 0, LONG_MAX, &a->seed); break;
-        case 'j': rc = parse_num("threads", optarg, 1, 256, &a->threads); break;
-        case 'c': rc = parse_num("class-label", optarg, -1, 1 << 20, &a->class_label); break;
+        case 'n': rc = cli_flag_long("render", "count", optarg, 1, CONFIG_MAX_COUNT, &a->count); break;
+        case 'r': rc = cli_flag_long("render", "resolution", optarg, 1, CONFIG_MAX_SIDE, &a->resolution); break;
+        case 's': rc = cli_flag_long("render", "seed", optarg, 0, LONG_MAX, &a->seed); break;
+        case 'j': rc = cli_flag_long("render", "threads", optarg, 1, 256, &a->threads); break;
+        case 'c': rc = cli_flag_long("render", "class-label", optarg, -1, 1 << 20, &a->class_label); break;
         case 'h': fputs(render_help, stdout); return -1;
-        default: return render_usage("unknown or incomplete option '%s'", argv[optind - 1]);
+        default: return cli_usage("render", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (rc) return rc;
-    if (optind < argc) return render_usage("unexpected argument '%s'", argv[optind]);
+    if (optind < argc) return cli_usage("render", "unexpected argument '%s'", argv[optind]);
     if (!a->start_level != !a->init)
-        return render_usage("%s", "--start-level and --init go together");
+        return cli_usage("render", "%s", "--start-level and --init go together");
     return 0;
 }
 
@@ -144,13 +122,13 @@ static int parse_pools(render_farm *f, const char *spec)
          tok = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(tok, '=');
         long n;
-        if (!eq) return render_usage("--workers: '%s' is not LEVEL=N", tok);
+        if (!eq) return cli_usage("render", "--workers: '%s' is not LEVEL=N", tok);
         *eq = 0;
         int k = -1;
         for (int i = 0; i < f->pipeline.nlevels; i++)
             if (!strcmp(f->pipeline.levels[i].name, tok)) k = i;
-        if (k < 0) return render_usage("--workers: no level '%s' in the pipeline", tok);
-        if (parse_num("workers", eq + 1, 1, 64, &n)) return CLI_EXIT_USAGE;
+        if (k < 0) return cli_usage("render", "--workers: no level '%s' in the pipeline", tok);
+        if (cli_flag_long("render", "workers", eq + 1, 1, 64, &n)) return CLI_EXIT_USAGE;
         f->pool[k] = (int)n;
     }
     return 0;
@@ -169,7 +147,7 @@ static int plan_farm(render_farm *f)
         return CLI_EXIT_USAGE;
     }
     if (f->first >= f->nlevels)
-        return render_usage("--start-level %s is past the levels this resolution needs",
+        return cli_usage("render", "--start-level %s is past the levels this resolution needs",
                             a->start_level);
     return parse_pools(f, a->workers);
 }

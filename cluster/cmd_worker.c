@@ -33,24 +33,6 @@ static void worker_on_signal(int sig)
     worker_stop_flag = 1;
 }
 
-static int worker_usage(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "strata worker: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see strata worker --help)\n");
-    return CLI_EXIT_USAGE;
-}
-
-static int worker_parse_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 /* Fill o from argv. Returns 0, -1 after --help, or CLI_EXIT_USAGE. */
 static int worker_parse_args(int argc, char **argv, worker_opts *o)
 {
@@ -71,16 +53,16 @@ static int worker_parse_args(int argc, char **argv, worker_opts *o)
             break;
         case 'i':
             if (!*optarg || strlen(optarg) > PROTO_MAX_RID)
-                return worker_usage("--id: '%s' is not 1 to 255 bytes", optarg);
+                return cli_usage("worker", "--id: '%s' is not 1 to 255 bytes", optarg);
             o->id = optarg;
             break;
         case 'j':
-            if (worker_parse_int(optarg, 1, 256, &o->threads))
-                return worker_usage("--threads: '%s' is not 1 to 256", optarg);
+            if (cli_parse_int(optarg, 1, 256, &o->threads))
+                return cli_usage("worker", "--threads: '%s' is not 1 to 256", optarg);
             break;
         case 's':
-            if (worker_parse_int(optarg, 0, 3600000, &o->stub_ms))
-                return worker_usage("--stub-ms: '%s' is not 0 to 3600000", optarg);
+            if (cli_parse_int(optarg, 0, 3600000, &o->stub_ms))
+                return cli_usage("worker", "--stub-ms: '%s' is not 0 to 3600000", optarg);
             break;
         case 'v':
             o->verbose = 1;
@@ -89,12 +71,12 @@ static int worker_parse_args(int argc, char **argv, worker_opts *o)
             fputs(worker_help, stdout);
             return -1;
         default:
-            return worker_usage("unknown or incomplete option '%s'", argv[optind - 1]);
+            return cli_usage("worker", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
-    if (optind < argc) return worker_usage("unexpected argument '%s'", argv[optind]);
-    if (!o->level || !*o->level) return worker_usage("%s", "--level is required");
-    if (!o->connect || !*o->connect) return worker_usage("%s", "--connect is required");
+    if (optind < argc) return cli_usage("worker", "unexpected argument '%s'", argv[optind]);
+    if (!o->level || !*o->level) return cli_usage("worker", "%s", "--level is required");
+    if (!o->connect || !*o->connect) return cli_usage("worker", "%s", "--connect is required");
     return 0;
 }
 
