@@ -207,7 +207,7 @@ enum { CONV_MIN_COLS = 1024 };
 /* One GEMM for g images at once: y (g, cout, oh, ow) from x (g, cin, h, w). col holds the
  * im2col matrix [cin*k*k, g*ohw], tmp the [cout, g*ohw] result when g > 1. */
 static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, float *y,
-                        int accumulate, float *col, float *tmp)
+                        int accumulate, float *col, float *tmp, int sliced)
 {
     int oh, ow, kdim = cv->cin * cv->k * cv->k;
     conv2d_out_size(cv, h, w, &oh, &ow);
@@ -224,7 +224,12 @@ static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, f
                 memcpy(tmp + (size_t)co * ld + j * ohw, y + j * ochw + co * ohw,
                        ohw * sizeof(float));
     conv_init_out(cv, out, ld, ld, accumulate);
-    op_gemm(0, cv->cout, (int)ld, kdim, 1.0f, cv->weight, kdim, b, (int)ld, 1.0f, out, (int)ld);
+    if (sliced)
+        op_gemm(0, cv->cout, (int)ld, kdim, 1.0f, cv->weight, kdim, b, (int)ld, 1.0f, out,
+                (int)ld);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cv->cout, (int)ld, kdim, 1.0f,
+                    cv->weight, kdim, b, (int)ld, 1.0f, out, (int)ld);
     if (g > 1)
         for (int j = 0; j < g; j++)
             for (int co = 0; co < cv->cout; co++)
@@ -240,10 +245,11 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
     size_t ohw = (size_t)oh * ow, chw = (size_t)cv->cin * h * w, ochw = (size_t)cv->cout * ohw;
     int group = ohw >= CONV_MIN_COLS ? 1 : (int)((CONV_MIN_COLS + ohw - 1) / ohw);
     if (group > n) group = n;
-    /* Several images of one GEMM each: one image per thread (its GEMM slices then run in that
-     * thread, computed exactly as when they run in parallel), so im2col, the bias and the
-     * copies run in parallel too. */
-    int per_image = group == 1 && n > 1 && omp_get_max_threads() > 1;
+    /* Several images of one GEMM each: one image per thread, each GEMM one OpenBLAS call, so
+     * im2col, the bias and the copies run in parallel too. Chosen by n alone, never by the
+     * thread count, so the arithmetic of an image does not depend on --threads. */
+    int per_image = group == 1 && n > 1;
+    gemm_once_single_threaded();
     int buffers = per_image ? omp_get_max_threads() : 1;
     size_t mark = arena_mark(a), col_size = (size_t)kdim * group * ohw;
     int need_col = !conv_is_pointwise(cv) || group > 1;
@@ -254,11 +260,11 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < n; i++)
             conv_images(cv, x + (size_t)i * chw, 1, h, w, y + (size_t)i * ochw, accumulate,
-                        col ? col + (size_t)omp_get_thread_num() * col_size : NULL, NULL);
+                        col ? col + (size_t)omp_get_thread_num() * col_size : NULL, NULL, 0);
     } else {
         for (int i0 = 0; i0 < n; i0 += group)
             conv_images(cv, x + (size_t)i0 * chw, n - i0 < group ? n - i0 : group, h, w,
-                        y + (size_t)i0 * ochw, accumulate, col, tmp);
+                        y + (size_t)i0 * ochw, accumulate, col, tmp, 1);
     }
     arena_release(a, mark);
     return 0;
