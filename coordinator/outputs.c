@@ -111,18 +111,22 @@ void coord_writes_collect(coord_t *c)
 int coord_read_init(const coord_t *c, const coord_job *j, uint32_t image, uint8_t **rgb, int *side,
                     char *err, size_t errlen)
 {
-    char path[SPEC_PATH_MAX + 32];
+    char path[SPEC_PATH_MAX + 64];
+    const char *prev = c->pipe.levels[j->first - 1].name;
     int want = c->pipe.levels[j->first - 1].side, w = 0, h = 0;
     kerr e = {0};
     *rgb = NULL;
-    snprintf(path, sizeof path, "%s/%06u.png", j->spec.init_images, image);
+    /* <index>.<previous level>.png first: what --keep-levels wrote, so a picked coarse image
+     * from an earlier run works as it is; else <index>.png */
+    snprintf(path, sizeof path, "%s/%06u.%s.png", j->spec.init_images, image, prev);
+    if (access(path, R_OK) != 0) snprintf(path, sizeof path, "%s/%06u.png", j->spec.init_images, image);
     if (png_read_rgb(path, rgb, &w, &h, &e) < 0) {
         snprintf(err, errlen, "init image: %s", e.msg);
         return -1;
     }
     if (w != want || h != want) {
         snprintf(err, errlen, "init image %s: %dx%d, expected %dx%d (the %s output)", path, w, h,
-                 want, want, c->pipe.levels[j->first - 1].name);
+                 want, want, prev);
         free(*rgb);
         *rgb = NULL;
         return -1;

@@ -302,3 +302,37 @@ TEST(farm_render_default_cascade)
         CHECKF(w == 128 && h == 128, "%s is %dx%d, the default resolution is 128", path, w, h);
     }
 }
+
+/* Intervening at a level: a job that keeps its levels, then a job that starts at l32 from the
+ * kept l16 images, gives the same l32 pixels as the full run. */
+TEST(farm_start_level_from_kept_images)
+{
+    char dir[1024], full[1200], part[1200], err[4096] = "";
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    snprintf(full, sizeof full, "%s/full", dir);
+    snprintf(part, sizeof part, "%s/part", dir);
+    const char *a[] = {"render", "--pipeline", TINY_PIPELINE, "--count", "3", "--seed", "5",
+                       "--resolution", "32", "--out", full, "--keep-levels", NULL};
+    int rc = test_run_strata(a, err, sizeof err, NULL, 0);
+    CHECKF(rc == 0, "full run: exit %d: %s", rc, err);
+    char init[1300];
+    snprintf(init, sizeof init, "%s/render", full);
+    const char *b[] = {"render", "--pipeline", TINY_PIPELINE, "--count", "3", "--seed", "5",
+                       "--resolution", "32", "--out", part, "--start-level", "l32", "--init",
+                       init, NULL};
+    rc = test_run_strata(b, err, sizeof err, NULL, 0);
+    CHECKF(rc == 0, "start at l32: exit %d: %s", rc, err);
+    for (int i = 0; i < 3; i++) {
+        char pa[1400], pb[1400];
+        uint8_t *x, *y;
+        int w1, h1, w2, h2;
+        kerr e;
+        snprintf(pa, sizeof pa, "%s/render/%06d.png", full, i);
+        snprintf(pb, sizeof pb, "%s/render/%06d.png", part, i);
+        CHECKF(png_read_rgb(pa, &x, &w1, &h1, &e) == 0, "%s", e.msg);
+        CHECKF(png_read_rgb(pb, &y, &w2, &h2, &e) == 0, "%s", e.msg);
+        int same = w1 == w2 && h1 == h2 && memcmp(x, y, (size_t)w1 * h1 * 3) == 0;
+        free(x), free(y);
+        CHECKF(same, "image %d: the l32 pixels differ from the full run's", i);
+    }
+}
