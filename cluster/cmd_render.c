@@ -4,6 +4,7 @@
 #include "cluster/client.h"
 #include "cluster/cluster.h"
 #include "cluster/config.h"
+#include "kernels/kernels.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -37,10 +38,12 @@ static const char render_help[] =
     "  --threads N         threads per worker process (default 1)\n"
     "  --class-label L     class of class-conditional first levels (default: the null class)\n"
     "  --keep-levels       also write every level's output as <index>.<level>.png\n"
-    "  --start-level L     start at level L from --init DIR/<index>.png instead of level 1\n";
+    "  --start-level L     start at level L from --init DIR/<index>.png instead of level 1\n"
+    "  --grid FILE         also write one PNG of the first images (up to 16); with\n"
+    "                      --keep-levels, one row per image and one column per level\n";
 
 typedef struct render_args {
-    const char *pipeline, *out, *name, *workers, *start_level, *init;
+    const char *pipeline, *out, *name, *workers, *start_level, *init, *grid;
     long count, resolution, seed, threads, class_label;
     int keep_levels;
 } render_args;
@@ -69,7 +72,7 @@ static int parse_render_args(int argc, char **argv, render_args *a)
         {"seed", 1, 0, 's'},     {"out", 1, 0, 'o'},         {"name", 1, 0, 'N'},
         {"workers", 1, 0, 'w'},  {"threads", 1, 0, 'j'},     {"class-label", 1, 0, 'c'},
         {"keep-levels", 0, 0, 'k'}, {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
-        {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+        {"grid", 1, 0, 'g'},     {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
     int c, rc = 0;
     *a = (render_args){.out = "out", .name = "render", .count = 8, .resolution = 128,
                        .threads = 1, .class_label = -1};
@@ -83,6 +86,7 @@ static int parse_render_args(int argc, char **argv, render_args *a)
         case 'w': a->workers = optarg; break;
         case 'S': a->start_level = optarg; break;
         case 'i': a->init = optarg; break;
+        case 'g': a->grid = optarg; break;
         case 'k': a->keep_levels = 1; break;
         case 'n': rc = cli_flag_long("render", "count", optarg, 1, CONFIG_MAX_COUNT, &a->count); break;
         case 'r': rc = cli_flag_long("render", "resolution", optarg, 1, CONFIG_MAX_SIDE, &a->resolution); break;
@@ -334,6 +338,64 @@ static void stop_farm(render_farm *f)
     for (int i = 0; i < f->nworkers; i++) reap(f->workers[i].pid, RENDER_STOP_MS);
 }
 
+enum { GRID_MAX_IMAGES = 16, GRID_ROW_MAX = 8 };
+
+/* Copy a side x side RGB image into cell (row, col) of the grid, scaled by nearest neighbour
+ * to cell x cell. */
+static void grid_put(uint8_t *grid, int grid_w, int cell, int row, int col, const uint8_t *img,
+                     int side)
+{
+    for (int y = 0; y < cell; y++)
+        for (int x = 0; x < cell; x++) {
+            const uint8_t *src = img + ((size_t)(y * side / cell) * side + x * side / cell) * 3;
+            uint8_t *dst = grid + ((size_t)(row * cell + y) * grid_w + col * cell + x) * 3;
+            memcpy(dst, src, 3);
+        }
+}
+
+/* One cell's image: <index>.<level>.png with --keep-levels, else <index>.png. */
+static int grid_cell(const render_farm *f, int image, int level, uint8_t **rgb, int *side,
+                     kerr *e)
+{
+    char path[PATH_MAX + 64];
+    int w, h;
+    const render_args *a = f->args;
+    if (a->keep_levels)
+        snprintf(path, sizeof path, "%s/%s/%06d.%s.png", a->out, a->name, image,
+                 f->pipeline.levels[level].name);
+    else
+        snprintf(path, sizeof path, "%s/%s/%06d.png", a->out, a->name, image);
+    int rc = png_read_rgb(path, rgb, &w, &h, e);
+    if (!rc && w != h) rc = kerr_set(e, KERR_INPUT, "%s: not square", path);
+    *side = w;
+    return rc;
+}
+
+/* --grid FILE: the first images side by side (levels as columns with --keep-levels). */
+static int write_grid(const render_farm *f)
+{
+    const render_args *a = f->args;
+    int images = a->count < GRID_MAX_IMAGES ? (int)a->count : GRID_MAX_IMAGES;
+    int levels = a->keep_levels ? f->nlevels - f->first : 1, cell = (int)a->resolution;
+    int cols = a->keep_levels ? levels : (images < GRID_ROW_MAX ? images : GRID_ROW_MAX);
+    int rows = a->keep_levels ? images : (images + cols - 1) / cols;
+    uint8_t *grid = calloc((size_t)rows * cols * cell * cell, 3);
+    kerr e = {0};
+    int rc = grid ? 0 : kerr_set(&e, KERR_NOMEM, "out of memory for the grid");
+    for (int i = 0; i < images && !rc; i++)
+        for (int k = 0; k < levels && !rc; k++) {
+            uint8_t *img;
+            int side;
+            if ((rc = grid_cell(f, i, f->first + k, &img, &side, &e))) break;
+            grid_put(grid, cols * cell, cell, a->keep_levels ? i : i / cols,
+                     a->keep_levels ? k : i % cols, img, side);
+            free(img);
+        }
+    if (!rc) rc = png_write_rgb(a->grid, grid, cols * cell, rows * cell, NULL, 0, &e);
+    free(grid);
+    return rc ? cli_fail("render", rc, e.msg) : 0;
+}
+
 int cmd_render(int argc, char **argv)
 {
     render_args a;
@@ -349,6 +411,7 @@ int cmd_render(int argc, char **argv)
     if (!rc) rc = start_pools(f);
     if (!rc) rc = submit_and_watch(f);
     stop_farm(f);
+    if (!rc && a.grid) rc = write_grid(f);
     if (!rc) fprintf(stderr, "strata render: images in %s/%s/\n", a.out, a.name);
     free(f);
     return rc;

@@ -311,10 +311,19 @@ TEST(farm_start_level_from_kept_images)
     snprintf(dir, sizeof dir, "%s", test_tmpdir());
     snprintf(full, sizeof full, "%s/full", dir);
     snprintf(part, sizeof part, "%s/part", dir);
+    char grid[1300];
+    snprintf(grid, sizeof grid, "%s/grid.png", dir);
     const char *a[] = {"render", "--pipeline", TINY_PIPELINE, "--count", "3", "--seed", "5",
-                       "--resolution", "32", "--out", full, "--keep-levels", NULL};
+                       "--resolution", "32", "--out", full, "--keep-levels", "--grid", grid,
+                       NULL};
     int rc = test_run_strata(a, err, sizeof err, NULL, 0);
     CHECKF(rc == 0, "full run: exit %d: %s", rc, err);
+    uint8_t *g;
+    int gw, gh;
+    kerr ge;
+    CHECKF(png_read_rgb(grid, &g, &gw, &gh, &ge) == 0, "%s", ge.msg);
+    free(g);
+    CHECKF(gw == 2 * 32 && gh == 3 * 32, "grid %dx%d: want 2 levels x 3 images of 32", gw, gh);
     char init[1300];
     snprintf(init, sizeof init, "%s/render", full);
     const char *b[] = {"render", "--pipeline", TINY_PIPELINE, "--count", "3", "--seed", "5",
