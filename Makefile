@@ -17,7 +17,7 @@ TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all test asan bench deps fixtures format clean
+.PHONY: all test asan bench eval deps fixtures format clean
 
 all: $(BUILD)/strata $(BUILD)/tests
 
@@ -53,6 +53,10 @@ asan:
 bench: all
 	tools/bench.sh
 	python3 tools/bench_farm.py
+
+# Checks of the shipped cascade's quality (needs the venv and tools/data_emoji.py's data).
+eval: all
+	.venv/bin/python tools/eval_cascade.py
 
 # Installs the system packages the build, the tests and `strata render` need (Debian 12, root).
 deps:
