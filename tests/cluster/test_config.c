@@ -127,7 +127,7 @@ TEST(config_job_example_loads)
     int r = job_load(EXAMPLE_JOB, &j, err, sizeof err);
     CHECKF(r == 0, "%s", err);
     CHECK(!strcmp(j.pipeline, "configs/pipelines/emoji.yaml") && !strcmp(j.name, "batch-001"));
-    CHECK(j.count == 2000 && j.seed == 0 && !j.seeds && j.resolution == 512);
+    CHECK(j.count == 16 && j.seed == 0 && !j.seeds && j.resolution == 128);
     CHECK(!strcmp(j.out, "out/") && j.priority == 0 && j.class_label == -1 && !j.keep_levels);
     CHECK(!j.start_level[0] && !j.init_images[0]);
     job_spec_free(&j);
