@@ -117,9 +117,9 @@ static int run_unet(const unet_args *a, kerr *e)
     int rc = unet_load(a->model, &m, e);
     if (!rc) rc = st_open(a->input, &in, e);
     const st_tensor *s = rc ? NULL : st_find(in, "sample");
-    if (!rc && (!s || s->ndim != 4))
-        rc = kerr_set(e, KERR_INPUT, "%s: tensor 'sample': expected a 4-d tensor (N, C, H, W)",
-                      a->input);
+    if (!rc && (!s || s->ndim != 4 || s->dtype == ST_DTYPE_OTHER))
+        rc = kerr_set(e, KERR_INPUT,
+                      "%s: tensor 'sample': expected a 4-d float tensor (N, C, H, W)", a->input);
     if (!rc && s->shape[1] != unet_get_info(m)->in_channels)
         rc = kerr_set(e, KERR_INPUT, "%s: tensor 'sample': has %lld channels, the model takes %d",
                       a->input, (long long)s->shape[1], unet_get_info(m)->in_channels);
@@ -278,7 +278,7 @@ static int run_sample(const sample_args *a, kerr *e)
     if (a->noise) {
         if ((rc = st_open(a->noise, &nf, e))) goto done;
         const st_tensor *t = st_find(nf, "noise");
-        if (!t || t->ndim != 4 || t->shape[1] != oc) {
+        if (!t || t->ndim != 4 || t->shape[1] != oc || t->dtype == ST_DTYPE_OTHER) {
             rc = kerr_set(e, KERR_INPUT, "%s: tensor 'noise': expected shape (N, %d, H, W)",
                           a->noise, oc);
             goto done;

@@ -63,6 +63,7 @@ typedef struct render_farm {
     pid_t coord;
     render_child workers[RENDER_MAX_WORKERS];
     int nworkers;
+    int next_id; /* worker ids only grow: a replacement never takes a live worker's id */
 } render_farm;
 
 static int parse_render_args(int argc, char **argv, render_args *a)
@@ -208,7 +209,7 @@ static int start_worker(render_farm *f, const char *level)
     if (f->nworkers == RENDER_MAX_WORKERS) return CLI_EXIT_USAGE;
     char threads[32], id[64];
     snprintf(threads, sizeof threads, "%ld", f->args->threads);
-    snprintf(id, sizeof id, "%s-%d", level, f->nworkers);
+    snprintf(id, sizeof id, "%s-%d", level, f->next_id++);
     char *argv[] = {f->self, "worker", "--level", (char *)level, "--connect", f->worker_ep,
                     "--threads", threads, "--id", id, NULL};
     render_child *w = &f->workers[f->nworkers];
@@ -278,6 +279,13 @@ static int render_tick(void *ctx)
             if (f->workers[i].pid == pid) {
                 char level[SPEC_NAME_MAX];
                 snprintf(level, sizeof level, "%s", f->workers[i].level);
+                if (WIFEXITED(status) && WEXITSTATUS(status) == CLI_EXIT_USAGE) {
+                    /* its level's settings or model are wrong: another would fail the same */
+                    fprintf(stderr, "strata render: the %s worker refused its level (see its "
+                                    "message above)\n", level);
+                    f->workers[i] = f->workers[--f->nworkers];
+                    return CLI_EXIT_USAGE;
+                }
                 fprintf(stderr, "strata render: worker %d (%s) exited; starting another\n",
                         (int)pid, level);
                 f->workers[i] = f->workers[--f->nworkers];

@@ -645,11 +645,11 @@ static int level_parse_core(cfg *c, const yaml_node_t *n, yaml_node_t **v, const
 static int level_parse_sampling(const cfg *c, yaml_node_t **v, const char *prefix, level_spec *l)
 {
     const yaml_node_t *noise = v[LEVEL_KEY_NOISE_LEVEL];
-    int r = cfg_get_int(c, v[LEVEL_KEY_STEPS], prefix, "steps", 1, INT_MAX, &l->steps);
+    int r = cfg_get_int(c, v[LEVEL_KEY_STEPS], prefix, "steps", 1, 10000, &l->steps);
     if (!r) r = level_parse_sampler(c, v[LEVEL_KEY_SAMPLER], prefix, l);
     if (!r) r = cfg_get_float(c, v[LEVEL_KEY_ETA], prefix, "eta", 0, 1, &l->eta);
     if (!r)
-        r = cfg_get_float(c, v[LEVEL_KEY_GUIDANCE], prefix, "guidance", 1, HUGE_VAL, &l->guidance);
+        r = cfg_get_float(c, v[LEVEL_KEY_GUIDANCE], prefix, "guidance", 1, 1000, &l->guidance);
     if (!r) r = cfg_get_int(c, v[LEVEL_KEY_POOL], prefix, "pool", 1, INT_MAX, &l->pool);
     if (!r) r = cfg_get_int(c, noise, prefix, "noise_level", 0, 999, &l->noise_level);
     if (!r && l->noise_level && l->kind == LEVEL_KIND_GENERATE)

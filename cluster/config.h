@@ -15,7 +15,8 @@
 #include "coordinator/coordinator.h"
 
 enum {
-    CONFIG_MAX_SIDE = 16384,     /* largest level side and job resolution */
+    CONFIG_MAX_SIDE = 8192,      /* largest level side and job resolution: the workers' limit
+                                    (WORKER_MAX_SIDE), a u8 image under the frame cap */
     CONFIG_MAX_COUNT = 10000000, /* most images in one job */
     CONFIG_MAX_BYTES = 16 << 20, /* largest YAML text accepted */
 };

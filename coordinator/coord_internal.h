@@ -108,6 +108,7 @@ typedef struct coord_worker {
     uint32_t serial;
     int level;
     uint32_t credits;
+    uint32_t parked; /* credits held back after a failed send, given back at the next tick */
     uint32_t running;
     long long last_seen_ms;
 } coord_worker;
@@ -197,6 +198,7 @@ struct coord {
 
     coord_writer *writer;
     long long next_heartbeat_ms;
+    long long last_tick_ms; /* when coord_workers_tick last ran: a longer gap is our stall */
 };
 
 /* ---------------------------------------------------------------- coord.c */

@@ -72,8 +72,8 @@ static void build_task(const coord_t *c, const coord_slot *sl, proto_msg *m)
         proto_params_set_int(&t->params, "resize", j->spec.resolution);
 }
 
-/* Lease slot s to worker w. A failed send puts it back in front and takes w's credits away
- * (w gets more with its next READY; liveness decides whether it is gone). */
+/* Lease slot s to worker w. A failed send puts it back in front and parks w's credits until
+ * the next heartbeat tick (a retry, not a busy loop; liveness decides whether w is gone). */
 static void send_task(coord_t *c, int w, uint32_t s)
 {
     coord_worker *wk = &c->workers[w];
@@ -85,6 +85,7 @@ static void send_task(coord_t *c, int w, uint32_t s)
         coord_log(c, 1, "task %llu to worker %s not sent: %s", (unsigned long long)sl->task,
                   wk->name, e.msg);
         c->credits[wk->level] -= wk->credits;
+        wk->parked += wk->credits;
         wk->credits = 0;
         sl->front = 1;
         coord_queue_push_raw(c, sl->level, s);

@@ -159,11 +159,28 @@ void coord_on_worker_msg(coord_t *c, const proto_rid *from, proto_msg *m)
     }
 }
 
+/* Time the loop itself was stuck (a long write, a big SUBMIT): workers could not be heard
+ * then, so it does not count against them. */
+static long long stalled_ms(coord_t *c, long long now)
+{
+    long long gap = c->last_tick_ms ? now - c->last_tick_ms - c->o.heartbeat_ms : 0;
+    c->last_tick_ms = now;
+    if (gap <= c->o.heartbeat_ms / 2) return 0;
+    coord_log(c, 1, "the loop stalled %.1f s; not counted against workers", (double)gap / 1000.0);
+    return gap;
+}
+
 void coord_workers_tick(coord_t *c, long long now)
 {
-    long long limit = (long long)c->o.liveness * c->o.heartbeat_ms;
+    long long limit = (long long)c->o.liveness * c->o.heartbeat_ms, stall = stalled_ms(c, now);
     for (uint32_t i = 0; i < c->nworkers;) {
         coord_worker *w = &c->workers[i];
+        w->last_seen_ms += stall;
+        if (w->parked) { /* credits parked by a failed send: try again */
+            w->credits += w->parked;
+            c->credits[w->level] += w->parked;
+            w->parked = 0;
+        }
         if (now - w->last_seen_ms > limit) {
             char why[64];
             snprintf(why, sizeof why, "silent %.1f s", (double)(now - w->last_seen_ms) / 1000.0);

@@ -250,7 +250,7 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
      * thread count, so the arithmetic of an image does not depend on --threads. */
     int per_image = group == 1 && n > 1;
     gemm_once_single_threaded();
-    int buffers = per_image ? omp_get_max_threads() : 1;
+    int buffers = per_image ? (n < omp_get_max_threads() ? n : omp_get_max_threads()) : 1;
     size_t mark = arena_mark(a), col_size = (size_t)kdim * group * ohw;
     int need_col = !conv_is_pointwise(cv) || group > 1;
     float *col = need_col ? arena_floats(a, col_size * buffers) : NULL;

@@ -72,7 +72,8 @@ static int config_level(const proto_params *p, level_params *l, kerr *e)
 {
     long long index = 0, side = 0, steps = 0, noise = 0, tile = 0, overlap = 0;
     int rc = config_mode(p, &l->mode, e);
-    if (!rc) rc = config_int(p, "index", 1, 0, 0, UINT32_MAX, &index, e);
+    /* the noise key holds the level in 16 bits (kernels/philox.c) */
+    if (!rc) rc = config_int(p, "index", 1, 0, 0, 65535, &index, e);
     if (!rc) rc = config_int(p, "side", 1, 0, 1, WORKER_MAX_SIDE, &side, e);
     if (!rc) rc = config_int(p, "steps", 1, 0, 1, 10000, &steps, e);
     if (!rc) rc = config_int(p, "noise_level", 0, 0, 0, 100000, &noise, e);

@@ -14,7 +14,7 @@ int tile_positions(int side, int tile, int overlap, int *pos, int max)
         return 1;
     }
     int stride = tile - overlap, n = (side - overlap + stride - 1) / stride;
-    if (n > max) n = max;
+    if (n > max) return -1; /* fewer tiles would leave pixels uncovered */
     for (int i = 0; i < n; i++) pos[i] = (int)((int64_t)i * (side - tile) / (n - 1));
     return n;
 }
@@ -232,6 +232,12 @@ static int level_setup(level_state *s, kerr *e)
                         s->tile);
     s->nty = tile_positions(s->side, s->tile, p->overlap, s->ty, LEVEL_MAX_TILES_PER_AXIS);
     s->ntx = tile_positions(s->side, s->tile, p->overlap, s->tx, LEVEL_MAX_TILES_PER_AXIS);
+    if (s->nty < 0 || s->ntx < 0)
+        return kerr_set(e, KERR_INPUT, "tile %d with overlap %d needs more than %d tiles a side",
+                        s->tile, p->overlap, LEVEL_MAX_TILES_PER_AXIS);
+    if (p->noise_level < 0 || p->noise_level >= p->sched.num_train_timesteps)
+        return kerr_set(e, KERR_INPUT, "noise_level %d is not below num_train_timesteps %d",
+                        p->noise_level, p->sched.num_train_timesteps);
     int rc = level_labels(s, e);
     if (!rc) rc = level_alloc(s, e);
     if (!rc && s->cc) rc = level_cond(s, e);
@@ -243,8 +249,12 @@ static int level_sample(level_state *s, kerr *e)
 {
     size_t numel = (size_t)s->oc * s->side * s->side;
     int steps = s->p->mode == LEVEL_MODE_DIRECT ? 1 : s->p->steps;
+    sched_config sched = s->p->sched;
+    /* direct: one evaluation at the top timestep, the model's x0 from pure noise and cond;
+     * trailing spacing puts a single step there whatever the model's scheduler says */
+    if (s->p->mode == LEVEL_MODE_DIRECT) sched.timestep_spacing = SCHED_SPACING_TRAILING;
     sampler_t *smp = NULL;
-    int rc = sampler_new(&s->p->sched, steps, numel, 1, &smp, e);
+    int rc = sampler_new(&sched, steps, numel, 1, &smp, e);
     if (rc) return rc;
     noise_key k = level_key(s, NOISE_STREAM_INIT);
     noise_fill(&k, s->x, s->oc, s->side, s->side, 0, 0);

@@ -72,7 +72,7 @@ int worker_model_scheduler(const char *dir, const char *sampler, float eta, sche
 int level_run(unet_t *m, const level_params *p, const level_task *t, uint8_t *out, kerr *e);
 
 /* Tile origins along one axis: tiles spread evenly, the last flush with the edge. Returns the
- * count (at most max), 1 when side <= tile. */
+ * count, 1 when side <= tile, or -1 when more than max tiles would be needed. */
 int tile_positions(int side, int tile, int overlap, int *pos, int max);
 
 /* Bilinear resize of a CHW float image with align_corners=True (as DeepFloyd IF upsamples). */
