@@ -147,7 +147,17 @@ static int worker_send_result(worker_loop *w, const compute_cmd *c, kerr *e)
         worker_warn(w, "task %llu.%u failed: %s", (unsigned long long)c->task, c->attempt,
                     c->error);
     }
-    return worker_send(w, &m, e);
+    proto_err pe = {0};
+    int rc = proto_send(w->dealer, NULL, &m, &pe);
+    if (rc == PROTO_E_TIMEOUT || rc == PROTO_E_INTR) {
+        /* A lost RESULT would leave its lease running at the coordinator while a READY asked
+         * for more: HELLO again instead, which makes the coordinator re-queue our leases. */
+        worker_warn(w, "RESULT of task %llu not sent (%s): saying HELLO again",
+                    (unsigned long long)c->task, pe.msg);
+        w->phase = WORKER_PHASE_HELLO;
+        return worker_send_hello(w, e);
+    }
+    return rc ? kerr_set(e, KERR_RUNTIME, "RESULT: %s", pe.msg) : 0;
 }
 
 /* ---------------------------------------------------------------- to the compute thread */
