@@ -332,7 +332,8 @@ static int cfg_get_int(const cfg *c, const yaml_node_t *n, const char *prefix, c
     return cfg_fail(c, n, prefix, key, "expected an integer %d..%d", lo, hi);
 }
 
-/* An unsigned 64-bit decimal into *out (n == NULL: unchanged). */
+/* A seed: a decimal in 0..2^63-1 into *out (n == NULL: unchanged). JSON tools, the manifest
+ * included, read integers as signed 64-bit. */
 static int cfg_get_u64(const cfg *c, const yaml_node_t *n, const char *prefix, const char *key,
                        uint64_t *out)
 {
@@ -343,9 +344,8 @@ static int cfg_get_u64(const cfg *c, const yaml_node_t *n, const char *prefix, c
         ok &= isdigit((unsigned char)s[k]) != 0;
     errno = 0;
     unsigned long long v = ok ? strtoull(s, NULL, 10) : 0;
-    if (!ok || errno)
-        return cfg_fail(c, n, prefix, key, "expected an integer 0..%llu",
-                        (unsigned long long)UINT64_MAX);
+    if (!ok || errno || v > (unsigned long long)INT64_MAX)
+        return cfg_fail(c, n, prefix, key, "expected an integer 0..%lld", (long long)INT64_MAX);
     *out = (uint64_t)v;
     return 0;
 }

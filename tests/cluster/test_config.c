@@ -374,12 +374,12 @@ TEST(config_job_fields)
     CHECK(j.resolution == 64 && !strcmp(j.out, "out") && !j.name[0] && j.priority == 0);
     CHECK(j.class_label == -1 && !j.keep_levels && !j.start_level[0] && !j.init_images[0]);
     static const char full[] =
-        "pipeline: p.yaml\nname: b-1.x_2\nseeds: [5, 17, 18446744073709551615]\n"
+        "pipeline: p.yaml\nname: b-1.x_2\nseeds: [5, 17, 9223372036854775807]\n"
         "resolution: 8192\nout: o\npriority: -3\nclass_label: 9\n"
         "keep_levels: yes\nstart_level: l128\ninit_images: picked/\n";
     r = job_spec_from_yaml_text(full, strlen(full), "SUBMIT", &j, err, sizeof err);
     CHECKF(r == 0, "%s", err);
-    CHECK(j.count == 3 && j.seeds && j.seeds[0] == 5 && j.seeds[2] == UINT64_MAX);
+    CHECK(j.count == 3 && j.seeds && j.seeds[0] == 5 && j.seeds[2] == INT64_MAX);
     CHECK(!strcmp(j.name, "b-1.x_2") && j.resolution == 8192 && j.priority == -3);
     CHECK(j.class_label == 9 && j.keep_levels == 1 && !strcmp(j.start_level, "l128"));
     CHECK(!strcmp(j.init_images, "picked/") && !strcmp(j.out, "o"));
@@ -395,12 +395,12 @@ static const struct {
     {"count: 3\nseed: 7", "count: 2\nseeds: [1, 2, 3]", "2: count: 2, but seeds lists 3"},
     {"seed: 7", "seed: 7\nseeds: [1]",
      "4: seeds: give seed (the first of count) or seeds, not both"},
-    {"seed: 7", "seeds: [1, -2, 3]", "3: seeds[1]: expected an integer 0..18446744073709551615"},
+    {"seed: 7", "seeds: [1, -2, 3]", "3: seeds[1]: expected an integer 0..9223372036854775807"},
     {"seed: 7", "seeds: []", "3: seeds: expected a list of 1..10000000 integers"},
     {"seed: 7", "seeds: 5", "3: seeds: expected a list of 1..10000000 integers"},
-    {"seed: 7", "seed: 18446744073709551616",
-     "3: seed: expected an integer 0..18446744073709551615"},
-    {"seed: 7", "seed: 0x10", "3: seed: expected an integer 0..18446744073709551615"},
+    {"seed: 7", "seed: 9223372036854775808",
+     "3: seed: expected an integer 0..9223372036854775807"},
+    {"seed: 7", "seed: 0x10", "3: seed: expected an integer 0..9223372036854775807"},
     {"resolution: 64\n", "", "1: resolution: missing required key"},
     {"pipeline: p.yaml\n", "", "1: pipeline: missing required key"},
     {"pipeline: p.yaml", "pipeline: ~", "1: pipeline: expected a path, got nothing"},
