@@ -54,6 +54,7 @@ struct unet {
 /* Runs the model builder twice: a dry pass that checks every tensor and counts floats, then a
  * pass that copies them (converted to float32) into one block. */
 typedef struct loader {
+    const char *config_path;
     st_file_t *st;
     int dry;
     size_t count;
@@ -131,10 +132,13 @@ static int config_error(loader *l, const char *fmt, ...) __attribute__((format(p
 static int config_error(loader *l, const char *fmt, ...)
 {
     if (l->rc) return l->rc;
+    char what[400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(l->e->msg, sizeof l->e->msg, fmt, ap);
+    vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
+    /* the weights fit, the config's numbers do not: the config is what to fix */
+    snprintf(l->e->msg, sizeof l->e->msg, "%s: %s", l->config_path, what);
     l->e->code = l->rc = KERR_INPUT;
     return l->rc;
 }
@@ -193,6 +197,11 @@ static void build_attention(loader *l, const unet_config *c, attention *at, int 
     at->heads = channels / at->dim_head;
     if (at->heads < 1) {
         config_error(l, "%s: attention_head_dim %d exceeds the channels %d", prefix, head_dim,
+                     channels);
+        return;
+    }
+    if (groups > 0 && channels % groups) {
+        config_error(l, "%s: norm groups %d do not divide the channels %d", prefix, groups,
                      channels);
         return;
     }
@@ -370,7 +379,9 @@ int unet_load(const char *dir, unet_t **out, kerr *e)
     if (!m) return kerr_set(e, KERR_NOMEM, "out of memory");
     snprintf(path, sizeof path, "%s/config.json", dir);
     int rc = unet_config_load(path, &m->cfg, e);
-    loader l = {.dry = 1, .e = e};
+    char config_path[4096];
+    snprintf(config_path, sizeof config_path, "%s/config.json", dir);
+    loader l = {.dry = 1, .e = e, .config_path = config_path};
     snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
     if (!rc) rc = st_open(path, &l.st, e);
     if (!rc) rc = build(&l, m);
@@ -497,6 +508,10 @@ static fmap run_attention(fwd *f, const attention *at, fmap x)
 /* [a, b] concatenated on channels, per image. */
 static fmap concat(fwd *f, fmap a, fmap b)
 {
+    if (a.h != b.h || a.w != b.w) { /* cannot happen for sides the model accepts */
+        f->failed = 1;
+        return a;
+    }
     fmap y = fmap_new(f, a.c + b.c, a.h, a.w);
     if (f->failed) return y;
     size_t hw = (size_t)a.h * a.w, na = (size_t)a.c * hw, nb = (size_t)b.c * hw;

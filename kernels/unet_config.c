@@ -264,6 +264,9 @@ static int parse_numbers(json_t *root, const char *path, unet_config *c, kerr *e
                         UNET_MAX_LAYERS - 1);
     if (c->norm_num_groups == 0)
         return kerr_set(e, KERR_INPUT, "%s: norm_num_groups: must be positive", path);
+    /* other paddings change the down path's sizes so that the skips no longer fit */
+    if (c->downsample_padding > 1)
+        return kerr_set(e, KERR_INPUT, "%s: downsample_padding: must be 0 or 1", path);
     return 0;
 }
 

@@ -160,3 +160,58 @@ TEST(unet_sampling_loops_match_diffusers)
     }
     CHECKF(total >= 18, "expected at least 18 sampling-loop fixtures, found %d", total);
 }
+
+/* Random edits of a model's config.json: unet_load either refuses with KERR_INPUT and a
+ * message naming the file, or loads a model whose forward runs. Never a crash. */
+TEST(unet_config_mutations_never_crash)
+{
+    static const char *const bits[] = {"0", "-1", "null", "\"x\"", "[]", "{}", "1e9", "true",
+                                       "2", "[1]", "\"AttnDownBlock2D\"", "65536"};
+    char dir[1024], path[1200], *orig = NULL;
+    snprintf(dir, sizeof dir, "%s/m", test_tmpdir());
+    char cmd[2400];
+    snprintf(cmd, sizeof cmd, "cp -r tests/fixtures/unet/small3/model '%s'", dir);
+    CHECK(system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "rb");
+    CHECK(f);
+    orig = calloc(1 << 16, 1);
+    size_t len = fread(orig, 1, (1 << 16) - 1, f);
+    fclose(f);
+    uint32_t rng = 12345;
+    int loaded = 0, refused = 0, runs = test_quick() ? 60 : 400;
+    float x[2 * 3 * 16 * 16], y[2 * 3 * 16 * 16] = {0}, t[2] = {10, 500}, labels[2] = {1, 2};
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = (float)(i % 7) / 7.0f - 0.5f;
+    for (int run = 0; run < runs; run++) {
+        /* replace the value after a random ':' with a random token */
+        rng = rng * 1664525u + 1013904223u;
+        size_t at = (rng >> 8) % len;
+        while (at < len && orig[at] != ':') at++;
+        if (at >= len) continue;
+        size_t end = at + 1;
+        while (end < len && orig[end] != ',' && orig[end] != '\n' && orig[end] != '}') end++;
+        rng = rng * 1664525u + 1013904223u;
+        const char *bit = bits[(rng >> 8) % (sizeof bits / sizeof bits[0])];
+        f = fopen(path, "wb");
+        CHECK(f);
+        fprintf(f, "%.*s %s%s", (int)(at + 1), orig, bit, orig + end);
+        fclose(f);
+        unet_t *m = NULL;
+        kerr e = {0};
+        int rc = unet_load(dir, &m, &e);
+        if (rc) {
+            CHECKF(rc == KERR_INPUT && (strstr(e.msg, "config.json") || strstr(e.msg, ".safetensors")),
+                   "run %d (%s after byte %zu): %d %s", run, bit, at, rc, e.msg);
+            refused++;
+            continue;
+        }
+        const unet_info *info = unet_get_info(m);
+        if (info->in_channels == 3 && info->out_channels == 3 && info->class_label_dim == 1 &&
+            16 % info->downsample_factor == 0)
+            unet_forward(m, x, 2, 16, 16, t, info->needs_class_labels ? labels : NULL, y, &e);
+        unet_free(m);
+        loaded++;
+    }
+    free(orig);
+    CHECKF(refused > 0 && loaded > 0, "refused %d, loaded %d", refused, loaded);
+}
