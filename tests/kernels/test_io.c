@@ -594,3 +594,52 @@ TEST(io_image_conversions)
     image_from_tensor(t, 16, 16, back);
     CHECK(memcmp(all, back, sizeof all) == 0);
 }
+
+/* Random byte edits of a safetensors file's header: st_open refuses or returns tensors whose
+ * data lies inside the file (reading them all must stay in bounds: run under make asan). */
+TEST(io_st_header_mutations_never_crash)
+{
+    FILE *f = fopen("tests/fixtures/io/tiny.safetensors", "rb");
+    CHECK(f);
+    static unsigned char orig[1 << 16], buf[1 << 16];
+    size_t len = fread(orig, 1, sizeof orig, f);
+    fclose(f);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | orig[i];
+    CHECK(len > 8 && hlen + 8 <= len);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/m.safetensors", test_tmpdir());
+    static const char pool[] = "0123456789[]{}\",:-eE .FIBU";
+    uint32_t rng = 777;
+    int opened = 0, refused = 0;
+    for (int run = 0; run < (test_quick() ? 300 : 3000); run++) {
+        memcpy(buf, orig, len);
+        for (int k = 0; k < 1 + run % 3; k++) {
+            rng = rng * 1664525u + 1013904223u;
+            size_t at = 8 + (rng >> 8) % hlen;
+            rng = rng * 1664525u + 1013904223u;
+            buf[at] = (unsigned char)pool[(rng >> 8) % (sizeof pool - 1)];
+        }
+        FILE *o = fopen(path, "wb");
+        CHECK(o && fwrite(buf, 1, len, o) == len);
+        fclose(o);
+        st_file_t *st;
+        kerr e = {0};
+        if (st_open(path, &st, &e)) {
+            CHECKF(e.code == KERR_INPUT && strstr(e.msg, "m.safetensors"), "run %d: %s", run,
+                   e.msg);
+            refused++;
+            continue;
+        }
+        for (int i = 0; i < st_count(st); i++) {
+            const st_tensor *t = st_at(st, i);
+            if (t->dtype == ST_DTYPE_OTHER) continue;
+            float *x = malloc((size_t)st_numel(t) * sizeof(float) + 4);
+            st_to_f32(t, x);
+            free(x);
+        }
+        st_close(st);
+        opened++;
+    }
+    CHECKF(refused > 0, "refused %d, opened %d", refused, opened);
+}
