@@ -2,6 +2,7 @@
  * watchers) and CANCEL. A job keeps counters and a list of failures, not a record per image. */
 #include "coordinator/coord_internal.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,18 @@ static int job_replace_old(coord_t *c, const char *id)
 }
 
 /* Parse and check a SUBMIT into a new job (not yet registered); NULL with err on bad input. */
+/* A job naming another pipeline file than the one served is refused. A path that does not
+ * resolve here (written relative to a client elsewhere) cannot be compared and is accepted. */
+static int job_pipeline_ok(const coord_t *c, const coord_job *j, char *err, size_t errlen)
+{
+    char mine[PATH_MAX], theirs[PATH_MAX];
+    if (!realpath(c->pipe.path, mine) || !realpath(j->spec.pipeline, theirs)) return 1;
+    if (!strcmp(mine, theirs)) return 1;
+    snprintf(err, errlen, "SUBMIT: pipeline: %s is not the pipeline this coordinator serves (%s)",
+             j->spec.pipeline, c->pipe.path);
+    return 0;
+}
+
 static coord_job *job_from_text(coord_t *c, const char *text, char *err, size_t errlen)
 {
     coord_job *j = calloc(1, sizeof *j);
@@ -164,7 +177,7 @@ static coord_job *job_from_text(coord_t *c, const char *text, char *err, size_t 
         return NULL;
     } else if (j->spec.name[0] && !job_id_ok(j->spec.name)) {
         snprintf(err, errlen, "SUBMIT: name: \"%s\" is not a valid job id", j->spec.name);
-    } else if (job_plan(c, j, err, errlen) == 0) {
+    } else if (job_pipeline_ok(c, j, err, errlen) && job_plan(c, j, err, errlen) == 0) {
         if (j->spec.name[0])
             snprintf(j->id, sizeof j->id, "%s", j->spec.name);
         else

@@ -345,3 +345,21 @@ TEST(farm_start_level_from_kept_images)
         CHECKF(same, "image %d: the l32 pixels differ from the full run's", i);
     }
 }
+
+/* A job written for another pipeline is refused at SUBMIT, naming both. */
+TEST(farm_submit_refuses_another_pipeline)
+{
+    char dir[1024], job[1200], err[4096] = "";
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    snprintf(job, sizeof job, "%s/other.yaml", dir);
+    FILE *f = fopen(job, "w");
+    CHECK(f);
+    fprintf(f, "pipeline: configs/pipelines/emoji.yaml\ncount: 1\nresolution: 32\nout: %s\n", dir);
+    fclose(f);
+    farm fm;
+    CHECK(farm_start(&fm, dir, 0, 0) == 0);
+    int rc = submit_wait(&fm, job, err, sizeof err);
+    farm_stop(&fm);
+    CHECKF(rc == 2, "exit %d: %s", rc, err);
+    CHECKF(strstr(err, "emoji.yaml") && strstr(err, "test-tiny.yaml"), "%s", err);
+}
