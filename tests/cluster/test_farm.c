@@ -18,6 +18,9 @@
 #define TINY_PIPELINE "configs/pipelines/test-tiny.yaml"
 enum { FARM_IMAGES = 40, FARM_MAX_PROCS = 16 };
 
+/* The pipeline farm_start serves and write_job names. */
+static const char *farm_pipeline = TINY_PIPELINE;
+
 typedef struct farm {
     pid_t coord;
     pid_t workers[FARM_MAX_PROCS];
@@ -72,7 +75,7 @@ static int farm_start(farm *f, const char *dir, int pool16, int pool32)
     memset(f, 0, sizeof *f);
     snprintf(f->log, sizeof f->log, "%s/coordinator.log", dir);
     if (pipe(fds)) return -1;
-    char *argv[] = {(char *)strata_bin(), "coordinator", "--pipeline", TINY_PIPELINE,
+    char *argv[] = {(char *)strata_bin(), "coordinator", "--pipeline", (char *)farm_pipeline,
                     "--workers", "tcp://127.0.0.1:*", "--clients", "tcp://127.0.0.1:*",
                     "--verbose", NULL};
     f->coord = spawn(argv, fds[1], f->log);
@@ -103,7 +106,7 @@ static int write_job(const char *path, const char *out)
     FILE *j = fopen(path, "w");
     if (!j) return -1;
     fprintf(j, "pipeline: %s\nname: farm\ncount: %d\nseed: 1000\nresolution: 32\nout: %s\n",
-            TINY_PIPELINE, FARM_IMAGES, out);
+            farm_pipeline, FARM_IMAGES, out);
     return fclose(j);
 }
 
@@ -199,6 +202,7 @@ static int run_farm_job(const char *dir, int pool16, int pool32, char *out, size
 
 TEST(farm_same_bytes_for_any_pool_size_and_render)
 {
+    farm_pipeline = TINY_PIPELINE;
     char dir[1024], a[1200], b[1200], c[1200], why[2048] = "", err[4096] = "";
     snprintf(dir, sizeof dir, "%s", test_tmpdir());
     CHECKF(run_farm_job(dir, 2, 1, a, sizeof a, why, sizeof why) == 0, "2+1 workers: %s", why);
@@ -246,10 +250,29 @@ static int log_mentions(const char *path, const char *what)
     return found;
 }
 
+/* test-tiny with a slow first level, so that its pool is always busy. */
+static int write_slow_pipeline(const char *path)
+{
+    char cwd[1024];
+    FILE *f = fopen(path, "w");
+    if (!f || !getcwd(cwd, sizeof cwd)) return -1;
+    fprintf(f, "name: slow\nlevels:\n"
+               "  - {name: l16, kind: generate, side: 16, steps: 40,\n"
+               "     model: %s/tests/fixtures/unet/small3/model}\n"
+               "  - {name: l32, kind: refine, side: 32, steps: 3, noise_level: 50,\n"
+               "     model: %s/tests/fixtures/unet/sr/model}\n",
+            cwd, cwd);
+    return fclose(f);
+}
+
 TEST(farm_worker_killed_mid_task)
 {
     char dir[1024], ref[1200], out[1200], job[1200], why[2048] = "", err[4096] = "";
+    static char slow[1200];
     snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    snprintf(slow, sizeof slow, "%s/slow.yaml", dir);
+    CHECK(write_slow_pipeline(slow) == 0);
+    farm_pipeline = slow;
     CHECKF(run_farm_job(dir, 1, 1, ref, sizeof ref, why, sizeof why) == 0, "reference: %s", why);
     snprintf(out, sizeof out, "%s/killed", dir);
     snprintf(job, sizeof job, "%s/killed.yaml", dir);
@@ -272,6 +295,7 @@ TEST(farm_worker_killed_mid_task)
     int status = -1;
     waitpid(submit, &status, 0);
     farm_stop(&f);
+    farm_pipeline = TINY_PIPELINE;
     CHECKF(busy == 0, "%s", "never saw both l16 workers busy");
     CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "submit --wait status %d", status);
     CHECKF(check_outputs(out, why, sizeof why) == 0, "%s", why);
@@ -349,6 +373,7 @@ TEST(farm_start_level_from_kept_images)
 /* A job written for another pipeline is refused at SUBMIT, naming both. */
 TEST(farm_submit_refuses_another_pipeline)
 {
+    farm_pipeline = TINY_PIPELINE;
     char dir[1024], job[1200], err[4096] = "";
     snprintf(dir, sizeof dir, "%s", test_tmpdir());
     snprintf(job, sizeof job, "%s/other.yaml", dir);
