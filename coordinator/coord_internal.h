@@ -32,6 +32,7 @@ enum {
     COORD_SKIP_MAX = 64,      /* queued tasks set aside per level and pass (exclusions) */
     COORD_ID_MAX = SPEC_NAME_MAX + 8,
     COORD_KEEP_ENDED = 1024, /* ended jobs kept for STATUS; older ones are forgotten */
+    COORD_JOB_STRIKES = 3,   /* failed tasks of one job after which a worker is kept off it */
 };
 
 /* ---------------------------------------------------------------- slots */
@@ -97,6 +98,11 @@ typedef struct coord_job {
     uint32_t nfails, capfails;
     char **reasons;
     uint32_t nreasons, capreasons;
+    struct coord_strike {
+        uint64_t rid_hash; /* a worker that failed tasks of this job */
+        uint32_t count;
+    } *strikes;
+    uint32_t nstrikes, capstrikes;
 } coord_job;
 
 /* ---------------------------------------------------------------- workers, watchers */

@@ -19,17 +19,41 @@ static int is_excluded(const coord_slot *sl, uint64_t rid_hash)
     return 0;
 }
 
+/* Failed tasks of job j by the worker with routing-id hash h. */
+static uint32_t *job_strikes(coord_job *j, uint64_t h, int create)
+{
+    for (uint32_t i = 0; i < j->nstrikes; i++)
+        if (j->strikes[i].rid_hash == h) return &j->strikes[i].count;
+    if (!create || coord_grow(&j->strikes, &j->capstrikes, j->nstrikes + 1, sizeof *j->strikes))
+        return NULL;
+    j->strikes[j->nstrikes] = (struct coord_strike){h, 0};
+    return &j->strikes[j->nstrikes++].count;
+}
+
+/* DESIGN.md section 6: a worker that failed COORD_JOB_STRIKES tasks of a job is kept off it. */
+static int kept_off(coord_job *j, uint64_t h)
+{
+    const uint32_t *n = job_strikes(j, h, 0);
+    return n && *n >= COORD_JOB_STRIKES;
+}
+
 /* A worker of level with a credit for slot sl, round-robin, preferring workers that have not
  * failed the task. -1: wait (a worker that has not failed it exists but has no credit now);
- * -2: no worker can take it. When every worker of the level failed it, one of them may retry. */
+ * -2: no worker can take it; -3: every worker of the level is kept off the job. When every
+ * worker of the level failed the task, one of them may retry. */
 static int pick_worker(coord_t *c, int level, const coord_slot *sl)
 {
     uint32_t n = c->nworkers;
-    int fallback = -1, eligible = 0;
+    int fallback = -1, eligible = 0, banned = 0, present = 0;
     for (uint32_t k = 0; k < n; k++) {
         uint32_t i = (c->rr[level] + k) % n;
         const coord_worker *w = &c->workers[i];
         if (w->level != level) continue;
+        present = 1;
+        if (kept_off(sl->job, w->rid_hash)) {
+            banned = 1;
+            continue;
+        }
         int excluded = is_excluded(sl, w->rid_hash);
         eligible |= !excluded;
         if (w->credits == 0) continue;
@@ -41,6 +65,7 @@ static int pick_worker(coord_t *c, int level, const coord_slot *sl)
     }
     if (eligible) return -1;
     if (fallback >= 0) c->rr[level] = (uint32_t)fallback + 1;
+    if (fallback < 0 && banned && present) return -3;
     return fallback >= 0 ? fallback : -2;
 }
 
@@ -150,6 +175,13 @@ static void dispatch_level(coord_t *c, int level)
             send_task(c, w, (uint32_t)s);
             continue;
         }
+        if (w == -3) {
+            char reason[128];
+            snprintf(reason, sizeof reason, "%s: every worker was kept off this job",
+                     level_name(c, level));
+            coord_image_failed(c, (uint32_t)s, reason);
+            continue;
+        }
         skipped[nskipped++] = (uint32_t)s;
         if (w == -2 || nskipped == COORD_SKIP_MAX) break;
     }
@@ -202,6 +234,10 @@ static void attempt_failed(coord_t *c, uint32_t s, const coord_worker *w, const 
               level_name(c, sl->level), w->name, error);
     if (!is_excluded(sl, w->rid_hash) && sl->nexcluded < COORD_MAX_EXCLUDE)
         sl->excluded[sl->nexcluded++] = w->rid_hash;
+    uint32_t *strikes = job_strikes(sl->job, w->rid_hash, 1);
+    if (strikes && ++*strikes == COORD_JOB_STRIKES)
+        coord_log(c, 1, "worker %s failed %d tasks of job %s: kept off it", w->name,
+                  COORD_JOB_STRIKES, sl->job->id);
     if (++sl->failures >= c->o.max_attempts) {
         /* no worker names or counts that vary with the farm: the manifest stays deterministic */
         char reason[600];

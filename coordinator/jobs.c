@@ -121,6 +121,7 @@ static void job_free(coord_job *j)
         free(j->reasons[i]);
     free(j->reasons);
     free(j->fails);
+    free(j->strikes);
     free(j);
 }
 

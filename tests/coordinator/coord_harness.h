@@ -10,7 +10,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
-enum { FAKE_MAX_WORKERS = 8, FAKE_MAX_TASKS = 512 };
+enum { FAKE_MAX_WORKERS = 8, FAKE_MAX_TASKS = 512, FAKE_FAIL_ALL = -2 };
 
 typedef struct harness {
     coord_t *c;
@@ -28,7 +28,7 @@ typedef struct fake_worker {
     void *sock;
     char name[32];
     int level;
-    int fail_image; /* answer this image with ok=false ("kaboom"); -1: never */
+    int fail_image; /* answer this image with ok=false ("kaboom"); -1: never; FAKE_FAIL_ALL */
     int silent;     /* neither answers nor heartbeats */
     int hold;       /* receives TASKs but does not answer them yet */
     int shutdown;   /* got SHUTDOWN */

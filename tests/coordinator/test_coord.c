@@ -320,6 +320,33 @@ TEST(coord_single_worker_failures_end_the_job)
     CHECK(harness_stop(&h) == 0);
 }
 
+/* DESIGN.md section 6: a worker that fails 3 tasks of a job is kept off it; the job goes on. */
+static void body_bad_worker(harness *h, int *test_failed_)
+{
+    farm f = {.first_level = 0, .last_level = 0, .nw = 2};
+    char spec[1024], id[256];
+    CHECK(harness_worker(h, &f.w[0], "bad", 0, 1) == 0);
+    CHECK(harness_worker(h, &f.w[1], "good", 0, 1) == 0);
+    f.w[0].fail_image = FAKE_FAIL_ALL;
+    void *cl = harness_dealer(h, 0, "client");
+    snprintf(spec, sizeof spec, "name: kept\ncount: 8\nresolution: 16\nout: %s\n", h->dir);
+    CHECKF(harness_submit(cl, spec, id, sizeof id) == 0, "%s", id);
+    CHECK(send_job_ref(cl, PROTO_WATCH, "kept") == 0);
+    CHECK(farm_run(h, &f, cl, 10000) == 0);
+    int to_bad = 0;
+    for (int i = 0; i < f.nseen; i++) to_bad += f.seen[i].worker == 0;
+    CHECKF(!strcmp(f.done_state, "done") && to_bad == 3, "%s, %d tasks to the bad worker",
+           f.done_state, to_bad);
+}
+
+TEST(coord_worker_failing_three_tasks_is_kept_off_the_job)
+{
+    harness h;
+    CHECK(harness_start(&h, NULL) == 0);
+    body_bad_worker(&h, test_failed_);
+    CHECK(harness_stop(&h) == 0);
+}
+
 /* ---------------------------------------------------------------- cancel, status */
 
 static void body_cancel(harness *h, int *test_failed_)
