@@ -17,7 +17,7 @@ TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all test asan bench eval deps fixtures format clean
+.PHONY: all test asan bench eval test-4k deps fixtures format clean
 
 all: $(BUILD)/strata $(BUILD)/tests
 
@@ -53,6 +53,14 @@ asan:
 bench: all
 	tools/bench.sh
 	python3 tools/bench_farm.py
+
+# One 4096x4096 image through 5 levels of tiny random models (tiles from 1024 on): memory,
+# tiles and 48 MB frames at full size; prints each level's time and the peak memory.
+test-4k: all
+	/usr/bin/time -f "peak RSS of strata render (not its children): %M kB" \
+	  $(BUILD)/strata render --pipeline configs/pipelines/test-4k.yaml --count 1 \
+	  --resolution 4096 --threads 2 --out $(BUILD)/test-4k --verbose 2>&1 | \
+	  grep -E "done by worker|failed|peak|images in" | sed -e 's/.*(render #0 //'
 
 # Checks of the shipped cascade's quality (needs the venv and tools/data_emoji.py's data).
 eval: all

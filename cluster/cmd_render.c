@@ -24,7 +24,8 @@ enum { RENDER_MAX_WORKERS = 256, RENDER_READY_MS = 30000, RENDER_STOP_MS = 10000
 static const char render_help[] =
     "usage: strata render [--pipeline FILE] [--count N] [--resolution PX] [--seed S]\n"
     "                     [--out DIR] [--name JOB] [--workers LEVEL=N,...] [--threads N]\n"
-    "                     [--class-label L] [--keep-levels] [--start-level LEVEL --init DIR]\n\n"
+    "                     [--class-label L] [--keep-levels] [--start-level LEVEL --init DIR]\n"
+    "                     [--grid FILE] [--verbose]\n\n"
     "Renders a job on this machine: a coordinator and a pool of workers per level, as separate\n"
     "processes over loopback ZeroMQ, exactly as a cluster runs it.\n\n"
     "  --pipeline FILE     pipeline YAML (default: configs/pipelines/emoji.yaml of this install)\n"
@@ -40,12 +41,13 @@ static const char render_help[] =
     "  --keep-levels       also write every level's output as <index>.<level>.png\n"
     "  --start-level L     start at level L from --init DIR/<index>.png instead of level 1\n"
     "  --grid FILE         also write one PNG of the first images (up to 16); with\n"
-    "                      --keep-levels, one row per image and one column per level\n";
+    "                      --keep-levels, one row per image and one column per level\n"
+    "  --verbose           the coordinator logs every task (with its time) to stderr\n";
 
 typedef struct render_args {
     const char *pipeline, *out, *name, *workers, *start_level, *init, *grid;
     long count, resolution, seed, threads, class_label;
-    int keep_levels;
+    int keep_levels, verbose;
 } render_args;
 
 typedef struct render_child {
@@ -73,7 +75,8 @@ static int parse_render_args(int argc, char **argv, render_args *a)
         {"seed", 1, 0, 's'},     {"out", 1, 0, 'o'},         {"name", 1, 0, 'N'},
         {"workers", 1, 0, 'w'},  {"threads", 1, 0, 'j'},     {"class-label", 1, 0, 'c'},
         {"keep-levels", 0, 0, 'k'}, {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
-        {"grid", 1, 0, 'g'},     {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+        {"grid", 1, 0, 'g'},     {"verbose", 0, 0, 'v'},  {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
     int c, rc = 0;
     *a = (render_args){.out = "out", .name = "render", .count = 8, .resolution = 128,
                        .threads = 1, .class_label = -1};
@@ -88,6 +91,7 @@ static int parse_render_args(int argc, char **argv, render_args *a)
         case 'S': a->start_level = optarg; break;
         case 'i': a->init = optarg; break;
         case 'g': a->grid = optarg; break;
+        case 'v': a->verbose = 1; break;
         case 'k': a->keep_levels = 1; break;
         case 'n': rc = cli_flag_long("render", "count", optarg, 1, CONFIG_MAX_COUNT, &a->count); break;
         case 'r': rc = cli_flag_long("render", "resolution", optarg, 1, CONFIG_MAX_SIDE, &a->resolution); break;
@@ -196,7 +200,8 @@ static int start_coordinator(render_farm *f)
     int fds[2];
     if (pipe(fds)) return CLI_EXIT_RUNTIME;
     char *argv[] = {f->self, "coordinator", "--pipeline", f->pipeline.path,
-                    "--workers", "tcp://127.0.0.1:*", "--clients", "tcp://127.0.0.1:*", NULL};
+                    "--workers", "tcp://127.0.0.1:*", "--clients", "tcp://127.0.0.1:*",
+                    f->args->verbose ? "--verbose" : NULL, NULL};
     f->coord = spawn(f->self, argv, fds[1]);
     close(fds[1]);
     int rc = f->coord < 0 ? CLI_EXIT_RUNTIME : read_ready_line(f, fds[0]);
@@ -262,11 +267,33 @@ static void job_yaml(const render_farm *f, char *text, size_t len)
     }
 }
 
+static volatile sig_atomic_t render_stop_signal;
+
+static void render_on_signal(int sig)
+{
+    render_stop_signal = sig;
+}
+
+/* SIGINT/SIGTERM end the render through stop_farm, so no coordinator or worker outlives it. */
+static void render_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = render_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
 /* While the job runs: a worker that died is replaced, so a pool never empties; a dead
- * coordinator ends the render. */
+ * coordinator or a signal ends the render. */
 static int render_tick(void *ctx)
 {
     render_farm *f = ctx;
+    if (render_stop_signal) {
+        fprintf(stderr, "strata render: stopped by signal %d\n", (int)render_stop_signal);
+        return CLI_EXIT_RUNTIME;
+    }
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -412,6 +439,7 @@ int cmd_render(int argc, char **argv)
     render_farm *f = calloc(1, sizeof *f);
     if (!f) return CLI_EXIT_RUNTIME;
     f->args = &a;
+    render_signals();
     ssize_t n = readlink("/proc/self/exe", f->self, sizeof f->self - 1);
     if (n <= 0) snprintf(f->self, sizeof f->self, "%s", argv[0]);
     rc = plan_farm(f);

@@ -64,3 +64,26 @@ void op_affine_act(const float *x, int n, float a, float b, op_act act, float *y
     }
 }
 
+
+void op_softmax_rows(float *s, int rows, int cols)
+{
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (size_t)r * cols, m = row[0], sum = 0.0f;
+        for (int j = 1; j < cols; j++) m = row[j] > m ? row[j] : m;
+        /* the sum in 8 lanes so that the loop vectorises; fixed order, same bits every run */
+        float lane[8] = {0};
+        int j = 0;
+        for (; j + 8 <= cols; j += 8)
+            for (int k = 0; k < 8; k++) {
+                row[j + k] = exp_approx(row[j + k] - m);
+                lane[k] += row[j + k];
+            }
+        for (; j < cols; j++) {
+            row[j] = exp_approx(row[j] - m);
+            sum += row[j];
+        }
+        for (int k = 0; k < 8; k++) sum += lane[k];
+        float inv = 1.0f / sum;
+        for (j = 0; j < cols; j++) row[j] *= inv;
+    }
+}

@@ -373,20 +373,6 @@ void op_timestep_embedding(const float *t, int n, int dim, int flip_sin_to_cos, 
 /* Rows of queries handled at once: bounds the score block to ATTN_QBLOCK x hw floats. */
 enum { ATTN_QBLOCK = 256 };
 
-static void softmax_rows(float *s, int rows, int cols)
-{
-    for (int r = 0; r < rows; r++) {
-        float *row = s + (size_t)r * cols, m = row[0], sum = 0.0f;
-        for (int j = 1; j < cols; j++) m = row[j] > m ? row[j] : m;
-        for (int j = 0; j < cols; j++) {
-            row[j] = expf(row[j] - m);
-            sum += row[j];
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < cols; j++) row[j] *= inv;
-    }
-}
-
 /* proj [rows, hw] = w [rows, c] x [c, hw] + b */
 static void project(const float *w, const float *b, int rows, int c, const float *x, int hw,
                     float *proj)
@@ -413,7 +399,7 @@ static void attention_heads(const attention *at, const float *q, const float *k,
         size_t off = (size_t)head * d * hw;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, qb, hw, d, scale, q + off + q0, hw,
                     k + off, hw, 0.0f, s, hw);
-        softmax_rows(s, qb, hw);
+        op_softmax_rows(s, qb, hw);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, qb, hw, 1.0f, v + off, hw, s, hw,
                     0.0f, o + off + q0, hw);
     }

@@ -62,6 +62,8 @@ typedef enum op_act {
 
 float op_activate(op_act act, float v);
 void op_activate_all(op_act act, float *x, size_t count);
+/* Softmax of each row of s (rows x cols), in place. */
+void op_softmax_rows(float *s, int rows, int cols);
 /* y = act(x * a + b) over n floats (vectorised for SiLU). */
 void op_affine_act(const float *x, int n, float a, float b, op_act act, float *y);
 
