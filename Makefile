@@ -55,9 +55,9 @@ bench: all
 	python3 tools/bench_farm.py
 
 # One 4096x4096 image through 5 levels of tiny random models (tiles from 1024 on): memory,
-# tiles and 48 MB frames at full size; prints each level's time and the peak memory.
+# tiles and 48 MB frames at full size; prints each level's time and the peak memory (about 6 min).
 test-4k: all
-	/usr/bin/time -f "peak RSS of strata render (not its children): %M kB" \
+	/usr/bin/time -f "largest process of the farm (its peak RSS): %M kB" \
 	  $(BUILD)/strata render --pipeline configs/pipelines/test-4k.yaml --count 1 \
 	  --resolution 4096 --threads 2 --out $(BUILD)/test-4k --verbose 2>&1 | \
 	  grep -E "done by worker|failed|peak|images in" | sed -e 's/.*(render #0 //'
