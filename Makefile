@@ -60,7 +60,7 @@ test-4k: all
 	/usr/bin/time -f "largest process of the farm (its peak RSS): %M kB" \
 	  $(BUILD)/strata render --pipeline configs/pipelines/test-4k.yaml --count 1 \
 	  --resolution 4096 --threads 2 --out $(BUILD)/test-4k --verbose 2>&1 | \
-	  grep -E "done by worker|failed|peak|images in" | sed -e 's/.*(render #0 //'
+	  grep -E "done by worker|failed|largest|images in" | sed -e 's/.*(render #0 //'
 
 # Checks of the shipped cascade's quality (needs the venv and tools/data_emoji.py's data).
 eval: all
