@@ -522,14 +522,13 @@ static fmap concat(fwd *f, fmap a, fmap b)
     return y;
 }
 
+/* Upsample2D: nearest x2, then a 3x3 convolution. The upsampled copy stays in the arena
+ * below y until the forward ends (a bump allocator frees only from the top). */
 static fmap run_upsample_conv(fwd *f, const conv2d *cv, fmap x)
 {
-    size_t mark = arena_mark(f->a);
     fmap up = resample_nearest(f, x, 1);
     fmap y = fmap_new(f, cv->cout, up.h, up.w);
     if (!f->failed && op_conv2d(cv, up.data, f->n, up.h, up.w, y.data, 0, f->a)) f->failed = 1;
-    /* y was allocated after up: keep both (the bump allocator cannot free up alone) */
-    (void)mark;
     return y;
 }
 
