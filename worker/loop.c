@@ -56,6 +56,14 @@ static long long worker_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* "strata worker ID: message" on stderr. */
+static void worker_vprint(const worker_loop *w, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "strata worker %s: ", w->id);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 /* One event line on stderr, only with --verbose. */
 static void worker_log(const worker_loop *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -64,9 +72,7 @@ static void worker_log(const worker_loop *w, const char *fmt, ...)
     if (!w->o->verbose) return;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "strata worker %s: ", w->id);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    worker_vprint(w, fmt, ap);
     va_end(ap);
 }
 
@@ -77,9 +83,7 @@ static void worker_warn(const worker_loop *w, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "strata worker %s: ", w->id);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    worker_vprint(w, fmt, ap);
     va_end(ap);
 }
 
