@@ -1,24 +1,37 @@
 #!/usr/bin/env python3
 """Checks of the shipped cascade (issue 4), run through `strata render` on the real models.
 
-  consistency   each refine level's output, box-downsampled to its input size, against its
-                input: PSNR >= 30 dB on 64 held-out emoji
-  detail        Laplacian energy of the refined output / of the ground truth on held-out
-                emoji: within 0.7..1.3, where bicubic upscaling stays well below
-  memorisation  fewer than 5% of 256 level-1 samples closer (L2, 32x32) to a training image
-                than the median nearest-neighbour distance between training images
+  consistency[:LEVEL]  a refine level's output, box-downsampled to its input size, against its
+                       input: PSNR >= 30 dB (mean over --samples held-out inputs)
+  detail[:LEVEL]       Laplacian energy of the refined output / of the ground truth on held-out
+                       data: within 0.7..1.3, where bicubic upscaling stays well below
+  memorisation         fewer than 5% of 256 level-1 samples closer (L2, 32x32) to a training
+                       image than the median nearest-neighbour distance between training images
 
-Needs the data sets (tools/data_emoji.py) and build/strata. Exits 1 when a check fails.
-  .venv/bin/python tools/eval_cascade.py [consistency detail memorisation]
+Without a LEVEL a check runs on every refine level of the pipeline. Each refine level runs alone
+(`render --start-level`) from held-out inputs with its own settings (steps, sampler,
+noise_level, tiles), on a canvas of at most --canvas pixels a side: the models are fully
+convolutional, so l2048 and l4096 are measured on crops of their input scale, not whole images.
+Inputs: held-out emoji for l128 (32 -> 128); held-out wallpaper patches (tools/train.py
+HELDOUT_PHOTOS) at the content scales the level sees in the cascade for the levels above.
+
+Needs the data sets (tools/data_emoji.py, tools/data_photos.py) and build/strata. Exits 1 when a
+check fails.
+  .venv/bin/python tools/eval_cascade.py [--samples 64] [consistency detail memorisation ...]
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
+import yaml
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATA = os.path.join(ROOT, "build", "strata")
@@ -26,13 +39,15 @@ DATA = os.path.join(ROOT, "tools", "data", "emoji")
 PIPELINE = os.path.join(ROOT, "configs", "pipelines", "emoji.yaml")
 
 
-def render(out, count, resolution, extra=()):
-    subprocess.run([STRATA, "render", "--pipeline", PIPELINE, "--count", str(count),
+def load_png(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
+
+
+def render(pipeline, out, count, resolution, workers, extra=()):
+    subprocess.run([STRATA, "render", "--pipeline", pipeline, "--count", str(count),
                     "--resolution", str(resolution), "--out", out, "--name", "eval",
-                    "--workers", "l32=1,l128=2", *extra],
-                   check=True, stderr=subprocess.DEVNULL)
-    return [np.asarray(Image.open(os.path.join(out, "eval", f"{i:06d}.png")).convert("RGB"),
-                       dtype=np.float64) for i in range(count)]
+                    "--workers", workers, *extra], check=True, stderr=subprocess.DEVNULL)
+    return [load_png(os.path.join(out, "eval", f"{i:06d}.png")) for i in range(count)]
 
 
 def box_down(img, factor):
@@ -51,49 +66,117 @@ def laplacian_energy(img):
     return float(np.mean(lap ** 2))
 
 
-def heldout(n):
+class Pipeline:
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        with open(path) as f:
+            self.levels = yaml.safe_load(f)["levels"]
+        here = os.path.dirname(self.path)
+        for lv in self.levels:
+            lv["model"] = os.path.normpath(os.path.join(here, lv["model"]))
+
+    def refine_levels(self):
+        return [lv["name"] for lv in self.levels[1:] if lv["kind"] != "generate"]
+
+    def level(self, name):
+        k = [lv["name"] for lv in self.levels].index(name)
+        return k, self.levels[k]
+
+
+def level_alone(pipe, name, canvas, tmp):
+    """A two-level pipeline: a placeholder input level, then `name` on a canvas-sized output."""
+    k, lv = pipe.level(name)
+    factor = lv["side"] // pipe.levels[k - 1]["side"]
+    side = min(lv["side"], canvas)
+    alone = dict(lv, side=side)
+    if alone.get("tile", 0) >= side:
+        alone.pop("tile", None)
+        alone.pop("overlap", None)
+    first = dict(name="input", kind="generate", model=pipe.levels[0]["model"],
+                 side=side // factor, steps=1)
+    path = os.path.join(tmp, f"{name}.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(dict(name=f"eval-{name}", levels=[first, alone]), f, sort_keys=False)
+    return path, factor, side
+
+
+def heldout_emoji(n):
     held = np.load(os.path.join(DATA, "heldout.npy"))
     idx = np.flatnonzero(held)[:n]
     return np.load(os.path.join(DATA, "emoji_32.npy"))[idx], np.load(
         os.path.join(DATA, "emoji_128.npy"))[idx]
 
 
-def refine_from(lows, tmp):
-    init = os.path.join(tmp, "init")
+def heldout_patches(n, side, scales, seed):
+    """n side x side patches of the held-out wallpapers, content scale 1/k with k in scales."""
+    photos = train.PhotoData("heldout")
+    rng = np.random.default_rng(seed)
+    return np.stack([photos.patch(rng, side, scales) for _ in range(n)])
+
+
+def inputs_for(pipe, name, factor, side, n):
+    """(low-res inputs, ground truth) for level `name` on a side x side canvas."""
+    if pipe.level(name)[0] == 1:
+        return heldout_emoji(n)
+    # The upper levels see upscaled content: 128 -> 512 sees detail at about 1/4 of a
+    # wallpaper's scale, later levels at 1/2 and 1.
+    scales = {4: (1, 2, 4, 8)}.get(factor, (1, 2, 4))
+    highs = heldout_patches(n, side, scales, seed=side * 7 + factor)
+    lows = np.stack([np.asarray(Image.fromarray(h).reduce(factor)) for h in highs])
+    return lows, highs
+
+
+_RUNS = {}
+
+
+def run_level(pipe, name, args, tmp):
+    """Renders level `name` from held-out inputs once; consistency and detail share the run."""
+    if name not in _RUNS:
+        _RUNS[name] = render_level(pipe, name, args, tmp)
+    return _RUNS[name]
+
+
+def render_level(pipe, name, args, tmp):
+    path, factor, side = level_alone(pipe, name, args.canvas, tmp)
+    lows, highs = inputs_for(pipe, name, factor, side, args.samples)
+    init = os.path.join(tmp, f"init-{name}")
     os.makedirs(init, exist_ok=True)
     for i, low in enumerate(lows):
         Image.fromarray(low).save(os.path.join(init, f"{i:06d}.png"))
-    return render(os.path.join(tmp, "out"), len(lows), 128,
-                  ["--start-level", "l128", "--init", init])
+    outs = render(path, os.path.join(tmp, f"out-{name}"), len(lows), side,
+                  f"{name}={args.workers}", ["--start-level", name, "--init", init])
+    return factor, side, lows, highs, outs
 
 
-def check_consistency(tmp):
-    lows, _ = heldout(64)
-    outs = refine_from(lows, tmp)
-    values = [psnr(box_down(o, 4), low.astype(np.float64)) for o, low in zip(outs, lows)]
+def check_consistency(pipe, name, args, tmp):
+    factor, side, lows, _, outs = run_level(pipe, name, args, tmp)
+    values = [psnr(box_down(o, factor), low.astype(np.float64)) for o, low in zip(outs, lows)]
     mean = float(np.mean(values))
-    print(f"consistency l128: PSNR(box_down(output), input) mean {mean:.1f} dB, "
-          f"min {min(values):.1f} dB over {len(values)} held-out emoji (need >= 30)")
+    print(f"consistency {name}: PSNR(box_down(output), input) mean {mean:.1f} dB, "
+          f"min {min(values):.1f} dB over {len(values)} held-out inputs, {side // factor} -> "
+          f"{side} (need >= 30)", flush=True)
     return mean >= 30
 
 
-def check_detail(tmp):
-    lows, highs = heldout(64)
-    outs = refine_from(lows, tmp)
-    truth = [laplacian_energy(h.astype(np.float64)) for h in highs]
-    refined = np.mean([laplacian_energy(o) for o in outs]) / np.mean(truth)
+def check_detail(pipe, name, args, tmp):
+    factor, side, lows, highs, outs = run_level(pipe, name, args, tmp)
+    truth = np.mean([laplacian_energy(h.astype(np.float64)) for h in highs])
+    refined = np.mean([laplacian_energy(o) for o in outs]) / truth
     bicubic = np.mean([laplacian_energy(np.asarray(Image.fromarray(low).resize(
-        (128, 128), Image.BICUBIC), dtype=np.float64)) for low in lows]) / np.mean(truth)
-    print(f"detail l128: Laplacian energy / ground truth: refined {refined:.2f} (need 0.7..1.3), "
-          f"bicubic {bicubic:.2f}")
+        (side, side), Image.BICUBIC), dtype=np.float64)) for low in lows]) / truth
+    print(f"detail {name}: Laplacian energy / ground truth: refined {refined:.2f} (need 0.7..1.3), "
+          f"bicubic {bicubic:.2f}, over {len(outs)} held-out inputs, {side // factor} -> {side}",
+          flush=True)
     return 0.7 <= refined <= 1.3 and bicubic < 0.7
 
 
-def check_memorisation(tmp):
+def check_memorisation(pipe, _name, args, tmp):
     held = np.load(os.path.join(DATA, "heldout.npy"))
-    train = np.load(os.path.join(DATA, "emoji_32.npy"))[~held].reshape(int((~held).sum()), -1)
-    train = train.astype(np.float64)
-    samples = np.stack(render(os.path.join(tmp, "mem"), 256, 32)).reshape(256, -1)
+    train_x = np.load(os.path.join(DATA, "emoji_32.npy"))[~held].reshape(int((~held).sum()), -1)
+    train_x = train_x.astype(np.float64)
+    first = pipe.levels[0]["name"]
+    samples = np.stack(render(pipe.path, os.path.join(tmp, "mem"), 256, pipe.levels[0]["side"],
+                              f"{first}={args.workers}")).reshape(256, -1)
 
     def nearest(a, b, same):
         d = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2 * a @ b.T
@@ -101,24 +184,40 @@ def check_memorisation(tmp):
             np.fill_diagonal(d, np.inf)
         return np.sqrt(np.maximum(d.min(axis=1), 0))
 
-    median = float(np.median(nearest(train, train, True)))
-    close = float(np.mean(nearest(samples, train, False) < median))
-    print(f"memorisation l32: {100 * close:.1f}% of 256 samples closer to a training image than "
-          f"the median training nearest-neighbour distance {median:.0f} (need < 5%)")
+    median = float(np.median(nearest(train_x, train_x, True)))
+    close = float(np.mean(nearest(samples, train_x, False) < median))
+    print(f"memorisation {first}: {100 * close:.1f}% of 256 samples closer to a training image "
+          f"than the median training nearest-neighbour distance {median:.0f} (need < 5%)",
+          flush=True)
     return close < 0.05
+
+
+CHECKS = {"consistency": check_consistency, "detail": check_detail,
+          "memorisation": check_memorisation}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checks", nargs="*", default=["consistency", "detail", "memorisation"])
+    parser.add_argument("checks", nargs="*", default=["consistency", "detail", "memorisation"],
+                        help="CHECK or CHECK:LEVEL")
+    parser.add_argument("--pipeline", default=PIPELINE)
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--canvas", type=int, default=256,
+                        help="largest output side a refine level is measured on")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
     args = parser.parse_args()
-    checks = {"consistency": check_consistency, "detail": check_detail,
-              "memorisation": check_memorisation}
+    pipe = Pipeline(args.pipeline)
+    tmp = tempfile.mkdtemp(prefix="strata-eval-")
     ok = True
-    for name in args.checks:
-        with tempfile.TemporaryDirectory() as tmp:
-            ok &= checks[name](tmp)
+    for spec in args.checks:
+        check, _, level = spec.partition(":")
+        if check not in CHECKS:
+            parser.error(f"unknown check {check!r} (one of {', '.join(CHECKS)})")
+        names = [level] if level or check == "memorisation" else pipe.refine_levels()
+        for name in names:
+            ok &= CHECKS[check](pipe, name, args, tmp)
+    shutil.rmtree(tmp)
     return 0 if ok else 1
 
 

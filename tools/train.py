@@ -107,13 +107,21 @@ class EmojiData:
         self.n = len(self.labels)
 
 
+# Wallpapers kept out of training: tools/eval_cascade.py measures the upper levels' added
+# detail on them (two photographs and one artwork).
+HELDOUT_PHOTOS = ("027_nature_Garden", "031_nature_Storm", "009_symbolic-l")
+
+
 class PhotoData:
     """Wallpapers decoded by tools/data_photos.py (uint8 HxWx3 .npy, long side <= 2048)."""
 
-    def __init__(self):
+    def __init__(self, split="train"):
         d = os.path.join(DATA, "photos")
         with open(os.path.join(d, "index.json")) as f:
-            self.index = json.load(f)["images"]
+            index = json.load(f)["images"]
+        held = [e for e in index if e["file"].removesuffix(".npy") in HELDOUT_PHOTOS]
+        assert len(held) == len(HELDOUT_PHOTOS), "tools/data/photos lacks a held-out wallpaper"
+        self.index = held if split == "heldout" else [e for e in index if e not in held]
         self.images = [np.load(os.path.join(d, e["file"]), mmap_mode="r") for e in self.index]
         area = np.array([im.shape[0] * im.shape[1] for im in self.images], np.float64)
         self.p = np.sqrt(area) / np.sqrt(area).sum()  # favour large images, not by area alone
@@ -264,6 +272,9 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run-dir", help="default tools/runs/<level>")
+    ap.add_argument("--init-from", metavar="LEVEL",
+                    help="a new run (no checkpoint of its own) starts from the weights of LEVEL's "
+                         "compact checkpoint (same architecture), e.g. l512 from l128")
     ap.add_argument("--params", action="store_true", help="print the parameter count and exit")
     args = ap.parse_args()
 
@@ -306,6 +317,14 @@ def main():
         if compact is not None:
             step = rewarm_from = compact
             log(f"resumed {COMPACT}/{args.level}.safetensors at step {step} (new optimizer)")
+        elif args.init_from:
+            if LEVELS[args.init_from]["unet"] != cfg["unet"]:
+                sys.exit(f"train.py: --init-from {args.init_from}: its architecture differs")
+            start = load_compact(args.init_from, model, ema)
+            if start is None:
+                sys.exit(f"train.py: --init-from: no {COMPACT}/{args.init_from}.safetensors")
+            ema.updates = 0
+            log(f"initialised from {args.init_from} (its step {start}); this run starts at step 0")
     with open(os.path.join(run, "args.json"), "w") as f:
         json.dump(dict(vars(args), steps=steps, batch=bs, lr=lr, params=nparam,
                        unet=cfg["unet"], schedule=SCHEDULE), f, indent=1, default=list)
