@@ -52,11 +52,11 @@ static void draw_progress(const struct proto_job_status *s, FILE *to, int tty, i
             char bar[64];
             for (int k = 0; k < width; k++) bar[k] = k < full ? '#' : '.';
             bar[width] = 0;
-            fprintf(to, "  %-8s [%s] %u/%u  running %u  queued %u\x1b[K\n", l->name, bar, l->done,
-                    s->count, l->running, l->queued);
+            fprintf(to, "  %-8s [%s] %u/%u  running %u  queued %u  %.1f s\x1b[K\n", l->name, bar,
+                    l->done, s->count, l->running, l->queued, (double)l->compute_ms / 1000);
         } else {
-            fprintf(to, "  %s done=%u running=%u queued=%u\n", l->name, l->done, l->running,
-                    l->queued);
+            fprintf(to, "  %s done=%u running=%u queued=%u compute=%.1fs\n", l->name, l->done,
+                    l->running, l->queued, (double)l->compute_ms / 1000);
         }
     }
     *drawn = 1 + (s->failed ? 1 : 0) + (int)s->nlevels;

@@ -44,7 +44,8 @@ static void job_status(const coord_t *c, const coord_job *j, struct proto_job_st
         lv[l - j->first] = (struct proto_level_status){.name = c->pipe.levels[l].name,
                                                        .queued = j->lv[l].queued,
                                                        .running = j->lv[l].running,
-                                                       .done = j->lv[l].done};
+                                                       .done = j->lv[l].done,
+                                                       .compute_ms = j->lv[l].compute_ms};
 }
 
 static void on_status(coord_t *c, const proto_rid *from, const char *id)

@@ -76,6 +76,7 @@ typedef enum coord_job_state {
 
 typedef struct coord_level_count {
     uint32_t queued, running, done;
+    uint64_t compute_ms; /* the workers' elapsed_ms summed over this level's done tasks */
 } coord_level_count;
 
 typedef struct coord_failure {

@@ -236,6 +236,7 @@ struct proto_error {
 struct proto_level_status {
     const char *name;
     uint32_t queued, running, done;
+    uint64_t compute_ms; /* optional on the wire (0 when absent): workers' time on done tasks */
 };
 
 /* One job's progress: an entry of STATUS_REPLY, and the body of PROGRESS. */

@@ -205,6 +205,9 @@ static void body_stale(harness *h, int *test_failed_)
     const struct proto_job_status *st = &m.status_reply.jobs[0];
     CHECKF(st->done == 1 && st->failed == 0 && st->levels[0].done == 1, "done %u failed %u",
            st->done, st->failed);
+    /* compute time counts the accepted RESULT only (each says elapsed_ms 1) */
+    CHECKF(st->levels[0].compute_ms == 1, "compute_ms %llu",
+           (unsigned long long)st->levels[0].compute_ms);
     proto_msg_free(&m);
     CHECK(png_is(path, 0, 0, 16));
 }
