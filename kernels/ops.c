@@ -136,13 +136,14 @@ void conv2d_out_size(const conv2d *cv, int h, int w, int *oh, int *ow)
     *ow = (w + cv->pad[1] + cv->pad[3] - cv->k) / cv->stride + 1;
 }
 
-/* One (channel, ky, kx) row of im2col for one image: col[oy * ow + ox]. */
+/* One (channel, ky, kx) row of im2col for output rows [oy0, oy1) of one image:
+ * col[(oy - oy0) * ow + ox]. */
 static void im2col_row(const float *xc, int h, int w, int ky, int kx, int stride, int pt, int pl,
-                       int oh, int ow, float *col)
+                       int oy0, int oy1, int ow, float *col)
 {
-    for (int oy = 0; oy < oh; oy++) {
+    for (int oy = oy0; oy < oy1; oy++) {
         int iy = oy * stride + ky - pt;
-        float *dst = col + (size_t)oy * ow;
+        float *dst = col + (size_t)(oy - oy0) * ow;
         if (iy < 0 || iy >= h) {
             memset(dst, 0, (size_t)ow * sizeof(float));
             continue;
@@ -165,19 +166,32 @@ static void im2col_row(const float *xc, int h, int w, int ky, int kx, int stride
     }
 }
 
-/* col [cin*k*k, g * ohw]: image j's columns start at j * ohw. */
-static void im2col(const conv2d *cv, const float *x, int g, int h, int w, int oh, int ow,
+/* col [cin*k*k, g * ohw] for output rows [oy0, oy1), ohw = (oy1 - oy0) * ow: image j's
+ * columns start at j * ohw. */
+static void im2col(const conv2d *cv, const float *x, int g, int h, int w, int oy0, int oy1, int ow,
                    float *col)
 {
     int kk = cv->k * cv->k, rows = cv->cin * kk;
-    size_t ohw = (size_t)oh * ow, ld = (size_t)g * ohw, chw = (size_t)cv->cin * h * w;
+    size_t ohw = (size_t)(oy1 - oy0) * ow, ld = (size_t)g * ohw, chw = (size_t)cv->cin * h * w;
 #pragma omp parallel for schedule(static) if (rows * g * ohw > 32768)
     for (int r = 0; r < rows; r++) {
         int ci = r / kk, ky = (r % kk) / cv->k, kx = r % cv->k;
         for (int j = 0; j < g; j++)
             im2col_row(x + j * chw + (size_t)ci * h * w, h, w, ky, kx, cv->stride, cv->pad[0],
-                       cv->pad[1], oh, ow, col + r * ld + j * ohw);
+                       cv->pad[1], oy0, oy1, ow, col + r * ld + j * ohw);
     }
+}
+
+/* The im2col matrix of one large image is built and multiplied in bands of output rows of at
+ * most this many floats (16 MiB): a 512x512 layer would otherwise need 0.9 GB of im2col, and a
+ * band that fits the cache is faster to multiply. The bands depend on the shapes alone, so the
+ * arithmetic does not depend on the thread count. Every ddpm-cifar10 layer fits in one band. */
+enum { CONV_BAND_FLOATS = 1 << 22 };
+
+static int conv_band_rows(int kdim, int oh, int ow)
+{
+    long rows = CONV_BAND_FLOATS / ((long)kdim * ow);
+    return rows < 1 ? 1 : rows > oh ? oh : (int)rows;
 }
 
 static int conv_is_pointwise(const conv2d *cv)
@@ -204,6 +218,32 @@ static void conv_init_out(const conv2d *cv, float *out, size_t ohw, size_t ld, i
  * (the 4x4 and 8x8 levels of a UNet) otherwise waste most of each GEMM call. */
 enum { CONV_MIN_COLS = 1024 };
 
+static void conv_gemm(const conv2d *cv, int n, int kdim, const float *b, float *c, int ldc,
+                      int sliced)
+{
+    if (sliced)
+        op_gemm(0, cv->cout, n, kdim, 1.0f, cv->weight, kdim, b, n, 1.0f, c, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cv->cout, n, kdim, 1.0f,
+                    cv->weight, kdim, b, n, 1.0f, c, ldc);
+}
+
+/* One image, its im2col built and multiplied band by band (CONV_BAND_FLOATS). */
+static void conv_banded(const conv2d *cv, const float *x, int h, int w, float *y, int accumulate,
+                        float *col, int sliced)
+{
+    int oh, ow, kdim = cv->cin * cv->k * cv->k;
+    conv2d_out_size(cv, h, w, &oh, &ow);
+    size_t ohw = (size_t)oh * ow;
+    conv_init_out(cv, y, ohw, ohw, accumulate);
+    int band = conv_band_rows(kdim, oh, ow);
+    for (int oy = 0; oy < oh; oy += band) {
+        int end = oy + band < oh ? oy + band : oh;
+        im2col(cv, x, 1, h, w, oy, end, ow, col);
+        conv_gemm(cv, (end - oy) * ow, kdim, col, y + (size_t)oy * ow, (int)ohw, sliced);
+    }
+}
+
 /* One GEMM for g images at once: y (g, cout, oh, ow) from x (g, cin, h, w). col holds the
  * im2col matrix [cin*k*k, g*ohw], tmp the [cout, g*ohw] result when g > 1. */
 static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, float *y,
@@ -212,9 +252,13 @@ static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, f
     int oh, ow, kdim = cv->cin * cv->k * cv->k;
     conv2d_out_size(cv, h, w, &oh, &ow);
     size_t ohw = (size_t)oh * ow, ochw = (size_t)cv->cout * ohw, ld = (size_t)g * ohw;
+    if (g == 1 && !conv_is_pointwise(cv)) {
+        conv_banded(cv, x, h, w, y, accumulate, col, sliced);
+        return;
+    }
     const float *b = x;
-    if (!conv_is_pointwise(cv) || g > 1) {
-        im2col(cv, x, g, h, w, oh, ow, col);
+    if (g > 1) {
+        im2col(cv, x, g, h, w, 0, oh, ow, col);
         b = col;
     }
     float *out = g > 1 ? tmp : y;
@@ -224,12 +268,7 @@ static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, f
                 memcpy(tmp + (size_t)co * ld + j * ohw, y + j * ochw + co * ohw,
                        ohw * sizeof(float));
     conv_init_out(cv, out, ld, ld, accumulate);
-    if (sliced)
-        op_gemm(0, cv->cout, (int)ld, kdim, 1.0f, cv->weight, kdim, b, (int)ld, 1.0f, out,
-                (int)ld);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cv->cout, (int)ld, kdim, 1.0f,
-                    cv->weight, kdim, b, (int)ld, 1.0f, out, (int)ld);
+    conv_gemm(cv, (int)ld, kdim, b, out, (int)ld, sliced);
     if (g > 1)
         for (int j = 0; j < g; j++)
             for (int co = 0; co < cv->cout; co++)
@@ -252,6 +291,7 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
     gemm_once_single_threaded();
     int buffers = per_image ? (n < omp_get_max_threads() ? n : omp_get_max_threads()) : 1;
     size_t mark = arena_mark(a), col_size = (size_t)kdim * group * ohw;
+    if (group == 1) col_size = (size_t)kdim * conv_band_rows(kdim, oh, ow) * ow;
     int need_col = !conv_is_pointwise(cv) || group > 1;
     float *col = need_col ? arena_floats(a, col_size * buffers) : NULL;
     float *tmp = group > 1 ? arena_floats(a, (size_t)cv->cout * group * ohw) : NULL;

@@ -168,6 +168,30 @@ CASES: dict[str, dict] = {
         "resnet_time_scale_shift 'scale_shift' (time_emb_proj 2*C, norm2 * (1+scale) + shift, and NO "
         "group_norm in the mid-block attention); 2 heads of 16. 2 loops.",
     ),
+    "banded": dict(
+        seed=1009,
+        config=dict(
+            sample_size=112,
+            in_channels=6,
+            out_channels=3,
+            class_embed_type="timestep",
+            block_out_channels=[32, 32],
+            down_block_types=["DownBlock2D", "DownBlock2D"],
+            up_block_types=["UpBlock2D", "UpBlock2D"],
+            layers_per_block=1,
+            add_attention=False,
+            norm_num_groups=8,
+        ),
+        dtype="F16",
+        n=2,
+        hw=(112, 112),
+        timesteps=[500.0, 20.0],
+        class_labels=[50.0, 0.0],
+        prediction="v_prediction",
+        doc="a refine UNet like the shipped ones (no attention) on a 112x112 canvas: its full-size "
+        "3x3 convolutions (im2col 576 x 12544) are built and multiplied in two bands of output "
+        "rows (kernels/ops.c CONV_BAND_FLOATS), the other cases in one.",
+    ),
     "sr_bf16": dict(
         seed=1004,
         config=None,  # same as sr (filled in below)
