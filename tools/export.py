@@ -47,11 +47,18 @@ def scheduler_for(kind):
                                        lower_order_final=True, thresholding=False)
 
 
-def strata_info(level, step, raw):
+def strata_info(level, step, raw, run_dir):
     cfg = train.LEVELS[level]
     info = dict(level=level, kind=cfg["kind"], trained_steps=step, weights="raw" if raw else "ema",
                 pixel_range=[-1, 1], channels="RGB",
                 schedule=train.SCHEDULE)
+    try:
+        with open(os.path.join(run_dir, "args.json")) as f:
+            start = json.load(f).get("init_from")
+    except OSError:
+        start = None
+    if start:
+        info["initialised_from"] = f"{start} (trained_steps counts from there)"
     if cfg["kind"] == "generate":
         info.update(class_labels="Unicode emoji group", groups=train_groups(), null_class=train.NULL_CLASS)
     else:
@@ -178,7 +185,7 @@ def main():
         half.save_pretrained(out, safe_serialization=True)
         scheduler_for(args.sampler).save_pretrained(out)
         with open(os.path.join(out, "strata.json"), "w") as f:
-            json.dump(strata_info(args.level, s["step"], args.raw), f, indent=1)
+            json.dump(strata_info(args.level, s["step"], args.raw, os.path.dirname(ckpt)), f, indent=1)
             f.write("\n")
         # reload exactly as a user of diffusers would, compare with the F32 weights
         st = os.path.join(out, "diffusion_pytorch_model.safetensors")
