@@ -48,11 +48,11 @@ static void draw_progress(const struct proto_job_status *s, FILE *to, int tty, i
     for (uint32_t i = 0; i < s->nlevels; i++) {
         const struct proto_level_status *l = &s->levels[i];
         if (tty) {
-            int width = 30, full = s->count ? (int)((uint64_t)l->done * width / s->count) : 0;
+            int width = 24, full = s->count ? (int)((uint64_t)l->done * width / s->count) : 0;
             char bar[64];
             for (int k = 0; k < width; k++) bar[k] = k < full ? '#' : '.';
             bar[width] = 0;
-            fprintf(to, "  %-8s [%s] %u/%u  running %u  queued %u  %.1f s\x1b[K\n", l->name, bar,
+            fprintf(to, "  %-6s [%s] %u/%u run %u queue %u %.0fs\x1b[K\n", l->name, bar,
                     l->done, s->count, l->running, l->queued, (double)l->compute_ms / 1000);
         } else {
             fprintf(to, "  %s done=%u running=%u queued=%u compute=%.1fs\n", l->name, l->done,

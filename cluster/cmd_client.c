@@ -116,13 +116,13 @@ static json_t *status_json(const struct proto_job_status *s)
 {
     json_t *levels = json_array();
     for (uint32_t i = 0; i < s->nlevels; i++)
-        json_array_append_new(levels, json_pack("{s:s, s:i, s:i, s:i, s:I}", "name",
+        json_array_append_new(levels, json_pack("{s:s, s:I, s:I, s:I, s:I}", "name",
                                                 s->levels[i].name, "queued",
                                                 (json_int_t)s->levels[i].queued, "running",
                                                 (json_int_t)s->levels[i].running, "done",
                                                 (json_int_t)s->levels[i].done, "compute_ms",
                                                 (json_int_t)s->levels[i].compute_ms));
-    return json_pack("{s:s, s:s, s:i, s:i, s:i, s:o}", "id", s->id, "state", s->state, "count",
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o}", "id", s->id, "state", s->state, "count",
                      (json_int_t)s->count, "done", (json_int_t)s->done, "failed",
                      (json_int_t)s->failed, "levels", levels);
 }

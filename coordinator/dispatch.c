@@ -321,6 +321,7 @@ void coord_on_result(coord_t *c, int w, const struct proto_result *r)
     coord_log(c, 0, "task %llu attempt %u (%s #%u %s) done by worker %s in %llu ms",
               (unsigned long long)sl->task, sl->attempt, sl->job->id, sl->image,
               level_name(c, sl->level), wk->name, (unsigned long long)r->elapsed_ms);
-    sl->job->lv[sl->level].compute_ms += r->elapsed_ms;
+    /* a day per task at most: a worker's bogus elapsed_ms cannot wrap the level's sum */
+    sl->job->lv[sl->level].compute_ms += r->elapsed_ms < 86400000u ? r->elapsed_ms : 86400000u;
     level_done(c, s, r->output.data, side);
 }

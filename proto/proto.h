@@ -28,7 +28,7 @@
  *     CANCEL       job:str                    CANCELLED job:str           or ERROR
  *                                             DONE       job:str state:str
  *   job entry:   {id:str state:str count:uint done:uint failed:uint levels:[level entry]}
- *   level entry: {name:str queued:uint running:uint done:uint}
+ *   level entry: {name:str queued:uint running:uint done:uint [compute_ms:uint]}
  *   tensor:      {dtype:"u8"|"f32" shape:[uint, up to 4] data:bin}, len(data) == prod(shape)*size
  *   params:      {str: int|float|str|bool}, at most PROTO_MAX_PARAMS entries
  *

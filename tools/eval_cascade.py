@@ -11,9 +11,10 @@
 Without a LEVEL a check runs on every refine level of the pipeline. Each refine level runs alone
 (`render --start-level`) from held-out inputs with its own settings (steps, sampler,
 noise_level, tiles), on a canvas of at most --canvas pixels a side: the models are fully
-convolutional, so l2048 and l4096 are measured on crops of their input scale, not whole images.
-Inputs: held-out emoji for l128 (32 -> 128); held-out wallpaper patches (tools/train.py
-HELDOUT_PHOTOS) at the content scales the level sees in the cascade for the levels above.
+convolutional, so l2048 and l4096 are measured on crops of their input scale, not whole images,
+in 128-pixel tiles with their own overlap.
+Inputs: held-out emoji for l128 (32 -> 128); for the levels above, patches of the held-out
+wallpapers (tools/train.py HELDOUT_PHOTOS) at the content scales their model trained on.
 
 Needs the data sets (tools/data_emoji.py, tools/data_photos.py) and build/strata. Exits 1 when a
 check fails.
@@ -44,9 +45,12 @@ def load_png(path):
 
 
 def render(pipeline, out, count, resolution, workers, extra=()):
-    subprocess.run([STRATA, "render", "--pipeline", pipeline, "--count", str(count),
-                    "--resolution", str(resolution), "--out", out, "--name", "eval",
-                    "--workers", workers, *extra], check=True, stderr=subprocess.DEVNULL)
+    run = subprocess.run([STRATA, "render", "--pipeline", pipeline, "--count", str(count),
+                          "--resolution", str(resolution), "--out", out, "--name", "eval",
+                          "--workers", workers, *extra], stderr=subprocess.PIPE, text=True)
+    if run.returncode:
+        lines = [ln for ln in run.stderr.splitlines() if "done=" not in ln and "running" not in ln]
+        sys.exit("eval_cascade.py: strata render failed:\n" + "\n".join(lines[-10:]))
     return [load_png(os.path.join(out, "eval", f"{i:06d}.png")) for i in range(count)]
 
 
@@ -57,7 +61,7 @@ def box_down(img, factor):
 
 def psnr(a, b):
     mse = np.mean((a - b) ** 2)
-    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)  # 99: as tests/cluster
 
 
 def laplacian_energy(img):
@@ -83,12 +87,20 @@ class Pipeline:
         return k, self.levels[k]
 
 
+# Tiled levels are measured on the small canvas in tiles of this side (keeping their overlap), so
+# the per-step blending is part of what is measured.
+EVAL_TILE = 128
+
+
 def level_alone(pipe, name, canvas, tmp):
     """A two-level pipeline: a placeholder input level, then `name` on a canvas-sized output."""
     k, lv = pipe.level(name)
     factor = lv["side"] // pipe.levels[k - 1]["side"]
-    side = min(lv["side"], canvas)
+    unit = 4 * factor  # whole input pixels and a side the UNet's 2 downsamplings divide
+    side = min(lv["side"], max(canvas // unit * unit, unit))
     alone = dict(lv, side=side)
+    if alone.get("tile", 0) and side < lv["side"]:
+        alone["tile"] = EVAL_TILE
     if alone.get("tile", 0) >= side:
         alone.pop("tile", None)
         alone.pop("overlap", None)
@@ -118,10 +130,10 @@ def inputs_for(pipe, name, factor, side, n):
     """(low-res inputs, ground truth) for level `name` on a side x side canvas."""
     if pipe.level(name)[0] == 1:
         return heldout_emoji(n)
-    # The upper levels see upscaled content: 128 -> 512 sees detail at about 1/4 of a
-    # wallpaper's scale, later levels at 1/2 and 1.
-    scales = {4: (1, 2, 4, 8)}.get(factor, (1, 2, 4))
-    highs = heldout_patches(n, side, scales, seed=side * 7 + factor)
+    # The content scales each model trained on (tools/train.py): the 4x model (l512, l2048)
+    # 1, 1/2, 1/4 and 1/8 of a wallpaper, the 2x model (l4096) 1, 1/2 and 1/4.
+    scales = (1, 2, 4, 8) if factor == 4 else (1, 2, 4)
+    highs = heldout_patches(n, side, scales, seed=pipe.level(name)[0])
     lows = np.stack([np.asarray(Image.fromarray(h).reduce(factor)) for h in highs])
     return lows, highs
 
@@ -208,16 +220,28 @@ def main():
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     args = parser.parse_args()
     pipe = Pipeline(args.pipeline)
-    tmp = tempfile.mkdtemp(prefix="strata-eval-")
-    ok = True
+    if args.canvas < 128:
+        parser.error("--canvas must be at least 128 (l128 compares with the 128x128 emoji)")
+    jobs = []
     for spec in args.checks:
         check, _, level = spec.partition(":")
         if check not in CHECKS:
             parser.error(f"unknown check {check!r} (one of {', '.join(CHECKS)})")
+        if level and level not in pipe.refine_levels():
+            parser.error(f"{spec}: {level!r} is not a refine level of {args.pipeline} "
+                         f"({', '.join(pipe.refine_levels())})")
         names = [level] if level or check == "memorisation" else pipe.refine_levels()
-        for name in names:
+        jobs += [(check, name) for name in names]
+    for check, name in jobs:
+        if name and not os.path.isdir(pipe.level(name)[1]["model"]):
+            parser.error(f"level {name}: no model at {pipe.level(name)[1]['model']}")
+    tmp = tempfile.mkdtemp(prefix="strata-eval-")
+    ok = True
+    try:
+        for check, name in jobs:
             ok &= CHECKS[check](pipe, name, args, tmp)
-    shutil.rmtree(tmp)
+    finally:
+        shutil.rmtree(tmp)
     return 0 if ok else 1
 
 

@@ -272,7 +272,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run-dir", help="default tools/runs/<level>")
-    ap.add_argument("--init-from", metavar="LEVEL",
+    ap.add_argument("--init-from", metavar="LEVEL", choices=sorted(LEVELS),
                     help="a new run (no checkpoint of its own) starts from the weights of LEVEL's "
                          "compact checkpoint (same architecture), e.g. l512 from l128")
     ap.add_argument("--params", action="store_true", help="print the parameter count and exit")
@@ -325,6 +325,9 @@ def main():
                 sys.exit(f"train.py: --init-from: no {COMPACT}/{args.init_from}.safetensors")
             ema.updates = 0
             log(f"initialised from {args.init_from} (its step {start}); this run starts at step 0")
+    if os.path.exists(os.path.join(run, "args.json")) and not args.init_from:
+        with open(os.path.join(run, "args.json")) as f:  # a resumed run keeps its origin
+            args.init_from = json.load(f).get("init_from")
     with open(os.path.join(run, "args.json"), "w") as f:
         json.dump(dict(vars(args), steps=steps, batch=bs, lr=lr, params=nparam,
                        unet=cfg["unet"], schedule=SCHEDULE), f, indent=1, default=list)
