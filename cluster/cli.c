@@ -3,9 +3,11 @@
 #include "kernels/kernels.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int cli_fail(const char *cmd, int code, const char *msg)
 {
@@ -56,4 +58,14 @@ int cli_flag_long(const char *cmd, const char *flag, const char *s, long lo, lon
 {
     if (cli_parse_long(s, lo, hi, out) == 0) return 0;
     return cli_usage(cmd, "--%s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi);
+}
+
+void cli_on_stop_signals(void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }

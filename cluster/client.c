@@ -72,7 +72,8 @@ static int watch_next(client *c, const char *job, client_tick tick, void *ctx, p
     int quiet_ms = 0, asked = 0, step = tick ? CLIENT_TICK_MS : CLIENT_QUIET_MS;
     for (;;) {
         int rc = proto_recv(c->sock, NULL, m, step, e);
-        if (rc != PROTO_E_TIMEOUT) return rc;
+        /* a signal interrupts the wait: tick is where the caller looks at it */
+        if (rc != PROTO_E_TIMEOUT && !(rc == PROTO_E_INTR && tick)) return rc;
         if (tick && (rc = tick(ctx))) return rc;
         if ((quiet_ms += step) < CLIENT_QUIET_MS) continue;
         if (asked)

@@ -35,5 +35,7 @@ int cli_parse_int(const char *s, int lo, int hi, int *out);
 int cli_flag_long(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out);
 /* A whole float (0), or -1. */
 int cli_parse_float(const char *s, float *out);
+/* SIGINT and SIGTERM call handler (no SA_RESTART, so a blocking poll wakes at once to see it). */
+void cli_on_stop_signals(void (*handler)(int));
 
 #endif

@@ -128,12 +128,7 @@ static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
 
 static void coordinator_signals(void)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = coordinator_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    cli_on_stop_signals(coordinator_on_signal);
     signal(SIGPIPE, SIG_IGN);
 }
 

@@ -277,12 +277,7 @@ static void render_on_signal(int sig)
 /* SIGINT/SIGTERM end the render through stop_farm, so no coordinator or worker outlives it. */
 static void render_signals(void)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = render_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    cli_on_stop_signals(render_on_signal);
 }
 
 /* While the job runs: a worker that died is replaced, so a pool never empties; a dead

@@ -83,12 +83,7 @@ static int worker_parse_args(int argc, char **argv, worker_opts *o)
 /* SIGINT and SIGTERM stop the worker as SHUTDOWN does. No SA_RESTART: the poll wakes at once. */
 static void worker_catch_signals(void)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = worker_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_on_stop_signals(worker_on_signal);
 }
 
 int cmd_worker(int argc, char **argv)

@@ -388,3 +388,57 @@ TEST(farm_submit_refuses_another_pipeline)
     CHECKF(rc == 2, "exit %d: %s", rc, err);
     CHECKF(strstr(err, "emoji.yaml") && strstr(err, "test-tiny.yaml"), "%s", err);
 }
+
+/* Appends what fd has to text, keeping the last part when it overflows: 1 when it read some,
+ * 0 at EOF, -1 after timeout_ms of silence. */
+static int read_tail(int fd, char *text, size_t size, size_t *used, int timeout_ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) <= 0) return -1;
+    if (*used + 1024 > size) {
+        memmove(text, text + *used - size / 2, size / 2);
+        *used = size / 2;
+    }
+    ssize_t n = read(fd, text + *used, size - 1 - *used);
+    if (n <= 0) return 0;
+    *used += (size_t)n;
+    text[*used] = 0;
+    return 1;
+}
+
+/* SIGTERM ends `strata render` as it says: it stops its farm (every coordinator and worker it
+ * started closes the stderr they share, so the pipe reaches EOF), says why, and exits 1. */
+TEST(farm_render_stops_on_sigterm)
+{
+    char dir[1024], slow[1200], out[1200], text[16384] = "";
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    snprintf(slow, sizeof slow, "%s/slow.yaml", dir);
+    snprintf(out, sizeof out, "%s/stopped", dir);
+    CHECK(write_slow_pipeline(slow) == 0);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    char *argv[] = {(char *)strata_bin(), "render", "--pipeline", slow, "--count", "40",
+                    "--out", out, NULL};
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]), close(fds[1]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t used = 0;
+    /* the first progress line: the farm is up and the job is running */
+    while (!strstr(text, "running") && read_tail(fds[0], text, sizeof text, &used, 60000) > 0)
+        continue;
+    int started = strstr(text, "running") != NULL, rc;
+    kill(pid, SIGTERM);
+    while ((rc = read_tail(fds[0], text, sizeof text, &used, 60000)) > 0) continue;
+    close(fds[0]);
+    int status = -1;
+    waitpid(pid, &status, 0);
+    CHECKF(started, "no progress line from render: %s", text);
+    CHECKF(rc == 0, "%s", "a process render started still holds its stderr after 60 s");
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 1, "render status %d: %s", status, text);
+    CHECKF(strstr(text, "stopped by signal 15") && !strstr(text, "Interrupted"), "%s", text);
+}
