@@ -20,7 +20,8 @@ on. Each set is reported and checked on its own.
 
 Needs the data sets (tools/data_emoji.py, tools/data_photos.py) and build/strata. Exits 1 when a
 check fails.
-  .venv/bin/python tools/eval_cascade.py [--samples 64] [consistency detail memorisation ...]
+  .venv/bin/python tools/eval_cascade.py [--samples 64] [--wallpaper-samples N] [--canvas 256]
+                                         [consistency detail memorisation ...]
 """
 import argparse
 import os
@@ -160,7 +161,8 @@ def render_level(pipe, name, data, args, tmp):
     # emoji: the 128x128 held-out emoji are the ground truth, whatever the level's factor
     canvas = 128 if data == "emoji" else args.canvas
     path, factor, side = level_alone(pipe, name, canvas, tmp)
-    lows, highs = inputs_for(pipe, name, data, factor, side, args.samples)
+    n = args.wallpaper_samples if data == "wallpapers" and args.wallpaper_samples else args.samples
+    lows, highs = inputs_for(pipe, name, data, factor, side, n)
     init = os.path.join(tmp, f"init-{name}-{data}")
     os.makedirs(init, exist_ok=True)
     for i, low in enumerate(lows):
@@ -230,7 +232,10 @@ def main():
     parser.add_argument("checks", nargs="*", default=["consistency", "detail", "memorisation"],
                         help="CHECK or CHECK:LEVEL")
     parser.add_argument("--pipeline", default=PIPELINE)
-    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=64, help="held-out inputs per set")
+    parser.add_argument("--wallpaper-samples", type=int,
+                        help="held-out wallpaper patches (default --samples): fewer keep the "
+                             "tiled levels' runs short")
     parser.add_argument("--canvas", type=int, default=256,
                         help="largest output side a refine level is measured on")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")

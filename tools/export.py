@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Export a training checkpoint to a diffusers UNet2DModel directory (F16).
 
-  tools/export.py --level l32 [--ckpt tools/runs/l32/ckpt.pt] [--out models/l32]
+  tools/export.py --level l32 [--ckpt tools/runs/l32/ckpt.pt | tools/checkpoints/l32.safetensors]
+                  [--out models/l32]
                   [--raw] [--sampler ddim|dpm++2m] [--preview grid.png --steps 25 --cfg 1.0]
 
 Writes <out>/config.json, <out>/diffusion_pytorch_model.safetensors (F16, EMA weights
@@ -47,7 +48,7 @@ def scheduler_for(kind):
                                        lower_order_final=True, thresholding=False)
 
 
-def strata_info(level, step, raw, run_dir):
+def strata_info(level, step, raw, run_dir, previous):
     cfg = train.LEVELS[level]
     info = dict(level=level, kind=cfg["kind"], trained_steps=step, weights="raw" if raw else "ema",
                 pixel_range=[-1, 1], channels="RGB",
@@ -58,7 +59,11 @@ def strata_info(level, step, raw, run_dir):
     except OSError:
         start = None
     if start:
-        info["initialised_from"] = f"{start} (trained_steps counts from there)"
+        start = f"{start} (trained_steps counts from there)"
+    else:  # a run resumed from a compact checkpoint: keep what the last export recorded
+        start = previous.get("initialised_from")
+    if start:
+        info["initialised_from"] = start
     if cfg["kind"] == "generate":
         info.update(class_labels="Unicode emoji group", groups=train_groups(), null_class=train.NULL_CLASS)
     else:
@@ -152,10 +157,22 @@ def preview(level, out_dir, path, n, steps, cfg_scale, noise_level, seed, sample
     print(f"PSNR vs ground truth: output {np.mean(gt):.2f} dB, bilinear {np.mean(bil):.2f} dB")
 
 
+def load_checkpoint(path):
+    """A run's ckpt.pt, or a compact checkpoint (train.save_compact: float16 model and EMA)."""
+    if not path.endswith(".safetensors"):
+        return torch.load(path, map_location="cpu", weights_only=False)
+    with safe_open(path, "pt") as f:
+        part = {p: {k[len(p) + 1:]: f.get_tensor(k).float() for k in f.keys()
+                    if k.startswith(p + ".")} for p in ("model", "ema")}
+        step = int(f.metadata()["step"])
+    return dict(model=part["model"], ema=dict(shadow=part["ema"]), step=step)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--level", required=True, choices=sorted(train.LEVELS))
-    ap.add_argument("--ckpt", help="default tools/runs/<level>/ckpt.pt")
+    ap.add_argument("--ckpt", help="a run's ckpt.pt or a compact .safetensors checkpoint "
+                    "(default tools/runs/<level>/ckpt.pt)")
     ap.add_argument("--out", help="default models/<level>")
     ap.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
     ap.add_argument("--sampler", default="ddim", choices=["ddim", "dpm++2m"])
@@ -172,7 +189,7 @@ def main():
     out = args.out or os.path.join(ROOT, "models", args.level)
 
     if not args.preview_only:
-        s = torch.load(ckpt, map_location="cpu", weights_only=False)
+        s = load_checkpoint(ckpt)
         model = train.build(args.level)
         weights = s["model"] if args.raw else s["ema"]["shadow"]
         model.load_state_dict(weights)
@@ -184,8 +201,16 @@ def main():
         os.makedirs(out, exist_ok=True)
         half.save_pretrained(out, safe_serialization=True)
         scheduler_for(args.sampler).save_pretrained(out)
+        try:
+            with open(os.path.join(out, "strata.json")) as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            previous = {}
         with open(os.path.join(out, "strata.json"), "w") as f:
-            json.dump(strata_info(args.level, s["step"], args.raw, os.path.dirname(ckpt)), f, indent=1)
+            # a compact checkpoint's run (and its args.json) is tools/runs/<level>
+            run_dir = os.path.join(train.RUNS, args.level) if ckpt.endswith(".safetensors") \
+                else os.path.dirname(ckpt)
+            json.dump(strata_info(args.level, s["step"], args.raw, run_dir, previous), f, indent=1)
             f.write("\n")
         # reload exactly as a user of diffusers would, compare with the F32 weights
         st = os.path.join(out, "diffusion_pytorch_model.safetensors")
