@@ -1,5 +1,6 @@
 /* strata: one binary, one subcommand per verb. */
 #include "cluster/cluster.h"
+#include "kernels/kernels.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -33,6 +34,7 @@ static void usage(FILE *to)
 
 int main(int argc, char **argv)
 {
+    kernels_pick_blas_core(argv);
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_USAGE;
@@ -42,7 +44,7 @@ int main(int argc, char **argv)
         return CLI_EXIT_OK;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("strata %s\n", STRATA_VERSION);
+        printf("strata %s, OpenBLAS kernels: %s\n", STRATA_VERSION, kernels_blas_core());
         return CLI_EXIT_OK;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

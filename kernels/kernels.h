@@ -27,6 +27,15 @@ typedef struct kerr {
 /* Fill e (if not NULL) and return code, so callers can write `return kerr_set(e, ...)`. */
 int kerr_set(kerr *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Debian's OpenBLAS (0.3.21) does not know some newer x86 CPUs and runs its generic Prescott
+ * kernels on them, 2x slower. Call first in main(): when that happened on a CPU with AVX-512 or
+ * AVX2, it re-executes the program with OPENBLAS_CORETYPE naming the matching kernels (the
+ * library reads it only when it loads). A user's OPENBLAS_CORETYPE is left alone. Every process
+ * of one host makes the same choice, so results stay bitwise the same across them. */
+void kernels_pick_blas_core(char **argv);
+/* The OpenBLAS kernels in use, e.g. "SkylakeX". */
+const char *kernels_blas_core(void);
+
 /* Use n threads for OpenBLAS and for the element-wise loops (n >= 1). */
 void kernels_set_threads(int n);
 int kernels_get_threads(void);

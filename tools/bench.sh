@@ -11,6 +11,7 @@ strata=build/strata
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "model: $model"
+echo "$("$strata" --version) (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}; strata picks the kernels when OpenBLAS falls back to generic ones)"
 have_torch=1
 if ! [ -x "$py" ] || ! "$py" -c 'import torch, diffusers' 2>/dev/null; then
   echo "(no PyTorch: run tools/venv.sh to compare against it)"
