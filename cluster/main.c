@@ -34,7 +34,7 @@ static void usage(FILE *to)
 
 int main(int argc, char **argv)
 {
-    kernels_pick_blas_core(argv);
+    kernels_setup_blas(argv);
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_USAGE;

@@ -27,12 +27,16 @@ typedef struct kerr {
 /* Fill e (if not NULL) and return code, so callers can write `return kerr_set(e, ...)`. */
 int kerr_set(kerr *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Debian's OpenBLAS (0.3.21) does not know some newer x86 CPUs and runs its generic Prescott
- * kernels on them, 2x slower. Call first in main(): when that happened on a CPU with AVX-512 or
- * AVX2, it re-executes the program with OPENBLAS_CORETYPE naming the matching kernels (the
- * library reads it only when it loads). A user's OPENBLAS_CORETYPE is left alone. Every process
- * of one host makes the same choice, so results stay bitwise the same across them. */
-void kernels_pick_blas_core(char **argv);
+/* Call first in main(): re-executes the program once with the OpenBLAS settings that its
+ * library reads only when it loads (a user's own values are left alone):
+ * - OPENBLAS_NUM_THREADS=1: strata splits GEMMs over its own threads (ops.c, op_gemm), and a
+ *   thread pool OpenBLAS starts at load spins on a core for its first fraction of a second,
+ *   which made the first 2-thread convolution of `strata bench` 6x slow;
+ * - OPENBLAS_CORETYPE on a CPU that Debian's OpenBLAS (0.3.21) does not know and runs its
+ *   generic Prescott kernels on, 2x slower: SkylakeX with AVX-512, Haswell with AVX2.
+ * Every process of one host makes the same choice, so results stay bitwise the same across
+ * them. */
+void kernels_setup_blas(char **argv);
 /* The OpenBLAS kernels in use, e.g. "SkylakeX". */
 const char *kernels_blas_core(void);
 

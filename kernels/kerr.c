@@ -53,18 +53,20 @@ static const char *better_blas_core(void)
     return NULL;
 }
 
-void kernels_pick_blas_core(char **argv)
+void kernels_setup_blas(char **argv)
 {
-    if (getenv("OPENBLAS_CORETYPE")) return;
-    const char *core = better_blas_core();
-    if (!core) return;
-    setenv("OPENBLAS_CORETYPE", core, 1);
+    const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : better_blas_core();
+    int set_threads = !getenv("OPENBLAS_NUM_THREADS");
+    if (!core && !set_threads) return;
+    if (core) setenv("OPENBLAS_CORETYPE", core, 1);
+    if (set_threads) setenv("OPENBLAS_NUM_THREADS", "1", 1);
     execv("/proc/self/exe", argv);
-    /* no /proc: go on with the generic kernels; children inherit the variable and use `core`,
-     * so say so rather than mix results silently */
-    fprintf(stderr, "strata: could not re-execute with OPENBLAS_CORETYPE=%s (%s); set it "
-                    "yourself for full speed\n", core, strerror(errno));
-    unsetenv("OPENBLAS_CORETYPE");
+    /* no /proc: go on as loaded, and keep the children from choosing differently */
+    fprintf(stderr, "strata: could not re-execute with OpenBLAS's settings (%s)%s%s\n",
+            strerror(errno), core ? "; for full speed set OPENBLAS_CORETYPE=" : "",
+            core ? core : "");
+    if (core) unsetenv("OPENBLAS_CORETYPE");
+    if (set_threads) unsetenv("OPENBLAS_NUM_THREADS");
 }
 
 const char *kernels_blas_core(void)

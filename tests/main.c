@@ -152,7 +152,7 @@ static int selected(const char *name, int argc, char **argv)
 int main(int argc, char **argv)
 {
     int passed = 0, failed = 0;
-    kernels_pick_blas_core(argv); /* the same kernels as the build/strata it starts */
+    kernels_setup_blas(argv); /* the same kernels as the build/strata it starts */
     qsort(tests, (size_t)test_count, sizeof tests[0], by_name);
     for (int i = 0; i < test_count; i++) {
         if (!selected(tests[i].name, argc, argv)) continue;

@@ -12,7 +12,8 @@ Without a LEVEL a check runs on every refine level of the pipeline. Each refine 
 (`render --start-level`) from held-out inputs with its own settings (steps, sampler,
 noise_level, tiles), on a canvas of at most --canvas pixels a side: the models are fully
 convolutional, so l2048 and l4096 are measured on crops of their input scale, not whole images,
-in 128-pixel tiles with their own overlap.
+in a 2x2 grid of tiles with their own overlap (144-pixel tiles on the 256 canvas; emoji, on 128,
+untiled).
 Inputs: held-out emoji (the 128x128 image as ground truth, box-reduced by the level's factor as
 input) for every level; for the levels above l128, trained on emoji and wallpapers, also patches of
 the held-out wallpapers (tools/train.py HELDOUT_PHOTOS) at the content scales their model trained
@@ -90,9 +91,10 @@ class Pipeline:
         return k, self.levels[k]
 
 
-# Tiled levels are measured on the small canvas in tiles of this side (keeping their overlap), so
-# the per-step blending is part of what is measured.
-EVAL_TILE = 128
+# Tiled levels are measured in a 2x2 grid of tiles with the level's own overlap, so the per-step
+# blending is part of what is measured; tiles below this side measure the level untiled instead
+# (the shipped tiles are 704 and 1056: small tiles put most of the canvas in overlaps).
+MIN_EVAL_TILE = 128
 
 
 def level_alone(pipe, name, canvas, tmp):
@@ -103,7 +105,10 @@ def level_alone(pipe, name, canvas, tmp):
     side = min(lv["side"], max(canvas // unit * unit, unit))
     alone = dict(lv, side=side)
     if alone.get("tile", 0) and side < lv["side"]:
-        alone["tile"] = EVAL_TILE
+        # two tiles a side span side = 2 * tile - overlap
+        alone["tile"] = (side + lv.get("overlap", 0)) // 2 // unit * unit
+        if alone["tile"] < MIN_EVAL_TILE:
+            alone["tile"] = side
     if alone.get("tile", 0) >= side:
         alone.pop("tile", None)
         alone.pop("overlap", None)
