@@ -98,7 +98,8 @@ def main():
     model = load(args).to(args.device)
     sched = DDIMScheduler(**train.SCHEDULE, timestep_spacing="trailing", set_alpha_to_one=True)
     lows, highs, side = inputs(args)
-    truth = np.mean([laplacian_energy(h.astype(np.float64)) for h in highs])
+    truths = np.array([laplacian_energy(h.astype(np.float64)) for h in highs])
+    truth = truths.mean()
     bicubic = np.mean([laplacian_energy(np.asarray(Image.fromarray(lo).resize(
         (side, side), Image.BICUBIC), dtype=np.float64)) for lo in lows]) / truth
     low = torch.from_numpy(lows).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -114,12 +115,11 @@ def main():
         detail = energies.mean() / truth
         # the spread of that ratio over resampled patch sets of the same size (bootstrap)
         pick = np.random.default_rng(0).integers(0, len(outs), (1000, len(outs)))
-        truths = np.array([laplacian_energy(h.astype(np.float64)) for h in highs])
         spread = np.std(energies[pick].mean(1) / truths[pick].mean(1))
         consistency = np.mean([psnr(box_down(o, args.factor), lo.astype(np.float64))
                                for o, lo in zip(outs, lows)])
-        print(f"  {run:>10}: first timestep {t0:3d}  detail {detail:.2f} (bootstrap sd {spread:.2f})  "
-              f"consistency {consistency:.1f} dB", flush=True)
+        print(f"  {run:>10}: first timestep {t0:3d}  detail {detail:.2f} "
+              f"(bootstrap sd {spread:.2f})  consistency {consistency:.1f} dB", flush=True)
 
 
 if __name__ == "__main__":

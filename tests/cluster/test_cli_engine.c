@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define SMALL_MODEL "tests/fixtures/unet/small3/model"
@@ -255,4 +256,29 @@ TEST(cli_usage_errors)
     char out[4096];
     CHECK(test_run_strata(help, err, sizeof err, out, sizeof out) == 0);
     CHECKF(strstr(out, "usage: strata sample"), "%s", out);
+}
+
+/* Each strata sets up OpenBLAS on its own, from a clean environment, the same way as this test
+ * process did (tests/main.c): otherwise cli_unet_output_is_the_forward compares different
+ * kernels' roundings, and a farm's processes could too. Never the generic kernels where the CPU
+ * has AVX2. */
+TEST(cli_blas_kernels_same_in_every_process)
+{
+    char core[64] = "", threads[16] = "", out[256], err[1024];
+    if (getenv("OPENBLAS_CORETYPE")) snprintf(core, sizeof core, "%s", getenv("OPENBLAS_CORETYPE"));
+    if (getenv("OPENBLAS_NUM_THREADS"))
+        snprintf(threads, sizeof threads, "%s", getenv("OPENBLAS_NUM_THREADS"));
+    unsetenv("OPENBLAS_CORETYPE"), unsetenv("OPENBLAS_NUM_THREADS");
+    const char *version[] = {"--version", NULL};
+    int rc = test_run_strata(version, err, sizeof err, out, sizeof out);
+    if (core[0]) setenv("OPENBLAS_CORETYPE", core, 1);
+    if (threads[0]) setenv("OPENBLAS_NUM_THREADS", threads, 1);
+    CHECKF(rc == 0, "%s", err);
+    CHECKF(strstr(out, kernels_blas_core()), "strata says '%s', this process uses %s", out,
+           kernels_blas_core());
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    CHECKF(strcasecmp(kernels_blas_core(), "Prescott") || !__builtin_cpu_supports("avx2"),
+           "OpenBLAS runs its generic kernels on a CPU with AVX2");
+#endif
 }
