@@ -1,4 +1,4 @@
-/* Error values and the thread setting shared by every kernel. */
+/* Error values, the thread setting shared by every kernel, and the OpenBLAS set-up at start. */
 #include "kernels/kernels.h"
 
 #include <cblas.h>

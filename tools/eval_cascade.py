@@ -74,6 +74,12 @@ def laplacian_energy(img):
     return float(np.mean(lap ** 2))
 
 
+def bicubic_energy(lows, side):
+    """Mean Laplacian energy of the inputs upscaled bicubically to side: the bar to beat."""
+    return np.mean([laplacian_energy(np.asarray(Image.fromarray(low).resize(
+        (side, side), Image.BICUBIC), dtype=np.float64)) for low in lows])
+
+
 class Pipeline:
     def __init__(self, path):
         self.path = os.path.abspath(path)
@@ -107,9 +113,7 @@ def level_alone(pipe, name, canvas, tmp):
     if alone.get("tile", 0) and side < lv["side"]:
         # two tiles a side span side = 2 * tile - overlap
         alone["tile"] = (side + lv.get("overlap", 0)) // 2 // unit * unit
-        if alone["tile"] < MIN_EVAL_TILE:
-            alone["tile"] = side
-    if alone.get("tile", 0) >= side:
+    if alone.get("tile", 0) >= side or alone.get("tile", MIN_EVAL_TILE) < MIN_EVAL_TILE:
         alone.pop("tile", None)
         alone.pop("overlap", None)
     first = dict(name="input", kind="generate", model=pipe.levels[0]["model"],
@@ -139,17 +143,23 @@ def datasets(pipe, name):
     return ("emoji",) if pipe.level(name)[0] == 1 else ("emoji", "wallpapers")
 
 
-def inputs_for(pipe, name, data, factor, side, n):
-    """(low-res inputs, ground truth) for level `name` on a side x side canvas."""
+def heldout_inputs(data, factor, side, n, seed):
+    """(low-res inputs, ground truth): n held-out emoji (128x128) or wallpaper patches (side x
+    side, drawn with seed), box-reduced by factor."""
     if data == "emoji":
         _, highs = heldout_emoji(n)
-        return np.stack([np.asarray(Image.fromarray(h).reduce(factor)) for h in highs]), highs
-    # The content scales each model trained on (tools/train.py): the 4x model (l512, l2048)
-    # 1, 1/2, 1/4 and 1/8 of a wallpaper, the 2x model (l4096) 1, 1/2 and 1/4.
-    scales = (1, 2, 4, 8) if factor == 4 else (1, 2, 4)
-    highs = heldout_patches(n, side, scales, seed=pipe.level(name)[0])
-    lows = np.stack([np.asarray(Image.fromarray(h).reduce(factor)) for h in highs])
-    return lows, highs
+    else:
+        # The content scales each model trained on (tools/train.py): the 4x model (l512, l2048)
+        # 1, 1/2, 1/4 and 1/8 of a wallpaper, the 2x model (l4096) 1, 1/2 and 1/4.
+        scales = (1, 2, 4, 8) if factor == 4 else (1, 2, 4)
+        highs = heldout_patches(n, side, scales, seed)
+    return np.stack([np.asarray(Image.fromarray(h).reduce(factor)) for h in highs]), highs
+
+
+def inputs_for(pipe, name, data, factor, side, n):
+    """(low-res inputs, ground truth) for level `name` on a side x side canvas; each level
+    draws its own wallpaper patches (seed: its index in the pipeline)."""
+    return heldout_inputs(data, factor, side, n, seed=pipe.level(name)[0])
 
 
 _RUNS = {}
@@ -196,8 +206,7 @@ def check_detail(pipe, name, args, tmp):
         factor, side, lows, highs, outs = run_level(pipe, name, data, args, tmp)
         truth = np.mean([laplacian_energy(h.astype(np.float64)) for h in highs])
         refined = np.mean([laplacian_energy(o) for o in outs]) / truth
-        bicubic = np.mean([laplacian_energy(np.asarray(Image.fromarray(low).resize(
-            (side, side), Image.BICUBIC), dtype=np.float64)) for low in lows]) / truth
+        bicubic = bicubic_energy(lows, side) / truth
         print(f"detail {name} [{data}]: Laplacian energy / ground truth: refined {refined:.2f} "
               f"(need 0.7..1.3), bicubic {bicubic:.2f}, over {len(outs)} held-out inputs, "
               f"{side // factor} -> {side}", flush=True)

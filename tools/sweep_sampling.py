@@ -21,36 +21,26 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from diffusers import DDIMScheduler, UNet2DModel
-from safetensors import safe_open
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import export  # noqa: E402
 import train  # noqa: E402
-from eval_cascade import box_down, heldout_emoji, heldout_patches, laplacian_energy, psnr  # noqa: E402
+from eval_cascade import bicubic_energy, box_down, heldout_inputs, laplacian_energy, psnr  # noqa: E402
 
 
 def load(args):
     if not args.ckpt:
         return UNet2DModel.from_pretrained(args.model).float().eval()
     model = train.build(args.level)
-    with safe_open(args.ckpt, "pt") as f:
-        model.load_state_dict({k[4:]: f.get_tensor(k).float() for k in f.keys()
-                               if k.startswith("ema.")})
+    model.load_state_dict(export.load_checkpoint(args.ckpt)["ema"]["shadow"])
     return model.eval()
 
 
 def inputs(args):
     """(low-res inputs, ground truth, output side) as tools/eval_cascade.py picks them."""
-    if args.data == "emoji":
-        _, highs = heldout_emoji(args.n)
-        side = 128
-    else:
-        scales = (1, 2, 4, 8) if args.factor == 4 else (1, 2, 4)
-        highs = heldout_patches(args.n, args.canvas, scales, seed=args.seed)
-        side = args.canvas
-    lows = np.stack([np.asarray(Image.fromarray(h).reduce(args.factor)) for h in highs])
-    return lows, highs, side
+    side = 128 if args.data == "emoji" else args.canvas
+    return (*heldout_inputs(args.data, args.factor, side, args.n, args.seed), side)
 
 
 @torch.no_grad()
@@ -100,8 +90,7 @@ def main():
     lows, highs, side = inputs(args)
     truths = np.array([laplacian_energy(h.astype(np.float64)) for h in highs])
     truth = truths.mean()
-    bicubic = np.mean([laplacian_energy(np.asarray(Image.fromarray(lo).resize(
-        (side, side), Image.BICUBIC), dtype=np.float64)) for lo in lows]) / truth
+    bicubic = bicubic_energy(lows, side) / truth
     low = torch.from_numpy(lows).permute(0, 3, 1, 2).float() / 127.5 - 1
     up = F.interpolate(low, size=(side, side), mode="bilinear", align_corners=True)
     print(f"{args.model or args.ckpt} on {args.n} held-out {args.data}, {side // args.factor} -> "
