@@ -195,6 +195,8 @@ int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int th
                        double *gflops);
 /* GFLOP/s of one plain OpenBLAS sgemm (m x k times k x n) on `threads` OpenBLAS threads. */
 int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gflops);
+/* Floating-point operations the engine has done in sgemm since the process started. */
+double kernels_gemm_flops(void);
 
 /* ---------------------------------------------------------------- samplers */
 

@@ -19,7 +19,29 @@
  * keep the cost of packing the shared operand again per slice small. */
 static int gemm_slices(double flops)
 {
-    return flops < 2e7 ? 1 : flops < 4e8 ? 2 : flops < 1.6e9 ? 4 : 8;
+    return flops < 4e6 ? 1 : flops < 4e8 ? 2 : flops < 1.6e9 ? 4 : 8;
+}
+
+/* Floating-point operations of every sgemm since the process started: `strata bench` divides
+ * a forward's share by plain sgemm's best rate for the least time any im2col + OpenBLAS
+ * engine could take. One atomic add per call, a few hundred per forward. */
+static double gemm_flops_done;
+
+double op_gemm_flops(void)
+{
+    double f;
+#pragma omp atomic read
+    f = gemm_flops_done;
+    return f;
+}
+
+/* Every sgemm of the engine goes through here. */
+static void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
+                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+#pragma omp atomic update
+    gemm_flops_done += 2.0 * m * n * k;
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 static void gemm_once_single_threaded(void)
@@ -45,11 +67,11 @@ void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int 
     for (int i = 0; i < chunks; i++) {
         int lo = i * chunk, cnt = len - lo < chunk ? len - lo : chunk;
         if (by_cols)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, m, cnt, k, alpha, a, lda,
-                        trans_b ? b + (size_t)lo * ldb : b + lo, ldb, beta, c + lo, ldc);
+            sgemm(CblasNoTrans, tb, m, cnt, k, alpha, a, lda,
+                  trans_b ? b + (size_t)lo * ldb : b + lo, ldb, beta, c + lo, ldc);
         else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, cnt, n, k, alpha, a + (size_t)lo * lda,
-                        lda, b, ldb, beta, c + (size_t)lo * ldc, ldc);
+            sgemm(CblasNoTrans, tb, cnt, n, k, alpha, a + (size_t)lo * lda, lda, b, ldb, beta,
+                  c + (size_t)lo * ldc, ldc);
     }
 }
 
@@ -203,6 +225,7 @@ static int conv_is_pointwise(const conv2d *cv)
 /* out [cout, ld] (ld >= ohw) starts as the bias, or is added to when accumulate. */
 static void conv_init_out(const conv2d *cv, float *out, size_t ohw, size_t ld, int accumulate)
 {
+#pragma omp parallel for schedule(static) if (cv->cout * ohw > 65536)
     for (int co = 0; co < cv->cout; co++) {
         float *row = out + (size_t)co * ld, b = cv->bias ? cv->bias[co] : 0.0f;
         if (accumulate) {
@@ -224,8 +247,8 @@ static void conv_gemm(const conv2d *cv, int n, int kdim, const float *b, float *
     if (sliced)
         op_gemm(0, cv->cout, n, kdim, 1.0f, cv->weight, kdim, b, n, 1.0f, c, ldc);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cv->cout, n, kdim, 1.0f,
-                    cv->weight, kdim, b, n, 1.0f, c, ldc);
+        sgemm(CblasNoTrans, CblasNoTrans, cv->cout, n, kdim, 1.0f, cv->weight, kdim, b, n, 1.0f,
+              c, ldc);
 }
 
 /* One image, its im2col built and multiplied band by band (CONV_BAND_FLOATS). */
@@ -244,6 +267,22 @@ static void conv_banded(const conv2d *cv, const float *x, int h, int w, float *y
     }
 }
 
+/* Between tmp [c, g * hw] (images side by side, as one GEMM computes them) and y
+ * (g, c, hw): to y when to_images, else from it. */
+static void regroup_images(float *tmp, float *y, int g, int c, size_t hw, int to_images)
+{
+    size_t ld = (size_t)g * hw;
+#pragma omp parallel for schedule(static) if ((size_t)g * c * hw > 65536)
+    for (int jc = 0; jc < g * c; jc++) {
+        int j = jc / c, ch = jc % c;
+        float *t = tmp + (size_t)ch * ld + j * hw, *im = y + ((size_t)j * c + ch) * hw;
+        if (to_images)
+            memcpy(im, t, hw * sizeof(float));
+        else
+            memcpy(t, im, hw * sizeof(float));
+    }
+}
+
 /* One GEMM for g images at once: y (g, cout, oh, ow) from x (g, cin, h, w). col holds the
  * im2col matrix [cin*k*k, g*ohw], tmp the [cout, g*ohw] result when g > 1. */
 static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, float *y,
@@ -251,7 +290,7 @@ static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, f
 {
     int oh, ow, kdim = cv->cin * cv->k * cv->k;
     conv2d_out_size(cv, h, w, &oh, &ow);
-    size_t ohw = (size_t)oh * ow, ochw = (size_t)cv->cout * ohw, ld = (size_t)g * ohw;
+    size_t ohw = (size_t)oh * ow, ld = (size_t)g * ohw;
     if (g == 1 && !conv_is_pointwise(cv)) {
         conv_banded(cv, x, h, w, y, accumulate, col, sliced);
         return;
@@ -262,18 +301,10 @@ static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, f
         b = col;
     }
     float *out = g > 1 ? tmp : y;
-    if (g > 1 && accumulate)
-        for (int j = 0; j < g; j++)
-            for (int co = 0; co < cv->cout; co++)
-                memcpy(tmp + (size_t)co * ld + j * ohw, y + j * ochw + co * ohw,
-                       ohw * sizeof(float));
+    if (g > 1 && accumulate) regroup_images(tmp, y, g, cv->cout, ohw, 0);
     conv_init_out(cv, out, ld, ld, accumulate);
     conv_gemm(cv, (int)ld, kdim, b, out, (int)ld, sliced);
-    if (g > 1)
-        for (int j = 0; j < g; j++)
-            for (int co = 0; co < cv->cout; co++)
-                memcpy(y + j * ochw + co * ohw, tmp + (size_t)co * ld + j * ohw,
-                       ohw * sizeof(float));
+    if (g > 1) regroup_images(tmp, y, g, cv->cout, ohw, 1);
 }
 
 int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, int accumulate,
@@ -359,6 +390,26 @@ void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const floa
 
 /* ---------------------------------------------------------------- small ops */
 
+void op_copy(float *dst, const float *src, size_t count)
+{
+    enum { CHUNK = 1 << 16 };
+    size_t chunks = (count + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (size_t i = 0; i < chunks; i++) {
+        size_t lo = i * CHUNK, len = count - lo < CHUNK ? count - lo : CHUNK;
+        memcpy(dst + lo, src + lo, len * sizeof(float));
+    }
+}
+
+void op_add_channel_values(float *x, int n, int c, size_t hw, const float *v, int v_stride)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw > 65536)
+    for (int ic = 0; ic < n * c; ic++) {
+        float *p = x + (size_t)ic * hw, t = v[(ic / c) * v_stride + ic % c];
+        for (size_t j = 0; j < hw; j++) p[j] += t;
+    }
+}
+
 void op_linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y)
 {
     for (int i = 0; i < n; i++)
@@ -411,7 +462,7 @@ void op_timestep_embedding(const float *t, int n, int dim, int flip_sin_to_cos, 
 /* ---------------------------------------------------------------- attention */
 
 /* Rows of queries handled at once: bounds the score block to ATTN_QBLOCK x hw floats. */
-enum { ATTN_QBLOCK = 256 };
+enum { ATTN_QBLOCK = 128 };
 
 /* proj [rows, hw] = w [rows, c] x [c, hw] + b */
 static void project(const float *w, const float *b, int rows, int c, const float *x, int hw,
@@ -437,40 +488,55 @@ static void attention_heads(const attention *at, const float *q, const float *k,
         int qb = hw - q0 < ATTN_QBLOCK ? hw - q0 : ATTN_QBLOCK;
         float *s = scores + (size_t)omp_get_thread_num() * qb_max * hw;
         size_t off = (size_t)head * d * hw;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, qb, hw, d, scale, q + off + q0, hw,
-                    k + off, hw, 0.0f, s, hw);
+        sgemm(CblasTrans, CblasNoTrans, qb, hw, d, scale, q + off + q0, hw, k + off, hw, 0.0f, s,
+              hw);
         op_softmax_rows(s, qb, hw);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, qb, hw, 1.0f, v + off, hw, s, hw,
-                    0.0f, o + off + q0, hw);
+        sgemm(CblasNoTrans, CblasTrans, d, qb, hw, 1.0f, v + off, hw, s, hw, 0.0f, o + off + q0,
+              hw);
+    }
+}
+
+/* One image: y = out(attention(norm(x))) (+ x) (/ rescale). buf holds xn, q, k, v, o and the
+ * score rows of every thread. */
+static void attention_image(const attention *at, const float *x, int hw, float *y, float *buf)
+{
+    int c = at->channels, inner = at->heads * at->dim_head;
+    size_t plane = (size_t)inner * hw;
+    float *xn = buf, *q = xn + (size_t)c * hw, *k = q + plane, *v = k + plane, *o = v + plane;
+    const float *src = x;
+    if (at->has_norm) {
+        op_groupnorm(&at->norm, x, 1, hw, NULL, NULL, 0, OP_ACT_NONE, xn);
+        src = xn;
+    }
+    project(at->wq, at->bq, inner, c, src, hw, q);
+    project(at->wk, at->bk, inner, c, src, hw, k);
+    project(at->wv, at->bv, inner, c, src, hw, v);
+    attention_heads(at, q, k, v, hw, o + plane, o);
+    project(at->wo, at->bo, c, inner, o, hw, y);
+    for (size_t j = 0; j < (size_t)c * hw; j++) {
+        float r = at->residual ? y[j] + x[j] : y[j];
+        y[j] = at->rescale == 1.0f ? r : r / at->rescale;
     }
 }
 
 int op_attention(const attention *at, const float *x, int n, int hw, float *y, arena *a)
 {
-    int c = at->channels, inner = at->heads * at->dim_head;
-    size_t mark = arena_mark(a);
+    int c = at->channels, inner = at->heads * at->dim_head, threads = omp_get_max_threads();
     int qb = hw < ATTN_QBLOCK ? hw : ATTN_QBLOCK;
-    float *xn = at->has_norm ? arena_floats(a, (size_t)c * hw) : NULL;
-    float *q = arena_floats(a, (size_t)inner * hw), *k = arena_floats(a, (size_t)inner * hw);
-    float *v = arena_floats(a, (size_t)inner * hw), *o = arena_floats(a, (size_t)inner * hw);
-    float *s = arena_floats(a, (size_t)omp_get_max_threads() * qb * hw);
-    if ((at->has_norm && !xn) || !q || !k || !v || !o || !s) return -1;
-    for (int i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * c * hw, *src = xi;
-        float *yi = y + (size_t)i * c * hw;
-        if (at->has_norm) {
-            op_groupnorm(&at->norm, xi, 1, hw, NULL, NULL, 0, OP_ACT_NONE, xn);
-            src = xn;
-        }
-        project(at->wq, at->bq, inner, c, src, hw, q);
-        project(at->wk, at->bk, inner, c, src, hw, k);
-        project(at->wv, at->bv, inner, c, src, hw, v);
-        attention_heads(at, q, k, v, hw, s, o);
-        project(at->wo, at->bo, c, inner, o, hw, yi);
-        for (size_t j = 0; j < (size_t)c * hw; j++) {
-            float r = at->residual ? yi[j] + xi[j] : yi[j];
-            yi[j] = at->rescale == 1.0f ? r : r / at->rescale;
-        }
+    /* several images: one per thread, each whole on its thread (the ops inside then run on
+     * that thread alone, split the same way), so the bits do not depend on the thread count */
+    int workers = n < threads ? n : threads;
+    size_t per = (size_t)c * hw + 4 * (size_t)inner * hw + (size_t)threads * qb * hw;
+    size_t mark = arena_mark(a);
+    float *buf = arena_floats(a, per * workers);
+    if (!buf) return -1;
+    if (n == 1) { /* not in a parallel region, even an inactive one: the ops inside split */
+        attention_image(at, x, hw, y, buf);
+    } else {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++)
+            attention_image(at, x + (size_t)i * c * hw, hw, y + (size_t)i * c * hw,
+                            buf + per * (size_t)omp_get_thread_num());
     }
     arena_release(a, mark);
     return 0;

@@ -477,19 +477,14 @@ static fmap run_resnet(fwd *f, const resnet *r, fmap x)
     if (f->failed) return out;
     op_linear(f->emb_act, n, f->m->temb_dim, r->temb_w, r->temb_b, r->temb_out, temb);
     size_t hw = (size_t)oh * ow;
-    if (!r->scale_shift)
-        for (int i = 0; i < n; i++)
-            for (int c = 0; c < r->cout; c++) {
-                float *p = h2.data + ((size_t)i * r->cout + c) * hw, t = temb[i * r->temb_out + c];
-                for (size_t j = 0; j < hw; j++) p[j] += t;
-            }
+    if (!r->scale_shift) op_add_channel_values(h2.data, n, r->cout, hw, temb, r->temb_out);
     const float *scale = r->scale_shift ? temb : NULL;
     const float *shift = r->scale_shift ? temb + r->cout : NULL;
     op_groupnorm(&r->norm2, h2.data, n, (int)hw, scale, shift, r->temb_out, r->act, h2.data);
     if (r->has_shortcut) {
         if (op_conv2d(&r->shortcut, x.data, n, oh, ow, out.data, 0, f->a)) f->failed = 1;
     } else {
-        memcpy(out.data, x.data, (size_t)n * r->cout * hw * sizeof(float));
+        op_copy(out.data, x.data, (size_t)n * r->cout * hw);
     }
     if (f->failed || op_conv2d(&r->conv2, h2.data, n, oh, ow, out.data, 1, f->a)) f->failed = 1;
     if (r->output_scale != 1.0f)
@@ -516,8 +511,8 @@ static fmap concat(fwd *f, fmap a, fmap b)
     if (f->failed) return y;
     size_t hw = (size_t)a.h * a.w, na = (size_t)a.c * hw, nb = (size_t)b.c * hw;
     for (int i = 0; i < f->n; i++) {
-        memcpy(y.data + i * (na + nb), a.data + i * na, na * sizeof(float));
-        memcpy(y.data + i * (na + nb) + na, b.data + i * nb, nb * sizeof(float));
+        op_copy(y.data + i * (na + nb), a.data + i * na, na);
+        op_copy(y.data + i * (na + nb) + na, b.data + i * nb, nb);
     }
     return y;
 }
