@@ -71,3 +71,59 @@ double kernels_gemm_flops(void)
 {
     return op_gemm_flops();
 }
+
+int kernels_trace_gemms(kernels_gemm *log, int cap)
+{
+    int count = op_traced_gemms();
+    op_trace_gemms(log, cap);
+    return count;
+}
+
+/* On OpenBLAS's threads, or split by strata's op_gemm (which has no transposed A). */
+static void run_gemms(const kernels_gemm *g, int count, const float *a, const float *b, float *c,
+                      int split_by_strata)
+{
+    for (int i = 0; i < count; i++) {
+        int lda = g[i].trans_a ? g[i].m : g[i].k, ldb = g[i].trans_b ? g[i].k : g[i].n;
+        if (split_by_strata && !g[i].trans_a)
+            op_gemm(g[i].trans_b, g[i].m, g[i].n, g[i].k, 1.0f, a, lda, b, ldb, 0.0f, c, g[i].n);
+        else
+            cblas_sgemm(CblasRowMajor, g[i].trans_a ? CblasTrans : CblasNoTrans,
+                        g[i].trans_b ? CblasTrans : CblasNoTrans, g[i].m, g[i].n, g[i].k, 1.0f,
+                        a, lda, b, ldb, 0.0f, c, g[i].n);
+    }
+}
+
+static double time_gemms(const kernels_gemm *g, int count, const float *a, const float *b,
+                         float *c, int split_by_strata, int iters)
+{
+    run_gemms(g, count, a, b, c, split_by_strata);
+    double t0 = now_seconds();
+    for (int i = 0; i < iters; i++) run_gemms(g, count, a, b, c, split_by_strata);
+    return (now_seconds() - t0) * 1e3 / iters;
+}
+
+int kernels_bench_gemms(const kernels_gemm *g, int count, int threads, int iters, double *ms)
+{
+    size_t na = 1, nb = 1, nc = 1;
+    for (int i = 0; i < count; i++) {
+        size_t m = (size_t)g[i].m, n = (size_t)g[i].n, k = (size_t)g[i].k;
+        na = m * k > na ? m * k : na, nb = k * n > nb ? k * n : nb, nc = m * n > nc ? m * n : nc;
+    }
+    float *a = malloc(na * sizeof(float)), *b = malloc(nb * sizeof(float));
+    float *c = malloc(nc * sizeof(float));
+    if (!a || !b || !c) {
+        free(a), free(b), free(c);
+        return KERR_NOMEM;
+    }
+    fill(a, na), fill(b, nb);
+    /* the better of the two ways to spread them over the threads */
+    kernels_set_threads(threads);
+    double split = time_gemms(g, count, a, b, c, 1, iters);
+    openblas_set_num_threads(threads);
+    double blas = time_gemms(g, count, a, b, c, 0, iters);
+    openblas_set_num_threads(1);
+    *ms = split < blas ? split : blas;
+    free(a), free(b), free(c);
+    return 0;
+}

@@ -22,10 +22,23 @@ static int gemm_slices(double flops)
     return flops < 4e6 ? 1 : flops < 4e8 ? 2 : flops < 1.6e9 ? 4 : 8;
 }
 
-/* Floating-point operations of every sgemm since the process started: `strata bench` divides
- * a forward's share by plain sgemm's best rate for the least time any im2col + OpenBLAS
- * engine could take. One atomic add per call, a few hundred per forward. */
+/* Every GEMM the engine asks for is noted here once (a sliced one as one): its operations
+ * are counted, and while a trace is on (`strata bench`) its shape is recorded, so that the
+ * same GEMMs can be timed alone as plain sgemm calls. A few hundred notes per forward. */
 static double gemm_flops_done;
+static kernels_gemm *gemm_log;
+static int gemm_log_cap, gemm_log_count;
+
+static void note_gemm(int trans_a, int trans_b, int m, int n, int k)
+{
+#pragma omp atomic update
+    gemm_flops_done += 2.0 * m * n * k;
+    if (!gemm_log) return;
+    int i;
+#pragma omp atomic capture
+    i = gemm_log_count++;
+    if (i < gemm_log_cap) gemm_log[i] = (kernels_gemm){m, n, k, trans_a, trans_b};
+}
 
 double op_gemm_flops(void)
 {
@@ -35,12 +48,20 @@ double op_gemm_flops(void)
     return f;
 }
 
-/* Every sgemm of the engine goes through here. */
+void op_trace_gemms(kernels_gemm *log, int cap)
+{
+    gemm_log = log, gemm_log_cap = cap, gemm_log_count = 0;
+}
+
+int op_traced_gemms(void)
+{
+    return gemm_log_count;
+}
+
 static void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
                   const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
 {
-#pragma omp atomic update
-    gemm_flops_done += 2.0 * m * n * k;
+    note_gemm(ta == CblasTrans, tb == CblasTrans, m, n, k);
     cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
@@ -63,15 +84,16 @@ void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int 
     int chunk = ((len + slices - 1) / slices + 15) / 16 * 16;
     int chunks = (len + chunk - 1) / chunk;
     CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+    note_gemm(0, trans_b, m, n, k);
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (int i = 0; i < chunks; i++) {
         int lo = i * chunk, cnt = len - lo < chunk ? len - lo : chunk;
         if (by_cols)
-            sgemm(CblasNoTrans, tb, m, cnt, k, alpha, a, lda,
-                  trans_b ? b + (size_t)lo * ldb : b + lo, ldb, beta, c + lo, ldc);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, m, cnt, k, alpha, a, lda,
+                        trans_b ? b + (size_t)lo * ldb : b + lo, ldb, beta, c + lo, ldc);
         else
-            sgemm(CblasNoTrans, tb, cnt, n, k, alpha, a + (size_t)lo * lda, lda, b, ldb, beta,
-                  c + (size_t)lo * ldc, ldc);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, cnt, n, k, alpha, a + (size_t)lo * lda,
+                        lda, b, ldb, beta, c + (size_t)lo * ldc, ldc);
     }
 }
 

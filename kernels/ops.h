@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "kernels/kernels.h"
+
 /* A bump allocator for one forward pass. Allocation past the capacity falls back to the heap
  * and records the need; arena_reset() then grows the block to the peak, so from the second
  * forward of the same shape on there is no allocation at all. */
@@ -36,8 +38,12 @@ int arena_reset(arena *a);
 void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
              const float *b, int ldb, float beta, float *c, int ldc);
 
-/* Floating-point operations of all the sgemm calls above and inside the ops so far. */
+/* Floating-point operations of all the GEMMs of the ops so far. */
 double op_gemm_flops(void);
+/* Record the shape of each GEMM the ops do from now on into log (up to cap of them; NULL
+ * stops); op_traced_gemms() says how many there were, even past cap. */
+void op_trace_gemms(kernels_gemm *log, int cap);
+int op_traced_gemms(void);
 
 /* y = conv2d(x): weight [cout, cin, k, k], bias [cout] or NULL, padding (top, left, bottom,
  * right) as explicit zeros, any stride. */
