@@ -180,7 +180,22 @@ void conv2d_out_size(const conv2d *cv, int h, int w, int *oh, int *ow)
     *ow = (w + cv->pad[1] + cv->pad[3] - cv->k) / cv->stride + 1;
 }
 
-/* One (channel, ky, kx) row of im2col for output rows [oy0, oy1) of one image:
+int conv2d_weight_taps_major(float *weight, int cout, int cin, int k)
+{
+    int kk = k * k;
+    float *row = malloc((size_t)cin * kk * sizeof *row);
+    if (!row) return -1;
+    for (int co = 0; co < cout; co++) {
+        float *w = weight + (size_t)co * cin * kk;
+        memcpy(row, w, (size_t)cin * kk * sizeof *row);
+        for (int ci = 0; ci < cin; ci++)
+            for (int t = 0; t < kk; t++) w[(size_t)t * cin + ci] = row[(size_t)ci * kk + t];
+    }
+    free(row);
+    return 0;
+}
+
+/* One (ky, kx, channel) row of im2col for output rows [oy0, oy1) of one image:
  * col[(oy - oy0) * ow + ox]. */
 static void im2col_row(const float *xc, int h, int w, int ky, int kx, int stride, int pt, int pl,
                        int oy0, int oy1, int ow, float *col)
@@ -194,12 +209,15 @@ static void im2col_row(const float *xc, int h, int w, int ky, int kx, int stride
         }
         const float *src = xc + (size_t)iy * w;
         if (stride == 1) {
-            /* valid ox: 0 <= ox + kx - pl < w */
+            /* valid ox: 0 <= ox + kx - pl < w; rows are short (4 to 64 floats at the UNet's
+             * coarse levels), so an inline vector loop beats a memcpy call per row */
             int lo = pl - kx > 0 ? pl - kx : 0;
             int hi = w + pl - kx < ow ? w + pl - kx : ow;
             if (hi < lo) hi = lo;
+            const float *shifted = src + kx - pl;
             for (int ox = 0; ox < lo; ox++) dst[ox] = 0;
-            memcpy(dst + lo, src + lo + kx - pl, (size_t)(hi - lo) * sizeof(float));
+#pragma omp simd
+            for (int ox = lo; ox < hi; ox++) dst[ox] = shifted[ox];
             for (int ox = hi; ox < ow; ox++) dst[ox] = 0;
         } else {
             for (int ox = 0; ox < ow; ox++) {
@@ -210,8 +228,8 @@ static void im2col_row(const float *xc, int h, int w, int ky, int kx, int stride
     }
 }
 
-/* col [cin*k*k, g * ohw] for output rows [oy0, oy1), ohw = (oy1 - oy0) * ow: image j's
- * columns start at j * ohw. */
+/* col [k*k*cin, g * ohw] for output rows [oy0, oy1), ohw = (oy1 - oy0) * ow: image j's
+ * columns start at j * ohw; row (ky * k + kx) * cin + ci, as the weight's columns. */
 static void im2col(const conv2d *cv, const float *x, int g, int h, int w, int oy0, int oy1, int ow,
                    float *col)
 {
@@ -219,7 +237,7 @@ static void im2col(const conv2d *cv, const float *x, int g, int h, int w, int oy
     size_t ohw = (size_t)(oy1 - oy0) * ow, ld = (size_t)g * ohw, chw = (size_t)cv->cin * h * w;
 #pragma omp parallel for schedule(static) if (rows * g * ohw > 32768)
     for (int r = 0; r < rows; r++) {
-        int ci = r / kk, ky = (r % kk) / cv->k, kx = r % cv->k;
+        int t = r / cv->cin, ci = r % cv->cin, ky = t / cv->k, kx = t % cv->k; /* taps major */
         for (int j = 0; j < g; j++)
             im2col_row(x + j * chw + (size_t)ci * h * w, h, w, ky, kx, cv->stride, cv->pad[0],
                        cv->pad[1], oy0, oy1, ow, col + r * ld + j * ohw);
@@ -289,6 +307,118 @@ static void conv_banded(const conv2d *cv, const float *x, int h, int w, float *y
     }
 }
 
+/* ---- 3x3 convolution without im2col: nine GEMMs on shifted views of a padded copy
+ *
+ * With the input zero-padded to rows of w + 2, output pixel (oy, ox) computed at column
+ * oy * (w + 2) + ox reads tap (ky, kx) at that column plus ky * (w + 2) + kx. So each tap is
+ * one GEMM, weight block [cout, cin] times the padded planes shifted by a constant, with no
+ * im2col: it writes 9x the input and is often most of the overhead around the GEMM. The two
+ * extra columns per row are computed and dropped (2 / (w + 2) more work, hence w >= 16). */
+
+enum { SHIFTED_MIN_WIDTH = 16, SHIFTED_MIN_CIN = 16, SHIFTED_SLACK = 16 };
+
+static int conv_is_shifted(const conv2d *cv, int w)
+{
+    return cv->k == 3 && cv->stride == 1 && cv->pad[0] == 1 && cv->pad[1] == 1 &&
+           cv->pad[2] == 1 && cv->pad[3] == 1 && w >= SHIFTED_MIN_WIDTH &&
+           cv->cin >= SHIFTED_MIN_CIN;
+}
+
+/* Output rows per band: the padded band and its output fit CONV_BAND_FLOATS. */
+static int shifted_band_rows(const conv2d *cv, int h, int w)
+{
+    long rows = CONV_BAND_FLOATS / ((long)(w + 2) * (cv->cin + cv->cout)) - 2;
+    return rows < 1 ? 1 : rows > h ? h : (int)rows;
+}
+
+static size_t shifted_scratch_floats(const conv2d *cv, int h, int w)
+{
+    size_t rows = (size_t)shifted_band_rows(cv, h, w), pw = (size_t)w + 2;
+    return (rows + 2) * pw * cv->cin + SHIFTED_SLACK + rows * pw * cv->cout;
+}
+
+/* pad [cin, rows + 2, w + 2]: input rows oy0 - 1 .. oy0 + rows, zero outside the image. The
+ * last tap reads two floats past a plane, so a zeroed slack follows the last one. */
+static void pad_band(const float *x, int cin, int h, int w, int oy0, int rows, float *pad,
+                     int parallel)
+{
+    size_t pw = (size_t)w + 2, plane = (size_t)(rows + 2) * pw;
+#pragma omp parallel for schedule(static) if (parallel && plane * cin > 65536)
+    for (int ci = 0; ci < cin; ci++)
+        for (int r = 0; r < rows + 2; r++) {
+            float *dst = pad + ci * plane + r * pw;
+            int iy = oy0 - 1 + r;
+            if (iy < 0 || iy >= h) {
+                memset(dst, 0, pw * sizeof(float));
+                continue;
+            }
+            const float *src = x + ((size_t)ci * h + iy) * w;
+            dst[0] = dst[w + 1] = 0.0f;
+#pragma omp simd
+            for (int i = 0; i < w; i++) dst[1 + i] = src[i];
+        }
+    memset(pad + (size_t)cin * plane, 0, SHIFTED_SLACK * sizeof(float));
+}
+
+/* out [cout, cols] = bias + the nine taps, in column chunks that depend on the shape alone
+ * (one thread each when parallel; the same chunks one after another when not). */
+static void shifted_gemms(const conv2d *cv, const float *pad, size_t plane, int cols, int pw,
+                          float *out, int parallel)
+{
+    int slices = gemm_slices(18.0 * cv->cout * cols * cv->cin);
+    int chunk = ((cols + slices - 1) / slices + 15) / 16 * 16, chunks = (cols + chunk - 1) / chunk;
+    for (int t = 0; t < 9; t++) note_gemm(0, 0, cv->cout, cols, cv->cin);
+#pragma omp parallel for schedule(static) if (parallel && chunks > 1)
+    for (int i = 0; i < chunks; i++) {
+        int lo = i * chunk, cnt = cols - lo < chunk ? cols - lo : chunk;
+        for (int co = 0; co < cv->cout; co++) {
+            float *row = out + (size_t)co * cols + lo, b = cv->bias ? cv->bias[co] : 0.0f;
+            for (int j = 0; j < cnt; j++) row[j] = b;
+        }
+        for (int t = 0; t < 9; t++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cv->cout, cnt, cv->cin, 1.0f,
+                        cv->weight + (size_t)t * cv->cin, 9 * cv->cin,
+                        pad + (t / 3) * pw + t % 3 + lo, (int)plane, 1.0f, out + lo, cols);
+    }
+}
+
+/* y's rows [oy0, oy0 + rows) of every channel (plane hw apart) from out [cout, rows, w + 2],
+ * the two extra columns dropped; added to y when accumulate. */
+static void unpad_band(const float *out, int cout, int rows, int w, float *y, size_t hw,
+                       int accumulate, int parallel)
+{
+    size_t pw = (size_t)w + 2;
+#pragma omp parallel for schedule(static) if (parallel && (size_t)cout * rows * w > 65536)
+    for (int co = 0; co < cout; co++)
+        for (int r = 0; r < rows; r++) {
+            const float *src = out + ((size_t)co * rows + r) * pw;
+            float *dst = y + co * hw + (size_t)r * w;
+            if (accumulate) {
+#pragma omp simd
+                for (int i = 0; i < w; i++) dst[i] += src[i];
+            } else {
+#pragma omp simd
+                for (int i = 0; i < w; i++) dst[i] = src[i];
+            }
+        }
+}
+
+/* One image, band by band. */
+static void conv_shifted(const conv2d *cv, const float *x, int h, int w, float *y,
+                         int accumulate, float *scratch, int parallel)
+{
+    int band = shifted_band_rows(cv, h, w), pw = w + 2;
+    for (int oy0 = 0; oy0 < h; oy0 += band) {
+        int rows = h - oy0 < band ? h - oy0 : band;
+        size_t plane = (size_t)(rows + 2) * pw;
+        float *pad = scratch, *out = scratch + plane * cv->cin + SHIFTED_SLACK;
+        pad_band(x, cv->cin, h, w, oy0, rows, pad, parallel);
+        shifted_gemms(cv, pad, plane, rows * pw, pw, out, parallel);
+        unpad_band(out, cv->cout, rows, w, y + (size_t)oy0 * w, (size_t)h * w, accumulate,
+                   parallel);
+    }
+}
+
 /* Between tmp [c, g * hw] (images side by side, as one GEMM computes them) and y
  * (g, c, hw): to y when to_images, else from it. */
 static void regroup_images(float *tmp, float *y, int g, int c, size_t hw, int to_images)
@@ -313,6 +443,10 @@ static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, f
     int oh, ow, kdim = cv->cin * cv->k * cv->k;
     conv2d_out_size(cv, h, w, &oh, &ow);
     size_t ohw = (size_t)oh * ow, ld = (size_t)g * ohw;
+    if (g == 1 && conv_is_shifted(cv, w)) {
+        conv_shifted(cv, x, h, w, y, accumulate, col, sliced);
+        return;
+    }
     if (g == 1 && !conv_is_pointwise(cv)) {
         conv_banded(cv, x, h, w, y, accumulate, col, sliced);
         return;
@@ -335,7 +469,8 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
     int oh, ow, kdim = cv->cin * cv->k * cv->k;
     conv2d_out_size(cv, h, w, &oh, &ow);
     size_t ohw = (size_t)oh * ow, chw = (size_t)cv->cin * h * w, ochw = (size_t)cv->cout * ohw;
-    int group = ohw >= CONV_MIN_COLS ? 1 : (int)((CONV_MIN_COLS + ohw - 1) / ohw);
+    int shifted = conv_is_shifted(cv, w);
+    int group = ohw >= CONV_MIN_COLS || shifted ? 1 : (int)((CONV_MIN_COLS + ohw - 1) / ohw);
     if (group > n) group = n;
     /* Several images of one GEMM each: one image per thread, each GEMM one OpenBLAS call, so
      * im2col, the bias and the copies run in parallel too. Chosen by n alone, never by the
@@ -345,6 +480,7 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
     int buffers = per_image ? (n < omp_get_max_threads() ? n : omp_get_max_threads()) : 1;
     size_t mark = arena_mark(a), col_size = (size_t)kdim * group * ohw;
     if (group == 1) col_size = (size_t)kdim * conv_band_rows(kdim, oh, ow) * ow;
+    if (shifted) col_size = shifted_scratch_floats(cv, h, w);
     int need_col = !conv_is_pointwise(cv) || group > 1;
     float *col = need_col ? arena_floats(a, col_size * buffers) : NULL;
     float *tmp = group > 1 ? arena_floats(a, (size_t)cv->cout * group * ohw) : NULL;

@@ -45,8 +45,9 @@ double op_gemm_flops(void);
 void op_trace_gemms(kernels_gemm *log, int cap);
 int op_traced_gemms(void);
 
-/* y = conv2d(x): weight [cout, cin, k, k], bias [cout] or NULL, padding (top, left, bottom,
- * right) as explicit zeros, any stride. */
+/* y = conv2d(x): weight [cout, k, k, cin] (tap-major: PyTorch's [cout, cin, k, k] reordered
+ * by conv2d_weight_taps_major, so each tap's [cout, cin] block is a matrix of its own), bias
+ * [cout] or NULL, padding (top, left, bottom, right) as explicit zeros, any stride. */
 typedef struct conv2d {
     int cin, cout, k, stride;
     int pad[4];
@@ -59,6 +60,8 @@ typedef struct conv2d {
 int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, int accumulate,
               arena *a);
 void conv2d_out_size(const conv2d *cv, int h, int w, int *oh, int *ow);
+/* PyTorch's [cout, cin, k, k] weight reordered in place to [cout, k, k, cin]. -1: no memory. */
+int conv2d_weight_taps_major(float *weight, int cout, int cin, int k);
 
 /* Activations diffusers' get_activation knows: act_fn of UNet2DModel. */
 typedef enum op_act {

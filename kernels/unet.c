@@ -106,6 +106,9 @@ static void load_conv(loader *l, conv2d *cv, int cin, int cout, int k, int strid
     cv->stride = stride;
     for (int i = 0; i < 4; i++) cv->pad[i] = pad;
     cv->weight = loadf(l, 4, ws, "%s.weight", prefix);
+    /* the weights live in the model's own block (l->next), so they may be reordered */
+    if (!l->dry && !l->rc && k > 1 && conv2d_weight_taps_major((float *)cv->weight, cout, cin, k))
+        l->rc = kerr_set(l->e, KERR_NOMEM, "out of memory");
     cv->bias = loadf(l, 1, bs, "%s.bias", prefix);
 }
 

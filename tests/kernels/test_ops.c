@@ -1,6 +1,7 @@
-/* op_conv2d on shapes large enough that im2col is built in several bands of output rows:
- * compared with a direct float64 convolution, for one image (the sliced-GEMM path that tiled
- * refine levels take) and several (one image per thread), with stride 2 and asymmetric padding. */
+/* op_conv2d compared with a direct float64 convolution on both of its paths (im2col, and the
+ * nine shifted GEMMs of 3x3 stride-1 layers), with shapes large enough for several bands of
+ * output rows: one image (the sliced-GEMM path that tiled refine levels take) and several (one
+ * image per thread), stride 2 with asymmetric padding, writing and accumulating. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -21,41 +22,44 @@ static double direct_conv(const conv2d *cv, const float *x, int h, int w, int co
             for (int kx = 0; kx < cv->k; kx++) {
                 int iy = oy * cv->stride + ky - cv->pad[0], ix = ox * cv->stride + kx - cv->pad[1];
                 if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
-                sum += (double)cv->weight[((co * cv->cin + ci) * cv->k + ky) * cv->k + kx] *
+                sum += (double)cv->weight[((co * cv->k + ky) * cv->k + kx) * cv->cin + ci] *
                        x[((size_t)ci * h + iy) * w + ix];
             }
     return sum;
 }
 
+typedef struct conv_case {
+    int n, stride, accumulate, cin, cout, h, w;
+} conv_case;
+
 /* Largest |op_conv2d - direct| over every output, relative to the largest |direct|. */
-static double banded_error(int n, int stride, int accumulate)
+static double conv_error(conv_case c)
 {
-    /* 48 x 9 = 432 im2col rows x 100 x 100 outputs = 4.3 M floats: two bands */
-    int cin = 48, cout = 8, side = 100 * stride;
-    conv2d cv = {cin, cout, 3, stride, {stride == 1, stride == 1, 1, 1}, NULL, NULL};
+    conv2d cv = {c.cin, c.cout, 3, c.stride, {c.stride == 1, c.stride == 1, 1, 1}, NULL, NULL};
     int oh, ow;
-    conv2d_out_size(&cv, side, side, &oh, &ow);
-    size_t xn = (size_t)n * cin * side * side, yn = (size_t)n * cout * oh * ow;
+    conv2d_out_size(&cv, c.h, c.w, &oh, &ow);
+    size_t xn = (size_t)c.n * c.cin * c.h * c.w, yn = (size_t)c.n * c.cout * oh * ow;
     float *x = malloc(xn * sizeof *x), *y = malloc(yn * sizeof *y);
-    float *wgt = malloc((size_t)cout * cin * 9 * sizeof *wgt), *bias = malloc(cout * sizeof *bias);
+    float *wgt = malloc((size_t)c.cout * c.cin * 9 * sizeof *wgt);
+    float *bias = malloc(c.cout * sizeof *bias);
     unsigned seed = 7;
     for (size_t i = 0; i < xn; i++) x[i] = uniform(&seed);
-    for (int i = 0; i < cout * cin * 9; i++) wgt[i] = uniform(&seed);
-    for (int i = 0; i < cout; i++) bias[i] = uniform(&seed);
-    for (size_t i = 0; i < yn; i++) y[i] = accumulate ? 1.0f : NAN;
+    for (int i = 0; i < c.cout * c.cin * 9; i++) wgt[i] = uniform(&seed);
+    for (int i = 0; i < c.cout; i++) bias[i] = uniform(&seed);
+    for (size_t i = 0; i < yn; i++) y[i] = c.accumulate ? 1.0f : NAN;
     cv.weight = wgt, cv.bias = bias;
     arena a;
     arena_init(&a);
     double err = -1, ref = 0;
-    if (op_conv2d(&cv, x, n, side, side, y, accumulate, &a) == 0) {
+    if (op_conv2d(&cv, x, c.n, c.h, c.w, y, c.accumulate, &a) == 0) {
         err = 0;
-        for (int i = 0; i < n; i++)
-            for (int co = 0; co < cout; co++)
+        for (int i = 0; i < c.n; i++)
+            for (int co = 0; co < c.cout; co++)
                 for (int oy = 0; oy < oh; oy++)
                     for (int ox = 0; ox < ow; ox++) {
-                        const float *xi = x + (size_t)i * cin * side * side;
-                        double want = direct_conv(&cv, xi, side, side, co, oy, ox) + accumulate;
-                        double got = y[(((size_t)i * cout + co) * oh + oy) * ow + ox];
+                        const float *xi = x + (size_t)i * c.cin * c.h * c.w;
+                        double want = direct_conv(&cv, xi, c.h, c.w, co, oy, ox) + c.accumulate;
+                        double got = y[(((size_t)i * c.cout + co) * oh + oy) * ow + ox];
                         err = fmax(err, fabs(got - want));
                         ref = fmax(ref, fabs(want));
                     }
@@ -67,10 +71,26 @@ static double banded_error(int n, int stride, int accumulate)
 
 TEST(ops_conv_bands_match_direct_convolution)
 {
-    static const int cases[][3] = {{1, 1, 0}, {1, 2, 0}, {3, 1, 0}, {1, 1, 1}, {2, 2, 1}};
-    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        double rel = banded_error(cases[c][0], cases[c][1], cases[c][2]);
-        CHECKF(rel >= 0 && rel < 1e-5, "n=%d stride=%d accumulate=%d: relative error %g",
-               cases[c][0], cases[c][1], cases[c][2], rel);
+    static const conv_case cases[] = {
+        /* im2col: cin < 16, 72 rows x 640 x 100 outputs = 4.6 M floats, two bands */
+        {1, 1, 0, 8, 4, 640, 100},
+        {2, 1, 1, 8, 4, 640, 100},
+        /* stride 2: im2col, 432 rows x 100 x 100 = 4.3 M floats, two bands */
+        {1, 2, 0, 48, 8, 200, 200},
+        {3, 2, 1, 48, 8, 200, 200},
+        /* 3x3 stride 1 on 16+ channels: shifted GEMMs, 1026-float rows, two bands of 202 */
+        {1, 1, 0, 16, 4, 300, 1024},
+        {1, 1, 1, 16, 4, 300, 1024},
+        /* one band each, several images, one per thread; the 16-wide edge of the rule */
+        {3, 1, 0, 48, 8, 100, 100},
+        {3, 1, 1, 32, 8, 16, 16},
+        /* under 16 wide: im2col again */
+        {2, 1, 1, 32, 8, 8, 8},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        conv_case c = cases[i];
+        double rel = conv_error(c);
+        CHECKF(rel >= 0 && rel < 1e-5, "n=%d stride=%d accumulate=%d cin=%d %dx%d: relative error %g",
+               c.n, c.stride, c.accumulate, c.cin, c.h, c.w, rel);
     }
 }
