@@ -7,7 +7,10 @@ CC       ?= cc
 PKGS     := openblas libzmq msgpack yaml-0.1 jansson libpng
 OPT      ?= -O2
 CFLAGS   ?=
+# -ffp-contract=off: no multiply-add is fused into an FMA, so the AVX-512, AVX2 and baseline
+# versions of the hot loops (OP_VECTOR_CLONES in kernels/ops.h) give the same bits.
 CFLAGS   += -std=c17 $(OPT) -g -Wall -Wextra -Werror -Wno-format-truncation -D_GNU_SOURCE -fopenmp -MMD -MP \
+            -ffp-contract=off \
             -I. $(shell pkg-config --cflags $(PKGS))
 LDLIBS   += $(shell pkg-config --libs $(PKGS)) -fopenmp -lm -lpthread
 MODULES  := kernels proto worker coordinator cluster

@@ -61,8 +61,8 @@ static int bench_unet(const bench_args *a, kerr *e)
     double ms = (now_seconds() - t0) * 1e3 / a->iters;
     double gemm_gflop = (kernels_gemm_flops() - flops0) / a->iters * 1e-9, gemm_ms = 0;
     long rss_kb = peak_rss_kb(); /* before the GEMMs alone allocate their operands */
-    /* The same forward's GEMMs alone, as plain sgemm calls: no engine of im2col + OpenBLAS
-     * can be faster than this (their weights even stay in cache, unlike in the forward). */
+    /* The same forward's GEMMs alone, as plain sgemm calls (their weights in cache, unlike in
+     * the forward): what strata's forward would cost if nothing but its GEMMs took time. */
     enum { GEMM_LOG_CAP = 1 << 14 };
     kernels_gemm *log = malloc(GEMM_LOG_CAP * sizeof *log);
     if (!rc && !log) rc = kerr_set(e, KERR_NOMEM, "out of memory");

@@ -51,6 +51,7 @@ static inline float exp_approx(float x)
 /* Mean and 1/std of n floats: float partial sums over 8 lanes (vectorised), two passes. */
 
 /* y = act(x * a + b) over one channel; SiLU gets the vectorised exponential. */
+OP_VECTOR_CLONES
 void op_affine_act(const float *x, int n, float a, float b, op_act act, float *y)
 {
     if (act == OP_ACT_SILU) {
@@ -65,6 +66,7 @@ void op_affine_act(const float *x, int n, float a, float b, op_act act, float *y
 }
 
 
+OP_VECTOR_CLONES
 void op_softmax_rows(float *s, int rows, int cols)
 {
     for (int r = 0; r < rows; r++) {

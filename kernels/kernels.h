@@ -190,7 +190,7 @@ int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *ti
                  const float *class_labels, float *out, kerr *e);
 
 /* GFLOP/s of one 3x3 (k=3, padding 1) or 1x1 convolution of batch images of cin x h x w as
- * the UNet runs it (im2col + GEMM), on `threads` threads. */
+ * the UNet runs it (shifted GEMMs or im2col + GEMM, see kernels/ops.c), on `threads` threads. */
 int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int threads, int iters,
                        double *gflops);
 /* GFLOP/s of one plain OpenBLAS sgemm (m x k times k x n) on `threads` OpenBLAS threads. */

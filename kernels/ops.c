@@ -1,4 +1,5 @@
-/* Tensor operations on OpenBLAS: convolution as im2col + sgemm, GroupNorm, attention. */
+/* Tensor operations on OpenBLAS: convolution (nine shifted GEMMs for 3x3 stride-1 layers, else
+ * im2col + GEMM), GroupNorm, attention. */
 #include "kernels/ops.h"
 
 #include <cblas.h>
@@ -197,6 +198,7 @@ int conv2d_weight_taps_major(float *weight, int cout, int cin, int k)
 
 /* One (ky, kx, channel) row of im2col for output rows [oy0, oy1) of one image:
  * col[(oy - oy0) * ow + ox]. */
+OP_VECTOR_CLONES
 static void im2col_row(const float *xc, int h, int w, int ky, int kx, int stride, int pt, int pl,
                        int oy0, int oy1, int ow, float *col)
 {
@@ -263,6 +265,7 @@ static int conv_is_pointwise(const conv2d *cv)
 }
 
 /* out [cout, ld] (ld >= ohw) starts as the bias, or is added to when accumulate. */
+OP_VECTOR_CLONES
 static void conv_init_out(const conv2d *cv, float *out, size_t ohw, size_t ld, int accumulate)
 {
 #pragma omp parallel for schedule(static) if (cv->cout * ohw > 65536)
@@ -339,6 +342,7 @@ static size_t shifted_scratch_floats(const conv2d *cv, int h, int w)
 
 /* pad [cin, rows + 2, w + 2]: input rows oy0 - 1 .. oy0 + rows, zero outside the image. The
  * last tap reads two floats past a plane, so a zeroed slack follows the last one. */
+OP_VECTOR_CLONES
 static void pad_band(const float *x, int cin, int h, int w, int oy0, int rows, float *pad,
                      int parallel)
 {
@@ -384,6 +388,7 @@ static void shifted_gemms(const conv2d *cv, const float *pad, size_t plane, int 
 
 /* y's rows [oy0, oy0 + rows) of every channel (plane hw apart) from out [cout, rows, w + 2],
  * the two extra columns dropped; added to y when accumulate. */
+OP_VECTOR_CLONES
 static void unpad_band(const float *out, int cout, int rows, int w, float *y, size_t hw,
                        int accumulate, int parallel)
 {
@@ -501,6 +506,7 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
 
 /* ---------------------------------------------------------------- normalisation */
 
+OP_VECTOR_CLONES
 static void group_stats(const float *x, size_t n, float eps, float *mean, float *rstd)
 {
     float lane[8] = {0}, sq[8] = {0};
@@ -559,6 +565,7 @@ void op_copy(float *dst, const float *src, size_t count)
     }
 }
 
+OP_VECTOR_CLONES
 void op_add_channel_values(float *x, int n, int c, size_t hw, const float *v, int v_stride)
 {
 #pragma omp parallel for schedule(static) if ((size_t)n * c * hw > 65536)
@@ -575,6 +582,7 @@ void op_linear(const float *x, int n, int in, const float *w, const float *b, in
     op_gemm(1, n, out, in, 1.0f, x, in, w, in, 1.0f, y, out);
 }
 
+OP_VECTOR_CLONES
 void op_upsample_nearest2(const float *x, int nc, int h, int w, float *y)
 {
 #pragma omp parallel for schedule(static) if ((size_t)nc * h * w > 16384)

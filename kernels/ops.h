@@ -7,6 +7,18 @@
 
 #include "kernels/kernels.h"
 
+/* strata's own hot loops (normalisation, activations, padding and copies) are also built for
+ * AVX-512 and AVX2, and the loader picks the widest this CPU has (GCC's target_clones; the
+ * baseline x86-64 build has only SSE2). The Makefile turns contraction into FMA off, so every
+ * clone does the same operations in the same order: only the vector width differs, and the
+ * bits do not. Sanitizer builds keep one version. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define OP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define OP_VECTOR_CLONES
+#endif
+
 /* A bump allocator for one forward pass. Allocation past the capacity falls back to the heap
  * and records the need; arena_reset() then grows the block to the peak, so from the second
  * forward of the same shape on there is no allocation at all. */

@@ -90,7 +90,8 @@ TEST(ops_conv_bands_match_direct_convolution)
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         conv_case c = cases[i];
         double rel = conv_error(c);
-        CHECKF(rel >= 0 && rel < 1e-5, "n=%d stride=%d accumulate=%d cin=%d %dx%d: relative error %g",
-               c.n, c.stride, c.accumulate, c.cin, c.h, c.w, rel);
+        CHECKF(rel >= 0 && rel < 1e-5,
+               "n=%d stride=%d accumulate=%d cin=%d %dx%d: relative error %g", c.n, c.stride,
+               c.accumulate, c.cin, c.h, c.w, rel);
     }
 }
