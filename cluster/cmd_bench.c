@@ -63,17 +63,22 @@ static int bench_unet(const bench_args *a, kerr *e)
     long rss_kb = peak_rss_kb(); /* before the GEMMs alone allocate their operands */
     /* The same forward's GEMMs alone, as plain sgemm calls (their weights in cache, unlike in
      * the forward): what strata's forward would cost if nothing but its GEMMs took time. */
-    enum { GEMM_LOG_CAP = 1 << 14 };
-    kernels_gemm *log = malloc(GEMM_LOG_CAP * sizeof *log);
-    if (!rc && !log) rc = kerr_set(e, KERR_NOMEM, "out of memory");
-    if (!rc) {
-        kernels_trace_gemms(log, GEMM_LOG_CAP);
-        rc = unet_forward(m, x, n, s, s, t, cl, y, e);
-        int count = kernels_trace_gemms(NULL, 0);
-        if (!rc && count > GEMM_LOG_CAP) rc = kerr_set(e, KERR_NOMEM, "over %d GEMMs", count);
-        if (!rc && kernels_bench_gemms(log, count, a->threads, a->iters, &gemm_ms))
+    kernels_gemm *log = NULL;
+    int cap = 1024, count = 0;
+    while (!rc) { /* a forward with the trace on; again with room for all if it had too little */
+        kernels_gemm *grown = realloc(log, (size_t)cap * sizeof *log);
+        if (!grown) {
             rc = kerr_set(e, KERR_NOMEM, "out of memory");
+            break;
+        }
+        log = grown;
+        kernels_trace_gemms(log, cap);
+        rc = unet_forward(m, x, n, s, s, t, cl, y, e);
+        if ((count = kernels_trace_gemms(NULL, 0)) <= cap) break;
+        cap = count;
     }
+    if (!rc && kernels_bench_gemms(log, count, a->threads, a->iters, &gemm_ms))
+        rc = kerr_set(e, KERR_NOMEM, "out of memory");
     /* min_ms: the fastest single forward, steadier than the mean on a shared machine;
      * gemm_gflop: its work in GEMMs (convolutions, projections, attention) */
     if (!rc)

@@ -206,7 +206,8 @@ typedef struct kernels_gemm {
 int kernels_trace_gemms(kernels_gemm *log, int cap);
 /* Milliseconds to run these GEMMs one after another as plain OpenBLAS sgemm calls on
  * `threads` threads (the better of OpenBLAS's threading and strata's split), nothing else:
- * what they cost without im2col or any other op. The mean of iters passes after a warm-up. */
+ * what they cost without im2col or any other op. The fastest of iters passes after a warm-up,
+ * as bench unet's min_ms. */
 int kernels_bench_gemms(const kernels_gemm *g, int count, int threads, int iters, double *ms);
 
 /* ---------------------------------------------------------------- samplers */

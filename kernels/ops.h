@@ -105,12 +105,12 @@ void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const floa
 
 /* y (n, out) = x (n, in) W^T + b, W [out, in]. */
 void op_linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y);
-/* Nearest-neighbour x2: (n, c, h, w) -> (n, c, 2h, 2w). */
 /* dst = src, count floats, in parallel chunks when large. */
 void op_copy(float *dst, const float *src, size_t count);
 /* x (n, c, hw) += v[i * v_stride + ch] for image i, channel ch: the time embedding of a
  * ResnetBlock2D added to every pixel. */
 void op_add_channel_values(float *x, int n, int c, size_t hw, const float *v, int v_stride);
+/* Nearest-neighbour x2: (n, c, h, w) -> (n, c, 2h, 2w). */
 void op_upsample_nearest2(const float *x, int nc, int h, int w, float *y);
 /* 2x2 average pool, stride 2: (n, c, h, w) -> (n, c, h/2, w/2). */
 void op_avgpool2(const float *x, int nc, int h, int w, float *y);
