@@ -13,9 +13,10 @@
 static const char bench_help[] =
     "usage: strata bench unet --model DIR [--batch N] [--threads T] [--iters K] [--size PX]\n"
     "       strata bench conv [--threads T] [--iters K]\n\n"
-    "unet: mean time of one UNet2DModel forward (after 2 warm-up passes) and peak RSS.\n"
+    "unet: mean and fastest time of one UNet2DModel forward (after 2 warm-up passes), its\n"
+    "GFLOP in GEMMs, those GEMMs timed alone as plain OpenBLAS sgemm calls, and peak RSS.\n"
     "conv: GFLOP/s of the UNet's 3x3 and 1x1 convolutions (ddpm-cifar10 shapes) beside plain\n"
-    "OpenBLAS sgemm GFLOP/s for the same GEMM shapes.\n";
+    "OpenBLAS sgemm GFLOP/s for the same GEMM shapes, and OpenBLAS's peak sgemm rate.\n";
 
 typedef struct bench_args {
     const char *what, *model;
