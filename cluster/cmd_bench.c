@@ -37,59 +37,91 @@ static long peak_rss_kb(void)
     return ru.ru_maxrss;
 }
 
-static int bench_unet(const bench_args *a, kerr *e)
-{
+/* One model and its inputs, run forward again and again. */
+typedef struct bench_forward {
     unet_t *m;
-    int rc = unet_load(a->model, &m, e);
-    if (rc) return rc;
-    const unet_info *info = unet_get_info(m);
-    int n = a->batch, s = a->size ? a->size : info->sample_size;
-    size_t in = (size_t)n * info->in_channels * s * s, out = (size_t)n * info->out_channels * s * s;
-    float *x = malloc(in * sizeof(float)), *y = malloc(out * sizeof(float));
-    float *t = malloc((size_t)n * sizeof(float));
-    float *labels = calloc((size_t)n * info->class_label_dim, sizeof(float));
-    if (!x || !y || !t || !labels) return kerr_set(e, KERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < in; i++) x[i] = (float)(i % 17) / 17.0f - 0.5f;
-    for (int i = 0; i < n; i++) t[i] = 500;
-    const float *cl = info->needs_class_labels ? labels : NULL;
-    for (int i = 0; i < 2 && !rc; i++) rc = unet_forward(m, x, n, s, s, t, cl, y, e);
-    double t0 = now_seconds(), fastest = 1e30, flops0 = kernels_gemm_flops();
+    float *x, *y, *t, *labels;
+    const float *class_labels;
+    int n, side;
+} bench_forward;
+
+static int forward(const bench_forward *f, kerr *e)
+{
+    return unet_forward(f->m, f->x, f->n, f->side, f->side, f->t, f->class_labels, f->y, e);
+}
+
+/* The GEMMs of one forward, recorded; again with room for all when the log was too short.
+ * *log is the caller's to free. */
+static int trace_gemms(const bench_forward *f, kernels_gemm **log, int *count, kerr *e)
+{
+    int cap = 1024, rc = 0;
+    *log = NULL;
+    for (;;) {
+        kernels_gemm *grown = realloc(*log, (size_t)cap * sizeof **log);
+        if (!grown) return kerr_set(e, KERR_NOMEM, "out of memory");
+        *log = grown;
+        kernels_trace_gemms(*log, cap);
+        rc = forward(f, e);
+        *count = kernels_trace_gemms(NULL, 0);
+        if (rc || *count <= cap) return rc;
+        cap = *count;
+    }
+}
+
+/* ms: the mean forward; min_ms: the fastest one, steadier on a shared machine; gemm_gflop: the
+ * forward's work in GEMMs (convolutions, projections, attention), gemms of them; gemm_alone_ms: those GEMMs
+ * timed alone as plain sgemm calls, their weights in cache unlike in the forward, that is what
+ * the forward would cost if nothing but its GEMMs took time. */
+static int bench_forwards(const bench_args *a, const bench_forward *f, kerr *e)
+{
+    int rc = 0, count = 0;
+    for (int i = 0; i < 2 && !rc; i++) rc = forward(f, e);
+    double t0 = now_seconds(), fastest = 1e30;
     for (int i = 0; i < a->iters && !rc; i++) {
         double ti = now_seconds();
-        rc = unet_forward(m, x, n, s, s, t, cl, y, e);
-        if (now_seconds() - ti < fastest) fastest = now_seconds() - ti;
+        rc = forward(f, e);
+        double took = now_seconds() - ti;
+        fastest = took < fastest ? took : fastest;
     }
-    double ms = (now_seconds() - t0) * 1e3 / a->iters;
-    double gemm_gflop = (kernels_gemm_flops() - flops0) / a->iters * 1e-9, gemm_ms = 0;
+    double ms = (now_seconds() - t0) * 1e3 / a->iters, gemm_ms = 0, flops = 0;
     long rss_kb = peak_rss_kb(); /* before the GEMMs alone allocate their operands */
-    /* The same forward's GEMMs alone, as plain sgemm calls (their weights in cache, unlike in
-     * the forward): what strata's forward would cost if nothing but its GEMMs took time. */
     kernels_gemm *log = NULL;
-    int cap = 1024, count = 0;
-    while (!rc) { /* a forward with the trace on; again with room for all if it had too little */
-        kernels_gemm *grown = realloc(log, (size_t)cap * sizeof *log);
-        if (!grown) {
-            rc = kerr_set(e, KERR_NOMEM, "out of memory");
-            break;
-        }
-        log = grown;
-        kernels_trace_gemms(log, cap);
-        rc = unet_forward(m, x, n, s, s, t, cl, y, e);
-        if ((count = kernels_trace_gemms(NULL, 0)) <= cap) break;
-        cap = count;
-    }
+    if (!rc) rc = trace_gemms(f, &log, &count, e);
     if (!rc && kernels_bench_gemms(log, count, a->threads, a->iters, &gemm_ms))
         rc = kerr_set(e, KERR_NOMEM, "out of memory");
-    /* min_ms: the fastest single forward, steadier than the mean on a shared machine;
-     * gemm_gflop: its work in GEMMs (convolutions, projections, attention) */
+    for (int i = 0; i < count && !rc; i++) flops += 2.0 * log[i].m * log[i].n * log[i].k;
     if (!rc)
-        printf("unet batch=%d threads=%d ms=%.2f min_ms=%.2f gemm_gflop=%.2f gemm_alone_ms=%.2f "
-               "peak_rss_mb=%.1f params=%lld\n",
-               n, a->threads, ms, fastest * 1e3, gemm_gflop, gemm_ms, rss_kb / 1024.0,
-               (long long)info->num_params);
+        printf("unet batch=%d threads=%d ms=%.2f min_ms=%.2f gemms=%d gemm_gflop=%.3f "
+               "gemm_alone_ms=%.2f peak_rss_mb=%.1f params=%lld\n",
+               f->n, a->threads, ms, fastest * 1e3, count, flops * 1e-9, gemm_ms,
+               rss_kb / 1024.0, (long long)unet_get_info(f->m)->num_params);
     free(log);
-    free(x), free(y), free(t), free(labels);
-    unet_free(m);
+    return rc;
+}
+
+static int bench_unet(const bench_args *a, kerr *e)
+{
+    bench_forward f = {.n = a->batch};
+    int rc = unet_load(a->model, &f.m, e);
+    if (rc) return rc;
+    const unet_info *info = unet_get_info(f.m);
+    f.side = a->size ? a->size : info->sample_size;
+    size_t plane = (size_t)f.n * f.side * f.side;
+    f.x = malloc(plane * info->in_channels * sizeof(float));
+    f.y = malloc(plane * info->out_channels * sizeof(float));
+    f.t = malloc((size_t)f.n * sizeof(float));
+    f.labels = calloc((size_t)f.n * info->class_label_dim + 1, sizeof(float)); /* never 0 */
+    if (!f.x || !f.y || !f.t || !f.labels) {
+        rc = kerr_set(e, KERR_NOMEM, "out of memory");
+    } else {
+        for (size_t i = 0; i < plane * info->in_channels; i++)
+            f.x[i] = (float)(i % 17) / 17.0f - 0.5f;
+        for (int i = 0; i < f.n; i++) f.t[i] = 500;
+        f.class_labels = info->needs_class_labels ? f.labels : NULL;
+        rc = bench_forwards(a, &f, e);
+    }
+    free(f.x), free(f.y), free(f.t), free(f.labels);
+    unet_free(f.m);
     return rc;
 }
 

@@ -48,8 +48,6 @@ static inline float exp_approx(float x)
     return p * scale.f;
 }
 
-/* Mean and 1/std of n floats: float partial sums over 8 lanes (vectorised), two passes. */
-
 /* y = act(x * a + b) over one channel; SiLU gets the vectorised exponential. */
 OP_VECTOR_CLONES
 void op_affine_act(const float *x, int n, float a, float b, op_act act, float *y)

@@ -67,18 +67,6 @@ int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gfl
     return 0;
 }
 
-double kernels_gemm_flops(void)
-{
-    return op_gemm_flops();
-}
-
-int kernels_trace_gemms(kernels_gemm *log, int cap)
-{
-    int count = op_traced_gemms();
-    op_trace_gemms(log, cap);
-    return count;
-}
-
 /* On OpenBLAS's threads, or split by strata's op_gemm (which has no transposed A). */
 static void run_gemms(const kernels_gemm *g, int count, const float *a, const float *b, float *c,
                       int split_by_strata)
@@ -102,7 +90,8 @@ static double time_gemms(const kernels_gemm *g, int count, const float *a, const
     for (int i = 0; i < iters; i++) {
         double t0 = now_seconds();
         run_gemms(g, count, a, b, c, split_by_strata);
-        fastest = now_seconds() - t0 < fastest ? now_seconds() - t0 : fastest;
+        double took = now_seconds() - t0;
+        fastest = took < fastest ? took : fastest;
     }
     return fastest * 1e3;
 }

@@ -195,14 +195,12 @@ int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int th
                        double *gflops);
 /* GFLOP/s of one plain OpenBLAS sgemm (m x k times k x n) on `threads` OpenBLAS threads. */
 int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gflops);
-/* Floating-point operations the engine has done in GEMMs since the process started. */
-double kernels_gemm_flops(void);
 /* One GEMM the engine asked for: row-major (m x k) times (k x n), operands transposed or not. */
 typedef struct kernels_gemm {
     int m, n, k, trans_a, trans_b;
 } kernels_gemm;
 /* Records the GEMMs of the engine from now on into log (at most cap; NULL stops). Returns how
- * many there were since the last start, even past cap. */
+ * many there were since the last start, even past cap. Not for use while a forward runs. */
 int kernels_trace_gemms(kernels_gemm *log, int cap);
 /* Milliseconds to run these GEMMs one after another as plain OpenBLAS sgemm calls on
  * `threads` threads (the better of OpenBLAS's threading and strata's split), nothing else:

@@ -2,6 +2,8 @@
  * im2col + GEMM), GroupNorm, attention. */
 #include "kernels/ops.h"
 
+#include "kernels/kernels.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
@@ -23,17 +25,14 @@ static int gemm_slices(double flops)
     return flops < 4e6 ? 1 : flops < 4e8 ? 2 : flops < 1.6e9 ? 4 : 8;
 }
 
-/* Every GEMM the engine asks for is noted here once (a sliced one as one): its operations
- * are counted, and while a trace is on (`strata bench`) its shape is recorded, so that the
- * same GEMMs can be timed alone as plain sgemm calls. A few hundred notes per forward. */
-static double gemm_flops_done;
+/* Every GEMM the engine asks for is noted here once (a sliced one as one). While a trace is on
+ * (`strata bench`) its shape is recorded, so that the same GEMMs can be timed alone; otherwise
+ * a note costs one test of a pointer. */
 static kernels_gemm *gemm_log;
 static int gemm_log_cap, gemm_log_count;
 
 static void note_gemm(int trans_a, int trans_b, int m, int n, int k)
 {
-#pragma omp atomic update
-    gemm_flops_done += 2.0 * m * n * k;
     if (!gemm_log) return;
     int i;
 #pragma omp atomic capture
@@ -41,22 +40,11 @@ static void note_gemm(int trans_a, int trans_b, int m, int n, int k)
     if (i < gemm_log_cap) gemm_log[i] = (kernels_gemm){m, n, k, trans_a, trans_b};
 }
 
-double op_gemm_flops(void)
+int kernels_trace_gemms(kernels_gemm *log, int cap)
 {
-    double f;
-#pragma omp atomic read
-    f = gemm_flops_done;
-    return f;
-}
-
-void op_trace_gemms(kernels_gemm *log, int cap)
-{
+    int count = gemm_log_count;
     gemm_log = log, gemm_log_cap = cap, gemm_log_count = 0;
-}
-
-int op_traced_gemms(void)
-{
-    return gemm_log_count;
+    return count;
 }
 
 static void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
@@ -375,10 +363,7 @@ static void shifted_gemms(const conv2d *cv, const float *pad, size_t plane, int 
 #pragma omp parallel for schedule(static) if (parallel && chunks > 1)
     for (int i = 0; i < chunks; i++) {
         int lo = i * chunk, cnt = cols - lo < chunk ? cols - lo : chunk;
-        for (int co = 0; co < cv->cout; co++) {
-            float *row = out + (size_t)co * cols + lo, b = cv->bias ? cv->bias[co] : 0.0f;
-            for (int j = 0; j < cnt; j++) row[j] = b;
-        }
+        conv_init_out(cv, out + lo, cnt, cols, 0);
         for (int t = 0; t < 9; t++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cv->cout, cnt, cv->cin, 1.0f,
                         cv->weight + (size_t)t * cv->cin, 9 * cv->cin,
@@ -468,14 +453,28 @@ static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, f
     if (g > 1) regroup_images(tmp, y, g, cv->cout, ohw, 1);
 }
 
-int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, int accumulate,
-              arena *a)
+/* Scratch floats per buffer: the im2col matrix of a group of images; for one image the
+ * padded planes and output of the shifted GEMMs, an im2col band, or none (pointwise). */
+static size_t conv_scratch_floats(const conv2d *cv, int h, int w, int group)
 {
     int oh, ow, kdim = cv->cin * cv->k * cv->k;
     conv2d_out_size(cv, h, w, &oh, &ow);
+    if (group > 1) return (size_t)kdim * group * oh * ow;
+    if (conv_is_shifted(cv, w)) return shifted_scratch_floats(cv, h, w);
+    if (conv_is_pointwise(cv)) return 0;
+    return (size_t)kdim * conv_band_rows(kdim, oh, ow) * ow;
+}
+
+int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, int accumulate,
+              arena *a)
+{
+    int oh, ow;
+    conv2d_out_size(cv, h, w, &oh, &ow);
     size_t ohw = (size_t)oh * ow, chw = (size_t)cv->cin * h * w, ochw = (size_t)cv->cout * ohw;
-    int shifted = conv_is_shifted(cv, w);
-    int group = ohw >= CONV_MIN_COLS || shifted ? 1 : (int)((CONV_MIN_COLS + ohw - 1) / ohw);
+    /* the shifted GEMMs take one image at a time (conv_images) */
+    int group = ohw >= CONV_MIN_COLS || conv_is_shifted(cv, w)
+                    ? 1
+                    : (int)((CONV_MIN_COLS + ohw - 1) / ohw);
     if (group > n) group = n;
     /* Several images of one GEMM each: one image per thread, each GEMM one OpenBLAS call, so
      * im2col, the bias and the copies run in parallel too. Chosen by n alone, never by the
@@ -483,13 +482,13 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
     int per_image = group == 1 && n > 1;
     gemm_once_single_threaded();
     int buffers = per_image ? (n < omp_get_max_threads() ? n : omp_get_max_threads()) : 1;
-    size_t mark = arena_mark(a), col_size = (size_t)kdim * group * ohw;
-    if (group == 1) col_size = (size_t)kdim * conv_band_rows(kdim, oh, ow) * ow;
-    if (shifted) col_size = shifted_scratch_floats(cv, h, w);
-    int need_col = !conv_is_pointwise(cv) || group > 1;
-    float *col = need_col ? arena_floats(a, col_size * buffers) : NULL;
+    size_t mark = arena_mark(a), col_size = conv_scratch_floats(cv, h, w, group);
+    float *col = col_size ? arena_floats(a, col_size * buffers) : NULL;
     float *tmp = group > 1 ? arena_floats(a, (size_t)cv->cout * group * ohw) : NULL;
-    if ((need_col && !col) || (group > 1 && !tmp)) return -1;
+    if ((col_size && !col) || (group > 1 && !tmp)) {
+        arena_release(a, mark);
+        return -1;
+    }
     if (per_image) {
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < n; i++)

@@ -5,8 +5,6 @@
 
 #include <stddef.h>
 
-#include "kernels/kernels.h"
-
 /* strata's own hot loops (normalisation, activations, padding and copies) are also built for
  * AVX-512 and AVX2, and the loader picks the widest this CPU has (GCC's target_clones; the
  * baseline x86-64 build has only SSE2). The Makefile turns contraction into FMA off, so every
@@ -49,13 +47,6 @@ int arena_reset(arena *a);
  * that depend on the shape only, so results are bitwise independent of the thread count. */
 void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
              const float *b, int ldb, float beta, float *c, int ldc);
-
-/* Floating-point operations of all the GEMMs of the ops so far. */
-double op_gemm_flops(void);
-/* Record the shape of each GEMM the ops do from now on into log (up to cap of them; NULL
- * stops); op_traced_gemms() says how many there were, even past cap. */
-void op_trace_gemms(kernels_gemm *log, int cap);
-int op_traced_gemms(void);
 
 /* y = conv2d(x): weight [cout, k, k, cin] (tap-major: PyTorch's [cout, cin, k, k] reordered
  * by conv2d_weight_taps_major, so each tap's [cout, cin] block is a matrix of its own), bias

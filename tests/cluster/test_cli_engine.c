@@ -3,6 +3,7 @@
 #include "kernels/kernels.h"
 #include "tests/test.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -281,4 +282,28 @@ TEST(cli_blas_kernels_same_in_every_process)
     CHECKF(strcasecmp(kernels_blas_core(), "Prescott") || !__builtin_cpu_supports("avx2"),
            "OpenBLAS runs its generic kernels on a CPU with AVX2");
 #endif
+}
+
+static double bench_field(const char *out, const char *key)
+{
+    const char *p = strstr(out, key);
+    return p ? atof(p + strlen(key)) : -1;
+}
+
+/* `strata bench unet` traces the GEMMs of a forward, from every thread, growing its log past its
+ * first 1,024 entries (cifar10 at batch 4 has about 1,090): their work is then exactly 4x that of
+ * batch 1, and the trace, replayed alone, takes time. */
+TEST(cli_bench_unet_traces_every_gemm)
+{
+    char out1[512], out4[512], err[1024];
+    const char *one[] = {"bench", "unet", "--model", "tests/fixtures/unet/cifar10/model",
+                         "--batch", "1", "--iters", "1", NULL};
+    const char *four[] = {"bench", "unet", "--model", "tests/fixtures/unet/cifar10/model",
+                          "--batch", "4", "--threads", "2", "--iters", "1", NULL};
+    CHECKF(test_run_strata(one, err, sizeof err, out1, sizeof out1) == 0, "%s", err);
+    CHECKF(test_run_strata(four, err, sizeof err, out4, sizeof out4) == 0, "%s", err);
+    double g1 = bench_field(out1, " gemm_gflop="), g4 = bench_field(out4, " gemm_gflop=");
+    CHECKF(bench_field(out4, " gemms=") > 1024, "%s", out4);
+    CHECKF(g1 > 0 && fabs(g4 / g1 - 4.0) < 1e-3, "batch 1: %s batch 4: %s", out1, out4);
+    CHECKF(bench_field(out4, " gemm_alone_ms=") > 0, "%s", out4);
 }
