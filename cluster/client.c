@@ -50,10 +50,11 @@ static void draw_progress(const struct proto_job_status *s, FILE *to, int tty, i
         if (tty) {
             int width = 24, full = s->count ? (int)((uint64_t)l->done * width / s->count) : 0;
             char bar[64];
-            for (int k = 0; k < width; k++) bar[k] = k < full ? '#' : '.';
+            for (int k = 0; k < width; k++)
+                bar[k] = k < full ? '#' : '.';
             bar[width] = 0;
-            fprintf(to, "  %-6s [%s] %u/%u run %u queue %u %.0fs\x1b[K\n", l->name, bar,
-                    l->done, s->count, l->running, l->queued, (double)l->compute_ms / 1000);
+            fprintf(to, "  %-6s [%s] %u/%u run %u queue %u %.0fs\x1b[K\n", l->name, bar, l->done,
+                    s->count, l->running, l->queued, (double)l->compute_ms / 1000);
         } else {
             fprintf(to, "  %s done=%u running=%u queued=%u compute=%.1fs\n", l->name, l->done,
                     l->running, l->queued, (double)l->compute_ms / 1000);
@@ -86,8 +87,7 @@ static int watch_next(client *c, const char *job, client_tick tick, void *ctx, p
     }
 }
 
-int client_watch(client *c, const char *job, FILE *to, client_tick tick, void *ctx,
-                 proto_err *e)
+int client_watch(client *c, const char *job, FILE *to, client_tick tick, void *ctx, proto_err *e)
 {
     proto_msg req = {.type = PROTO_WATCH, .watch = {job}}, m;
     int rc = proto_send(c->sock, NULL, &req, e), drawn = 0, tty = isatty(fileno(to));

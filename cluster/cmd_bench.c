@@ -69,13 +69,14 @@ static int trace_gemms(const bench_forward *f, kernels_gemm **log, int *count, k
 }
 
 /* ms: the mean forward; min_ms: the fastest one, steadier on a shared machine; gemm_gflop: the
- * forward's work in GEMMs (convolutions, projections, attention), gemms of them; gemm_alone_ms: those GEMMs
- * timed alone as plain sgemm calls, their weights in cache unlike in the forward, that is what
- * the forward would cost if nothing but its GEMMs took time. */
+ * forward's work in GEMMs (convolutions, projections, attention), gemms of them; gemm_alone_ms:
+ * those GEMMs timed alone as plain sgemm calls, their weights in cache unlike in the forward, that
+ * is what the forward would cost if nothing but its GEMMs took time. */
 static int bench_forwards(const bench_args *a, const bench_forward *f, kerr *e)
 {
     int rc = 0, count = 0;
-    for (int i = 0; i < 2 && !rc; i++) rc = forward(f, e);
+    for (int i = 0; i < 2 && !rc; i++)
+        rc = forward(f, e);
     double t0 = now_seconds(), fastest = 1e30;
     for (int i = 0; i < a->iters && !rc; i++) {
         double ti = now_seconds();
@@ -89,12 +90,13 @@ static int bench_forwards(const bench_args *a, const bench_forward *f, kerr *e)
     if (!rc) rc = trace_gemms(f, &log, &count, e);
     if (!rc && kernels_bench_gemms(log, count, a->threads, a->iters, &gemm_ms))
         rc = kerr_set(e, KERR_NOMEM, "out of memory");
-    for (int i = 0; i < count && !rc; i++) flops += 2.0 * log[i].m * log[i].n * log[i].k;
+    for (int i = 0; i < count && !rc; i++)
+        flops += 2.0 * log[i].m * log[i].n * log[i].k;
     if (!rc)
         printf("unet batch=%d threads=%d ms=%.2f min_ms=%.2f gemms=%d gemm_gflop=%.3f "
                "gemm_alone_ms=%.2f peak_rss_mb=%.1f params=%lld\n",
-               f->n, a->threads, ms, fastest * 1e3, count, flops * 1e-9, gemm_ms,
-               rss_kb / 1024.0, (long long)unet_get_info(f->m)->num_params);
+               f->n, a->threads, ms, fastest * 1e3, count, flops * 1e-9, gemm_ms, rss_kb / 1024.0,
+               (long long)unet_get_info(f->m)->num_params);
     free(log);
     return rc;
 }
@@ -116,7 +118,8 @@ static int bench_unet(const bench_args *a, kerr *e)
     } else {
         for (size_t i = 0; i < plane * info->in_channels; i++)
             f.x[i] = (float)(i % 17) / 17.0f - 0.5f;
-        for (int i = 0; i < f.n; i++) f.t[i] = 500;
+        for (int i = 0; i < f.n; i++)
+            f.t[i] = 500;
         f.class_labels = info->needs_class_labels ? f.labels : NULL;
         rc = bench_forwards(a, &f, e);
     }
@@ -156,7 +159,8 @@ static int bench_conv(const bench_args *a, kerr *e)
     }
     /* OpenBLAS's best rate here: the shapes above and the large ones of a batch of 8 */
     double peak = 0, g;
-    for (int i = 0; i < NSHAPES; i++) peak = gemm[i] > peak ? gemm[i] : peak;
+    for (int i = 0; i < NSHAPES; i++)
+        peak = gemm[i] > peak ? gemm[i] : peak;
     static const int large[][3] = {{128, 8192, 1152}, {256, 2048, 2304}, {1024, 1024, 1024}};
     for (int i = 0; i < 3; i++) {
         if (kernels_bench_sgemm(large[i][0], large[i][1], large[i][2], a->threads, a->iters, &g))
@@ -169,17 +173,20 @@ static int bench_conv(const bench_args *a, kerr *e)
 
 static int parse_bench_args(int argc, char **argv, bench_args *a)
 {
-    static const struct option opts[] = {{"model", 1, 0, 'm'}, {"batch", 1, 0, 'b'},
-                                         {"threads", 1, 0, 'j'}, {"iters", 1, 0, 'i'},
-                                         {"size", 1, 0, 's'},    {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"model", 1, 0, 'm'}, {"batch", 1, 0, 'b'}, {"threads", 1, 0, 'j'},
+        {"iters", 1, 0, 'i'}, {"size", 1, 0, 's'},  {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
     int c;
     *a = (bench_args){.batch = 1, .threads = 1, .iters = 10};
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int *slot = c == 'b' ? &a->batch : c == 'j' ? &a->threads : c == 'i' ? &a->iters
-                  : c == 's' ? &a->size : NULL;
+        int *slot = c == 'b'   ? &a->batch
+                    : c == 'j' ? &a->threads
+                    : c == 'i' ? &a->iters
+                    : c == 's' ? &a->size
+                               : NULL;
         if (c == 'm') {
             a->model = optarg;
         } else if (c == 'h') {
@@ -189,7 +196,12 @@ static int parse_bench_args(int argc, char **argv, bench_args *a)
             *slot = atoi(optarg);
             if (*slot < 1 || *slot > 4096) {
                 fprintf(stderr, "strata bench: --%s: '%s' is not 1 to 4096\n",
-                        opts[c == 'b' ? 1 : c == 'j' ? 2 : c == 'i' ? 3 : 4].name, optarg);
+                        opts[c == 'b'   ? 1
+                             : c == 'j' ? 2
+                             : c == 'i' ? 3
+                                        : 4]
+                            .name,
+                        optarg);
                 return CLI_EXIT_USAGE;
             }
         } else {

@@ -21,7 +21,8 @@ static const char client_help[] =
     "       strata status [JOB] [--json] [--coordinator ENDPOINT]\n"
     "       strata watch JOB [--coordinator ENDPOINT]\n"
     "       strata cancel JOB [--coordinator ENDPOINT]\n\n"
-    "Talk to a running coordinator (default endpoint $STRATA_COORDINATOR, else " CLIENT_DEFAULT_ENDPOINT
+    "Talk to a running coordinator (default endpoint $STRATA_COORDINATOR, "
+    "else " CLIENT_DEFAULT_ENDPOINT
     ").\nsubmit checks the job file, sends it and prints the job id; --wait then follows it like\n"
     "watch. status lists jobs (or one) with per-level counts. watch shows per-level progress\n"
     "until the job ends. Exit codes: 0 success, 1 the job failed or the coordinator did not\n"
@@ -30,16 +31,22 @@ static const char client_help[] =
 /* Parses [ARG] and the flags; needs_arg: ARG is required. */
 static int parse_client_args(const char *cmd, int argc, char **argv, int needs_arg, client_args *a)
 {
-    static const struct option opts[] = {{"coordinator", 1, 0, 'c'}, {"wait", 0, 0, 'w'},
-                                         {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"coordinator", 1, 0, 'c'},
+                                         {"wait", 0, 0, 'w'},
+                                         {"json", 0, 0, 'j'},
+                                         {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     memset(a, 0, sizeof *a);
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c == 'c') a->endpoint = optarg;
-        else if (c == 'w' && !strcmp(cmd, "submit")) a->wait = 1;
-        else if (c == 'j' && !strcmp(cmd, "status")) a->json = 1;
+        if (c == 'c')
+            a->endpoint = optarg;
+        else if (c == 'w' && !strcmp(cmd, "submit"))
+            a->wait = 1;
+        else if (c == 'j' && !strcmp(cmd, "status"))
+            a->json = 1;
         else if (c == 'h') {
             fputs(client_help, stdout);
             return -1;
@@ -116,12 +123,12 @@ static json_t *status_json(const struct proto_job_status *s)
 {
     json_t *levels = json_array();
     for (uint32_t i = 0; i < s->nlevels; i++)
-        json_array_append_new(levels, json_pack("{s:s, s:I, s:I, s:I, s:I}", "name",
-                                                s->levels[i].name, "queued",
-                                                (json_int_t)s->levels[i].queued, "running",
-                                                (json_int_t)s->levels[i].running, "done",
-                                                (json_int_t)s->levels[i].done, "compute_ms",
-                                                (json_int_t)s->levels[i].compute_ms));
+        json_array_append_new(levels,
+                              json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", s->levels[i].name,
+                                        "queued", (json_int_t)s->levels[i].queued, "running",
+                                        (json_int_t)s->levels[i].running, "done",
+                                        (json_int_t)s->levels[i].done, "compute_ms",
+                                        (json_int_t)s->levels[i].compute_ms));
     return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o}", "id", s->id, "state", s->state, "count",
                      (json_int_t)s->count, "done", (json_int_t)s->done, "failed",
                      (json_int_t)s->failed, "levels", levels);
@@ -131,7 +138,8 @@ static void print_status(const struct proto_status_reply *r, int as_json)
 {
     if (as_json) {
         json_t *jobs = json_array();
-        for (uint32_t i = 0; i < r->njobs; i++) json_array_append_new(jobs, status_json(&r->jobs[i]));
+        for (uint32_t i = 0; i < r->njobs; i++)
+            json_array_append_new(jobs, status_json(&r->jobs[i]));
         char *text = json_dumps(jobs, JSON_INDENT(2));
         printf("%s\n", text);
         free(text);

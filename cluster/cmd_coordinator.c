@@ -54,8 +54,10 @@ static int coordinator_read_config(int argc, char **argv, coordinator_args *a)
 {
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--config") && i + 1 < argc) path = argv[++i];
-        else if (!strncmp(argv[i], "--config=", 9)) path = argv[i] + 9;
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            path = argv[++i];
+        else if (!strncmp(argv[i], "--config=", 9))
+            path = argv[i] + 9;
     }
     if (!path) return 0;
     char err[1024];
@@ -74,11 +76,11 @@ static int coordinator_read_config(int argc, char **argv, coordinator_args *a)
 /* Fill a from argv. Returns 0, -1 after --help, or CLI_EXIT_USAGE. */
 static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
 {
-    static const struct option opts[] = {
-        {"pipeline", 1, 0, 'p'},     {"workers", 1, 0, 'w'},  {"clients", 1, 0, 'c'},
-        {"heartbeat-ms", 1, 0, 'b'}, {"liveness", 1, 0, 'l'}, {"max-in-flight", 1, 0, 'm'},
-        {"verbose", 0, 0, 'v'},      {"help", 0, 0, 'h'},     {"config", 1, 0, 'f'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"pipeline", 1, 0, 'p'}, {"workers", 1, 0, 'w'},
+                                         {"clients", 1, 0, 'c'},  {"heartbeat-ms", 1, 0, 'b'},
+                                         {"liveness", 1, 0, 'l'}, {"max-in-flight", 1, 0, 'm'},
+                                         {"verbose", 0, 0, 'v'},  {"help", 0, 0, 'h'},
+                                         {"config", 1, 0, 'f'},   {0, 0, 0, 0}};
     int c;
     *a = (coordinator_args){.pipeline = COORD_DEFAULT_PIPELINE,
                             .workers = COORD_DEFAULT_WORKERS,
@@ -100,7 +102,8 @@ static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
             break;
         case 'b':
             if (cli_parse_int(optarg, 10, 3600000, &a->o.heartbeat_ms))
-                return cli_usage("coordinator", "--heartbeat-ms: '%s' is not 10 to 3600000", optarg);
+                return cli_usage("coordinator", "--heartbeat-ms: '%s' is not 10 to 3600000",
+                                 optarg);
             break;
         case 'l':
             if (cli_parse_int(optarg, 1, 1000, &a->o.liveness))
@@ -108,7 +111,8 @@ static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
             break;
         case 'm':
             if (cli_parse_int(optarg, 1, 1 << 24, &a->o.max_images_in_flight))
-                return cli_usage("coordinator", "--max-in-flight: '%s' is not 1 to 16777216", optarg);
+                return cli_usage("coordinator", "--max-in-flight: '%s' is not 1 to 16777216",
+                                 optarg);
             break;
         case 'v':
             a->o.verbose = 1;

@@ -47,10 +47,10 @@ typedef struct unet_args {
 
 static int parse_unet_args(int argc, char **argv, unet_args *a)
 {
-    static const struct option opts[] = {
-        {"model", 1, 0, 'm'},   {"input", 1, 0, 'i'},        {"timestep", 1, 0, 't'},
-        {"out", 1, 0, 'o'},     {"class-labels", 1, 0, 'c'}, {"threads", 1, 0, 'j'},
-        {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", 1, 0, 'm'},        {"input", 1, 0, 'i'},
+                                         {"timestep", 1, 0, 't'},     {"out", 1, 0, 'o'},
+                                         {"class-labels", 1, 0, 'c'}, {"threads", 1, 0, 'j'},
+                                         {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
     int c;
     long v;
     memset(a, 0, sizeof *a);
@@ -59,9 +59,15 @@ static int parse_unet_args(int argc, char **argv, unet_args *a)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': a->model = optarg; break;
-        case 'i': a->input = optarg; break;
-        case 'o': a->out = optarg; break;
+        case 'm':
+            a->model = optarg;
+            break;
+        case 'i':
+            a->input = optarg;
+            break;
+        case 'o':
+            a->out = optarg;
+            break;
         case 't':
             if (cli_parse_float(optarg, &a->timestep))
                 return cli_usage("unet", "--timestep: '%s' is not a number", optarg);
@@ -69,16 +75,18 @@ static int parse_unet_args(int argc, char **argv, unet_args *a)
             break;
         case 'c':
             if ((a->nlabels = parse_float_list(optarg, a->labels, 256)) < 0)
-                return cli_usage("unet", "--class-labels: '%s' is not a list of numbers",
-                                   optarg);
+                return cli_usage("unet", "--class-labels: '%s' is not a list of numbers", optarg);
             break;
         case 'j':
             if (cli_parse_long(optarg, 1, 256, &v))
                 return cli_usage("unet", "--threads: '%s' is not 1 to 256", optarg);
             a->threads = (int)v;
             break;
-        case 'h': fputs(unet_help, stdout); return -1;
-        default: return cli_usage("unet", "unknown or incomplete option '%s'", argv[optind - 1]);
+        case 'h':
+            fputs(unet_help, stdout);
+            return -1;
+        default:
+            return cli_usage("unet", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (!a->model || !a->input || !a->out || !a->has_timestep)
@@ -87,8 +95,8 @@ static int parse_unet_args(int argc, char **argv, unet_args *a)
 }
 
 /* Class labels for n images: from the flag (one for all, or one each) or from IN. */
-static int unet_class_labels(const unet_args *a, const st_file_t *in, const unet_info *info,
-                             int n, float **labels, kerr *e)
+static int unet_class_labels(const unet_args *a, const st_file_t *in, const unet_info *info, int n,
+                             float **labels, kerr *e)
 {
     *labels = NULL;
     if (!info->needs_class_labels) {
@@ -105,7 +113,8 @@ static int unet_class_labels(const unet_args *a, const st_file_t *in, const unet
     if (a->nlabels != 1 && a->nlabels != n)
         return kerr_set(e, KERR_INPUT, "--class-labels: give 1 or %d values, not %d", n,
                         a->nlabels);
-    for (int i = 0; i < n; i++) (*labels)[i] = a->labels[a->nlabels == 1 ? 0 : i];
+    for (int i = 0; i < n; i++)
+        (*labels)[i] = a->labels[a->nlabels == 1 ? 0 : i];
     return 0;
 }
 
@@ -133,7 +142,8 @@ static int run_unet(const unet_args *a, kerr *e)
         if (!rc) rc = unet_class_labels(a, in, unet_get_info(m), n, &labels, e);
         if (!rc) {
             st_to_f32(s, x);
-            for (int i = 0; i < n; i++) t[i] = a->timestep;
+            for (int i = 0; i < n; i++)
+                t[i] = a->timestep;
             rc = unet_forward(m, x, n, h, w, t, labels, y, e);
         }
         st_out o = {"sample", y, 4, {n, oc, h, w}};
@@ -180,12 +190,19 @@ typedef struct sample_args {
 
 static int parse_sample_args(int argc, char **argv, sample_args *a)
 {
-    static const struct option opts[] = {
-        {"model", 1, 0, 'm'}, {"steps", 1, 0, 'n'},   {"seed", 1, 0, 's'},
-        {"sampler", 1, 0, 'S'}, {"noise", 1, 0, 'z'}, {"out", 1, 0, 'o'},
-        {"count", 1, 0, 'c'}, {"size", 1, 0, 'p'},    {"class-label", 1, 0, 'l'},
-        {"eta", 1, 0, 'e'},   {"threads", 1, 0, 'j'}, {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", 1, 0, 'm'},
+                                         {"steps", 1, 0, 'n'},
+                                         {"seed", 1, 0, 's'},
+                                         {"sampler", 1, 0, 'S'},
+                                         {"noise", 1, 0, 'z'},
+                                         {"out", 1, 0, 'o'},
+                                         {"count", 1, 0, 'c'},
+                                         {"size", 1, 0, 'p'},
+                                         {"class-label", 1, 0, 'l'},
+                                         {"eta", 1, 0, 'e'},
+                                         {"threads", 1, 0, 'j'},
+                                         {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c, rc = 0;
     memset(a, 0, sizeof *a);
     a->count = 1;
@@ -193,18 +210,34 @@ static int parse_sample_args(int argc, char **argv, sample_args *a)
     opterr = 0;
     while (!rc && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': a->model = optarg; break;
-        case 'z': a->noise = optarg; break;
-        case 'o': a->out = optarg; break;
-        case 'S': a->sampler = optarg; break;
-        case 'n': rc = cli_flag_long("sample", "steps", optarg, 1, 10000, &a->steps); break;
+        case 'm':
+            a->model = optarg;
+            break;
+        case 'z':
+            a->noise = optarg;
+            break;
+        case 'o':
+            a->out = optarg;
+            break;
+        case 'S':
+            a->sampler = optarg;
+            break;
+        case 'n':
+            rc = cli_flag_long("sample", "steps", optarg, 1, 10000, &a->steps);
+            break;
         case 's':
             rc = cli_flag_long("sample", "seed", optarg, 0, 0x7fffffffffffffffL, &a->seed);
             a->has_seed = 1;
             break;
-        case 'c': rc = cli_flag_long("sample", "count", optarg, 1, 4096, &a->count); break;
-        case 'p': rc = cli_flag_long("sample", "size", optarg, 1, 16384, &a->size); break;
-        case 'j': rc = cli_flag_long("sample", "threads", optarg, 1, 256, &a->threads); break;
+        case 'c':
+            rc = cli_flag_long("sample", "count", optarg, 1, 4096, &a->count);
+            break;
+        case 'p':
+            rc = cli_flag_long("sample", "size", optarg, 1, 16384, &a->size);
+            break;
+        case 'j':
+            rc = cli_flag_long("sample", "threads", optarg, 1, 256, &a->threads);
+            break;
         case 'l':
             if (cli_parse_float(optarg, &a->class_label))
                 return cli_usage("sample", "--class-label: '%s' is not a number", optarg);
@@ -214,7 +247,9 @@ static int parse_sample_args(int argc, char **argv, sample_args *a)
             if (cli_parse_float(optarg, &a->eta) || a->eta < 0)
                 return cli_usage("sample", "--eta: '%s' is not a number >= 0", optarg);
             break;
-        case 'h': fputs(sample_help, stdout); return -1;
+        case 'h':
+            fputs(sample_help, stdout);
+            return -1;
         default:
             return cli_usage("sample", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -241,7 +276,8 @@ static int write_sample_output(const sample_args *a, const float *x, int n, int 
         st_out o = {"sample", x, 4, {n, c, h, w}};
         return st_write_f32(a->out, &o, 1, e);
     }
-    if (c != 3) return kerr_set(e, KERR_INPUT, "--out: a PNG needs 3 channels, the model has %d", c);
+    if (c != 3)
+        return kerr_set(e, KERR_INPUT, "--out: a PNG needs 3 channels, the model has %d", c);
     uint8_t *rgb = malloc((size_t)h * w * 3);
     if (!rgb) return kerr_set(e, KERR_NOMEM, "out of memory");
     int rc = 0;
@@ -271,8 +307,10 @@ static int run_sample(const sample_args *a, kerr *e)
     int n = (int)a->count, size = a->size ? (int)a->size : info->sample_size;
     int h = size, w = size, oc = info->out_channels;
     if (info->in_channels != oc) {
-        rc = kerr_set(e, KERR_INPUT, "%s: model is conditional (%d input channels, %d output): "
-                      "run it in a pipeline with strata render", a->model, info->in_channels, oc);
+        rc = kerr_set(e, KERR_INPUT,
+                      "%s: model is conditional (%d input channels, %d output): "
+                      "run it in a pipeline with strata render",
+                      a->model, info->in_channels, oc);
         goto done;
     }
     if (a->noise) {
@@ -298,11 +336,19 @@ static int run_sample(const sample_args *a, kerr *e)
             goto done;
         }
         if (!(labels = malloc((size_t)n * sizeof(float)))) goto nomem;
-        for (int i = 0; i < n; i++) labels[i] = a->class_label;
+        for (int i = 0; i < n; i++)
+            labels[i] = a->class_label;
     }
     if (!(x = malloc((size_t)n * oc * h * w * sizeof(float)))) goto nomem;
-    sample_job job = {.model = m, .sched = &sc, .steps = (int)a->steps, .n = n, .h = h, .w = w,
-                      .class_labels = labels, .init_noise = init, .seed = (uint64_t)a->seed,
+    sample_job job = {.model = m,
+                      .sched = &sc,
+                      .steps = (int)a->steps,
+                      .n = n,
+                      .h = h,
+                      .w = w,
+                      .class_labels = labels,
+                      .init_noise = init,
+                      .seed = (uint64_t)a->seed,
                       .progress = isatty(2) ? print_progress : NULL};
     rc = runner_sample(&job, x, e);
     if (!rc) rc = write_sample_output(a, x, n, oc, h, w, e);

@@ -70,36 +70,72 @@ typedef struct render_farm {
 
 static int parse_render_args(int argc, char **argv, render_args *a)
 {
-    static const struct option opts[] = {
-        {"pipeline", 1, 0, 'p'}, {"count", 1, 0, 'n'},       {"resolution", 1, 0, 'r'},
-        {"seed", 1, 0, 's'},     {"out", 1, 0, 'o'},         {"name", 1, 0, 'N'},
-        {"workers", 1, 0, 'w'},  {"threads", 1, 0, 'j'},     {"class-label", 1, 0, 'c'},
-        {"keep-levels", 0, 0, 'k'}, {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
-        {"grid", 1, 0, 'g'},     {"verbose", 0, 0, 'v'},  {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"pipeline", 1, 0, 'p'},    {"count", 1, 0, 'n'},
+                                         {"resolution", 1, 0, 'r'},  {"seed", 1, 0, 's'},
+                                         {"out", 1, 0, 'o'},         {"name", 1, 0, 'N'},
+                                         {"workers", 1, 0, 'w'},     {"threads", 1, 0, 'j'},
+                                         {"class-label", 1, 0, 'c'}, {"keep-levels", 0, 0, 'k'},
+                                         {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
+                                         {"grid", 1, 0, 'g'},        {"verbose", 0, 0, 'v'},
+                                         {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c, rc = 0;
-    *a = (render_args){.out = "out", .name = "render", .count = 8, .resolution = 128,
-                       .threads = 1, .class_label = -1};
+    *a = (render_args){.out = "out",
+                       .name = "render",
+                       .count = 8,
+                       .resolution = 128,
+                       .threads = 1,
+                       .class_label = -1};
     optind = 1;
     opterr = 0;
     while (!rc && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'p': a->pipeline = optarg; break;
-        case 'o': a->out = optarg; break;
-        case 'N': a->name = optarg; break;
-        case 'w': a->workers = optarg; break;
-        case 'S': a->start_level = optarg; break;
-        case 'i': a->init = optarg; break;
-        case 'g': a->grid = optarg; break;
-        case 'v': a->verbose = 1; break;
-        case 'k': a->keep_levels = 1; break;
-        case 'n': rc = cli_flag_long("render", "count", optarg, 1, CONFIG_MAX_COUNT, &a->count); break;
-        case 'r': rc = cli_flag_long("render", "resolution", optarg, 1, CONFIG_MAX_SIDE, &a->resolution); break;
-        case 's': rc = cli_flag_long("render", "seed", optarg, 0, LONG_MAX, &a->seed); break;
-        case 'j': rc = cli_flag_long("render", "threads", optarg, 1, 256, &a->threads); break;
-        case 'c': rc = cli_flag_long("render", "class-label", optarg, -1, 1 << 20, &a->class_label); break;
-        case 'h': fputs(render_help, stdout); return -1;
-        default: return cli_usage("render", "unknown or incomplete option '%s'", argv[optind - 1]);
+        case 'p':
+            a->pipeline = optarg;
+            break;
+        case 'o':
+            a->out = optarg;
+            break;
+        case 'N':
+            a->name = optarg;
+            break;
+        case 'w':
+            a->workers = optarg;
+            break;
+        case 'S':
+            a->start_level = optarg;
+            break;
+        case 'i':
+            a->init = optarg;
+            break;
+        case 'g':
+            a->grid = optarg;
+            break;
+        case 'v':
+            a->verbose = 1;
+            break;
+        case 'k':
+            a->keep_levels = 1;
+            break;
+        case 'n':
+            rc = cli_flag_long("render", "count", optarg, 1, CONFIG_MAX_COUNT, &a->count);
+            break;
+        case 'r':
+            rc = cli_flag_long("render", "resolution", optarg, 1, CONFIG_MAX_SIDE, &a->resolution);
+            break;
+        case 's':
+            rc = cli_flag_long("render", "seed", optarg, 0, LONG_MAX, &a->seed);
+            break;
+        case 'j':
+            rc = cli_flag_long("render", "threads", optarg, 1, 256, &a->threads);
+            break;
+        case 'c':
+            rc = cli_flag_long("render", "class-label", optarg, -1, 1 << 20, &a->class_label);
+            break;
+        case 'h':
+            fputs(render_help, stdout);
+            return -1;
+        default:
+            return cli_usage("render", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (rc) return rc;
@@ -147,8 +183,10 @@ static int plan_farm(render_farm *f)
 {
     char err[1024], pipe_path[PATH_MAX];
     const render_args *a = f->args;
-    if (!a->pipeline) default_pipeline(f->self, pipe_path, sizeof pipe_path);
-    else snprintf(pipe_path, sizeof pipe_path, "%s", a->pipeline);
+    if (!a->pipeline)
+        default_pipeline(f->self, pipe_path, sizeof pipe_path);
+    else
+        snprintf(pipe_path, sizeof pipe_path, "%s", a->pipeline);
     if (pipeline_load(pipe_path, &f->pipeline, err, sizeof err) ||
         plan_levels(&f->pipeline, (int)a->resolution, &f->nlevels, err, sizeof err) ||
         plan_start_level(&f->pipeline, a->start_level, &f->first, err, sizeof err)) {
@@ -157,7 +195,7 @@ static int plan_farm(render_farm *f)
     }
     if (f->first >= f->nlevels)
         return cli_usage("render", "--start-level %s is past the levels this resolution needs",
-                            a->start_level);
+                         a->start_level);
     return parse_pools(f, a->workers);
 }
 
@@ -199,9 +237,16 @@ static int start_coordinator(render_farm *f)
 {
     int fds[2];
     if (pipe(fds)) return CLI_EXIT_RUNTIME;
-    char *argv[] = {f->self, "coordinator", "--pipeline", f->pipeline.path,
-                    "--workers", "tcp://127.0.0.1:*", "--clients", "tcp://127.0.0.1:*",
-                    f->args->verbose ? "--verbose" : NULL, NULL};
+    char *argv[] = {f->self,
+                    "coordinator",
+                    "--pipeline",
+                    f->pipeline.path,
+                    "--workers",
+                    "tcp://127.0.0.1:*",
+                    "--clients",
+                    "tcp://127.0.0.1:*",
+                    f->args->verbose ? "--verbose" : NULL,
+                    NULL};
     f->coord = spawn(f->self, argv, fds[1]);
     close(fds[1]);
     int rc = f->coord < 0 ? CLI_EXIT_RUNTIME : read_ready_line(f, fds[0]);
@@ -215,8 +260,9 @@ static int start_worker(render_farm *f, const char *level)
     char threads[32], id[64];
     snprintf(threads, sizeof threads, "%ld", f->args->threads);
     snprintf(id, sizeof id, "%s-%d", level, f->next_id++);
-    char *argv[] = {f->self, "worker", "--level", (char *)level, "--connect", f->worker_ep,
-                    "--threads", threads, "--id", id, NULL};
+    char *argv[] = {f->self,     "worker",     "--level",   (char *)level,
+                    "--connect", f->worker_ep, "--threads", threads,
+                    "--id",      id,           NULL};
     render_child *w = &f->workers[f->nworkers];
     w->pid = spawn(f->self, argv, -1);
     snprintf(w->level, sizeof w->level, "%s", level);
@@ -303,8 +349,10 @@ static int render_tick(void *ctx)
                 snprintf(level, sizeof level, "%s", f->workers[i].level);
                 if (WIFEXITED(status) && WEXITSTATUS(status) == CLI_EXIT_USAGE) {
                     /* its level's settings or model are wrong: another would fail the same */
-                    fprintf(stderr, "strata render: the %s worker refused its level (see its "
-                                    "message above)\n", level);
+                    fprintf(stderr,
+                            "strata render: the %s worker refused its level (see its "
+                            "message above)\n",
+                            level);
                     f->workers[i] = f->workers[--f->nworkers];
                     return CLI_EXIT_USAGE;
                 }
@@ -364,8 +412,10 @@ static void stop_farm(render_farm *f)
     if (f->coord > 0) kill(f->coord, SIGTERM);
     reap(f->coord, RENDER_STOP_MS);
     /* most workers already left on SHUTDOWN; SIGTERM is the same request for the rest */
-    for (int i = 0; i < f->nworkers; i++) kill(f->workers[i].pid, SIGTERM);
-    for (int i = 0; i < f->nworkers; i++) reap(f->workers[i].pid, RENDER_STOP_MS);
+    for (int i = 0; i < f->nworkers; i++)
+        kill(f->workers[i].pid, SIGTERM);
+    for (int i = 0; i < f->nworkers; i++)
+        reap(f->workers[i].pid, RENDER_STOP_MS);
 }
 
 enum { GRID_MAX_IMAGES = 16, GRID_ROW_MAX = 8 };
@@ -384,8 +434,7 @@ static void grid_put(uint8_t *grid, int grid_w, int cell, int row, int col, cons
 }
 
 /* One cell's image: <index>.<level>.png with --keep-levels, else <index>.png. */
-static int grid_cell(const render_farm *f, int image, int level, uint8_t **rgb, int *side,
-                     kerr *e)
+static int grid_cell(const render_farm *f, int image, int level, uint8_t **rgb, int *side, kerr *e)
 {
     char path[PATH_MAX + 64];
     int w, h;

@@ -648,8 +648,7 @@ static int level_parse_sampling(const cfg *c, yaml_node_t **v, const char *prefi
     int r = cfg_get_int(c, v[LEVEL_KEY_STEPS], prefix, "steps", 1, 10000, &l->steps);
     if (!r) r = level_parse_sampler(c, v[LEVEL_KEY_SAMPLER], prefix, l);
     if (!r) r = cfg_get_float(c, v[LEVEL_KEY_ETA], prefix, "eta", 0, 1, &l->eta);
-    if (!r)
-        r = cfg_get_float(c, v[LEVEL_KEY_GUIDANCE], prefix, "guidance", 1, 1000, &l->guidance);
+    if (!r) r = cfg_get_float(c, v[LEVEL_KEY_GUIDANCE], prefix, "guidance", 1, 1000, &l->guidance);
     if (!r) r = cfg_get_int(c, v[LEVEL_KEY_POOL], prefix, "pool", 1, INT_MAX, &l->pool);
     if (!r) r = cfg_get_int(c, noise, prefix, "noise_level", 0, 999, &l->noise_level);
     if (!r && l->noise_level && l->kind == LEVEL_KIND_GENERATE)
@@ -891,9 +890,8 @@ __attribute__((format(printf, 3, 4))) static int plan_fail(char *err, size_t err
 
 /* ------------------------------------------------------------------ coordinator */
 
-static const char *const coordinator_keys[] = {"pipeline", "workers",       "clients",
-                                               "heartbeat_ms", "liveness", "max_in_flight",
-                                               "verbose"};
+static const char *const coordinator_keys[] = {
+    "pipeline", "workers", "clients", "heartbeat_ms", "liveness", "max_in_flight", "verbose"};
 enum { COORDINATOR_KEY_COUNT = sizeof coordinator_keys / sizeof coordinator_keys[0] };
 
 static int coordinator_parse(cfg *c, coordinator_config *o)

@@ -102,7 +102,7 @@ typedef struct coord_job {
     struct coord_strike {
         uint64_t rid_hash; /* a worker that failed tasks of this job */
         uint32_t count;
-    } *strikes;
+    } * strikes;
     uint32_t nstrikes, capstrikes;
 } coord_job;
 

@@ -21,7 +21,7 @@ typedef enum level_kind {
 
 /* One level of a pipeline (a YAML file in configs/pipelines/). */
 typedef struct level_spec {
-    char name[SPEC_NAME_MAX];  /* e.g. "l128" */
+    char name[SPEC_NAME_MAX]; /* e.g. "l128" */
     level_kind kind;
     char model[SPEC_PATH_MAX]; /* diffusers UNet2DModel directory, relative paths resolved
                                   against the pipeline file's directory */
@@ -47,15 +47,15 @@ typedef struct pipeline_spec {
 /* A batch job (job YAML or `strata render` flags). */
 typedef struct job_spec {
     char pipeline[SPEC_PATH_MAX];
-    char name[SPEC_NAME_MAX];       /* job id; generated when empty */
-    int count;                      /* images */
-    uint64_t seed;                  /* image i uses seeds[i] if given, else seed + i */
-    uint64_t *seeds;                /* optional explicit list (count entries), malloc'd */
-    int resolution;                 /* target side; the planner picks the levels */
-    char out[SPEC_PATH_MAX];        /* output directory: OUT/<job>/<index>.png */
+    char name[SPEC_NAME_MAX]; /* job id; generated when empty */
+    int count;                /* images */
+    uint64_t seed;            /* image i uses seeds[i] if given, else seed + i */
+    uint64_t *seeds;          /* optional explicit list (count entries), malloc'd */
+    int resolution;           /* target side; the planner picks the levels */
+    char out[SPEC_PATH_MAX];  /* output directory: OUT/<job>/<index>.png */
     int priority;
-    int class_label;                /* -1: none or the model's null class */
-    int keep_levels;                /* also write <index>.<level>.png for each level */
+    int class_label;                 /* -1: none or the model's null class */
+    int keep_levels;                 /* also write <index>.<level>.png for each level */
     char start_level[SPEC_NAME_MAX]; /* "" or a level name: start there from init_images */
     char init_images[SPEC_PATH_MAX]; /* directory of <index 6 digits>.png inputs */
 } job_spec;
@@ -79,10 +79,10 @@ typedef struct coord_options {
                                     worker, at least 8 */
     int max_attempts;            /* distinct workers a task may fail on before its image fails: 3 */
     coord_job_parser parse_job;
-    int verbose;                 /* log every task to stderr */
-    size_t max_frame;            /* largest frame accepted on either socket; 0: PROTO_MAX_FRAME
-                                    (tests use a small one) */
-    int writers;                 /* threads encoding and writing output PNGs; 0: 4 */
+    int verbose;      /* log every task to stderr */
+    size_t max_frame; /* largest frame accepted on either socket; 0: PROTO_MAX_FRAME
+                         (tests use a small one) */
+    int writers;      /* threads encoding and writing output PNGs; 0: 4 */
 } coord_options;
 
 typedef struct coord coord_t;

@@ -119,7 +119,8 @@ int coord_read_init(const coord_t *c, const coord_job *j, uint32_t image, uint8_
     /* <index>.<previous level>.png first: what --keep-levels wrote, so a picked coarse image
      * from an earlier run works as it is; else <index>.png */
     snprintf(path, sizeof path, "%s/%06u.%s.png", j->spec.init_images, image, prev);
-    if (access(path, R_OK) != 0) snprintf(path, sizeof path, "%s/%06u.png", j->spec.init_images, image);
+    if (access(path, R_OK) != 0)
+        snprintf(path, sizeof path, "%s/%06u.png", j->spec.init_images, image);
     if (png_read_rgb(path, rgb, &w, &h, &e) < 0) {
         snprintf(err, errlen, "init image: %s", e.msg);
         return -1;

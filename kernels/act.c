@@ -10,18 +10,24 @@ static inline float exp_approx(float x);
 float op_activate(op_act act, float v)
 {
     switch (act) {
-    case OP_ACT_SILU: return v / (1.0f + exp_approx(-v));
-    case OP_ACT_MISH: return v * tanhf(log1pf(expf(v)));
-    case OP_ACT_GELU: return 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));
-    case OP_ACT_RELU: return v > 0.0f ? v : 0.0f;
-    default: return v;
+    case OP_ACT_SILU:
+        return v / (1.0f + exp_approx(-v));
+    case OP_ACT_MISH:
+        return v * tanhf(log1pf(expf(v)));
+    case OP_ACT_GELU:
+        return 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));
+    case OP_ACT_RELU:
+        return v > 0.0f ? v : 0.0f;
+    default:
+        return v;
     }
 }
 
 void op_activate_all(op_act act, float *x, size_t count)
 {
     if (act != OP_ACT_NONE)
-        for (size_t i = 0; i < count; i++) x[i] = op_activate(act, x[i]);
+        for (size_t i = 0; i < count; i++)
+            x[i] = op_activate(act, x[i]);
 }
 
 /* e^x for x in [-87, 88] (clamped), relative error below 1e-7: x = i ln2 + r with ln2 split in
@@ -59,17 +65,18 @@ void op_affine_act(const float *x, int n, float a, float b, op_act act, float *y
             y[i] = v / (1.0f + exp_approx(-v));
         }
     } else {
-        for (int i = 0; i < n; i++) y[i] = op_activate(act, x[i] * a + b);
+        for (int i = 0; i < n; i++)
+            y[i] = op_activate(act, x[i] * a + b);
     }
 }
-
 
 OP_VECTOR_CLONES
 void op_softmax_rows(float *s, int rows, int cols)
 {
     for (int r = 0; r < rows; r++) {
         float *row = s + (size_t)r * cols, m = row[0], sum = 0.0f;
-        for (int j = 1; j < cols; j++) m = row[j] > m ? row[j] : m;
+        for (int j = 1; j < cols; j++)
+            m = row[j] > m ? row[j] : m;
         /* the sum in 8 lanes so that the loop vectorises; fixed order, same bits every run */
         float lane[8] = {0};
         int j = 0;
@@ -82,8 +89,10 @@ void op_softmax_rows(float *s, int rows, int cols)
             row[j] = exp_approx(row[j] - m);
             sum += row[j];
         }
-        for (int k = 0; k < 8; k++) sum += lane[k];
+        for (int k = 0; k < 8; k++)
+            sum += lane[k];
         float inv = 1.0f / sum;
-        for (j = 0; j < cols; j++) row[j] *= inv;
+        for (j = 0; j < cols; j++)
+            row[j] *= inv;
     }
 }

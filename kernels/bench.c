@@ -15,7 +15,8 @@ static double now_seconds(void)
 
 static void fill(float *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++) p[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
 }
 
 int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int threads, int iters,
@@ -36,7 +37,8 @@ int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int th
         op_conv2d(&cv, x, batch, h, w, y, 0, &a); /* warm-up, sizes the arena */
         arena_reset(&a);
         double t0 = now_seconds();
-        for (int i = 0; i < iters; i++) op_conv2d(&cv, x, batch, h, w, y, 0, &a);
+        for (int i = 0; i < iters; i++)
+            op_conv2d(&cv, x, batch, h, w, y, 0, &a);
         *gflops = 2.0 * cout * kdim * hw * batch * iters / (now_seconds() - t0) * 1e-9;
     }
     arena_fini(&a);
@@ -59,8 +61,8 @@ int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gfl
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
     double t0 = now_seconds();
     for (int i = 0; i < iters; i++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, 0.0f,
-                    c, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, 0.0f, c,
+                    n);
     *gflops = 2.0 * m * n * k * iters / (now_seconds() - t0) * 1e-9;
     openblas_set_num_threads(1);
     free(a), free(b), free(c);
@@ -77,13 +79,13 @@ static void run_gemms(const kernels_gemm *g, int count, const float *a, const fl
             op_gemm(g[i].trans_b, g[i].m, g[i].n, g[i].k, 1.0f, a, lda, b, ldb, 0.0f, c, g[i].n);
         else
             cblas_sgemm(CblasRowMajor, g[i].trans_a ? CblasTrans : CblasNoTrans,
-                        g[i].trans_b ? CblasTrans : CblasNoTrans, g[i].m, g[i].n, g[i].k, 1.0f,
-                        a, lda, b, ldb, 0.0f, c, g[i].n);
+                        g[i].trans_b ? CblasTrans : CblasNoTrans, g[i].m, g[i].n, g[i].k, 1.0f, a,
+                        lda, b, ldb, 0.0f, c, g[i].n);
     }
 }
 
-static double time_gemms(const kernels_gemm *g, int count, const float *a, const float *b,
-                         float *c, int split_by_strata, int iters)
+static double time_gemms(const kernels_gemm *g, int count, const float *a, const float *b, float *c,
+                         int split_by_strata, int iters)
 {
     run_gemms(g, count, a, b, c, split_by_strata);
     double fastest = 1e30;

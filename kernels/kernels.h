@@ -169,11 +169,11 @@ typedef struct unet_info {
     int in_channels;
     int out_channels;
     int sample_size;
-    int num_class_embeds;     /* 0 when there is no class-label lookup table */
-    int needs_class_labels;   /* 1 when the model has a class embedding of any type */
-    int class_label_dim;      /* floats per image in class_labels: 1, or the embedding width
-                                 for class_embed_type "identity" */
-    int downsample_factor;    /* input sides must be multiples of this */
+    int num_class_embeds;   /* 0 when there is no class-label lookup table */
+    int needs_class_labels; /* 1 when the model has a class embedding of any type */
+    int class_label_dim;    /* floats per image in class_labels: 1, or the embedding width
+                               for class_embed_type "identity" */
+    int downsample_factor;  /* input sides must be multiples of this */
     int64_t num_params;
 } unet_info;
 
@@ -184,8 +184,8 @@ void unet_free(unet_t *m);
 const unet_info *unet_get_info(const unet_t *m);
 
 /* One forward pass: x is (n, in_channels, h, w), out is (n, out_channels, h, w);
- * timesteps has n values, class_labels n * class_label_dim values or NULL. Scratch memory comes from the
- * model's arena, which keeps its peak size, so repeated calls do not allocate. */
+ * timesteps has n values, class_labels n * class_label_dim values or NULL. Scratch memory comes
+ * from the model's arena, which keeps its peak size, so repeated calls do not allocate. */
 int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,
                  const float *class_labels, float *out, kerr *e);
 
@@ -292,7 +292,7 @@ int sampler_step_needs_noise(const sampler_t *s, int i);
 int sampler_step(sampler_t *s, int i, const float *model_out, float *sample, const float *noise,
                  kerr *e);
 /* Forward diffusion q(x_t | x_0) at training timestep t: out = sqrt(abar) x0 + sqrt(1-abar) n. */
-void sched_add_noise(const sched_config *c, int t, const float *x0, const float *noise,
-                     float *out, size_t numel);
+void sched_add_noise(const sched_config *c, int t, const float *x0, const float *noise, float *out,
+                     size_t numel);
 
 #endif

@@ -63,8 +63,8 @@ static void gemm_once_single_threaded(void)
     }
 }
 
-void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
-             const float *b, int ldb, float beta, float *c, int ldc)
+void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+             int ldb, float beta, float *c, int ldc)
 {
     gemm_once_single_threaded();
     int slices = gemm_slices(2.0 * m * n * k);
@@ -178,7 +178,8 @@ int conv2d_weight_taps_major(float *weight, int cout, int cin, int k)
         float *w = weight + (size_t)co * cin * kk;
         memcpy(row, w, (size_t)cin * kk * sizeof *row);
         for (int ci = 0; ci < cin; ci++)
-            for (int t = 0; t < kk; t++) w[(size_t)t * cin + ci] = row[(size_t)ci * kk + t];
+            for (int t = 0; t < kk; t++)
+                w[(size_t)t * cin + ci] = row[(size_t)ci * kk + t];
     }
     free(row);
     return 0;
@@ -205,10 +206,13 @@ static void im2col_row(const float *xc, int h, int w, int ky, int kx, int stride
             int hi = w + pl - kx < ow ? w + pl - kx : ow;
             if (hi < lo) hi = lo;
             const float *shifted = src + kx - pl;
-            for (int ox = 0; ox < lo; ox++) dst[ox] = 0;
+            for (int ox = 0; ox < lo; ox++)
+                dst[ox] = 0;
 #pragma omp simd
-            for (int ox = lo; ox < hi; ox++) dst[ox] = shifted[ox];
-            for (int ox = hi; ox < ow; ox++) dst[ox] = 0;
+            for (int ox = lo; ox < hi; ox++)
+                dst[ox] = shifted[ox];
+            for (int ox = hi; ox < ow; ox++)
+                dst[ox] = 0;
         } else {
             for (int ox = 0; ox < ow; ox++) {
                 int ix = ox * stride + kx - pl;
@@ -261,9 +265,11 @@ static void conv_init_out(const conv2d *cv, float *out, size_t ohw, size_t ld, i
         float *row = out + (size_t)co * ld, b = cv->bias ? cv->bias[co] : 0.0f;
         if (accumulate) {
             if (b != 0.0f)
-                for (size_t i = 0; i < ohw; i++) row[i] += b;
+                for (size_t i = 0; i < ohw; i++)
+                    row[i] += b;
         } else {
-            for (size_t i = 0; i < ohw; i++) row[i] = b;
+            for (size_t i = 0; i < ohw; i++)
+                row[i] = b;
         }
     }
 }
@@ -278,8 +284,8 @@ static void conv_gemm(const conv2d *cv, int n, int kdim, const float *b, float *
     if (sliced)
         op_gemm(0, cv->cout, n, kdim, 1.0f, cv->weight, kdim, b, n, 1.0f, c, ldc);
     else
-        sgemm(CblasNoTrans, CblasNoTrans, cv->cout, n, kdim, 1.0f, cv->weight, kdim, b, n, 1.0f,
-              c, ldc);
+        sgemm(CblasNoTrans, CblasNoTrans, cv->cout, n, kdim, 1.0f, cv->weight, kdim, b, n, 1.0f, c,
+              ldc);
 }
 
 /* One image, its im2col built and multiplied band by band (CONV_BAND_FLOATS). */
@@ -310,9 +316,8 @@ enum { SHIFTED_MIN_WIDTH = 16, SHIFTED_MIN_CIN = 16, SHIFTED_SLACK = 16 };
 
 static int conv_is_shifted(const conv2d *cv, int w)
 {
-    return cv->k == 3 && cv->stride == 1 && cv->pad[0] == 1 && cv->pad[1] == 1 &&
-           cv->pad[2] == 1 && cv->pad[3] == 1 && w >= SHIFTED_MIN_WIDTH &&
-           cv->cin >= SHIFTED_MIN_CIN;
+    return cv->k == 3 && cv->stride == 1 && cv->pad[0] == 1 && cv->pad[1] == 1 && cv->pad[2] == 1 &&
+           cv->pad[3] == 1 && w >= SHIFTED_MIN_WIDTH && cv->cin >= SHIFTED_MIN_CIN;
 }
 
 /* Output rows per band: the padded band and its output fit CONV_BAND_FLOATS. */
@@ -347,7 +352,8 @@ static void pad_band(const float *x, int cin, int h, int w, int oy0, int rows, f
             const float *src = x + ((size_t)ci * h + iy) * w;
             dst[0] = dst[w + 1] = 0.0f;
 #pragma omp simd
-            for (int i = 0; i < w; i++) dst[1 + i] = src[i];
+            for (int i = 0; i < w; i++)
+                dst[1 + i] = src[i];
         }
     memset(pad + (size_t)cin * plane, 0, SHIFTED_SLACK * sizeof(float));
 }
@@ -359,7 +365,8 @@ static void shifted_gemms(const conv2d *cv, const float *pad, size_t plane, int 
 {
     int slices = gemm_slices(18.0 * cv->cout * cols * cv->cin);
     int chunk = ((cols + slices - 1) / slices + 15) / 16 * 16, chunks = (cols + chunk - 1) / chunk;
-    for (int t = 0; t < 9; t++) note_gemm(0, 0, cv->cout, cols, cv->cin);
+    for (int t = 0; t < 9; t++)
+        note_gemm(0, 0, cv->cout, cols, cv->cin);
 #pragma omp parallel for schedule(static) if (parallel && chunks > 1)
     for (int i = 0; i < chunks; i++) {
         int lo = i * chunk, cnt = cols - lo < chunk ? cols - lo : chunk;
@@ -385,17 +392,19 @@ static void unpad_band(const float *out, int cout, int rows, int w, float *y, si
             float *dst = y + co * hw + (size_t)r * w;
             if (accumulate) {
 #pragma omp simd
-                for (int i = 0; i < w; i++) dst[i] += src[i];
+                for (int i = 0; i < w; i++)
+                    dst[i] += src[i];
             } else {
 #pragma omp simd
-                for (int i = 0; i < w; i++) dst[i] = src[i];
+                for (int i = 0; i < w; i++)
+                    dst[i] = src[i];
             }
         }
 }
 
 /* One image, band by band. */
-static void conv_shifted(const conv2d *cv, const float *x, int h, int w, float *y,
-                         int accumulate, float *scratch, int parallel)
+static void conv_shifted(const conv2d *cv, const float *x, int h, int w, float *y, int accumulate,
+                         float *scratch, int parallel)
 {
     int band = shifted_band_rows(cv, h, w), pw = w + 2;
     for (int oy0 = 0; oy0 < h; oy0 += band) {
@@ -472,9 +481,8 @@ int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, i
     conv2d_out_size(cv, h, w, &oh, &ow);
     size_t ohw = (size_t)oh * ow, chw = (size_t)cv->cin * h * w, ochw = (size_t)cv->cout * ohw;
     /* the shifted GEMMs take one image at a time (conv_images) */
-    int group = ohw >= CONV_MIN_COLS || conv_is_shifted(cv, w)
-                    ? 1
-                    : (int)((CONV_MIN_COLS + ohw - 1) / ohw);
+    int group =
+        ohw >= CONV_MIN_COLS || conv_is_shifted(cv, w) ? 1 : (int)((CONV_MIN_COLS + ohw - 1) / ohw);
     if (group > n) group = n;
     /* Several images of one GEMM each: one image per thread, each GEMM one OpenBLAS call, so
      * im2col, the bias and the copies run in parallel too. Chosen by n alone, never by the
@@ -511,10 +519,13 @@ static void group_stats(const float *x, size_t n, float eps, float *mean, float 
     float lane[8] = {0}, sq[8] = {0};
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) lane[k] += x[i + k];
+        for (int k = 0; k < 8; k++)
+            lane[k] += x[i + k];
     double sum = 0;
-    for (int k = 0; k < 8; k++) sum += lane[k];
-    for (; i < n; i++) sum += x[i];
+    for (int k = 0; k < 8; k++)
+        sum += lane[k];
+    for (; i < n; i++)
+        sum += x[i];
     float m = (float)(sum / (double)n);
     for (i = 0; i + 8 <= n; i += 8)
         for (int k = 0; k < 8; k++) {
@@ -522,8 +533,10 @@ static void group_stats(const float *x, size_t n, float eps, float *mean, float 
             sq[k] += d * d;
         }
     double var = 0;
-    for (int k = 0; k < 8; k++) var += sq[k];
-    for (; i < n; i++) var += (double)(x[i] - m) * (x[i] - m);
+    for (int k = 0; k < 8; k++)
+        var += sq[k];
+    for (; i < n; i++)
+        var += (double)(x[i] - m) * (x[i] - m);
     *mean = m;
     *rstd = (float)(1.0 / sqrt(var / (double)n + eps));
 }
@@ -570,14 +583,16 @@ void op_add_channel_values(float *x, int n, int c, size_t hw, const float *v, in
 #pragma omp parallel for schedule(static) if ((size_t)n * c * hw > 65536)
     for (int ic = 0; ic < n * c; ic++) {
         float *p = x + (size_t)ic * hw, t = v[(ic / c) * v_stride + ic % c];
-        for (size_t j = 0; j < hw; j++) p[j] += t;
+        for (size_t j = 0; j < hw; j++)
+            p[j] += t;
     }
 }
 
 void op_linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y)
 {
     for (int i = 0; i < n; i++)
-        for (int o = 0; o < out; o++) y[(size_t)i * out + o] = b ? b[o] : 0.0f;
+        for (int o = 0; o < out; o++)
+            y[(size_t)i * out + o] = b ? b[o] : 0.0f;
     op_gemm(1, n, out, in, 1.0f, x, in, w, in, 1.0f, y, out);
 }
 
@@ -589,7 +604,8 @@ void op_upsample_nearest2(const float *x, int nc, int h, int w, float *y)
         for (int i = 0; i < h; i++) {
             const float *src = x + ((size_t)c * h + i) * w;
             float *dst = y + ((size_t)c * 2 * h + 2 * i) * 2 * w;
-            for (int j = 0; j < w; j++) dst[2 * j] = dst[2 * j + 1] = src[j];
+            for (int j = 0; j < w; j++)
+                dst[2 * j] = dst[2 * j + 1] = src[j];
             memcpy(dst + 2 * w, dst, (size_t)2 * w * sizeof(float));
         }
 }
@@ -634,7 +650,8 @@ static void project(const float *w, const float *b, int rows, int c, const float
                     float *proj)
 {
     for (int r = 0; r < rows; r++)
-        for (int i = 0; i < hw; i++) proj[(size_t)r * hw + i] = b ? b[r] : 0.0f;
+        for (int i = 0; i < hw; i++)
+            proj[(size_t)r * hw + i] = b ? b[r] : 0.0f;
     op_gemm(0, rows, hw, c, 1.0f, w, c, x, hw, 1.0f, proj, hw);
 }
 

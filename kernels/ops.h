@@ -10,7 +10,7 @@
  * baseline x86-64 build has only SSE2). The Makefile turns contraction into FMA off, so every
  * clone does the same operations in the same order: only the vector width differs, and the
  * bits do not. Sanitizer builds keep one version. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
     !defined(__SANITIZE_ADDRESS__)
 #define OP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -28,7 +28,7 @@ typedef struct arena {
     struct arena_block {
         void *ptr;
         size_t offset; /* arena offset the block stands in for */
-    } *overflow;
+    } * overflow;
     int noverflow;
     int overflow_cap;
     int failed;
@@ -45,8 +45,8 @@ int arena_reset(arena *a);
 
 /* Row-major C = alpha A B + beta C (B transposed when trans_b), split over threads in chunks
  * that depend on the shape only, so results are bitwise independent of the thread count. */
-void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
-             const float *b, int ldb, float beta, float *c, int ldc);
+void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+             int ldb, float beta, float *c, int ldc);
 
 /* y = conv2d(x): weight [cout, k, k, cin] (tap-major: PyTorch's [cout, cin, k, k] reordered
  * by conv2d_weight_taps_major, so each tap's [cout, cin] block is a matrix of its own), bias

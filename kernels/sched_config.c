@@ -412,4 +412,3 @@ int sched_config_load(const char *path, sched_config *c, kerr *e)
     json_decref(j.root);
     return rc;
 }
-

@@ -34,10 +34,10 @@ typedef struct unet_block {
 struct unet {
     unet_info info;
     unet_config cfg;
-    int temb_dim, tin_dim; /* time embedding width, time_proj width */
-    const float *time_proj_w;         /* fourier W or learned table */
+    int temb_dim, tin_dim;    /* time embedding width, time_proj width */
+    const float *time_proj_w; /* fourier W or learned table */
     const float *t1_w, *t1_b, *t2_w, *t2_b;
-    const float *class_table;         /* UNET_CLASS_LOOKUP */
+    const float *class_table;               /* UNET_CLASS_LOOKUP */
     const float *c1_w, *c1_b, *c2_w, *c2_b; /* UNET_CLASS_TIMESTEP */
     conv2d conv_in, conv_out;
     groupnorm norm_out;
@@ -67,11 +67,13 @@ static const float *load(loader *l, const char *name, int ndim, const int64_t *s
 {
     if (l->rc) return NULL;
     size_t numel = 1;
-    for (int i = 0; i < ndim; i++) numel *= (size_t)shape[i];
+    for (int i = 0; i < ndim; i++)
+        numel *= (size_t)shape[i];
     if (l->dry) {
         const st_tensor *t = st_find(l->st, name);
         int ok = t && t->ndim == ndim;
-        for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+        for (int i = 0; ok && i < ndim; i++)
+            ok = t->shape[i] == shape[i];
         if (!ok) l->rc = st_read_f32(l->st, name, ndim, shape, NULL, l->e);
         l->count += numel;
         return NULL;
@@ -104,7 +106,8 @@ static void load_conv(loader *l, conv2d *cv, int cin, int cout, int k, int strid
     cv->cout = cout;
     cv->k = k;
     cv->stride = stride;
-    for (int i = 0; i < 4; i++) cv->pad[i] = pad;
+    for (int i = 0; i < 4; i++)
+        cv->pad[i] = pad;
     cv->weight = loadf(l, 4, ws, "%s.weight", prefix);
     /* the weights live in the model's own block (l->next), so they may be reordered */
     if (!l->dry && !l->rc && k > 1 && conv2d_weight_taps_major((float *)cv->weight, cout, cin, k))
@@ -146,13 +149,13 @@ static int config_error(loader *l, const char *fmt, ...)
     return l->rc;
 }
 
-static void build_resnet(loader *l, const unet_config *c, resnet *r, int cin, int cout,
-                         int groups, int temb_dim, float scale, const char *prefix)
+static void build_resnet(loader *l, const unet_config *c, resnet *r, int cin, int cout, int groups,
+                         int temb_dim, float scale, const char *prefix)
 {
     char name[200];
     if (cin % groups || cout % groups) {
-        config_error(l, "%s: norm groups %d do not divide the channels %d/%d", prefix, groups,
-                     cin, cout);
+        config_error(l, "%s: norm groups %d do not divide the channels %d/%d", prefix, groups, cin,
+                     cout);
         return;
     }
     r->cin = cin;
@@ -193,8 +196,8 @@ static void build_attention(loader *l, const unet_config *c, attention *at, int 
 {
     static const char *parts[4][2] = {
         {"to_q", "query"}, {"to_k", "key"}, {"to_v", "value"}, {"to_out.0", "proj_attn"}};
-    const float **slots[4][2] = {{&at->wq, &at->bq}, {&at->wk, &at->bk}, {&at->wv, &at->bv},
-                                 {&at->wo, &at->bo}};
+    const float **slots[4][2] = {
+        {&at->wq, &at->bq}, {&at->wk, &at->bk}, {&at->wv, &at->bv}, {&at->wo, &at->bo}};
     /* diffusers: heads = channels // attention_head_dim, dim_head = attention_head_dim */
     at->dim_head = head_dim ? head_dim : channels;
     at->heads = channels / at->dim_head;
@@ -237,8 +240,8 @@ static void build_down(loader *l, unet_t *m, int i, int cin)
     b->cout = cout;
     for (int j = 0; j < b->nres; j++) {
         snprintf(name, sizeof name, "down_blocks.%d.resnets.%d", i, j);
-        build_resnet(l, c, &b->res[j], j ? cout : cin, cout, c->norm_num_groups, m->temb_dim,
-                     1.0f, name);
+        build_resnet(l, c, &b->res[j], j ? cout : cin, cout, c->norm_num_groups, m->temb_dim, 1.0f,
+                     name);
         if (b->has_attn) {
             snprintf(name, sizeof name, "down_blocks.%d.attentions.%d", i, j);
             build_attention(l, c, &b->attn[j], cout, c->attention_head_dim, c->norm_num_groups,
@@ -354,7 +357,8 @@ static int build(loader *l, unet_t *m)
         cin = c->block_out[i];
     }
     if (c->has_mid) build_mid(l, m);
-    for (int i = 0; i < c->nblocks; i++) build_up(l, m, i);
+    for (int i = 0; i < c->nblocks; i++)
+        build_up(l, m, i);
     load_norm(l, &m->norm_out, b0, c->norm_num_groups, c->norm_eps, "conv_norm_out");
     load_conv(l, &m->conv_out, b0, c->out_channels, 3, 1, 1, "conv_out");
     return l->rc;
@@ -491,7 +495,8 @@ static fmap run_resnet(fwd *f, const resnet *r, fmap x)
     }
     if (f->failed || op_conv2d(&r->conv2, h2.data, n, oh, ow, out.data, 1, f->a)) f->failed = 1;
     if (r->output_scale != 1.0f)
-        for (size_t j = 0; j < (size_t)n * r->cout * hw; j++) out.data[j] /= r->output_scale;
+        for (size_t j = 0; j < (size_t)n * r->cout * hw; j++)
+            out.data[j] /= r->output_scale;
     arena_release(f->a, mark);
     return out;
 }
@@ -617,24 +622,26 @@ static int add_class_embedding(const unet_t *m, const float *labels, int n, floa
             if (k < 0 || k >= c->num_class_embeds || (float)k != labels[i])
                 return kerr_set(e, KERR_INPUT, "class label %g is not in [0, %d)", labels[i],
                                 c->num_class_embeds);
-            for (size_t j = 0; j < d; j++) emb[i * d + j] += m->class_table[k * d + j];
+            for (size_t j = 0; j < d; j++)
+                emb[i * d + j] += m->class_table[k * d + j];
         }
     } else if (c->class_type == UNET_CLASS_TIMESTEP) {
         int rc = time_project(m, labels, n, tproj, e);
         if (rc) return rc;
         float *cls = hidden + (size_t)n * d;
         timestep_mlp(m, tproj, n, m->c1_w, m->c1_b, m->c2_w, m->c2_b, hidden, cls);
-        for (size_t j = 0; j < (size_t)n * d; j++) emb[j] += cls[j];
+        for (size_t j = 0; j < (size_t)n * d; j++)
+            emb[j] += cls[j];
     } else if (c->class_type == UNET_CLASS_IDENTITY) {
-        for (size_t j = 0; j < (size_t)n * d; j++) emb[j] += labels[j];
+        for (size_t j = 0; j < (size_t)n * d; j++)
+            emb[j] += labels[j];
     }
     return 0;
 }
 
 /* emb_act = act_fn(time embedding + class embedding), (n, temb_dim): every resnet applies its
  * nonlinearity to temb first, so it is done once here. */
-static int embed(fwd *f, const float *timesteps, const float *class_labels, float *emb_act,
-                 kerr *e)
+static int embed(fwd *f, const float *timesteps, const float *class_labels, float *emb_act, kerr *e)
 {
     unet_t *m = f->m;
     int n = f->n;
@@ -658,8 +665,8 @@ static int check_shape(const unet_t *m, int n, int h, int w, kerr *e)
 {
     int f = m->info.downsample_factor;
     if (n < 1 || h < 1 || w < 1 || h % f || w % f)
-        return kerr_set(e, KERR_INPUT, "input %dx%d: sides must be positive multiples of %d", h,
-                        w, f);
+        return kerr_set(e, KERR_INPUT, "input %dx%d: sides must be positive multiples of %d", h, w,
+                        f);
     return 0;
 }
 
@@ -672,7 +679,8 @@ static void finish(fwd *f, fmap h, const float *timesteps, float *out)
     if (op_conv2d(&m->conv_out, h.data, f->n, h.h, h.w, out, 0, f->a)) f->failed = 1;
     if (m->cfg.time_type == UNET_TIME_FOURIER)
         for (int i = 0; i < f->n; i++)
-            for (size_t j = 0; j < per; j++) out[i * per + j] /= timesteps[i];
+            for (size_t j = 0; j < per; j++)
+                out[i * per + j] /= timesteps[i];
 }
 
 int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,

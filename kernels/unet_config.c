@@ -95,8 +95,7 @@ static int get_array(json_t *root, const char *path, const char *key, int want_s
     if (!v && !is_null) return 0;
     size_t i;
     json_t *item;
-    if (!v || !json_is_array(v) || json_array_size(v) == 0 ||
-        json_array_size(v) > UNET_MAX_BLOCKS)
+    if (!v || !json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > UNET_MAX_BLOCKS)
         goto bad;
     json_array_foreach(v, i, item)
     {
@@ -117,9 +116,8 @@ bad:
 static int get_sample_size(json_t *root, const char *path, int *out, kerr *e)
 {
     json_t *v = json_object_get(root, "sample_size");
-    if (v && json_is_array(v) && json_array_size(v) == 2 &&
-        json_is_integer(json_array_get(v, 0)) && json_is_integer(json_array_get(v, 1)) &&
-        json_integer_value(json_array_get(v, 0)) > 0) {
+    if (v && json_is_array(v) && json_array_size(v) == 2 && json_is_integer(json_array_get(v, 0)) &&
+        json_is_integer(json_array_get(v, 1)) && json_integer_value(json_array_get(v, 0)) > 0) {
         *out = (int)json_integer_value(json_array_get(v, 0));
         return 0;
     }
@@ -131,8 +129,7 @@ static int get_sample_size(json_t *root, const char *path, int *out, kerr *e)
 
 static const char *default_down[] = {"DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D",
                                      "AttnDownBlock2D"};
-static const char *default_up[] = {"AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D",
-                                   "UpBlock2D"};
+static const char *default_up[] = {"AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"};
 static const int default_block_out[] = {224, 448, 672, 896};
 
 /* Block type names -> attn flags; only the block types UNet2DModel uses without skip paths. */
@@ -149,8 +146,9 @@ static int parse_block_types(json_t *arr, const char **defaults, const char *pla
         else if (strcmp(name, attn) == 0)
             flags[i] = 1;
         else
-            return kerr_set(e, KERR_INPUT, "%s: %s[%d]: unsupported block type '%s' (expected %s or %s)",
-                            path, key, i, name, plain, attn);
+            return kerr_set(e, KERR_INPUT,
+                            "%s: %s[%d]: unsupported block type '%s' (expected %s or %s)", path,
+                            key, i, name, plain, attn);
     }
     return 0;
 }
@@ -213,7 +211,8 @@ static int parse_strings(json_t *root, const char *path, unet_config *c, kerr *e
     if ((rc = parse_choice(time_type, path, "time_embedding_type", time_types, 3, &choice, e)))
         return rc;
     c->time_type = (unet_time_type)choice;
-    if ((rc = parse_choice(shift, path, "resnet_time_scale_shift", shifts, 2, &c->scale_shift, e)) ||
+    if ((rc =
+             parse_choice(shift, path, "resnet_time_scale_shift", shifts, 2, &c->scale_shift, e)) ||
         (rc = parse_choice(down, path, "downsample_type", sample_types, 2, &c->downsample_resnet,
                            e)) ||
         (rc = parse_choice(up, path, "upsample_type", sample_types, 2, &c->upsample_resnet, e)) ||

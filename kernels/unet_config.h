@@ -39,7 +39,7 @@ typedef struct unet_config {
     int downsample_resnet, upsample_resnet; /* downsample_type / upsample_type "resnet" */
     int attention_head_dim;                 /* 0: null (one head) */
     int norm_num_groups;
-    int attn_norm_num_groups;               /* 0: null */
+    int attn_norm_num_groups; /* 0: null */
     float norm_eps;
     int scale_shift; /* resnet_time_scale_shift "scale_shift" */
     int add_attention;

@@ -107,7 +107,8 @@ int test_run_strata(const char *const *args, char *err, size_t errlen, char *out
     const char *argv[64];
     int n = 0, errpipe[2], outpipe[2], status;
     argv[n++] = bin ? bin : "build/strata";
-    for (; args[n - 1] && n < 63; n++) argv[n] = args[n - 1];
+    for (; args[n - 1] && n < 63; n++)
+        argv[n] = args[n - 1];
     argv[n] = NULL;
     if (pipe(errpipe) || pipe(outpipe)) return -1;
     /* stdout goes to a temp file so a chatty child cannot block on a full pipe */

@@ -15,7 +15,8 @@ int tile_positions(int side, int tile, int overlap, int *pos, int max)
     }
     int stride = tile - overlap, n = (side - overlap + stride - 1) / stride;
     if (n > max) return -1; /* fewer tiles would leave pixels uncovered */
-    for (int i = 0; i < n; i++) pos[i] = (int)((int64_t)i * (side - tile) / (n - 1));
+    for (int i = 0; i < n; i++)
+        pos[i] = (int)((int64_t)i * (side - tile) / (n - 1));
     return n;
 }
 
@@ -30,7 +31,8 @@ void image_resize_bilinear(const float *src, int channels, int sh, int sw, float
             float fy = (float)y * ry;
             int y0 = (int)fy, y1 = y0 + 1 < sh ? y0 + 1 : sh - 1;
             float wy = fy - (float)y0;
-            const float *r0 = src + ((size_t)c * sh + y0) * sw, *r1 = src + ((size_t)c * sh + y1) * sw;
+            const float *r0 = src + ((size_t)c * sh + y0) * sw,
+                        *r1 = src + ((size_t)c * sh + y1) * sw;
             float *d = dst + ((size_t)c * dh + y) * dw;
             for (int x = 0; x < dw; x++) {
                 float fx = (float)x * rx;
@@ -52,7 +54,7 @@ typedef struct level_state {
     int side, oc, cc; /* canvas side, x_t channels, cond channels */
     float *x, *eps, *noise, *cond;
     float *acc, *wsum, *feather; /* tiled: weighted sum, weight sum, 1-d weights per tile */
-    float *in, *tile_eps; /* one tile's model input and output (x2 for guidance) */
+    float *in, *tile_eps;        /* one tile's model input and output (x2 for guidance) */
     float labels[2];
     int nlabels, guided;
     int ty[LEVEL_MAX_TILES_PER_AXIS], tx[LEVEL_MAX_TILES_PER_AXIS], nty, ntx, tile;
@@ -161,12 +163,13 @@ static int eval_tile(level_state *s, int y0, int x0, float t, kerr *e)
         if (s->cc) crop(s->cond, s->cc, s->side, y0, x0, T, s->in + (b * ic + s->oc) * tplane);
     }
     float ts[2] = {t, t};
-    int rc = unet_forward(s->m, s->in, batch, T, T, ts, s->nlabels ? s->labels : NULL,
-                          s->tile_eps, e);
+    int rc =
+        unet_forward(s->m, s->in, batch, T, T, ts, s->nlabels ? s->labels : NULL, s->tile_eps, e);
     if (rc || !s->guided) return rc;
     /* eps = uncond + g (cond - uncond); image 0 is conditional, image 1 the null class */
     float g = s->p->guidance, *c = s->tile_eps, *u = s->tile_eps + s->oc * tplane;
-    for (size_t j = 0; j < s->oc * tplane; j++) c[j] = u[j] + g * (c[j] - u[j]);
+    for (size_t j = 0; j < s->oc * tplane; j++)
+        c[j] = u[j] + g * (c[j] - u[j]);
     return 0;
 }
 
@@ -190,11 +193,13 @@ static int eval_canvas(level_state *s, float t, kerr *e)
                 for (int y = 0; y < T; y++) {
                     float *dst = s->acc + ((size_t)c * s->side + s->ty[i] + y) * s->side + s->tx[j];
                     const float *src = s->tile_eps + ((size_t)c * T + y) * T;
-                    for (int x = 0; x < T; x++) dst[x] += s->feather[y] * s->feather[x] * src[x];
+                    for (int x = 0; x < T; x++)
+                        dst[x] += s->feather[y] * s->feather[x] * src[x];
                 }
         }
     for (int c = 0; c < s->oc; c++)
-        for (size_t k = 0; k < plane; k++) s->eps[c * plane + k] = s->acc[c * plane + k] / s->wsum[k];
+        for (size_t k = 0; k < plane; k++)
+            s->eps[c * plane + k] = s->acc[c * plane + k] / s->wsum[k];
     return 0;
 }
 
@@ -259,7 +264,8 @@ static int level_sample(level_state *s, kerr *e)
     noise_key k = level_key(s, NOISE_STREAM_INIT);
     noise_fill(&k, s->x, s->oc, s->side, s->side, 0, 0);
     float sigma = sampler_init_sigma(smp);
-    for (size_t j = 0; j < numel; j++) s->x[j] *= sigma;
+    for (size_t j = 0; j < numel; j++)
+        s->x[j] *= sigma;
     for (int i = 0; i < sampler_num_steps(smp) && !rc; i++) {
         rc = eval_canvas(s, sampler_timestep(smp, i), e);
         if (!rc && sampler_step_needs_noise(smp, i)) {

@@ -57,9 +57,11 @@ int runner_sample(const sample_job *job, float *out, kerr *e)
     else
         draw_noise(job, NOISE_STREAM_INIT, oc, out);
     float sigma = sampler_init_sigma(s);
-    for (size_t j = 0; j < numel; j++) out[j] *= sigma;
+    for (size_t j = 0; j < numel; j++)
+        out[j] *= sigma;
     for (int i = 0; i < sampler_num_steps(s) && !rc; i++) {
-        for (int k = 0; k < job->n; k++) t[k] = sampler_timestep(s, i);
+        for (int k = 0; k < job->n; k++)
+            t[k] = sampler_timestep(s, i);
         if (in) build_input(job, out, oc, in);
         rc = unet_forward(job->model, in ? in : out, job->n, job->h, job->w, t, job->class_labels,
                           eps, e);

@@ -15,7 +15,7 @@ typedef struct sample_job {
     const sched_config *sched;
     int steps;
     int n, h, w;
-    const float *cond;         /* (n, cond_channels, h, w) concatenated after x_t, or NULL */
+    const float *cond; /* (n, cond_channels, h, w) concatenated after x_t, or NULL */
     int cond_channels;
     const float *class_labels; /* n * class_label_dim values, or NULL */
     const float *init_noise;   /* (n, out_channels, h, w) to replace the drawn noise, or NULL */

@@ -51,15 +51,16 @@ TEST(cascade_l128_consistent_with_l32)
     char count[16], err[4096];
     snprintf(count, sizeof count, "%d", n);
     const char *dir = test_tmpdir();
-    const char *args[] = {"render",  "--count", count, "--resolution", "128",   "--keep-levels",
-                          "--out",   dir,       "--name", "c",         "--workers", "l32=1,l128=2",
-                          NULL};
+    const char *args[] = {"render",        "--count",      count, "--resolution", "128",
+                          "--keep-levels", "--out",        dir,   "--name",       "c",
+                          "--workers",     "l32=1,l128=2", NULL};
     int rc = test_run_strata(args, err, sizeof err, NULL, 0);
     CHECKF(rc == 0, "render exit %d: %s", rc, err);
     double sum = 0, worst = 1e9;
     for (int i = 0; i < n; i++) {
         uint8_t *lo = NULL, *hi = NULL;
-        int ok = read_level(dir, i, "l32", 32, &lo) == 0 && read_level(dir, i, "l128", 128, &hi) == 0;
+        int ok =
+            read_level(dir, i, "l32", 32, &lo) == 0 && read_level(dir, i, "l128", 128, &hi) == 0;
         double db = ok ? box_down_psnr(hi, 128, lo, 4) : 0;
         free(lo);
         free(hi);

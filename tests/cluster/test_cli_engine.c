@@ -42,15 +42,16 @@ static int edit_file(const char *path, const char *from, const char *to)
 static int count_lines(const char *s)
 {
     int n = 0;
-    for (; *s; s++) n += *s == '\n';
+    for (; *s; s++)
+        n += *s == '\n';
     return n;
 }
 
 /* Runs `strata unet` on the small fixture input with model dir, writing out; fills err. */
 static int run_unet(const char *model, const char *out, char *err, size_t errlen)
 {
-    const char *args[] = {"unet", "--model", model, "--input", SMALL_IO, "--timestep", "10",
-                          "--class-labels", "3", "--out", out, NULL};
+    const char *args[] = {"unet", "--model",        model, "--input", SMALL_IO, "--timestep",
+                          "10",   "--class-labels", "3",   "--out",   out,      NULL};
     return test_run_strata(args, err, errlen, NULL, 0);
 }
 
@@ -62,8 +63,8 @@ static int run_broken(int (*breakit)(const char *dir), char *err, size_t errlen)
     if (copy_model(dir) || breakit(dir)) return -100;
     char out[1100];
     snprintf(out, sizeof out, "%s/out.safetensors", dir);
-    const char *args[] = {"unet", "--model", dir, "--input", SMALL_IO, "--timestep", "10",
-                          "--class-labels", "3", "--out", out, NULL};
+    const char *args[] = {"unet", "--model",        dir, "--input", SMALL_IO, "--timestep",
+                          "10",   "--class-labels", "3", "--out",   out,      NULL};
     return test_run_strata(args, err, errlen, NULL, 0);
 }
 
@@ -113,7 +114,8 @@ static int reshape_weight(const char *dir)
     char tmp[1300];
     snprintf(tmp, sizeof tmp, "%s.new", p);
     int rc = st_write_f32(tmp, outs, n, &e);
-    for (int i = 0; i < n; i++) free((void *)outs[i].data);
+    for (int i = 0; i < n; i++)
+        free((void *)outs[i].data);
     free(outs);
     st_close(f);
     return rc ? rc : rename(tmp, p);
@@ -140,7 +142,7 @@ static int bad_json(const char *dir)
     return edit_file(p, "{", "{{");
 }
 
-#define CHECK_BAD_INPUT(fn, must_name_1, must_name_2)                                             \
+#define CHECK_BAD_INPUT(fn, must_name_1, must_name_2)                                              \
     do {                                                                                           \
         char err[2048] = "";                                                                       \
         int rc = run_broken(fn, err, sizeof err);                                                  \
@@ -200,7 +202,8 @@ TEST(cli_unet_output_is_the_forward)
     int n = (int)x->shape[0], h = (int)x->shape[2], w = (int)x->shape[3];
     float *xs = malloc((size_t)st_numel(x) * 4), *want = malloc((size_t)st_numel(x) * 4);
     float *got = malloc((size_t)st_numel(x) * 4), t[64], labels[64];
-    for (int i = 0; i < n; i++) t[i] = 10, labels[i] = 3;
+    for (int i = 0; i < n; i++)
+        t[i] = 10, labels[i] = 3;
     st_to_f32(x, xs);
     st_to_f32(y, got);
     CHECK(unet_forward(m, xs, n, h, w, t, labels, want, &e) == 0);
@@ -217,12 +220,13 @@ TEST(cli_sample_png_is_deterministic)
     snprintf(a, sizeof a, "%s/a.png", dir);
     snprintf(b, sizeof b, "%s/b.png", dir);
     snprintf(c, sizeof c, "%s/c.png", dir);
-    const char *run_a[] = {"sample", "--model", SMALL_MODEL, "--steps", "3", "--seed", "7",
-                           "--class-label", "2", "--out", a, NULL};
-    const char *run_b[] = {"sample", "--model", SMALL_MODEL, "--steps", "3", "--seed", "7",
-                           "--class-label", "2", "--threads", "1", "--out", b, NULL};
-    const char *run_c[] = {"sample", "--model", SMALL_MODEL, "--steps", "3", "--seed", "8",
-                           "--class-label", "2", "--out", c, NULL};
+    const char *run_a[] = {"sample", "--model",       SMALL_MODEL, "--steps", "3", "--seed",
+                           "7",      "--class-label", "2",         "--out",   a,   NULL};
+    const char *run_b[] = {
+        "sample",        "--model", SMALL_MODEL, "--steps", "3",     "--seed", "7",
+        "--class-label", "2",       "--threads", "1",       "--out", b,        NULL};
+    const char *run_c[] = {"sample", "--model",       SMALL_MODEL, "--steps", "3", "--seed",
+                           "8",      "--class-label", "2",         "--out",   c,   NULL};
     CHECKF(test_run_strata(run_a, err, sizeof err, NULL, 0) == 0, "%s", err);
     CHECKF(test_run_strata(run_b, err, sizeof err, NULL, 0) == 0, "%s", err);
     CHECKF(test_run_strata(run_c, err, sizeof err, NULL, 0) == 0, "%s", err);
@@ -247,8 +251,8 @@ TEST(cli_usage_errors)
     const char *no_args[] = {"unet", NULL};
     CHECK(test_run_strata(no_args, err, sizeof err, NULL, 0) == 2);
     CHECKF(strstr(err, "--model"), "%s", err);
-    const char *bad_steps[] = {"sample", "--model", SMALL_MODEL, "--steps", "x", "--seed", "1",
-                               "--out", "a.png", NULL};
+    const char *bad_steps[] = {"sample", "--model", SMALL_MODEL, "--steps", "x",
+                               "--seed", "1",       "--out",     "a.png",   NULL};
     CHECK(test_run_strata(bad_steps, err, sizeof err, NULL, 0) == 2);
     CHECKF(strstr(err, "--steps"), "%s", err);
     const char *unknown[] = {"frobnicate", NULL};
@@ -296,10 +300,12 @@ static double bench_field(const char *out, const char *key)
 TEST(cli_bench_unet_traces_every_gemm)
 {
     char out1[512], out4[512], err[1024];
-    const char *one[] = {"bench", "unet", "--model", "tests/fixtures/unet/cifar10/model",
-                         "--batch", "1", "--iters", "1", NULL};
-    const char *four[] = {"bench", "unet", "--model", "tests/fixtures/unet/cifar10/model",
-                          "--batch", "4", "--threads", "2", "--iters", "1", NULL};
+    const char *one[] = {"bench",   "unet", "--model", "tests/fixtures/unet/cifar10/model",
+                         "--batch", "1",    "--iters", "1",
+                         NULL};
+    const char *four[] = {"bench",   "unet", "--model",   "tests/fixtures/unet/cifar10/model",
+                          "--batch", "4",    "--threads", "2",
+                          "--iters", "1",    NULL};
     CHECKF(test_run_strata(one, err, sizeof err, out1, sizeof out1) == 0, "%s", err);
     CHECKF(test_run_strata(four, err, sizeof err, out4, sizeof out4) == 0, "%s", err);
     double g1 = bench_field(out1, " gemm_gflop="), g4 = bench_field(out4, " gemm_gflop=");

@@ -75,16 +75,18 @@ static int farm_start(farm *f, const char *dir, int pool16, int pool32)
     memset(f, 0, sizeof *f);
     snprintf(f->log, sizeof f->log, "%s/coordinator.log", dir);
     if (pipe(fds)) return -1;
-    char *argv[] = {(char *)strata_bin(), "coordinator", "--pipeline", (char *)farm_pipeline,
-                    "--workers", "tcp://127.0.0.1:*", "--clients", "tcp://127.0.0.1:*",
-                    "--verbose", NULL};
+    char *argv[] = {(char *)strata_bin(), "coordinator",
+                    "--pipeline",         (char *)farm_pipeline,
+                    "--workers",          "tcp://127.0.0.1:*",
+                    "--clients",          "tcp://127.0.0.1:*",
+                    "--verbose",          NULL};
     f->coord = spawn(argv, fds[1], f->log);
     close(fds[1]);
     int rc = read_ready(fds[0], f);
     close(fds[0]);
     for (int i = 0; !rc && i < pool16 + pool32; i++) {
-        char *w[] = {(char *)strata_bin(), "worker", "--level", i < pool16 ? "l16" : "l32",
-                     "--connect", f->worker_ep, NULL};
+        char *w[] = {(char *)strata_bin(), "worker",     "--level", i < pool16 ? "l16" : "l32",
+                     "--connect",          f->worker_ep, NULL};
         f->workers[f->nworkers++] = spawn(w, -1, NULL);
     }
     return rc;
@@ -97,8 +99,10 @@ static void farm_stop(farm *f)
         waitpid(f->coord, NULL, 0);
     }
     /* workers leave on the coordinator's SHUTDOWN; SIGTERM asks the same of any left */
-    for (int i = 0; i < f->nworkers; i++) kill(f->workers[i], SIGTERM);
-    for (int i = 0; i < f->nworkers; i++) waitpid(f->workers[i], NULL, 0);
+    for (int i = 0; i < f->nworkers; i++)
+        kill(f->workers[i], SIGTERM);
+    for (int i = 0; i < f->nworkers; i++)
+        waitpid(f->workers[i], NULL, 0);
 }
 
 static int write_job(const char *path, const char *out)
@@ -211,9 +215,9 @@ TEST(farm_same_bytes_for_any_pool_size_and_render)
     snprintf(c, sizeof c, "%s/render", dir);
     char count[16];
     snprintf(count, sizeof count, "%d", FARM_IMAGES);
-    const char *args[] = {"render", "--pipeline", TINY_PIPELINE, "--count", count, "--seed",
-                          "1000", "--resolution", "32", "--out", c, "--name", "farm",
-                          "--workers", "l16=2,l32=2", NULL};
+    const char *args[] = {"render", "--pipeline",   TINY_PIPELINE, "--count", count, "--seed",
+                          "1000",   "--resolution", "32",          "--out",   c,     "--name",
+                          "farm",   "--workers",    "l16=2,l32=2", NULL};
     int rc = test_run_strata(args, err, sizeof err, NULL, 0);
     CHECKF(rc == 0, "render exit %d: %s", rc, err);
     CHECKF(same_outputs(a, c, why, sizeof why) == 0, "farm vs render: %s", why);
@@ -256,11 +260,12 @@ static int write_slow_pipeline(const char *path)
     char cwd[1024];
     FILE *f = fopen(path, "w");
     if (!f || !getcwd(cwd, sizeof cwd)) return -1;
-    fprintf(f, "name: slow\nlevels:\n"
-               "  - {name: l16, kind: generate, side: 16, steps: 40,\n"
-               "     model: %s/tests/fixtures/unet/small3/model}\n"
-               "  - {name: l32, kind: refine, side: 32, steps: 3, noise_level: 50,\n"
-               "     model: %s/tests/fixtures/unet/sr/model}\n",
+    fprintf(f,
+            "name: slow\nlevels:\n"
+            "  - {name: l16, kind: generate, side: 16, steps: 40,\n"
+            "     model: %s/tests/fixtures/unet/small3/model}\n"
+            "  - {name: l32, kind: refine, side: 32, steps: 3, noise_level: 50,\n"
+            "     model: %s/tests/fixtures/unet/sr/model}\n",
             cwd, cwd);
     return fclose(f);
 }
@@ -285,8 +290,8 @@ TEST(farm_worker_killed_mid_task)
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 1);
         dup2(null, 2);
-        char *argv[] = {(char *)strata_bin(), "submit", job, "--wait", "--coordinator",
-                        f.client_ep, NULL};
+        char *argv[] = {(char *)strata_bin(), "submit",    job, "--wait",
+                        "--coordinator",      f.client_ep, NULL};
         execv(argv[0], argv);
         _exit(127);
     }
@@ -337,9 +342,9 @@ TEST(farm_start_level_from_kept_images)
     snprintf(part, sizeof part, "%s/part", dir);
     char grid[1300];
     snprintf(grid, sizeof grid, "%s/grid.png", dir);
-    const char *a[] = {"render", "--pipeline", TINY_PIPELINE, "--count", "3", "--seed", "5",
-                       "--resolution", "32", "--out", full, "--keep-levels", "--grid", grid,
-                       NULL};
+    const char *a[] = {"render", "--pipeline",   TINY_PIPELINE, "--count", "3",  "--seed",
+                       "5",      "--resolution", "32",          "--out",   full, "--keep-levels",
+                       "--grid", grid,           NULL};
     int rc = test_run_strata(a, err, sizeof err, NULL, 0);
     CHECKF(rc == 0, "full run: exit %d: %s", rc, err);
     uint8_t *g;
@@ -350,9 +355,9 @@ TEST(farm_start_level_from_kept_images)
     CHECKF(gw == 2 * 32 && gh == 3 * 32, "grid %dx%d: want 2 levels x 3 images of 32", gw, gh);
     char init[1300];
     snprintf(init, sizeof init, "%s/render", full);
-    const char *b[] = {"render", "--pipeline", TINY_PIPELINE, "--count", "3", "--seed", "5",
-                       "--resolution", "32", "--out", part, "--start-level", "l32", "--init",
-                       init, NULL};
+    const char *b[] = {"render", "--pipeline",   TINY_PIPELINE, "--count", "3",  "--seed",
+                       "5",      "--resolution", "32",          "--out",   part, "--start-level",
+                       "l32",    "--init",       init,          NULL};
     rc = test_run_strata(b, err, sizeof err, NULL, 0);
     CHECKF(rc == 0, "start at l32: exit %d: %s", rc, err);
     for (int i = 0; i < 3; i++) {
@@ -417,8 +422,8 @@ TEST(farm_render_stops_on_sigterm)
     CHECK(write_slow_pipeline(slow) == 0);
     int fds[2];
     CHECK(pipe(fds) == 0);
-    char *argv[] = {(char *)strata_bin(), "render", "--pipeline", slow, "--count", "40",
-                    "--out", out, NULL};
+    char *argv[] = {
+        (char *)strata_bin(), "render", "--pipeline", slow, "--count", "40", "--out", out, NULL};
     pid_t pid = fork();
     if (pid == 0) {
         dup2(fds[1], 2);
@@ -433,7 +438,8 @@ TEST(farm_render_stops_on_sigterm)
         continue;
     int started = strstr(text, "running") != NULL, rc;
     kill(pid, SIGTERM);
-    while ((rc = read_tail(fds[0], text, sizeof text, &used, 60000)) > 0) continue;
+    while ((rc = read_tail(fds[0], text, sizeof text, &used, 60000)) > 0)
+        continue;
     close(fds[0]);
     int status = -1;
     waitpid(pid, &status, 0);

@@ -337,7 +337,8 @@ static void body_bad_worker(harness *h, int *test_failed_)
     CHECK(send_job_ref(cl, PROTO_WATCH, "kept") == 0);
     CHECK(farm_run(h, &f, cl, 10000) == 0);
     int to_bad = 0;
-    for (int i = 0; i < f.nseen; i++) to_bad += f.seen[i].worker == 0;
+    for (int i = 0; i < f.nseen; i++)
+        to_bad += f.seen[i].worker == 0;
     CHECKF(!strcmp(f.done_state, "done") && to_bad == 3, "%s, %d tasks to the bad worker",
            f.done_state, to_bad);
 }

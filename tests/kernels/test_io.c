@@ -605,7 +605,8 @@ TEST(io_st_header_mutations_never_crash)
     size_t len = fread(orig, 1, sizeof orig, f);
     fclose(f);
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | orig[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | orig[i];
     CHECK(len > 8 && hlen + 8 <= len);
     char path[1024];
     snprintf(path, sizeof path, "%s/m.safetensors", test_tmpdir());

@@ -43,10 +43,14 @@ static double conv_error(conv_case c)
     float *wgt = malloc((size_t)c.cout * c.cin * 9 * sizeof *wgt);
     float *bias = malloc(c.cout * sizeof *bias);
     unsigned seed = 7;
-    for (size_t i = 0; i < xn; i++) x[i] = uniform(&seed);
-    for (int i = 0; i < c.cout * c.cin * 9; i++) wgt[i] = uniform(&seed);
-    for (int i = 0; i < c.cout; i++) bias[i] = uniform(&seed);
-    for (size_t i = 0; i < yn; i++) y[i] = c.accumulate ? 1.0f : NAN;
+    for (size_t i = 0; i < xn; i++)
+        x[i] = uniform(&seed);
+    for (int i = 0; i < c.cout * c.cin * 9; i++)
+        wgt[i] = uniform(&seed);
+    for (int i = 0; i < c.cout; i++)
+        bias[i] = uniform(&seed);
+    for (size_t i = 0; i < yn; i++)
+        y[i] = c.accumulate ? 1.0f : NAN;
     cv.weight = wgt, cv.bias = bias;
     arena a;
     arena_init(&a);

@@ -47,8 +47,8 @@ static double unet_case_error(const char *dir, char *why, size_t whylen)
     float *labels = read_tensor(io, "class_labels", NULL), *want = read_tensor(io, "expected", &ys);
     float *got = want ? malloc((size_t)st_numel(ys) * sizeof(float)) : NULL;
     if (x && t && want && got &&
-        !unet_forward(m, x, (int)xs->shape[0], (int)xs->shape[2], (int)xs->shape[3], t, labels,
-                      got, &e)) {
+        !unet_forward(m, x, (int)xs->shape[0], (int)xs->shape[2], (int)xs->shape[3], t, labels, got,
+                      &e)) {
         float d, r;
         test_max_abs_diff(got, want, (size_t)st_numel(ys), &d, &r);
         rel = d / r;
@@ -119,10 +119,16 @@ static double loop_case_error(const char *model_dir, const char *loop_dir, char 
     float *want = read_tensor(io, "expected", NULL);
     float *got = noise ? malloc((size_t)st_numel(ns) * sizeof(float)) : NULL;
     if (noise && steps && want && got) {
-        sample_job job = {.model = m, .sched = &sc, .steps = (int)steps[0],
-                          .n = (int)ns->shape[0], .h = (int)ns->shape[2], .w = (int)ns->shape[3],
-                          .cond = cond, .cond_channels = cond ? (int)cs->shape[1] : 0,
-                          .class_labels = labels, .init_noise = noise};
+        sample_job job = {.model = m,
+                          .sched = &sc,
+                          .steps = (int)steps[0],
+                          .n = (int)ns->shape[0],
+                          .h = (int)ns->shape[2],
+                          .w = (int)ns->shape[3],
+                          .cond = cond,
+                          .cond_channels = cond ? (int)cs->shape[1] : 0,
+                          .class_labels = labels,
+                          .init_noise = noise};
         if (!runner_sample(&job, got, &e)) {
             float d, r;
             test_max_abs_diff(got, want, (size_t)st_numel(ns), &d, &r);
@@ -165,8 +171,9 @@ TEST(unet_sampling_loops_match_diffusers)
  * message naming the file, or loads a model whose forward runs. Never a crash. */
 TEST(unet_config_mutations_never_crash)
 {
-    static const char *const bits[] = {"0", "-1", "null", "\"x\"", "[]", "{}", "1e9", "true",
-                                       "2", "[1]", "\"AttnDownBlock2D\"", "65536"};
+    static const char *const bits[] = {
+        "0",    "-1", "null", "\"x\"", "[]", "{}", "1e9", "true", "2", "[1]", "\"AttnDownBlock2D\"",
+        "65536"};
     char dir[1024], path[1200], *orig = NULL;
     snprintf(dir, sizeof dir, "%s/m", test_tmpdir());
     char cmd[2400];
@@ -181,15 +188,18 @@ TEST(unet_config_mutations_never_crash)
     uint32_t rng = 12345;
     int loaded = 0, refused = 0, runs = test_quick() ? 60 : 400;
     float x[2 * 3 * 16 * 16], y[2 * 3 * 16 * 16] = {0}, t[2] = {10, 500}, labels[2] = {1, 2};
-    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = (float)(i % 7) / 7.0f - 0.5f;
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+        x[i] = (float)(i % 7) / 7.0f - 0.5f;
     for (int run = 0; run < runs; run++) {
         /* replace the value after a random ':' with a random token */
         rng = rng * 1664525u + 1013904223u;
         size_t at = (rng >> 8) % len;
-        while (at < len && orig[at] != ':') at++;
+        while (at < len && orig[at] != ':')
+            at++;
         if (at >= len) continue;
         size_t end = at + 1;
-        while (end < len && orig[end] != ',' && orig[end] != '\n' && orig[end] != '}') end++;
+        while (end < len && orig[end] != ',' && orig[end] != '\n' && orig[end] != '}')
+            end++;
         rng = rng * 1664525u + 1013904223u;
         const char *bit = bits[(rng >> 8) % (sizeof bits / sizeof bits[0])];
         f = fopen(path, "wb");
@@ -200,7 +210,8 @@ TEST(unet_config_mutations_never_crash)
         kerr e = {0};
         int rc = unet_load(dir, &m, &e);
         if (rc) {
-            CHECKF(rc == KERR_INPUT && (strstr(e.msg, "config.json") || strstr(e.msg, ".safetensors")),
+            CHECKF(rc == KERR_INPUT &&
+                       (strstr(e.msg, "config.json") || strstr(e.msg, ".safetensors")),
                    "run %d (%s after byte %zu): %d %s", run, bit, at, rc, e.msg);
             refused++;
             continue;

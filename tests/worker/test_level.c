@@ -18,7 +18,8 @@ TEST(level_tile_positions_cover_evenly)
     CHECKF(n == 4, "n = %d", n);
     CHECK(pos[0] == 0 && pos[n - 1] == 100 - 32);
     for (int i = 1; i < n; i++) {
-        CHECKF(pos[i] - pos[i - 1] <= 32 - 8, "gap %d at %d: overlap below 8", pos[i] - pos[i - 1], i);
+        CHECKF(pos[i] - pos[i - 1] <= 32 - 8, "gap %d at %d: overlap below 8", pos[i] - pos[i - 1],
+               i);
         CHECK(pos[i] > pos[i - 1]);
     }
     CHECK(tile_positions(32, 32, 8, pos, 64) == 1 && pos[0] == 0);
