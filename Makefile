@@ -13,7 +13,7 @@ CFLAGS   += -std=c17 $(OPT) -g -Wall -Wextra -Werror -Wno-format-truncation -D_G
             -ffp-contract=off \
             -I. $(shell pkg-config --cflags $(PKGS))
 LDLIBS   += $(shell pkg-config --libs $(PKGS)) -fopenmp -lm -lpthread
-MODULES  := kernels proto worker coordinator cluster
+MODULES  := common kernels proto worker coordinator cluster
 
 LIB_SRC  := $(filter-out cluster/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*.c))

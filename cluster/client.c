@@ -10,13 +10,13 @@
  * coordinator. */
 enum { CLIENT_QUIET_MS = 10000, CLIENT_CALL_MS = 5000, CLIENT_TICK_MS = 500 };
 
-int client_open(client *c, const char *endpoint, proto_err *e)
+int client_open(client *c, const char *endpoint, strata_err *e)
 {
     memset(c, 0, sizeof *c);
     if (!endpoint) endpoint = getenv("STRATA_COORDINATOR");
     c->endpoint = endpoint && *endpoint ? endpoint : CLIENT_DEFAULT_ENDPOINT;
     c->ctx = zmq_ctx_new();
-    if (!c->ctx) return proto_err_set(e, PROTO_E_IO, "zmq_ctx_new failed");
+    if (!c->ctx) return err_set(e, ERR_IO, "zmq_ctx_new failed");
     proto_sock_opts o = {.linger_ms = -1};
     return proto_dealer_connect(c->ctx, c->endpoint, &o, &c->sock, e);
 }
@@ -28,14 +28,14 @@ void client_close(client *c)
     c->ctx = NULL;
 }
 
-int client_call(client *c, const proto_msg *req, proto_msg *reply, int timeout_ms, proto_err *e)
+int client_call(client *c, const proto_msg *req, proto_msg *reply, int timeout_ms, strata_err *e)
 {
     int rc = proto_send(c->sock, NULL, req, e);
     if (rc) return rc;
     rc = proto_recv(c->sock, NULL, reply, timeout_ms, e);
-    if (rc == PROTO_E_TIMEOUT)
-        return proto_err_set(e, rc, "no answer from the coordinator at %s in %d s", c->endpoint,
-                             timeout_ms / 1000);
+    if (rc == ERR_TIMEOUT)
+        return err_set(e, rc, "no answer from the coordinator at %s in %d s", c->endpoint,
+                       timeout_ms / 1000);
     return rc;
 }
 
@@ -68,18 +68,17 @@ static void draw_progress(const struct proto_job_status *s, FILE *to, int tty, i
  * STATUS is sent (its reply is just another message); silence after that means the coordinator
  * is gone. */
 static int watch_next(client *c, const char *job, client_tick tick, void *ctx, proto_msg *m,
-                      proto_err *e)
+                      strata_err *e)
 {
     int quiet_ms = 0, asked = 0, step = tick ? CLIENT_TICK_MS : CLIENT_QUIET_MS;
     for (;;) {
         int rc = proto_recv(c->sock, NULL, m, step, e);
         /* a signal interrupts the wait: tick is where the caller looks at it */
-        if (rc != PROTO_E_TIMEOUT && !(rc == PROTO_E_INTR && tick)) return rc;
+        if (rc != ERR_TIMEOUT && !(rc == ERR_INTR && tick)) return rc;
         if (tick && (rc = tick(ctx))) return rc;
         if ((quiet_ms += step) < CLIENT_QUIET_MS) continue;
         if (asked)
-            return proto_err_set(e, PROTO_E_TIMEOUT, "the coordinator at %s stopped answering",
-                                 c->endpoint);
+            return err_set(e, ERR_TIMEOUT, "the coordinator at %s stopped answering", c->endpoint);
         proto_msg st = {.type = PROTO_STATUS, .status = {job}};
         if ((rc = proto_send(c->sock, NULL, &st, e))) return rc;
         asked = 1;
@@ -87,7 +86,7 @@ static int watch_next(client *c, const char *job, client_tick tick, void *ctx, p
     }
 }
 
-int client_watch(client *c, const char *job, FILE *to, client_tick tick, void *ctx, proto_err *e)
+int client_watch(client *c, const char *job, FILE *to, client_tick tick, void *ctx, strata_err *e)
 {
     proto_msg req = {.type = PROTO_WATCH, .watch = {job}}, m;
     int rc = proto_send(c->sock, NULL, &req, e), drawn = 0, tty = isatty(fileno(to));
@@ -97,7 +96,7 @@ int client_watch(client *c, const char *job, FILE *to, client_tick tick, void *c
             draw_progress(&m.progress, to, tty, &drawn);
             failed = m.progress.failed;
         }
-        if (m.type == PROTO_ERROR) rc = proto_err_set(e, PROTO_E_VALUE, "%s", m.error.message);
+        if (m.type == PROTO_ERROR) rc = err_set(e, ERR_VALUE, "%s", m.error.message);
         if (m.type == PROTO_DONE) {
             int ok = !strcmp(m.done.state, "done") && !failed;
             fprintf(to, "%s %s%s\n", m.done.job, m.done.state,

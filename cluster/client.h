@@ -16,10 +16,10 @@ typedef struct client {
 } client;
 
 /* Connect to endpoint (NULL: $STRATA_COORDINATOR, else CLIENT_DEFAULT_ENDPOINT). */
-int client_open(client *c, const char *endpoint, proto_err *e);
+int client_open(client *c, const char *endpoint, strata_err *e);
 void client_close(client *c);
 /* Send req and wait up to timeout_ms for one reply (decoded into reply; free it). */
-int client_call(client *c, const proto_msg *req, proto_msg *reply, int timeout_ms, proto_err *e);
+int client_call(client *c, const proto_msg *req, proto_msg *reply, int timeout_ms, strata_err *e);
 
 /* Called while a watch waits; a non-zero return stops the watch with that value. */
 typedef int (*client_tick)(void *ctx);
@@ -28,6 +28,6 @@ typedef int (*client_tick)(void *ctx);
  * lines otherwise; tick (may be NULL) runs about twice a second. Returns 0 when the job
  * finished with every image written, 1 when it ended otherwise (failed images, cancelled), a
  * tick's value, or a negative proto code. */
-int client_watch(client *c, const char *job, FILE *to, client_tick tick, void *ctx, proto_err *e);
+int client_watch(client *c, const char *job, FILE *to, client_tick tick, void *ctx, strata_err *e);
 
 #endif

@@ -24,7 +24,7 @@ int cmd_watch(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_render(int argc, char **argv);
 
-/* Print "strata CMD: message" to stderr and return the exit code for the kerr code. */
+/* Print "strata CMD: message" to stderr and return the exit code for the strata_err code. */
 int cli_fail(const char *cmd, int code, const char *msg);
 /* Print "strata CMD: <message> (see strata CMD --help)"; returns CLI_EXIT_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -23,13 +23,6 @@ typedef struct bench_args {
     int batch, threads, iters, size;
 } bench_args;
 
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static long peak_rss_kb(void)
 {
     struct rusage ru;
@@ -45,20 +38,20 @@ typedef struct bench_forward {
     int n, side;
 } bench_forward;
 
-static int forward(const bench_forward *f, kerr *e)
+static int forward(const bench_forward *f, strata_err *e)
 {
     return unet_forward(f->m, f->x, f->n, f->side, f->side, f->t, f->class_labels, f->y, e);
 }
 
 /* The GEMMs of one forward, recorded; again with room for all when the log was too short.
  * *log is the caller's to free. */
-static int trace_gemms(const bench_forward *f, kernels_gemm **log, int *count, kerr *e)
+static int trace_gemms(const bench_forward *f, kernels_gemm **log, int *count, strata_err *e)
 {
     int cap = 1024, rc = 0;
     *log = NULL;
     for (;;) {
         kernels_gemm *grown = realloc(*log, (size_t)cap * sizeof **log);
-        if (!grown) return kerr_set(e, KERR_NOMEM, "out of memory");
+        if (!grown) return err_set(e, ERR_NOMEM, "out of memory");
         *log = grown;
         kernels_trace_gemms(*log, cap);
         rc = forward(f, e);
@@ -72,24 +65,24 @@ static int trace_gemms(const bench_forward *f, kernels_gemm **log, int *count, k
  * forward's work in GEMMs (convolutions, projections, attention), gemms of them; gemm_alone_ms:
  * those GEMMs timed alone as plain sgemm calls, their weights in cache unlike in the forward, that
  * is what the forward would cost if nothing but its GEMMs took time. */
-static int bench_forwards(const bench_args *a, const bench_forward *f, kerr *e)
+static int bench_forwards(const bench_args *a, const bench_forward *f, strata_err *e)
 {
     int rc = 0, count = 0;
     for (int i = 0; i < 2 && !rc; i++)
         rc = forward(f, e);
-    double t0 = now_seconds(), fastest = 1e30;
+    double t0 = clock_now_s(), fastest = 1e30;
     for (int i = 0; i < a->iters && !rc; i++) {
-        double ti = now_seconds();
+        double ti = clock_now_s();
         rc = forward(f, e);
-        double took = now_seconds() - ti;
+        double took = clock_now_s() - ti;
         fastest = took < fastest ? took : fastest;
     }
-    double ms = (now_seconds() - t0) * 1e3 / a->iters, gemm_ms = 0, flops = 0;
+    double ms = (clock_now_s() - t0) * 1e3 / a->iters, gemm_ms = 0, flops = 0;
     long rss_kb = peak_rss_kb(); /* before the GEMMs alone allocate their operands */
     kernels_gemm *log = NULL;
     if (!rc) rc = trace_gemms(f, &log, &count, e);
     if (!rc && kernels_bench_gemms(log, count, a->threads, a->iters, &gemm_ms))
-        rc = kerr_set(e, KERR_NOMEM, "out of memory");
+        rc = err_set(e, ERR_NOMEM, "out of memory");
     for (int i = 0; i < count && !rc; i++)
         flops += 2.0 * log[i].m * log[i].n * log[i].k;
     if (!rc)
@@ -101,7 +94,7 @@ static int bench_forwards(const bench_args *a, const bench_forward *f, kerr *e)
     return rc;
 }
 
-static int bench_unet(const bench_args *a, kerr *e)
+static int bench_unet(const bench_args *a, strata_err *e)
 {
     bench_forward f = {.n = a->batch};
     int rc = unet_load(a->model, &f.m, e);
@@ -114,7 +107,7 @@ static int bench_unet(const bench_args *a, kerr *e)
     f.t = malloc((size_t)f.n * sizeof(float));
     f.labels = calloc((size_t)f.n * info->class_label_dim + 1, sizeof(float)); /* never 0 */
     if (!f.x || !f.y || !f.t || !f.labels) {
-        rc = kerr_set(e, KERR_NOMEM, "out of memory");
+        rc = err_set(e, ERR_NOMEM, "out of memory");
     } else {
         for (size_t i = 0; i < plane * info->in_channels; i++)
             f.x[i] = (float)(i % 17) / 17.0f - 0.5f;
@@ -134,7 +127,7 @@ static const int conv_shapes[][4] = {
     {384, 128, 3, 32}, {512, 256, 3, 16}, {384, 128, 1, 32}, {128, 256, 1, 16},
 };
 
-static int bench_conv(const bench_args *a, kerr *e)
+static int bench_conv(const bench_args *a, strata_err *e)
 {
     enum { NSHAPES = sizeof conv_shapes / sizeof conv_shapes[0] };
     double conv[NSHAPES], gemm[NSHAPES];
@@ -143,13 +136,13 @@ static int bench_conv(const bench_args *a, kerr *e)
         const int *s = conv_shapes[i];
         if (kernels_bench_conv(s[0], s[1], s[2], s[3], s[3], a->batch, a->threads, a->iters,
                                &conv[i]))
-            return kerr_set(e, KERR_NOMEM, "out of memory");
+            return err_set(e, ERR_NOMEM, "out of memory");
     }
     for (int i = 0; i < NSHAPES; i++) {
         const int *s = conv_shapes[i];
         if (kernels_bench_sgemm(s[1], s[3] * s[3] * a->batch, s[0] * s[2] * s[2], a->threads,
                                 a->iters, &gemm[i]))
-            return kerr_set(e, KERR_NOMEM, "out of memory");
+            return err_set(e, ERR_NOMEM, "out of memory");
     }
     for (int i = 0; i < NSHAPES; i++) {
         const int *s = conv_shapes[i];
@@ -164,7 +157,7 @@ static int bench_conv(const bench_args *a, kerr *e)
     static const int large[][3] = {{128, 8192, 1152}, {256, 2048, 2304}, {1024, 1024, 1024}};
     for (int i = 0; i < 3; i++) {
         if (kernels_bench_sgemm(large[i][0], large[i][1], large[i][2], a->threads, a->iters, &g))
-            return kerr_set(e, KERR_NOMEM, "out of memory");
+            return err_set(e, ERR_NOMEM, "out of memory");
         peak = g > peak ? g : peak;
     }
     printf("sgemm_peak threads=%d gflops=%.1f\n", a->threads, peak);
@@ -227,7 +220,7 @@ int cmd_bench(int argc, char **argv)
     int rc = parse_bench_args(argc, argv, &a);
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
     kernels_set_threads(a.threads);
-    kerr e = {0};
+    strata_err e = {0};
     rc = !strcmp(a.what, "unet") ? bench_unet(&a, &e) : bench_conv(&a, &e);
     return rc ? cli_fail("bench", rc, e.msg) : CLI_EXIT_OK;
 }

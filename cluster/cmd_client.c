@@ -65,7 +65,7 @@ static int parse_client_args(const char *cmd, int argc, char **argv, int needs_a
     return 0;
 }
 
-static int client_fail(const char *cmd, const proto_err *e)
+static int client_fail(const char *cmd, const strata_err *e)
 {
     fprintf(stderr, "strata %s: %s\n", cmd, e->msg);
     return CLI_EXIT_RUNTIME;
@@ -98,7 +98,7 @@ int cmd_submit(int argc, char **argv)
     size_t len;
     char *text = read_text(a.arg, &len);
     client c;
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg req = {.type = PROTO_SUBMIT, .submit = {text}}, reply = {0};
     rc = client_open(&c, a.endpoint, &e);
     if (!rc) rc = client_call(&c, &req, &reply, CLIENT_REPLY_MS, &e);
@@ -164,7 +164,7 @@ int cmd_status(int argc, char **argv)
     int rc = parse_client_args("status", argc, argv, 0, &a);
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
     client c;
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg req = {.type = PROTO_STATUS, .status = {a.arg}}, reply = {0};
     rc = client_open(&c, a.endpoint, &e);
     if (!rc) rc = client_call(&c, &req, &reply, CLIENT_REPLY_MS, &e);
@@ -187,7 +187,7 @@ int cmd_watch(int argc, char **argv)
     int rc = parse_client_args("watch", argc, argv, 1, &a);
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
     client c;
-    proto_err e = {0};
+    strata_err e = {0};
     rc = client_open(&c, a.endpoint, &e);
     if (!rc) rc = client_watch(&c, a.arg, stdout, NULL, NULL, &e);
     if (rc < 0) rc = client_fail("watch", &e);
@@ -201,7 +201,7 @@ int cmd_cancel(int argc, char **argv)
     int rc = parse_client_args("cancel", argc, argv, 1, &a);
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
     client c;
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg req = {.type = PROTO_CANCEL, .cancel = {a.arg}}, reply = {0};
     rc = client_open(&c, a.endpoint, &e);
     if (!rc) rc = client_call(&c, &req, &reply, CLIENT_REPLY_MS, &e);

@@ -96,29 +96,28 @@ static int parse_unet_args(int argc, char **argv, unet_args *a)
 
 /* Class labels for n images: from the flag (one for all, or one each) or from IN. */
 static int unet_class_labels(const unet_args *a, const st_file_t *in, const unet_info *info, int n,
-                             float **labels, kerr *e)
+                             float **labels, strata_err *e)
 {
     *labels = NULL;
     if (!info->needs_class_labels) {
-        if (a->nlabels) return kerr_set(e, KERR_INPUT, "--class-labels: model has no classes");
+        if (a->nlabels) return err_set(e, ERR_INPUT, "--class-labels: model has no classes");
         return 0;
     }
     int d = info->class_label_dim;
     if (!(*labels = malloc((size_t)n * d * sizeof(float))))
-        return kerr_set(e, KERR_NOMEM, "out of memory");
+        return err_set(e, ERR_NOMEM, "out of memory");
     if (d > 1 || !a->nlabels) {
         int64_t shape[2] = {n, d};
         return st_read_f32(in, "class_labels", d > 1 ? 2 : 1, shape, *labels, e);
     }
     if (a->nlabels != 1 && a->nlabels != n)
-        return kerr_set(e, KERR_INPUT, "--class-labels: give 1 or %d values, not %d", n,
-                        a->nlabels);
+        return err_set(e, ERR_INPUT, "--class-labels: give 1 or %d values, not %d", n, a->nlabels);
     for (int i = 0; i < n; i++)
         (*labels)[i] = a->labels[a->nlabels == 1 ? 0 : i];
     return 0;
 }
 
-static int run_unet(const unet_args *a, kerr *e)
+static int run_unet(const unet_args *a, strata_err *e)
 {
     unet_t *m = NULL;
     st_file_t *in = NULL;
@@ -127,18 +126,18 @@ static int run_unet(const unet_args *a, kerr *e)
     if (!rc) rc = st_open(a->input, &in, e);
     const st_tensor *s = rc ? NULL : st_find(in, "sample");
     if (!rc && (!s || s->ndim != 4 || s->dtype == ST_DTYPE_OTHER))
-        rc = kerr_set(e, KERR_INPUT,
-                      "%s: tensor 'sample': expected a 4-d float tensor (N, C, H, W)", a->input);
+        rc = err_set(e, ERR_INPUT, "%s: tensor 'sample': expected a 4-d float tensor (N, C, H, W)",
+                     a->input);
     if (!rc && s->shape[1] != unet_get_info(m)->in_channels)
-        rc = kerr_set(e, KERR_INPUT, "%s: tensor 'sample': has %lld channels, the model takes %d",
-                      a->input, (long long)s->shape[1], unet_get_info(m)->in_channels);
+        rc = err_set(e, ERR_INPUT, "%s: tensor 'sample': has %lld channels, the model takes %d",
+                     a->input, (long long)s->shape[1], unet_get_info(m)->in_channels);
     if (!rc) {
         int n = (int)s->shape[0], h = (int)s->shape[2], w = (int)s->shape[3];
         int oc = unet_get_info(m)->out_channels;
         x = malloc((size_t)st_numel(s) * sizeof(float));
         y = malloc((size_t)n * oc * h * w * sizeof(float));
         t = malloc((size_t)n * sizeof(float));
-        if (!x || !y || !t) rc = kerr_set(e, KERR_NOMEM, "out of memory");
+        if (!x || !y || !t) rc = err_set(e, ERR_NOMEM, "out of memory");
         if (!rc) rc = unet_class_labels(a, in, unet_get_info(m), n, &labels, e);
         if (!rc) {
             st_to_f32(s, x);
@@ -163,7 +162,7 @@ int cmd_unet(int argc, char **argv)
     unet_args a;
     int rc = parse_unet_args(argc, argv, &a);
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
-    kerr e = {0};
+    strata_err e = {0};
     if (a.threads) kernels_set_threads(a.threads);
     rc = run_unet(&a, &e);
     return rc ? cli_fail("unet", rc, e.msg) : CLI_EXIT_OK;
@@ -270,16 +269,15 @@ static void print_progress(void *ctx, int step, int steps)
 }
 
 static int write_sample_output(const sample_args *a, const float *x, int n, int c, int h, int w,
-                               kerr *e)
+                               strata_err *e)
 {
     if (ends_with(a->out, ".safetensors")) {
         st_out o = {"sample", x, 4, {n, c, h, w}};
         return st_write_f32(a->out, &o, 1, e);
     }
-    if (c != 3)
-        return kerr_set(e, KERR_INPUT, "--out: a PNG needs 3 channels, the model has %d", c);
+    if (c != 3) return err_set(e, ERR_INPUT, "--out: a PNG needs 3 channels, the model has %d", c);
     uint8_t *rgb = malloc((size_t)h * w * 3);
-    if (!rgb) return kerr_set(e, KERR_NOMEM, "out of memory");
+    if (!rgb) return err_set(e, ERR_NOMEM, "out of memory");
     int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
         char path[4096];
@@ -294,7 +292,7 @@ static int write_sample_output(const sample_args *a, const float *x, int n, int 
     return rc;
 }
 
-static int run_sample(const sample_args *a, kerr *e)
+static int run_sample(const sample_args *a, strata_err *e)
 {
     unet_t *m = NULL;
     st_file_t *nf = NULL;
@@ -307,18 +305,18 @@ static int run_sample(const sample_args *a, kerr *e)
     int n = (int)a->count, size = a->size ? (int)a->size : info->sample_size;
     int h = size, w = size, oc = info->out_channels;
     if (info->in_channels != oc) {
-        rc = kerr_set(e, KERR_INPUT,
-                      "%s: model is conditional (%d input channels, %d output): "
-                      "run it in a pipeline with strata render",
-                      a->model, info->in_channels, oc);
+        rc = err_set(e, ERR_INPUT,
+                     "%s: model is conditional (%d input channels, %d output): "
+                     "run it in a pipeline with strata render",
+                     a->model, info->in_channels, oc);
         goto done;
     }
     if (a->noise) {
         if ((rc = st_open(a->noise, &nf, e))) goto done;
         const st_tensor *t = st_find(nf, "noise");
         if (!t || t->ndim != 4 || t->shape[1] != oc || t->dtype == ST_DTYPE_OTHER) {
-            rc = kerr_set(e, KERR_INPUT, "%s: tensor 'noise': expected shape (N, %d, H, W)",
-                          a->noise, oc);
+            rc = err_set(e, ERR_INPUT, "%s: tensor 'noise': expected shape (N, %d, H, W)", a->noise,
+                         oc);
             goto done;
         }
         n = (int)t->shape[0], h = (int)t->shape[2], w = (int)t->shape[3];
@@ -326,13 +324,13 @@ static int run_sample(const sample_args *a, kerr *e)
         st_to_f32(t, init);
     }
     if (h <= 0) {
-        rc = kerr_set(e, KERR_INPUT, "%s: config.json has no sample_size: give --size", a->model);
+        rc = err_set(e, ERR_INPUT, "%s: config.json has no sample_size: give --size", a->model);
         goto done;
     }
     if (info->needs_class_labels) {
         if (!a->has_class_label || info->class_label_dim != 1) {
-            rc = kerr_set(e, KERR_INPUT, "%s: model is class-conditional: give --class-label",
-                          a->model);
+            rc = err_set(e, ERR_INPUT, "%s: model is class-conditional: give --class-label",
+                         a->model);
             goto done;
         }
         if (!(labels = malloc((size_t)n * sizeof(float)))) goto nomem;
@@ -354,7 +352,7 @@ static int run_sample(const sample_args *a, kerr *e)
     if (!rc) rc = write_sample_output(a, x, n, oc, h, w, e);
     goto done;
 nomem:
-    rc = kerr_set(e, KERR_NOMEM, "out of memory");
+    rc = err_set(e, ERR_NOMEM, "out of memory");
 done:
     free(x);
     free(init);
@@ -370,7 +368,7 @@ int cmd_sample(int argc, char **argv)
     int rc = parse_sample_args(argc, argv, &a);
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
     if (a.threads) kernels_set_threads((int)a.threads);
-    kerr e = {0};
+    strata_err e = {0};
     rc = run_sample(&a, &e);
     return rc ? cli_fail("sample", rc, e.msg) : CLI_EXIT_OK;
 }

@@ -371,7 +371,7 @@ static int submit_and_watch(render_farm *f)
     char text[8192];
     job_yaml(f, text, sizeof text);
     client c;
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg req = {.type = PROTO_SUBMIT, .submit = {text}}, reply = {0};
     int rc = client_open(&c, f->client_ep, &e);
     if (!rc) rc = client_call(&c, &req, &reply, 10000, &e);
@@ -434,7 +434,8 @@ static void grid_put(uint8_t *grid, int grid_w, int cell, int row, int col, cons
 }
 
 /* One cell's image: <index>.<level>.png with --keep-levels, else <index>.png. */
-static int grid_cell(const render_farm *f, int image, int level, uint8_t **rgb, int *side, kerr *e)
+static int grid_cell(const render_farm *f, int image, int level, uint8_t **rgb, int *side,
+                     strata_err *e)
 {
     char path[PATH_MAX + 64];
     int w, h;
@@ -445,7 +446,7 @@ static int grid_cell(const render_farm *f, int image, int level, uint8_t **rgb, 
     else
         snprintf(path, sizeof path, "%s/%s/%06d.png", a->out, a->name, image);
     int rc = png_read_rgb(path, rgb, &w, &h, e);
-    if (!rc && w != h) rc = kerr_set(e, KERR_INPUT, "%s: not square", path);
+    if (!rc && w != h) rc = err_set(e, ERR_INPUT, "%s: not square", path);
     *side = w;
     return rc;
 }
@@ -459,8 +460,8 @@ static int write_grid(const render_farm *f)
     int cols = a->keep_levels ? levels : (images < GRID_ROW_MAX ? images : GRID_ROW_MAX);
     int rows = a->keep_levels ? images : (images + cols - 1) / cols;
     uint8_t *grid = calloc((size_t)rows * cols * cell * cell, 3);
-    kerr e = {0};
-    int rc = grid ? 0 : kerr_set(&e, KERR_NOMEM, "out of memory for the grid");
+    strata_err e = {0};
+    int rc = grid ? 0 : err_set(&e, ERR_NOMEM, "out of memory for the grid");
     for (int i = 0; i < images && !rc; i++)
         for (int k = 0; k < levels && !rc; k++) {
             uint8_t *img;

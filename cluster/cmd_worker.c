@@ -93,7 +93,7 @@ int cmd_worker(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
     worker_catch_signals();
     o.stop = &worker_stop_flag;
-    kerr e = {0};
+    strata_err e = {0};
     int abandoned = 0;
     rc = worker_run(&o, &abandoned, &e);
     int code = rc ? cli_fail("worker", rc, e.msg) : CLI_EXIT_OK;

@@ -56,7 +56,7 @@ cfg_fail_line(const cfg *c, size_t line, const char *field, const char *fmt, ...
 {
     va_list ap;
     va_start(ap, fmt);
-    int r = cfg_vfail(c, KERR_INPUT, line, field, fmt, ap);
+    int r = cfg_vfail(c, ERR_INPUT, line, field, fmt, ap);
     va_end(ap);
     return r;
 }
@@ -82,7 +82,7 @@ __attribute__((format(printf, 5, 6))) static int cfg_fail(const cfg *c, const ya
     char field[CFG_FIELD_MAX];
     va_list ap;
     va_start(ap, fmt);
-    int r = cfg_vfail(c, KERR_INPUT, n->start_mark.line + 1,
+    int r = cfg_vfail(c, ERR_INPUT, n->start_mark.line + 1,
                       cfg_field(field, sizeof field, prefix, key), fmt, ap);
     va_end(ap);
     return r;
@@ -122,7 +122,7 @@ static int cfg_tab_at(const char *text, size_t len, yaml_mark_t m)
 static int cfg_nomem(const cfg *c)
 {
     if (c->errlen) snprintf(c->err, c->errlen, "%s: out of memory reading YAML", c->origin);
-    return KERR_NOMEM;
+    return ERR_NOMEM;
 }
 
 /* The parser's error as "ORIGIN:LINE: invalid YAML: problem (context)". */
@@ -239,7 +239,7 @@ static int cfg_read_fd(const cfg *c, int fd, char **text, size_t *len)
             char *more = realloc(buf, want);
             if (!more) {
                 free(buf);
-                return cfg_io_fail(c, KERR_NOMEM, "cannot read", ENOMEM);
+                return cfg_io_fail(c, ERR_NOMEM, "cannot read", ENOMEM);
             }
             buf = more;
             cap = want;
@@ -249,7 +249,7 @@ static int cfg_read_fd(const cfg *c, int fd, char **text, size_t *len)
         if (got < 0) {
             int e = errno;
             free(buf);
-            return cfg_io_fail(c, KERR_RUNTIME, "cannot read", e);
+            return cfg_io_fail(c, ERR_RUNTIME, "cannot read", e);
         }
         if (got == 0) break;
         n += (size_t)got;
@@ -264,9 +264,9 @@ static int cfg_read_file(const cfg *c, char **text, size_t *len)
 {
     struct stat st;
     int fd = open(c->origin, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return cfg_io_fail(c, KERR_INPUT, "cannot open", errno);
+    if (fd < 0) return cfg_io_fail(c, ERR_INPUT, "cannot open", errno);
     int r = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)
-                ? cfg_io_fail(c, KERR_INPUT, "cannot read", EISDIR)
+                ? cfg_io_fail(c, ERR_INPUT, "cannot read", EISDIR)
                 : cfg_read_fd(c, fd, text, len);
     close(fd);
     return r;
@@ -796,7 +796,7 @@ static int job_parse_seeds(cfg *c, yaml_node_t **v, job_spec *j)
     j->seeds = malloc((size_t)count * sizeof *j->seeds);
     if (!j->seeds) {
         cfg_fail(c, n, "", "seeds", "out of memory");
-        return KERR_NOMEM;
+        return ERR_NOMEM;
     }
     for (long i = 0; i < count; i++) {
         snprintf(field, sizeof field, "seeds[%ld]", i);
@@ -877,7 +877,7 @@ int job_load(const char *path, job_spec *j, char *err, size_t errlen)
 
 /* ------------------------------------------------------------------ planning */
 
-/* "FIELD: message" (planning has no file or line); returns KERR_INPUT. */
+/* "FIELD: message" (planning has no file or line); returns ERR_INPUT. */
 __attribute__((format(printf, 3, 4))) static int plan_fail(char *err, size_t errlen,
                                                            const char *fmt, ...)
 {
@@ -885,7 +885,7 @@ __attribute__((format(printf, 3, 4))) static int plan_fail(char *err, size_t err
     va_start(ap, fmt);
     if (err && errlen) vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-    return KERR_INPUT;
+    return ERR_INPUT;
 }
 
 /* ------------------------------------------------------------------ coordinator */

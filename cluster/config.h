@@ -1,8 +1,8 @@
 /* cluster/config: pipeline and job YAML files (libyaml) into the coordinator's specs, and level
  * planning. Internal to cluster/; docs/config.md is the user's reference for every field.
  *
- * Every function returns 0 or a negative kerr code (KERR_INPUT: bad input, including a file that
- * cannot be opened; KERR_RUNTIME: a read error; KERR_NOMEM) and, on error, fills err (errlen
+ * Every function returns 0 or a negative strata_err code (ERR_INPUT: bad input, including a file
+ * that cannot be opened; ERR_RUNTIME: a read error; ERR_NOMEM) and, on error, fills err (errlen
  * bytes, may be 0) with one line "ORIGIN:LINE: FIELD: what is wrong", where ORIGIN is the file
  * path or the origin given, e.g. "configs/pipelines/x.yaml:7: levels[1].steps: expected a
  * positive integer". Loading is strict: unknown keys, duplicate keys and wrong types are errors.

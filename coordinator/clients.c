@@ -9,7 +9,7 @@
 
 static int client_send(coord_t *c, const proto_rid *to, const proto_msg *m)
 {
-    proto_err e = {0};
+    strata_err e = {0};
     int rc = proto_send(c->csock, to, m, &e);
     if (rc < 0) coord_log(c, 0, "%s to a client not sent: %s", proto_type_name(m->type), e.msg);
     return rc;
@@ -102,7 +102,7 @@ static void on_watch(coord_t *c, const proto_rid *from, const char *id)
         return;
     }
     coord_watcher w = {.rid = *from, .job = j};
-    if (send_progress(c, &w, coord_now_ms()) < 0) return;
+    if (send_progress(c, &w, clock_now_ms()) < 0) return;
     if (j->state != COORD_JOB_RUNNING) {
         send_done(c, from, j);
         return;
@@ -192,7 +192,7 @@ int coord_watchers_flush(coord_t *c, long long now)
 
 void coord_watchers_job_ended(coord_t *c, coord_job *j)
 {
-    long long now = coord_now_ms();
+    long long now = clock_now_ms();
     for (uint32_t i = 0; i < c->nwatchers;) {
         coord_watcher *w = &c->watchers[i];
         if (w->job != j) {

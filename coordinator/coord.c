@@ -17,13 +17,6 @@ enum {
     COORD_WAKE_MS = 100,       /* longest poll: how soon coord_stop is noticed */
 };
 
-long long coord_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void coord_log(const coord_t *c, int always, const char *fmt, ...)
 {
     if (!always && !c->o.verbose) return;
@@ -102,7 +95,7 @@ static int bind_one(coord_t *c, const char *ep, void **sock, char *real, char *e
     proto_sock_opts so = {.max_frame = c->o.max_frame,
                           .linger_ms = COORD_LINGER_MS,
                           .send_timeout_ms = COORD_SEND_TIMEOUT_MS};
-    proto_err e = {0};
+    strata_err e = {0};
     if (proto_router_bind(c->ctx, ep, &so, sock, &e) < 0 ||
         proto_sock_endpoint(*sock, real, 256, &e) < 0) {
         snprintf(err, errlen, "%s", e.msg);
@@ -117,11 +110,11 @@ int coord_new(const coord_options *o, coord_t **out, char *err, size_t errlen)
     coord_t *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(err, errlen, "out of memory");
-        return KERR_NOMEM;
+        return ERR_NOMEM;
     }
     if (options_resolve(o, &c->o, err, errlen) < 0) {
         free(c);
-        return KERR_INPUT;
+        return ERR_INPUT;
     }
     coord_slots_init(c);
     /* task ids start from the clock (in us, 39 bits) so that a RESULT computed for an earlier
@@ -138,12 +131,12 @@ int coord_new(const coord_options *o, coord_t **out, char *err, size_t errlen)
         bind_one(c, o->client_endpoint, &c->csock, c->cep, err, errlen) < 0) {
         if (!c->ctx) snprintf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
         coord_free(c);
-        return KERR_RUNTIME;
+        return ERR_RUNTIME;
     }
     if (coord_writer_new(c->o.writers, &c->writer) < 0) {
         snprintf(err, errlen, "cannot start the PNG writer threads");
         coord_free(c);
-        return KERR_RUNTIME;
+        return ERR_RUNTIME;
     }
     c->o.worker_endpoint = c->wep;
     c->o.client_endpoint = c->cep;
@@ -186,15 +179,15 @@ static void drain(coord_t *c, void *sock, int workers)
     for (int i = 0; i < COORD_DRAIN_BATCH && !c->stop; i++) {
         proto_rid from;
         proto_msg m;
-        proto_err e = {0};
+        strata_err e = {0};
         int rc = proto_recv(sock, &from, &m, 0, &e);
-        if (rc == PROTO_E_TIMEOUT || rc == PROTO_E_INTR) break;
+        if (rc == ERR_TIMEOUT || rc == ERR_INTR) break;
         if (rc < 0) {
             coord_log(c, 1, "dropped a frame on the %s socket: %s", workers ? "worker" : "client",
                       e.msg);
             if (!workers) coord_client_garbage(c, &from, e.msg);
             proto_msg_free(&m);
-            if (rc == PROTO_E_IO) break;
+            if (rc == ERR_IO) break;
             continue;
         }
         if (workers)
@@ -208,7 +201,7 @@ static void drain(coord_t *c, void *sock, int workers)
 /* Heartbeats and watcher flushes; the ms the loop may sleep before the next timer. */
 static int timers(coord_t *c)
 {
-    long long now = coord_now_ms();
+    long long now = clock_now_ms();
     if (now >= c->next_heartbeat_ms) {
         coord_workers_tick(c, now);
         c->next_heartbeat_ms = now + c->o.heartbeat_ms;
@@ -226,7 +219,7 @@ static int timers(coord_t *c)
 int coord_run(coord_t *c)
 {
     int rc = 0;
-    c->next_heartbeat_ms = coord_now_ms() + c->o.heartbeat_ms;
+    c->next_heartbeat_ms = clock_now_ms() + c->o.heartbeat_ms;
     coord_log(c, 0, "serving %s: workers %s, clients %s", c->pipe.name, c->wep, c->cep);
     while (!c->stop) {
         int wait = timers(c);

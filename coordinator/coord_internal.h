@@ -210,7 +210,6 @@ struct coord {
 
 /* ---------------------------------------------------------------- coord.c */
 
-long long coord_now_ms(void);
 /* One line "coordinator: ..." on stderr; verbose-only lines pass always = 0. */
 void coord_log(const coord_t *c, int always, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

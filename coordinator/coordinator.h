@@ -88,7 +88,7 @@ typedef struct coord_options {
 typedef struct coord coord_t;
 
 /* Bind the sockets; endpoints with port "*" get a free port (see coord_*_endpoint).
- * Returns 0, KERR_INPUT (bad options: a missing pipeline, a malformed endpoint) or KERR_RUNTIME
+ * Returns 0, ERR_INPUT (bad options: a missing pipeline, a malformed endpoint) or ERR_RUNTIME
  * (cannot bind), with one line in err. */
 int coord_new(const coord_options *o, coord_t **out, char *err, size_t errlen);
 void coord_free(coord_t *c);

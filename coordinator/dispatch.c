@@ -104,7 +104,7 @@ static void send_task(coord_t *c, int w, uint32_t s)
     coord_worker *wk = &c->workers[w];
     coord_slot *sl = &c->slots[s];
     proto_msg m;
-    proto_err e = {0};
+    strata_err e = {0};
     build_task(c, sl, &m);
     if (proto_send(c->wsock, &wk->rid, &m, &e) < 0) {
         coord_log(c, 1, "task %llu to worker %s not sent: %s", (unsigned long long)sl->task,

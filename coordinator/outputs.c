@@ -114,7 +114,7 @@ int coord_read_init(const coord_t *c, const coord_job *j, uint32_t image, uint8_
     char path[SPEC_PATH_MAX + 64];
     const char *prev = c->pipe.levels[j->first - 1].name;
     int want = c->pipe.levels[j->first - 1].side, w = 0, h = 0;
-    kerr e = {0};
+    strata_err e = {0};
     *rgb = NULL;
     /* <index>.<previous level>.png first: what --keep-levels wrote, so a picked coarse image
      * from an earlier run works as it is; else <index>.png */
@@ -195,24 +195,23 @@ static void sync_dir(const char *dir)
 
 int coord_write_manifest(const coord_t *c, coord_job *j, char *err, size_t errlen)
 {
-    char path[sizeof j->dir + 32], tmp[sizeof j->dir + 48];
+    char path[sizeof j->dir + 32];
     snprintf(path, sizeof path, "%s/manifest.jsonl", j->dir);
-    snprintf(tmp, sizeof tmp, "%s/.manifest.jsonl.tmp", j->dir);
     sync_dir(j->dir); /* the images first: the manifest records them as written */
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    int rc = manifest_lines(c, j, f);
-    if (rc == 0 && (fflush(f) != 0 || fsync(fileno(f)) != 0)) rc = -1;
-    if (fclose(f) != 0) rc = -1;
-    if (rc == 0 && rename(tmp, path) != 0) rc = -1;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    int rc = f ? manifest_lines(c, j, f) : -1;
+    if (f && fclose(f) != 0) rc = -1;
+    strata_err e = {0};
+    if (rc < 0)
+        err_set(&e, ERR_NOMEM, "%s: cannot build the manifest", path);
+    else
+        rc = file_write_atomic(path, &(struct iovec){text, len}, 1, 1, &e);
+    free(text);
     if (rc < 0) {
-        snprintf(err, errlen, "writing %s: %s", path, strerror(errno));
-        unlink(tmp);
+        snprintf(err, errlen, "%s", e.msg);
         return -1;
     }
-    sync_dir(j->dir);
     return 0;
 }

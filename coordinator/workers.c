@@ -58,7 +58,7 @@ static void worker_forget(coord_t *c, int w, const char *why)
 
 static void send_to_worker(coord_t *c, const proto_rid *to, const proto_msg *m, const char *name)
 {
-    proto_err e = {0};
+    strata_err e = {0};
     if (proto_send(c->wsock, to, m, &e) < 0)
         coord_log(c, 1, "%s to worker %s not sent: %s", proto_type_name(m->type), name, e.msg);
 }
@@ -113,7 +113,7 @@ static void on_hello(coord_t *c, const proto_rid *from, const struct proto_hello
     snprintf(w->name, sizeof w->name, "%s", h->worker);
     w->serial = ++c->next_serial;
     w->level = level;
-    w->last_seen_ms = coord_now_ms();
+    w->last_seen_ms = clock_now_ms();
     coord_log(c, 0, "worker %s (%s) joined from %s pid %u", w->name, h->level, h->host, h->pid);
     send_welcome(c, from, level, h->worker);
 }
@@ -140,7 +140,7 @@ void coord_on_worker_msg(coord_t *c, const proto_rid *from, proto_msg *m)
                   (int)from->len, (const char *)from->id);
         return;
     }
-    c->workers[w].last_seen_ms = coord_now_ms();
+    c->workers[w].last_seen_ms = clock_now_ms();
     switch (m->type) {
     case PROTO_READY:
         on_ready(c, &c->workers[w], m->ready.credits);
@@ -188,7 +188,7 @@ void coord_workers_tick(coord_t *c, long long now)
             continue;
         }
         proto_msg m = {.type = PROTO_HEARTBEAT};
-        proto_err e = {0};
+        strata_err e = {0};
         /* a failed heartbeat is not a death: liveness decides */
         proto_send(c->wsock, &w->rid, &m, &e);
         i++;

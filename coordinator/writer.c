@@ -39,7 +39,7 @@ static void writer_do(coord_write *w)
                                 {"strata:seed", w->seed},
                                 {"strata:levels", w->levels},
                                 {"strata:pipeline", w->pipeline}};
-    kerr e = {0};
+    strata_err e = {0};
     /* no fsync per image: the job's images are synced at once before its manifest */
     w->ok = png_write_rgb_nosync(w->path, w->rgb, w->side, w->side, text, 5, &e) == 0;
     if (!w->ok) snprintf(w->err, sizeof w->err, "writing %s: %s", w->path, e.msg);

@@ -6,13 +6,6 @@
 #include <stdlib.h>
 #include <time.h>
 
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static void fill(float *p, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -29,17 +22,17 @@ int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int th
     float *y = malloc((size_t)batch * cout * hw * sizeof(float));
     arena a;
     arena_init(&a);
-    int rc = wt && bias && x && y ? 0 : KERR_NOMEM;
+    int rc = wt && bias && x && y ? 0 : ERR_NOMEM;
     if (!rc) {
         fill(wt, kdim * cout), fill(x, (size_t)batch * cin * hw);
         cv.weight = wt, cv.bias = bias;
         kernels_set_threads(threads);
         op_conv2d(&cv, x, batch, h, w, y, 0, &a); /* warm-up, sizes the arena */
         arena_reset(&a);
-        double t0 = now_seconds();
+        double t0 = clock_now_s();
         for (int i = 0; i < iters; i++)
             op_conv2d(&cv, x, batch, h, w, y, 0, &a);
-        *gflops = 2.0 * cout * kdim * hw * batch * iters / (now_seconds() - t0) * 1e-9;
+        *gflops = 2.0 * cout * kdim * hw * batch * iters / (clock_now_s() - t0) * 1e-9;
     }
     arena_fini(&a);
     free(wt), free(bias), free(x), free(y);
@@ -52,18 +45,18 @@ int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gfl
     float *c = malloc((size_t)m * n * sizeof(float));
     if (!a || !b || !c) {
         free(a), free(b), free(c);
-        return KERR_NOMEM;
+        return ERR_NOMEM;
     }
     fill(a, (size_t)m * k), fill(b, (size_t)k * n);
     /* OpenBLAS's own threads: afterwards they spin for a while, so callers time every
      * convolution before any plain sgemm */
     openblas_set_num_threads(threads);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
-    double t0 = now_seconds();
+    double t0 = clock_now_s();
     for (int i = 0; i < iters; i++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, 0.0f, c,
                     n);
-    *gflops = 2.0 * m * n * k * iters / (now_seconds() - t0) * 1e-9;
+    *gflops = 2.0 * m * n * k * iters / (clock_now_s() - t0) * 1e-9;
     openblas_set_num_threads(1);
     free(a), free(b), free(c);
     return 0;
@@ -90,9 +83,9 @@ static double time_gemms(const kernels_gemm *g, int count, const float *a, const
     run_gemms(g, count, a, b, c, split_by_strata);
     double fastest = 1e30;
     for (int i = 0; i < iters; i++) {
-        double t0 = now_seconds();
+        double t0 = clock_now_s();
         run_gemms(g, count, a, b, c, split_by_strata);
-        double took = now_seconds() - t0;
+        double took = clock_now_s() - t0;
         fastest = took < fastest ? took : fastest;
     }
     return fastest * 1e3;
@@ -109,7 +102,7 @@ int kernels_bench_gemms(const kernels_gemm *g, int count, int threads, int iters
     float *c = malloc(nc * sizeof(float));
     if (!a || !b || !c) {
         free(a), free(b), free(c);
-        return KERR_NOMEM;
+        return ERR_NOMEM;
     }
     fill(a, na), fill(b, nb);
     /* the better of the two ways to spread them over the threads */

@@ -7,25 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---------------------------------------------------------------- errors */
-
-/* Error codes are negative; KERR_INPUT means the caller gave bad input (exit code 2),
- * anything else is a runtime failure (exit code 1). */
-enum kerr_code {
-    KERR_OK = 0,
-    KERR_RUNTIME = -1,
-    KERR_INPUT = -2,
-    KERR_NOMEM = -3,
-};
-
-/* An error value: the code and a one-line message naming the file and key at fault. */
-typedef struct kerr {
-    int code;
-    char msg[512];
-} kerr;
-
-/* Fill e (if not NULL) and return code, so callers can write `return kerr_set(e, ...)`. */
-int kerr_set(kerr *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#include "common/common.h"
 
 /* Call first in main(): re-executes the program once with the OpenBLAS settings that its
  * library reads only when it loads (a user's own values are left alone):
@@ -71,7 +53,7 @@ typedef struct st_tensor {
 typedef struct st_file st_file_t;
 
 /* Map a safetensors file and parse its header. Errors name the file. */
-int st_open(const char *path, st_file_t **out, kerr *e);
+int st_open(const char *path, st_file_t **out, strata_err *e);
 void st_close(st_file_t *f);
 const char *st_path(const st_file_t *f);
 int st_count(const st_file_t *f);
@@ -85,7 +67,7 @@ void st_to_f32(const st_tensor *t, float *dst);
 /* Copy tensor name into dst as float32, checking it has exactly the given shape.
  * Errors: "FILE: tensor 'NAME': missing" / "...: expected shape [a, b], got [c]". */
 int st_read_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape, float *dst,
-                kerr *e);
+                strata_err *e);
 
 /* Drop the mapped pages wholly inside t's data from memory (a loader that has converted t
  * keeps peak memory at one copy of the weights). t stays readable. */
@@ -100,7 +82,7 @@ typedef struct st_out {
 } st_out;
 
 /* Write tensors as a float32 safetensors file, atomically (tmp + rename). */
-int st_write_f32(const char *path, const st_out *tensors, int count, kerr *e);
+int st_write_f32(const char *path, const st_out *tensors, int count, strata_err *e);
 
 /* ---------------------------------------------------------------- half floats */
 
@@ -150,15 +132,15 @@ typedef struct png_text_kv {
 
 /* Write an 8-bit RGB PNG atomically (tmp + rename), with optional text chunks. */
 int png_write_rgb(const char *path, const uint8_t *rgb, int w, int h, const png_text_kv *text,
-                  int ntext, kerr *e);
+                  int ntext, strata_err *e);
 /* png_write_rgb without the fsyncs: still replaced atomically, but a power failure may lose it
  * until the caller syncs the filesystem (the coordinator does once per job, before the
  * manifest that records the job as written). */
 int png_write_rgb_nosync(const char *path, const uint8_t *rgb, int w, int h,
-                         const png_text_kv *text, int ntext, kerr *e);
+                         const png_text_kv *text, int ntext, strata_err *e);
 /* Read a PNG as 8-bit RGB (palette, grey and alpha are converted; alpha is dropped).
  * *rgb is malloc'd; the caller frees it. */
-int png_read_rgb(const char *path, uint8_t **rgb, int *w, int *h, kerr *e);
+int png_read_rgb(const char *path, uint8_t **rgb, int *w, int *h, strata_err *e);
 
 /* ---------------------------------------------------------------- UNet2DModel */
 
@@ -179,7 +161,7 @@ typedef struct unet_info {
 
 /* Load a diffusers UNet2DModel directory (config.json + diffusion_pytorch_model.safetensors).
  * Errors name the file and the field or tensor. */
-int unet_load(const char *dir, unet_t **out, kerr *e);
+int unet_load(const char *dir, unet_t **out, strata_err *e);
 void unet_free(unet_t *m);
 const unet_info *unet_get_info(const unet_t *m);
 
@@ -187,7 +169,7 @@ const unet_info *unet_get_info(const unet_t *m);
  * timesteps has n values, class_labels n * class_label_dim values or NULL. Scratch memory comes
  * from the model's arena, which keeps its peak size, so repeated calls do not allocate. */
 int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,
-                 const float *class_labels, float *out, kerr *e);
+                 const float *class_labels, float *out, strata_err *e);
 
 /* GFLOP/s of one 3x3 (k=3, padding 1) or 1x1 convolution of batch images of cin x h x w as
  * the UNet runs it (shifted GEMMs or im2col + GEMM, see kernels/ops.c), on `threads` threads. */
@@ -267,10 +249,10 @@ typedef struct sched_config {
 /* diffusers' defaults for the given scheduler class. */
 void sched_config_default(sched_kind kind, sched_config *c);
 /* Parse a scheduler_config.json; "_class_name" picks the kind. Errors name file and field. */
-int sched_config_load(const char *path, sched_config *c, kerr *e);
+int sched_config_load(const char *path, sched_config *c, strata_err *e);
 /* Refuse settings the samplers do not implement; where names the config in the message. */
-int sched_config_check(const sched_config *c, const char *where, kerr *e);
-/* Parse a sampler name: "ddpm", "ddim", "dpm++2m". Returns 0 or KERR_INPUT. */
+int sched_config_check(const sched_config *c, const char *where, strata_err *e);
+/* Parse a sampler name: "ddpm", "ddim", "dpm++2m". Returns 0 or ERR_INPUT. */
 int sched_kind_parse(const char *name, sched_kind *kind);
 
 typedef struct sampler sampler_t;
@@ -278,7 +260,7 @@ typedef struct sampler sampler_t;
 /* A sampler for num_steps inference steps over tensors of `numel` floats made of `images`
  * images of equal size (thresholding works per image). */
 int sampler_new(const sched_config *c, int num_steps, size_t numel, int images, sampler_t **out,
-                kerr *e);
+                strata_err *e);
 void sampler_free(sampler_t *s);
 int sampler_num_steps(const sampler_t *s);
 /* The model timestep of step i (0 <= i < num_steps). */
@@ -290,7 +272,7 @@ int sampler_step_needs_noise(const sampler_t *s, int i);
 /* Step i: sample <- scheduler.step(model_out, t_i, sample). noise (numel floats) is used when
  * sampler_step_needs_noise() says so and may be NULL otherwise. */
 int sampler_step(sampler_t *s, int i, const float *model_out, float *sample, const float *noise,
-                 kerr *e);
+                 strata_err *e);
 /* Forward diffusion q(x_t | x_0) at training timestep t: out = sqrt(abar) x0 + sqrt(1-abar) n. */
 void sched_add_noise(const sched_config *c, int t, const float *x0, const float *noise, float *out,
                      size_t numel);

@@ -1,8 +1,8 @@
 /* PNG I/O with libpng, and the float <-> 8-bit conversions diffusers applies around it.
  * libpng reports errors by longjmp; every decode/encode keeps its allocations in variables
  * that survive the jump, and routes messages into a buffer instead of stderr. */
+#include "common/common.h"
 #include "kernels/kernels.h"
-#include "kernels/kfile.h"
 
 #include <errno.h>
 #include <math.h>
@@ -102,17 +102,17 @@ static int png_encode(png_io *io, const uint8_t *rgb, int w, int h, png_text *te
 }
 
 static int png_write(const char *path, const uint8_t *rgb, int w, int h, const png_text_kv *text,
-                     int ntext, int sync, kerr *e)
+                     int ntext, int sync, strata_err *e)
 {
     if (w <= 0 || h <= 0 || w > PNG_MAX_SIDE || h > PNG_MAX_SIDE || ntext < 0)
-        return kerr_set(e, KERR_INPUT, "%s: bad image size %dx%d", path, w, h);
+        return err_set(e, ERR_INPUT, "%s: bad image size %dx%d", path, w, h);
     png_text *texts = calloc((size_t)ntext + 1, sizeof *texts);
-    if (!texts) return kerr_set(e, KERR_NOMEM, "%s: out of memory", path);
+    if (!texts) return err_set(e, ERR_NOMEM, "%s: out of memory", path);
     for (int i = 0; i < ntext; i++) {
         if (!text_key_ok(text[i].key) || !text[i].value) {
             free(texts);
-            return kerr_set(e, KERR_INPUT, "%s: text chunk %d: bad key '%s'", path, i,
-                            text[i].key ? text[i].key : "(null)");
+            return err_set(e, ERR_INPUT, "%s: text chunk %d: bad key '%s'", path, i,
+                           text[i].key ? text[i].key : "(null)");
         }
         texts[i].compression = PNG_TEXT_COMPRESSION_NONE;
         texts[i].key = (png_charp)text[i].key; /* libpng copies; it does not write through */
@@ -122,21 +122,21 @@ static int png_write(const char *path, const uint8_t *rgb, int w, int h, const p
     int rc = png_encode(&io, rgb, w, h, texts, ntext);
     free(texts);
     if (rc)
-        rc = kerr_set(e, KERR_RUNTIME, "%s: cannot encode PNG: %s", path, io.msg);
+        rc = err_set(e, ERR_RUNTIME, "%s: cannot encode PNG: %s", path, io.msg);
     else
-        rc = kfile_write_atomic(path, &(struct iovec){io.data, io.len}, 1, sync, e);
+        rc = file_write_atomic(path, &(struct iovec){io.data, io.len}, 1, sync, e);
     free(io.data);
     return rc;
 }
 
 int png_write_rgb(const char *path, const uint8_t *rgb, int w, int h, const png_text_kv *text,
-                  int ntext, kerr *e)
+                  int ntext, strata_err *e)
 {
     return png_write(path, rgb, w, h, text, ntext, 1, e);
 }
 
 int png_write_rgb_nosync(const char *path, const uint8_t *rgb, int w, int h,
-                         const png_text_kv *text, int ntext, kerr *e)
+                         const png_text_kv *text, int ntext, strata_err *e)
 {
     return png_write(path, rgb, w, h, text, ntext, 0, e);
 }
@@ -207,17 +207,17 @@ static int png_decode(png_io *io, uint8_t **rgb, int *w, int *h)
 }
 
 /* Read the whole file at path into io->data. */
-static int read_whole_file(const char *path, png_io *io, kerr *e)
+static int read_whole_file(const char *path, png_io *io, strata_err *e)
 {
     FILE *fp = fopen(path, "rb");
-    if (!fp) return kerr_set(e, KERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
-    int rc = KERR_OK;
+    if (!fp) return err_set(e, ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
+    int rc = ERR_OK;
     for (;;) {
         if (io->len == io->cap) {
             size_t cap = io->cap ? io->cap * 2 : 65536;
             uint8_t *grown = realloc(io->data, cap);
             if (!grown) {
-                rc = kerr_set(e, KERR_NOMEM, "%s: out of memory", path);
+                rc = err_set(e, ERR_NOMEM, "%s: out of memory", path);
                 break;
             }
             io->data = grown;
@@ -227,23 +227,23 @@ static int read_whole_file(const char *path, png_io *io, kerr *e)
         io->len += got;
         if (got == 0) break;
     }
-    if (!rc && ferror(fp)) rc = kerr_set(e, KERR_INPUT, "%s: read error", path);
+    if (!rc && ferror(fp)) rc = err_set(e, ERR_INPUT, "%s: read error", path);
     fclose(fp);
     return rc;
 }
 
-int png_read_rgb(const char *path, uint8_t **rgb, int *w, int *h, kerr *e)
+int png_read_rgb(const char *path, uint8_t **rgb, int *w, int *h, strata_err *e)
 {
     png_io io = {0};
     *rgb = NULL;
     int rc = read_whole_file(path, &io, e);
     if (!rc && (io.len < 8 || png_sig_cmp(io.data, 0, 8) != 0))
-        rc = kerr_set(e, KERR_INPUT, "%s: not a PNG", path);
+        rc = err_set(e, ERR_INPUT, "%s: not a PNG", path);
     if (!rc && png_decode(&io, rgb, w, h) != 0) {
         if (io.truncated)
-            rc = kerr_set(e, KERR_INPUT, "%s: truncated: file ends after %zu bytes", path, io.len);
+            rc = err_set(e, ERR_INPUT, "%s: truncated: file ends after %zu bytes", path, io.len);
         else
-            rc = kerr_set(e, KERR_INPUT, "%s: bad PNG: %s", path, io.msg);
+            rc = err_set(e, ERR_INPUT, "%s: bad PNG: %s", path, io.msg);
     }
     free(io.data);
     return rc;

@@ -2,8 +2,8 @@
  * Format: 8-byte little-endian header length N, N bytes of JSON
  * {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}},
  * then the data; offsets are relative to the end of the header. */
+#include "common/common.h"
 #include "kernels/kernels.h"
-#include "kernels/kfile.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -75,79 +75,80 @@ static int64_t shape_numel(int ndim, const int64_t *shape)
 }
 
 /* Parse the "shape" array of tensor name into t. */
-static int parse_shape(const st_file_t *f, const char *name, json_t *js, st_tensor *t, kerr *e)
+static int parse_shape(const st_file_t *f, const char *name, json_t *js, st_tensor *t,
+                       strata_err *e)
 {
-    if (!js) return kerr_set(e, KERR_INPUT, "%s: tensor '%s': missing shape", f->path, name);
+    if (!js) return err_set(e, ERR_INPUT, "%s: tensor '%s': missing shape", f->path, name);
     if (!json_is_array(js))
-        return kerr_set(e, KERR_INPUT, "%s: tensor '%s': shape: expected an array of ints", f->path,
-                        name);
+        return err_set(e, ERR_INPUT, "%s: tensor '%s': shape: expected an array of ints", f->path,
+                       name);
     if (json_array_size(js) > ST_MAX_DIMS)
-        return kerr_set(e, KERR_INPUT, "%s: tensor '%s': shape has %zu dims, at most %d allowed",
-                        f->path, name, json_array_size(js), ST_MAX_DIMS);
+        return err_set(e, ERR_INPUT, "%s: tensor '%s': shape has %zu dims, at most %d allowed",
+                       f->path, name, json_array_size(js), ST_MAX_DIMS);
     t->ndim = (int)json_array_size(js);
     for (int i = 0; i < t->ndim; i++) {
         json_t *d = json_array_get(js, (size_t)i);
         if (!json_is_integer(d) || json_integer_value(d) < 0)
-            return kerr_set(e, KERR_INPUT,
-                            "%s: tensor '%s': shape: expected an array of non-negative ints",
-                            f->path, name);
+            return err_set(e, ERR_INPUT,
+                           "%s: tensor '%s': shape: expected an array of non-negative ints",
+                           f->path, name);
         t->shape[i] = json_integer_value(d);
     }
-    return KERR_OK;
+    return ERR_OK;
 }
 
 /* Parse "data_offsets" into [begin, end) and check it against the data size and the shape. */
 static int parse_offsets(const st_file_t *f, const char *name, json_t *js, const uint8_t *data,
-                         size_t data_size, st_entry *en, kerr *e)
+                         size_t data_size, st_entry *en, strata_err *e)
 {
     st_tensor *t = &en->t;
     json_t *jb = json_array_get(js, 0), *je = json_array_get(js, 1);
-    if (!js) return kerr_set(e, KERR_INPUT, "%s: tensor '%s': missing data_offsets", f->path, name);
+    if (!js) return err_set(e, ERR_INPUT, "%s: tensor '%s': missing data_offsets", f->path, name);
     if (!json_is_array(js) || json_array_size(js) != 2 || !json_is_integer(jb) ||
         !json_is_integer(je) || json_integer_value(jb) < 0 || json_integer_value(je) < 0)
-        return kerr_set(e, KERR_INPUT,
-                        "%s: tensor '%s': data_offsets: expected [begin, end] non-negative ints",
-                        f->path, name);
+        return err_set(e, ERR_INPUT,
+                       "%s: tensor '%s': data_offsets: expected [begin, end] non-negative ints",
+                       f->path, name);
     uint64_t begin = (uint64_t)json_integer_value(jb), end = (uint64_t)json_integer_value(je);
     if (end > data_size && begin <= end)
-        return kerr_set(e, KERR_INPUT,
-                        "%s: truncated: tensor '%s' ends at data byte %" PRIu64
-                        " but the data has %zu bytes",
-                        f->path, name, end, data_size);
+        return err_set(e, ERR_INPUT,
+                       "%s: truncated: tensor '%s' ends at data byte %" PRIu64
+                       " but the data has %zu bytes",
+                       f->path, name, end, data_size);
     if (begin > end)
-        return kerr_set(e, KERR_INPUT,
-                        "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] out of range",
-                        f->path, name, begin, end);
+        return err_set(e, ERR_INPUT,
+                       "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] out of range",
+                       f->path, name, begin, end);
     int64_t numel = shape_numel(t->ndim, t->shape);
     int size = st_dtypes[en->dtype_index].size;
     if (numel < 0 || (uint64_t)numel > (end - begin) / (uint64_t)size ||
         (uint64_t)numel * (uint64_t)size != end - begin) {
         char sh[256];
-        return kerr_set(e, KERR_INPUT,
-                        "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-                        "] do not match shape %s of %s",
-                        f->path, name, begin, end, format_shape(sh, sizeof sh, t->ndim, t->shape),
-                        st_dtypes[en->dtype_index].name);
+        return err_set(e, ERR_INPUT,
+                       "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+                       "] do not match shape %s of %s",
+                       f->path, name, begin, end, format_shape(sh, sizeof sh, t->ndim, t->shape),
+                       st_dtypes[en->dtype_index].name);
     }
     t->data = data + begin;
     t->nbytes = (size_t)(end - begin);
-    return KERR_OK;
+    return ERR_OK;
 }
 
 /* Parse one header entry {"dtype", "shape", "data_offsets"} into en. */
 static int parse_entry(const st_file_t *f, const char *name, json_t *js, const uint8_t *data,
-                       size_t data_size, st_entry *en, kerr *e)
+                       size_t data_size, st_entry *en, strata_err *e)
 {
     if (!json_is_object(js))
-        return kerr_set(e, KERR_INPUT, "%s: tensor '%s': expected an object", f->path, name);
+        return err_set(e, ERR_INPUT, "%s: tensor '%s': expected an object", f->path, name);
     json_t *jd = json_object_get(js, "dtype");
-    if (!jd) return kerr_set(e, KERR_INPUT, "%s: tensor '%s': missing dtype", f->path, name);
+    if (!jd) return err_set(e, ERR_INPUT, "%s: tensor '%s': missing dtype", f->path, name);
     if (!json_is_string(jd))
-        return kerr_set(e, KERR_INPUT, "%s: tensor '%s': dtype: expected a string", f->path, name);
+        return err_set(e, ERR_INPUT, "%s: tensor '%s': dtype: expected a string", f->path, name);
     en->dtype_index = dtype_lookup(json_string_value(jd));
     if (en->dtype_index < 0)
-        return kerr_set(e, KERR_INPUT, "%s: tensor '%s': unknown dtype '%s'", f->path, name,
-                        json_string_value(jd));
+        return err_set(e, ERR_INPUT, "%s: tensor '%s': unknown dtype '%s'", f->path, name,
+                       json_string_value(jd));
     en->t.dtype = st_dtypes[en->dtype_index].dtype;
     int rc = parse_shape(f, name, json_object_get(js, "shape"), &en->t, e);
     if (rc) return rc;
@@ -160,12 +161,13 @@ static int entry_cmp(const void *a, const void *b)
 }
 
 /* Fill f->entries from the parsed header object; data is where the tensor bytes start. */
-static int parse_entries(st_file_t *f, json_t *root, const uint8_t *data, size_t data_size, kerr *e)
+static int parse_entries(st_file_t *f, json_t *root, const uint8_t *data, size_t data_size,
+                         strata_err *e)
 {
     const char *name;
     json_t *value;
     f->entries = calloc(json_object_size(root) + 1, sizeof *f->entries);
-    if (!f->entries) return kerr_set(e, KERR_NOMEM, "%s: out of memory", f->path);
+    if (!f->entries) return err_set(e, ERR_NOMEM, "%s: out of memory", f->path);
     json_object_foreach(root, name, value)
     {
         if (strcmp(name, "__metadata__") == 0) continue;
@@ -173,71 +175,71 @@ static int parse_entries(st_file_t *f, json_t *root, const uint8_t *data, size_t
         int rc = parse_entry(f, name, value, data, data_size, en, e);
         if (rc) return rc;
         en->t.name = strdup(name);
-        if (!en->t.name) return kerr_set(e, KERR_NOMEM, "%s: out of memory", f->path);
+        if (!en->t.name) return err_set(e, ERR_NOMEM, "%s: out of memory", f->path);
         f->count++;
     }
     qsort(f->entries, (size_t)f->count, sizeof *f->entries, entry_cmp);
-    return KERR_OK;
+    return ERR_OK;
 }
 
 /* Map the whole file read-only into f->map. */
-static int map_file(st_file_t *f, kerr *e)
+static int map_file(st_file_t *f, strata_err *e)
 {
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return kerr_set(e, KERR_INPUT, "%s: cannot open: %s", f->path, strerror(errno));
+    if (fd < 0) return err_set(e, ERR_INPUT, "%s: cannot open: %s", f->path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        return kerr_set(e, KERR_INPUT, "%s: not a regular file", f->path);
+        return err_set(e, ERR_INPUT, "%s: not a regular file", f->path);
     }
     f->size = (size_t)sb.st_size;
     if (f->size < 8) {
         close(fd);
-        return kerr_set(e, KERR_INPUT,
-                        "%s: truncated: %zu bytes, shorter than the 8-byte header "
-                        "length",
-                        f->path, f->size);
+        return err_set(e, ERR_INPUT,
+                       "%s: truncated: %zu bytes, shorter than the 8-byte header "
+                       "length",
+                       f->path, f->size);
     }
     f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (f->map == MAP_FAILED) {
         f->map = NULL;
-        return kerr_set(e, KERR_INPUT, "%s: cannot map: %s", f->path, strerror(errno));
+        return err_set(e, ERR_INPUT, "%s: cannot map: %s", f->path, strerror(errno));
     }
-    return KERR_OK;
+    return ERR_OK;
 }
 
 /* Read the header length and parse the JSON header that follows it. */
-static int parse_header(st_file_t *f, kerr *e)
+static int parse_header(st_file_t *f, strata_err *e)
 {
     const uint8_t *p = f->map;
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--)
         n = n << 8 | p[i];
     if (n > f->size - 8)
-        return kerr_set(e, KERR_INPUT,
-                        "%s: truncated: header says %" PRIu64 " bytes, file has %zu after the "
-                        "8-byte length",
-                        f->path, n, f->size - 8);
+        return err_set(e, ERR_INPUT,
+                       "%s: truncated: header says %" PRIu64 " bytes, file has %zu after the "
+                       "8-byte length",
+                       f->path, n, f->size - 8);
     json_error_t je;
     json_t *root = json_loadb((const char *)p + 8, (size_t)n, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return kerr_set(e, KERR_INPUT, "%s: header: invalid JSON at offset %d: %s", f->path,
-                        je.position, je.text);
+        return err_set(e, ERR_INPUT, "%s: header: invalid JSON at offset %d: %s", f->path,
+                       je.position, je.text);
     int rc = json_is_object(root)
                  ? parse_entries(f, root, p + 8 + n, f->size - 8 - (size_t)n, e)
-                 : kerr_set(e, KERR_INPUT, "%s: header: expected a JSON object", f->path);
+                 : err_set(e, ERR_INPUT, "%s: header: expected a JSON object", f->path);
     json_decref(root);
     return rc;
 }
 
-int st_open(const char *path, st_file_t **out, kerr *e)
+int st_open(const char *path, st_file_t **out, strata_err *e)
 {
     *out = NULL;
     st_file_t *f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {
         free(f);
-        return kerr_set(e, KERR_NOMEM, "%s: out of memory", path);
+        return err_set(e, ERR_NOMEM, "%s: out of memory", path);
     }
     int rc = map_file(f, e);
     if (!rc) rc = parse_header(f, e);
@@ -246,7 +248,7 @@ int st_open(const char *path, st_file_t **out, kerr *e)
         return rc;
     }
     *out = f;
-    return KERR_OK;
+    return ERR_OK;
 }
 
 void st_close(st_file_t *f)
@@ -329,24 +331,24 @@ void st_to_f32(const st_tensor *t, float *dst)
 }
 
 int st_read_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape, float *dst,
-                kerr *e)
+                strata_err *e)
 {
     const st_tensor *t = st_find(f, name);
-    if (!t) return kerr_set(e, KERR_INPUT, "%s: tensor '%s': missing", f->path, name);
+    if (!t) return err_set(e, ERR_INPUT, "%s: tensor '%s': missing", f->path, name);
     int same = t->ndim == ndim;
     for (int i = 0; same && i < ndim; i++)
         same = t->shape[i] == shape[i];
     if (!same) {
         char want[256], got[256];
-        return kerr_set(e, KERR_INPUT, "%s: tensor '%s': expected shape %s, got %s", f->path, name,
-                        format_shape(want, sizeof want, ndim, shape),
-                        format_shape(got, sizeof got, t->ndim, t->shape));
+        return err_set(e, ERR_INPUT, "%s: tensor '%s': expected shape %s, got %s", f->path, name,
+                       format_shape(want, sizeof want, ndim, shape),
+                       format_shape(got, sizeof got, t->ndim, t->shape));
     }
     if (t->dtype == ST_DTYPE_OTHER)
-        return kerr_set(e, KERR_INPUT, "%s: tensor '%s': dtype %s cannot be read as float32",
-                        f->path, name, st_dtypes[((const st_entry *)t)->dtype_index].name);
+        return err_set(e, ERR_INPUT, "%s: tensor '%s': dtype %s cannot be read as float32", f->path,
+                       name, st_dtypes[((const st_entry *)t)->dtype_index].name);
     st_to_f32(t, dst);
-    return KERR_OK;
+    return ERR_OK;
 }
 
 /* ---------------------------------------------------------------- writing */
@@ -357,23 +359,23 @@ static int out_cmp(const void *a, const void *b)
 }
 
 /* Check names, dims and sizes of the tensors to write; sorted is sorted by name. */
-static int check_outs(const char *path, const st_out *const *sorted, int count, kerr *e)
+static int check_outs(const char *path, const st_out *const *sorted, int count, strata_err *e)
 {
     for (int i = 0; i < count; i++) {
         const st_out *o = sorted[i];
         if (o->ndim < 0 || o->ndim > ST_MAX_DIMS)
-            return kerr_set(e, KERR_INPUT, "%s: tensor '%s': rank %d out of range", path, o->name,
-                            o->ndim);
+            return err_set(e, ERR_INPUT, "%s: tensor '%s': rank %d out of range", path, o->name,
+                           o->ndim);
         if (i > 0 && strcmp(o->name, sorted[i - 1]->name) == 0)
-            return kerr_set(e, KERR_INPUT, "%s: tensor '%s': duplicate name", path, o->name);
+            return err_set(e, ERR_INPUT, "%s: tensor '%s': duplicate name", path, o->name);
         for (int d = 0; d < o->ndim; d++)
             if (o->shape[d] < 0)
-                return kerr_set(e, KERR_INPUT, "%s: tensor '%s': negative dim", path, o->name);
+                return err_set(e, ERR_INPUT, "%s: tensor '%s': negative dim", path, o->name);
         int64_t numel = shape_numel(o->ndim, o->shape);
         if (numel < 0 || numel > INT64_MAX / 4)
-            return kerr_set(e, KERR_INPUT, "%s: tensor '%s': too large", path, o->name);
+            return err_set(e, ERR_INPUT, "%s: tensor '%s': too large", path, o->name);
     }
-    return KERR_OK;
+    return ERR_OK;
 }
 
 /* One header entry {"dtype":"F32","shape":[...],"data_offsets":[begin,end]}, fields in the
@@ -411,14 +413,14 @@ static char *header_json(const st_out *const *sorted, int count)
 /* Write length + header (space padded to a multiple of 8, as the Python library does) +
  * the data of each tensor, atomically. */
 static int write_file(const char *path, const char *json, const st_out *const *sorted, int count,
-                      kerr *e)
+                      strata_err *e)
 {
     size_t jlen = strlen(json), padded = (jlen + 7) / 8 * 8;
     uint8_t *head = malloc(8 + padded);
     struct iovec *parts = malloc(((size_t)count + 1) * sizeof *parts);
-    int rc = KERR_OK;
+    int rc = ERR_OK;
     if (!head || !parts) {
-        rc = kerr_set(e, KERR_NOMEM, "%s: out of memory", path);
+        rc = err_set(e, ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
     for (int i = 0; i < 8; i++)
@@ -430,29 +432,29 @@ static int write_file(const char *path, const char *json, const st_out *const *s
         size_t nbytes = (size_t)shape_numel(sorted[i]->ndim, sorted[i]->shape) * sizeof(float);
         parts[i + 1] = (struct iovec){(void *)sorted[i]->data, nbytes};
     }
-    rc = kfile_write_atomic(path, parts, count + 1, 1, e);
+    rc = file_write_atomic(path, parts, count + 1, 1, e);
 done:
     free(head);
     free(parts);
     return rc;
 }
 
-int st_write_f32(const char *path, const st_out *tensors, int count, kerr *e)
+int st_write_f32(const char *path, const st_out *tensors, int count, strata_err *e)
 {
     const st_out **sorted = malloc(((size_t)count + 1) * sizeof *sorted);
-    if (!sorted) return kerr_set(e, KERR_NOMEM, "%s: out of memory", path);
+    if (!sorted) return err_set(e, ERR_NOMEM, "%s: out of memory", path);
     for (int i = 0; i < count; i++) {
         sorted[i] = &tensors[i];
         if (!tensors[i].name) {
             free(sorted);
-            return kerr_set(e, KERR_INPUT, "%s: tensor %d has no name", path, i);
+            return err_set(e, ERR_INPUT, "%s: tensor %d has no name", path, i);
         }
     }
     qsort(sorted, (size_t)count, sizeof *sorted, out_cmp);
     int rc = check_outs(path, sorted, count, e);
     char *json = NULL;
     if (!rc && !(json = header_json(sorted, count)))
-        rc = kerr_set(e, KERR_NOMEM, "%s: out of memory", path);
+        rc = err_set(e, ERR_NOMEM, "%s: out of memory", path);
     if (!rc) rc = write_file(path, json, sorted, count, e);
     free(json);
     free(sorted);

@@ -241,7 +241,7 @@ void sampler_free(sampler_t *s)
 
 /* Compute the timesteps and check them: diffusers can yield -1 (trailing, when numpy's arange
  * gives one element too many) or repeats (too many steps); both would feed the model nonsense. */
-static int sampler_init_timesteps(sampler_t *s, int n, kerr *e)
+static int sampler_init_timesteps(sampler_t *s, int n, strata_err *e)
 {
     const sched_config *c = &s->cfg;
     int count = c->kind == SCHED_DPMPP_2M ? sched_timesteps_dpm(c, n, s->timesteps, n + 1)
@@ -249,17 +249,17 @@ static int sampler_init_timesteps(sampler_t *s, int n, kerr *e)
     static const char *const spacings[] = {"leading", "trailing", "linspace"};
     const char *spacing = spacings[c->timestep_spacing];
     if (count != n)
-        return kerr_set(e, KERR_INPUT,
-                        "sampler: %d steps with timestep_spacing %s give %d timesteps in diffusers "
-                        "(the last one -1); use another number of steps",
-                        n, spacing, count);
+        return err_set(e, ERR_INPUT,
+                       "sampler: %d steps with timestep_spacing %s give %d timesteps in diffusers "
+                       "(the last one -1); use another number of steps",
+                       n, spacing, count);
     for (int i = 0; i < n; i++) {
         int64_t t = s->timesteps[i];
         if (t < 0 || t >= c->num_train_timesteps || (i > 0 && t >= s->timesteps[i - 1]))
-            return kerr_set(e, KERR_INPUT,
-                            "sampler: %d steps with timestep_spacing %s and steps_offset %d give "
-                            "timestep %lld at step %d, outside [0, %d) or not decreasing",
-                            n, spacing, c->steps_offset, (long long)t, i, c->num_train_timesteps);
+            return err_set(e, ERR_INPUT,
+                           "sampler: %d steps with timestep_spacing %s and steps_offset %d give "
+                           "timestep %lld at step %d, outside [0, %d) or not decreasing",
+                           n, spacing, c->steps_offset, (long long)t, i, c->num_train_timesteps);
     }
     s->num_steps = n;
     return 0;
@@ -280,39 +280,39 @@ static int sampler_alloc(sampler_t *s, int n)
     const sched_config *c = &s->cfg;
     s->timesteps = malloc((size_t)(n + 1) * sizeof *s->timesteps);
     s->alphas_cumprod = malloc((size_t)c->num_train_timesteps * sizeof(float));
-    if (!s->timesteps || !s->alphas_cumprod) return KERR_NOMEM;
+    if (!s->timesteps || !s->alphas_cumprod) return ERR_NOMEM;
     if (c->kind == SCHED_DPMPP_2M && !(s->sigmas = malloc((size_t)(n + 1) * sizeof(float))))
-        return KERR_NOMEM;
+        return ERR_NOMEM;
     if (c->kind == SCHED_DPMPP_2M && c->solver_order == 2 &&
         !(s->prev_x0 = malloc(s->numel * sizeof(float))))
-        return KERR_NOMEM;
+        return ERR_NOMEM;
     if (c->thresholding && (!(s->x0 = malloc(s->numel * sizeof(float))) ||
                             !(s->scratch = malloc(s->numel / (size_t)s->images * sizeof(float)))))
-        return KERR_NOMEM;
+        return ERR_NOMEM;
     return 0;
 }
 
 int sampler_new(const sched_config *c, int num_steps, size_t numel, int images, sampler_t **out,
-                kerr *e)
+                strata_err *e)
 {
     int rc;
     *out = NULL;
     if ((rc = sched_config_check(c, "sampler", e))) return rc;
     if (num_steps < 1 || num_steps > c->num_train_timesteps)
-        return kerr_set(e, KERR_INPUT, "sampler: num_steps: must be in [1, %d], got %d",
-                        c->num_train_timesteps, num_steps);
+        return err_set(e, ERR_INPUT, "sampler: num_steps: must be in [1, %d], got %d",
+                       c->num_train_timesteps, num_steps);
     if (numel == 0 || images < 1 || numel % (size_t)images != 0)
-        return kerr_set(e, KERR_INPUT, "sampler: %zu values do not split into %d equal images",
-                        numel, images);
+        return err_set(e, ERR_INPUT, "sampler: %zu values do not split into %d equal images", numel,
+                       images);
     sampler_t *s = calloc(1, sizeof *s);
-    if (!s) return kerr_set(e, KERR_NOMEM, "sampler: out of memory");
+    if (!s) return err_set(e, ERR_NOMEM, "sampler: out of memory");
     s->cfg = *c;
     if (c->kind == SCHED_DPMPP_2M) s->cfg.clip_sample = 0; /* DPM-Solver never clips */
     s->numel = numel;
     s->images = images;
     if ((rc = sampler_alloc(s, num_steps))) {
         sampler_free(s);
-        return kerr_set(e, rc, "sampler: out of memory for %zu values", numel);
+        return err_set(e, rc, "sampler: out of memory for %zu values", numel);
     }
     sched_cumprod(&s->cfg, c->num_train_timesteps, s->alphas_cumprod);
     s->final_alpha = c->set_alpha_to_one ? 1.0f : s->alphas_cumprod[0];
@@ -581,12 +581,12 @@ static void sampler_step_dpm(sampler_t *s, int i, const float *out, float *sampl
 }
 
 int sampler_step(sampler_t *s, int i, const float *model_out, float *sample, const float *noise,
-                 kerr *e)
+                 strata_err *e)
 {
     if (i < 0 || i >= s->num_steps)
-        return kerr_set(e, KERR_INPUT, "sampler_step: step %d outside [0, %d)", i, s->num_steps);
+        return err_set(e, ERR_INPUT, "sampler_step: step %d outside [0, %d)", i, s->num_steps);
     if (sampler_step_needs_noise(s, i) && !noise)
-        return kerr_set(e, KERR_INPUT, "sampler_step: step %d needs noise", i);
+        return err_set(e, ERR_INPUT, "sampler_step: step %d needs noise", i);
     switch (s->cfg.kind) {
     case SCHED_DDPM:
         sampler_step_ddpm(s, i, model_out, sample, noise);
@@ -599,8 +599,8 @@ int sampler_step(sampler_t *s, int i, const float *model_out, float *sample, con
         if (i == 0)
             s->lower_order_nums = 0;
         else if (i != s->next_step)
-            return kerr_set(e, KERR_INPUT, "sampler_step: step %d out of order (expected %d)", i,
-                            s->next_step);
+            return err_set(e, ERR_INPUT, "sampler_step: step %d out of order (expected %d)", i,
+                           s->next_step);
         sampler_step_dpm(s, i, model_out, sample);
         return 0;
     }

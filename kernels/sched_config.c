@@ -68,14 +68,14 @@ int sched_kind_parse(const char *name, sched_kind *kind)
             return 0;
         }
     }
-    return KERR_INPUT;
+    return ERR_INPUT;
 }
 
 /* Read a whole file into a NUL-terminated malloc'd buffer. */
-static int sched_read_file(const char *path, char **out, size_t *len, kerr *e)
+static int sched_read_file(const char *path, char **out, size_t *len, strata_err *e)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) return kerr_set(e, KERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return err_set(e, ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 4096, used = 0;
     char *buf = malloc(cap);
     while (buf) {
@@ -88,10 +88,10 @@ static int sched_read_file(const char *path, char **out, size_t *len, kerr *e)
     }
     int bad = ferror(f);
     fclose(f);
-    if (!buf) return kerr_set(e, KERR_NOMEM, "%s: out of memory", path);
+    if (!buf) return err_set(e, ERR_NOMEM, "%s: out of memory", path);
     if (bad) {
         free(buf);
-        return kerr_set(e, KERR_INPUT, "%s: read error", path);
+        return err_set(e, ERR_INPUT, "%s: read error", path);
     }
     buf[used] = 0;
     *out = buf;
@@ -141,7 +141,7 @@ static char *sched_json_quote_specials(const char *in, size_t len)
 }
 
 /* Parse path as a JSON object. */
-static int sched_json_load(const char *path, json_t **out, kerr *e)
+static int sched_json_load(const char *path, json_t **out, strata_err *e)
 {
     char *text = NULL, *quoted;
     size_t len = 0;
@@ -149,14 +149,14 @@ static int sched_json_load(const char *path, json_t **out, kerr *e)
     if (rc) return rc;
     quoted = sched_json_quote_specials(text, len);
     free(text);
-    if (!quoted) return kerr_set(e, KERR_NOMEM, "%s: out of memory", path);
+    if (!quoted) return err_set(e, ERR_NOMEM, "%s: out of memory", path);
     json_error_t err;
     json_t *root = json_loads(quoted, 0, &err);
     free(quoted);
-    if (!root) return kerr_set(e, KERR_INPUT, "%s:%d: invalid JSON: %s", path, err.line, err.text);
+    if (!root) return err_set(e, ERR_INPUT, "%s:%d: invalid JSON: %s", path, err.line, err.text);
     if (!json_is_object(root)) {
         json_decref(root);
-        return kerr_set(e, KERR_INPUT, "%s: expected a JSON object", path);
+        return err_set(e, ERR_INPUT, "%s: expected a JSON object", path);
     }
     *out = root;
     return 0;
@@ -186,7 +186,7 @@ static int sched_json_number(const json_t *v, double *out)
 typedef struct sched_json {
     const char *path;
     json_t *root;
-    kerr *e;
+    strata_err *e;
 } sched_json;
 
 /* key as a boolean into *out; absent leaves *out alone. */
@@ -195,7 +195,7 @@ static int sched_get_bool(const sched_json *j, const char *key, int *out)
     json_t *v = json_object_get(j->root, key);
     if (!v) return 0;
     if (!json_is_boolean(v))
-        return kerr_set(j->e, KERR_INPUT, "%s: %s: expected true or false", j->path, key);
+        return err_set(j->e, ERR_INPUT, "%s: %s: expected true or false", j->path, key);
     *out = json_is_true(v);
     return 0;
 }
@@ -207,7 +207,7 @@ static int sched_get_int(const sched_json *j, const char *key, int *out)
     if (!v) return 0;
     if (!json_is_integer(v) || json_integer_value(v) < -2147483647 ||
         json_integer_value(v) > 2147483647)
-        return kerr_set(j->e, KERR_INPUT, "%s: %s: expected an integer", j->path, key);
+        return err_set(j->e, ERR_INPUT, "%s: %s: expected an integer", j->path, key);
     *out = (int)json_integer_value(v);
     return 0;
 }
@@ -218,7 +218,7 @@ static int sched_get_double(const sched_json *j, const char *key, double *out)
     json_t *v = json_object_get(j->root, key);
     if (!v) return 0;
     if (!sched_json_number(v, out))
-        return kerr_set(j->e, KERR_INPUT, "%s: %s: expected a number", j->path, key);
+        return err_set(j->e, ERR_INPUT, "%s: %s: expected a number", j->path, key);
     return 0;
 }
 
@@ -237,7 +237,7 @@ static int sched_get_enum(const sched_json *j, const char *key, const char *cons
     json_t *v = json_object_get(j->root, key);
     if (!v || (null_ok && json_is_null(v))) return 0;
     if (!json_is_string(v))
-        return kerr_set(j->e, KERR_INPUT, "%s: %s: expected a string", j->path, key);
+        return err_set(j->e, ERR_INPUT, "%s: %s: expected a string", j->path, key);
     const char *s = json_string_value(v);
     for (int i = 0; i < count; i++) {
         if (strcmp(s, names[i]) == 0) {
@@ -250,8 +250,8 @@ static int sched_get_enum(const sched_json *j, const char *key, const char *cons
         size_t used = strlen(list);
         snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", names[i]);
     }
-    return kerr_set(j->e, KERR_INPUT, "%s: %s: unsupported value '%.64s' (expected one of: %s)",
-                    j->path, key, s, list);
+    return err_set(j->e, ERR_INPUT, "%s: %s: unsupported value '%.64s' (expected one of: %s)",
+                   j->path, key, s, list);
 }
 
 /* key must be absent or null (a feature strata does not implement). */
@@ -259,7 +259,7 @@ static int sched_get_null(const sched_json *j, const char *key)
 {
     json_t *v = json_object_get(j->root, key);
     if (!v || json_is_null(v)) return 0;
-    return kerr_set(j->e, KERR_INPUT, "%s: %s: not supported (expected null)", j->path, key);
+    return err_set(j->e, ERR_INPUT, "%s: %s: not supported (expected null)", j->path, key);
 }
 
 /* key must be absent or false (a feature strata does not implement). */
@@ -268,7 +268,7 @@ static int sched_get_false(const sched_json *j, const char *key)
     int on = 0;
     int rc = sched_get_bool(j, key, &on);
     if (rc) return rc;
-    if (on) return kerr_set(j->e, KERR_INPUT, "%s: %s: true is not supported", j->path, key);
+    if (on) return err_set(j->e, ERR_INPUT, "%s: %s: true is not supported", j->path, key);
     return 0;
 }
 
@@ -338,43 +338,42 @@ static int sched_load_dpm(const sched_json *j, sched_config *c)
         return rc;
     c->final_sigmas_zero = final_zero;
     if (c->solver_order != 1 && c->solver_order != 2)
-        return kerr_set(j->e, KERR_INPUT,
-                        "%s: solver_order: unsupported value %d (expected 1 or 2)", j->path,
-                        c->solver_order);
+        return err_set(j->e, ERR_INPUT, "%s: solver_order: unsupported value %d (expected 1 or 2)",
+                       j->path, c->solver_order);
     /* heun and midpoint differ only in the second-order update */
     if (solver == SCHED_SOLVER_HEUN && c->solver_order == 2)
-        return kerr_set(j->e, KERR_INPUT,
-                        "%s: solver_type: unsupported value 'heun' (expected midpoint)", j->path);
+        return err_set(j->e, ERR_INPUT,
+                       "%s: solver_type: unsupported value 'heun' (expected midpoint)", j->path);
     if (!(isinf(lambda_min) && lambda_min < 0))
-        return kerr_set(j->e, KERR_INPUT,
-                        "%s: lambda_min_clipped: unsupported value %g (expected -Infinity)",
-                        j->path, lambda_min);
+        return err_set(j->e, ERR_INPUT,
+                       "%s: lambda_min_clipped: unsupported value %g (expected -Infinity)", j->path,
+                       lambda_min);
     return 0;
 }
 
 /* Checks that hold whatever the source of c; where names the file (or "sampler"). */
-int sched_config_check(const sched_config *c, const char *where, kerr *e)
+int sched_config_check(const sched_config *c, const char *where, strata_err *e)
 {
     if ((unsigned)c->kind > SCHED_DPMPP_2M || (unsigned)c->beta_schedule > SCHED_BETA_COSINE ||
         (unsigned)c->prediction_type > SCHED_PRED_SAMPLE ||
         (unsigned)c->timestep_spacing > SCHED_SPACING_LINSPACE ||
         (unsigned)c->variance_type > SCHED_VARIANCE_FIXED_LARGE)
-        return kerr_set(e, KERR_INPUT, "%s: scheduler config holds an invalid enum value", where);
+        return err_set(e, ERR_INPUT, "%s: scheduler config holds an invalid enum value", where);
     if (c->num_train_timesteps < 2)
-        return kerr_set(e, KERR_INPUT, "%s: num_train_timesteps: must be at least 2, got %d", where,
-                        c->num_train_timesteps);
+        return err_set(e, ERR_INPUT, "%s: num_train_timesteps: must be at least 2, got %d", where,
+                       c->num_train_timesteps);
     if (c->steps_offset < 0)
-        return kerr_set(e, KERR_INPUT, "%s: steps_offset: must be >= 0, got %d", where,
-                        c->steps_offset);
+        return err_set(e, ERR_INPUT, "%s: steps_offset: must be >= 0, got %d", where,
+                       c->steps_offset);
     if (c->thresholding &&
         !(c->dynamic_thresholding_ratio >= 0.0f && c->dynamic_thresholding_ratio <= 1.0f))
-        return kerr_set(e, KERR_INPUT, "%s: dynamic_thresholding_ratio: must be in [0, 1], got %g",
-                        where, (double)c->dynamic_thresholding_ratio);
+        return err_set(e, ERR_INPUT, "%s: dynamic_thresholding_ratio: must be in [0, 1], got %g",
+                       where, (double)c->dynamic_thresholding_ratio);
     if (c->kind == SCHED_DPMPP_2M && c->solver_order != 1 && c->solver_order != 2)
-        return kerr_set(e, KERR_INPUT, "%s: solver_order: unsupported value %d (expected 1 or 2)",
-                        where, c->solver_order);
+        return err_set(e, ERR_INPUT, "%s: solver_order: unsupported value %d (expected 1 or 2)",
+                       where, c->solver_order);
     if (c->kind == SCHED_DDIM && !(c->eta >= 0.0f))
-        return kerr_set(e, KERR_INPUT, "%s: eta: must be >= 0, got %g", where, (double)c->eta);
+        return err_set(e, ERR_INPUT, "%s: eta: must be >= 0, got %g", where, (double)c->eta);
     return 0;
 }
 
@@ -382,22 +381,22 @@ int sched_config_check(const sched_config *c, const char *where, kerr *e)
 static int sched_load_kind(const sched_json *j, sched_kind *kind)
 {
     json_t *v = json_object_get(j->root, "_class_name");
-    if (!v) return kerr_set(j->e, KERR_INPUT, "%s: _class_name: missing", j->path);
+    if (!v) return err_set(j->e, ERR_INPUT, "%s: _class_name: missing", j->path);
     if (!json_is_string(v))
-        return kerr_set(j->e, KERR_INPUT, "%s: _class_name: expected a string", j->path);
+        return err_set(j->e, ERR_INPUT, "%s: _class_name: expected a string", j->path);
     for (int k = 0; k < SCHED_COUNT(sched_class_names); k++) {
         if (strcmp(json_string_value(v), sched_class_names[k]) == 0) {
             *kind = (sched_kind)k;
             return 0;
         }
     }
-    return kerr_set(j->e, KERR_INPUT,
-                    "%s: _class_name: unsupported scheduler '%.64s' (expected DDPMScheduler, "
-                    "DDIMScheduler or DPMSolverMultistepScheduler)",
-                    j->path, json_string_value(v));
+    return err_set(j->e, ERR_INPUT,
+                   "%s: _class_name: unsupported scheduler '%.64s' (expected DDPMScheduler, "
+                   "DDIMScheduler or DPMSolverMultistepScheduler)",
+                   j->path, json_string_value(v));
 }
 
-int sched_config_load(const char *path, sched_config *c, kerr *e)
+int sched_config_load(const char *path, sched_config *c, strata_err *e)
 {
     sched_json j = {.path = path, .e = e};
     sched_kind kind = SCHED_DDPM;

@@ -59,7 +59,7 @@ typedef struct loader {
     int dry;
     size_t count;
     float *next;
-    kerr *e;
+    strata_err *e;
     int rc;
 } loader;
 
@@ -111,7 +111,7 @@ static void load_conv(loader *l, conv2d *cv, int cin, int cout, int k, int strid
     cv->weight = loadf(l, 4, ws, "%s.weight", prefix);
     /* the weights live in the model's own block (l->next), so they may be reordered */
     if (!l->dry && !l->rc && k > 1 && conv2d_weight_taps_major((float *)cv->weight, cout, cin, k))
-        l->rc = kerr_set(l->e, KERR_NOMEM, "out of memory");
+        l->rc = err_set(l->e, ERR_NOMEM, "out of memory");
     cv->bias = loadf(l, 1, bs, "%s.bias", prefix);
 }
 
@@ -145,7 +145,7 @@ static int config_error(loader *l, const char *fmt, ...)
     va_end(ap);
     /* the weights fit, the config's numbers do not: the config is what to fix */
     snprintf(l->e->msg, sizeof l->e->msg, "%s: %s", l->config_path, what);
-    l->e->code = l->rc = KERR_INPUT;
+    l->e->code = l->rc = ERR_INPUT;
     return l->rc;
 }
 
@@ -378,12 +378,12 @@ static void fill_info(unet_t *m, size_t nparams)
     info->num_params = (int64_t)nparams;
 }
 
-int unet_load(const char *dir, unet_t **out, kerr *e)
+int unet_load(const char *dir, unet_t **out, strata_err *e)
 {
     char path[4096];
     *out = NULL;
     unet_t *m = calloc(1, sizeof *m);
-    if (!m) return kerr_set(e, KERR_NOMEM, "out of memory");
+    if (!m) return err_set(e, ERR_NOMEM, "out of memory");
     snprintf(path, sizeof path, "%s/config.json", dir);
     int rc = unet_config_load(path, &m->cfg, e);
     char config_path[4096];
@@ -393,7 +393,7 @@ int unet_load(const char *dir, unet_t **out, kerr *e)
     if (!rc) rc = st_open(path, &l.st, e);
     if (!rc) rc = build(&l, m);
     if (!rc && !(m->weights = malloc(l.count * sizeof(float))))
-        rc = kerr_set(e, KERR_NOMEM, "%s: out of memory for %zu weights", path, l.count);
+        rc = err_set(e, ERR_NOMEM, "%s: out of memory for %zu weights", path, l.count);
     if (!rc) {
         l.dry = 0;
         l.next = m->weights;
@@ -574,7 +574,7 @@ static fmap run_up_path(fwd *f, fmap h, fmap *skips, int *nskips)
 }
 
 /* t_emb (n, tin_dim) for timesteps t, by the configured time projection. */
-static int time_project(const unet_t *m, const float *t, int n, float *out, kerr *e)
+static int time_project(const unet_t *m, const float *t, int n, float *out, strata_err *e)
 {
     const unet_config *c = &m->cfg;
     int b0 = c->block_out[0];
@@ -586,8 +586,8 @@ static int time_project(const unet_t *m, const float *t, int n, float *out, kerr
         if (c->time_type == UNET_TIME_LEARNED) {
             int k = (int)t[i];
             if (k < 0 || k >= c->num_train_timesteps || (float)k != t[i])
-                return kerr_set(e, KERR_INPUT, "timestep %g is not in [0, %d)", t[i],
-                                c->num_train_timesteps);
+                return err_set(e, ERR_INPUT, "timestep %g is not in [0, %d)", t[i],
+                               c->num_train_timesteps);
             memcpy(out + (size_t)i * b0, m->time_proj_w + (size_t)k * b0, b0 * sizeof(float));
             continue;
         }
@@ -612,7 +612,7 @@ static void timestep_mlp(const unet_t *m, const float *x, int n, const float *w1
 }
 
 static int add_class_embedding(const unet_t *m, const float *labels, int n, float *tproj,
-                               float *hidden, float *emb, kerr *e)
+                               float *hidden, float *emb, strata_err *e)
 {
     const unet_config *c = &m->cfg;
     size_t d = (size_t)m->temb_dim;
@@ -620,8 +620,8 @@ static int add_class_embedding(const unet_t *m, const float *labels, int n, floa
         for (int i = 0; i < n; i++) {
             int k = (int)labels[i];
             if (k < 0 || k >= c->num_class_embeds || (float)k != labels[i])
-                return kerr_set(e, KERR_INPUT, "class label %g is not in [0, %d)", labels[i],
-                                c->num_class_embeds);
+                return err_set(e, ERR_INPUT, "class label %g is not in [0, %d)", labels[i],
+                               c->num_class_embeds);
             for (size_t j = 0; j < d; j++)
                 emb[i * d + j] += m->class_table[k * d + j];
         }
@@ -641,32 +641,33 @@ static int add_class_embedding(const unet_t *m, const float *labels, int n, floa
 
 /* emb_act = act_fn(time embedding + class embedding), (n, temb_dim): every resnet applies its
  * nonlinearity to temb first, so it is done once here. */
-static int embed(fwd *f, const float *timesteps, const float *class_labels, float *emb_act, kerr *e)
+static int embed(fwd *f, const float *timesteps, const float *class_labels, float *emb_act,
+                 strata_err *e)
 {
     unet_t *m = f->m;
     int n = f->n;
     float *tproj = arena_floats(f->a, (size_t)n * m->tin_dim);
     float *hidden = arena_floats(f->a, (size_t)2 * n * m->temb_dim);
-    if (!tproj || !hidden) return kerr_set(e, KERR_NOMEM, "out of memory");
+    if (!tproj || !hidden) return err_set(e, ERR_NOMEM, "out of memory");
     int rc = time_project(m, timesteps, n, tproj, e);
     if (rc) return rc;
     timestep_mlp(m, tproj, n, m->t1_w, m->t1_b, m->t2_w, m->t2_b, hidden, emb_act);
     if (m->info.needs_class_labels && !class_labels)
-        return kerr_set(e, KERR_INPUT, "this model needs class labels");
+        return err_set(e, ERR_INPUT, "this model needs class labels");
     if (!m->info.needs_class_labels && class_labels)
-        return kerr_set(e, KERR_INPUT, "this model takes no class labels");
+        return err_set(e, ERR_INPUT, "this model takes no class labels");
     if (class_labels && (rc = add_class_embedding(m, class_labels, n, tproj, hidden, emb_act, e)))
         return rc;
     op_activate_all((op_act)m->cfg.act, emb_act, (size_t)n * m->temb_dim);
     return 0;
 }
 
-static int check_shape(const unet_t *m, int n, int h, int w, kerr *e)
+static int check_shape(const unet_t *m, int n, int h, int w, strata_err *e)
 {
     int f = m->info.downsample_factor;
     if (n < 1 || h < 1 || w < 1 || h % f || w % f)
-        return kerr_set(e, KERR_INPUT, "input %dx%d: sides must be positive multiples of %d", h, w,
-                        f);
+        return err_set(e, ERR_INPUT, "input %dx%d: sides must be positive multiples of %d", h, w,
+                       f);
     return 0;
 }
 
@@ -684,20 +685,20 @@ static void finish(fwd *f, fmap h, const float *timesteps, float *out)
 }
 
 int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,
-                 const float *class_labels, float *out, kerr *e)
+                 const float *class_labels, float *out, strata_err *e)
 {
     int rc = check_shape(m, n, h, w, e);
     if (rc) return rc;
-    if (arena_reset(&m->arena)) return kerr_set(e, KERR_NOMEM, "out of memory");
+    if (arena_reset(&m->arena)) return err_set(e, ERR_NOMEM, "out of memory");
     fwd f = {.m = m, .n = n, .a = &m->arena};
     float *emb = arena_floats(f.a, (size_t)n * m->temb_dim);
-    if (!emb) return kerr_set(e, KERR_NOMEM, "out of memory");
+    if (!emb) return err_set(e, ERR_NOMEM, "out of memory");
     size_t mark = arena_mark(f.a);
     if ((rc = embed(&f, timesteps, class_labels, emb, e))) return rc;
     arena_release(f.a, mark);
     f.emb_act = emb;
     fmap in = fmap_new(&f, m->cfg.in_channels, h, w);
-    if (f.failed) return kerr_set(e, KERR_NOMEM, "out of memory");
+    if (f.failed) return err_set(e, ERR_NOMEM, "out of memory");
     for (size_t j = 0; j < (size_t)n * m->cfg.in_channels * h * w; j++)
         in.data[j] = m->cfg.center_input_sample ? 2.0f * x[j] - 1.0f : x[j];
     fmap skips[UNET_MAX_SKIPS];
@@ -710,6 +711,6 @@ int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *ti
     }
     cur = run_up_path(&f, cur, skips, &nskips);
     if (!f.failed) finish(&f, cur, timesteps, out);
-    if (f.failed) return kerr_set(e, KERR_NOMEM, "out of memory in the UNet forward");
+    if (f.failed) return err_set(e, ERR_NOMEM, "out of memory in the UNet forward");
     return 0;
 }

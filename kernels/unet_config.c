@@ -14,12 +14,12 @@ static json_t *field(json_t *root, const char *key, int *is_null)
 }
 
 static int get_int(json_t *root, const char *path, const char *key, int def, int null_value,
-                   int *out, kerr *e)
+                   int *out, strata_err *e)
 {
     int is_null;
     json_t *v = field(root, key, &is_null);
     if (is_null) {
-        if (null_value < 0) return kerr_set(e, KERR_INPUT, "%s: %s: must not be null", path, key);
+        if (null_value < 0) return err_set(e, ERR_INPUT, "%s: %s: must not be null", path, key);
         *out = null_value;
         return 0;
     }
@@ -32,13 +32,13 @@ static int get_int(json_t *root, const char *path, const char *key, int def, int
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1 << 24)
-        return kerr_set(e, KERR_INPUT, "%s: %s: expected a non-negative integer", path, key);
+        return err_set(e, ERR_INPUT, "%s: %s: expected a non-negative integer", path, key);
     *out = (int)json_integer_value(v);
     return 0;
 }
 
 static int get_float(json_t *root, const char *path, const char *key, float def, float *out,
-                     kerr *e)
+                     strata_err *e)
 {
     int is_null;
     json_t *v = field(root, key, &is_null);
@@ -47,12 +47,13 @@ static int get_float(json_t *root, const char *path, const char *key, float def,
         return 0;
     }
     if (!v || !json_is_number(v))
-        return kerr_set(e, KERR_INPUT, "%s: %s: expected a number", path, key);
+        return err_set(e, ERR_INPUT, "%s: %s: expected a number", path, key);
     *out = (float)json_number_value(v);
     return 0;
 }
 
-static int get_bool(json_t *root, const char *path, const char *key, int def, int *out, kerr *e)
+static int get_bool(json_t *root, const char *path, const char *key, int def, int *out,
+                    strata_err *e)
 {
     int is_null;
     json_t *v = field(root, key, &is_null);
@@ -61,14 +62,14 @@ static int get_bool(json_t *root, const char *path, const char *key, int def, in
         return 0;
     }
     if (!v || !json_is_boolean(v))
-        return kerr_set(e, KERR_INPUT, "%s: %s: expected true or false", path, key);
+        return err_set(e, ERR_INPUT, "%s: %s: expected true or false", path, key);
     *out = json_is_true(v);
     return 0;
 }
 
 /* A string field; *out is NULL for null, def when absent. */
 static int get_string(json_t *root, const char *path, const char *key, const char *def,
-                      const char **out, kerr *e)
+                      const char **out, strata_err *e)
 {
     int is_null;
     json_t *v = field(root, key, &is_null);
@@ -80,14 +81,14 @@ static int get_string(json_t *root, const char *path, const char *key, const cha
         *out = def;
         return 0;
     }
-    if (!json_is_string(v)) return kerr_set(e, KERR_INPUT, "%s: %s: expected a string", path, key);
+    if (!json_is_string(v)) return err_set(e, ERR_INPUT, "%s: %s: expected a string", path, key);
     *out = json_string_value(v);
     return 0;
 }
 
 /* A non-empty array of strings or of ints (UNET_MAX_BLOCKS at most); absent -> defaults. */
 static int get_array(json_t *root, const char *path, const char *key, int want_strings,
-                     json_t **out, kerr *e)
+                     json_t **out, strata_err *e)
 {
     int is_null;
     json_t *v = field(root, key, &is_null);
@@ -106,14 +107,14 @@ static int get_array(json_t *root, const char *path, const char *key, int want_s
     }
     return 0;
 bad:
-    return kerr_set(e, KERR_INPUT, "%s: %s: expected an array of 1 to %d %s", path, key,
-                    UNET_MAX_BLOCKS, want_strings ? "block type names" : "positive integers");
+    return err_set(e, ERR_INPUT, "%s: %s: expected an array of 1 to %d %s", path, key,
+                   UNET_MAX_BLOCKS, want_strings ? "block type names" : "positive integers");
 }
 
 /* sample_size: an int, null, or [height, width] (diffusers accepts a tuple); only the height
  * is kept: it is a default for `strata sample`, the forward takes any multiple of the
  * downsampling factor. */
-static int get_sample_size(json_t *root, const char *path, int *out, kerr *e)
+static int get_sample_size(json_t *root, const char *path, int *out, strata_err *e)
 {
     json_t *v = json_object_get(root, "sample_size");
     if (v && json_is_array(v) && json_array_size(v) == 2 && json_is_integer(json_array_get(v, 0)) &&
@@ -122,8 +123,8 @@ static int get_sample_size(json_t *root, const char *path, int *out, kerr *e)
         return 0;
     }
     if (v && json_is_array(v))
-        return kerr_set(e, KERR_INPUT, "%s: sample_size: expected an integer or [height, width]",
-                        path);
+        return err_set(e, ERR_INPUT, "%s: sample_size: expected an integer or [height, width]",
+                       path);
     return get_int(root, path, "sample_size", 0, 0, out, e);
 }
 
@@ -135,7 +136,7 @@ static const int default_block_out[] = {224, 448, 672, 896};
 /* Block type names -> attn flags; only the block types UNet2DModel uses without skip paths. */
 static int parse_block_types(json_t *arr, const char **defaults, const char *plain,
                              const char *attn, int *flags, int *count, const char *path,
-                             const char *key, kerr *e)
+                             const char *key, strata_err *e)
 {
     *count = arr ? (int)json_array_size(arr) : 4;
     for (int i = 0; i < *count; i++) {
@@ -146,14 +147,14 @@ static int parse_block_types(json_t *arr, const char **defaults, const char *pla
         else if (strcmp(name, attn) == 0)
             flags[i] = 1;
         else
-            return kerr_set(e, KERR_INPUT,
-                            "%s: %s[%d]: unsupported block type '%s' (expected %s or %s)", path,
-                            key, i, name, plain, attn);
+            return err_set(e, ERR_INPUT,
+                           "%s: %s[%d]: unsupported block type '%s' (expected %s or %s)", path, key,
+                           i, name, plain, attn);
     }
     return 0;
 }
 
-static int parse_blocks(json_t *root, const char *path, unet_config *c, kerr *e)
+static int parse_blocks(json_t *root, const char *path, unet_config *c, strata_err *e)
 {
     json_t *down, *up, *outs;
     int ndown, nup, rc;
@@ -171,26 +172,26 @@ static int parse_blocks(json_t *root, const char *path, unet_config *c, kerr *e)
         c->block_out[i] =
             outs ? (int)json_integer_value(json_array_get(outs, (size_t)i)) : default_block_out[i];
     if (ndown != c->nblocks || nup != c->nblocks)
-        return kerr_set(e, KERR_INPUT,
-                        "%s: block_out_channels: has %d entries but down_block_types has %d and "
-                        "up_block_types %d",
-                        path, c->nblocks, ndown, nup);
+        return err_set(e, ERR_INPUT,
+                       "%s: block_out_channels: has %d entries but down_block_types has %d and "
+                       "up_block_types %d",
+                       path, c->nblocks, ndown, nup);
     return 0;
 }
 
 static int parse_choice(const char *value, const char *path, const char *key,
-                        const char *const *names, int count, int *out, kerr *e)
+                        const char *const *names, int count, int *out, strata_err *e)
 {
     for (int i = 0; i < count; i++)
         if (value && strcmp(value, names[i]) == 0) {
             *out = i;
             return 0;
         }
-    return kerr_set(e, KERR_INPUT, "%s: %s: unsupported value '%s'", path, key,
-                    value ? value : "null");
+    return err_set(e, ERR_INPUT, "%s: %s: unsupported value '%s'", path, key,
+                   value ? value : "null");
 }
 
-static int parse_strings(json_t *root, const char *path, unet_config *c, kerr *e)
+static int parse_strings(json_t *root, const char *path, unet_config *c, strata_err *e)
 {
     static const char *const time_types[] = {"positional", "fourier", "learned"};
     static const char *const shifts[] = {"default", "scale_shift"};
@@ -221,7 +222,7 @@ static int parse_strings(json_t *root, const char *path, unet_config *c, kerr *e
     c->act = act_values[choice];
     c->has_mid = mid != NULL;
     if (mid && strcmp(mid, "UNetMidBlock2D") != 0)
-        return kerr_set(e, KERR_INPUT, "%s: mid_block_type: unsupported value '%s'", path, mid);
+        return err_set(e, ERR_INPUT, "%s: mid_block_type: unsupported value '%s'", path, mid);
     c->class_type = UNET_CLASS_NONE;
     if (class_type) {
         static const char *const classes[] = {"timestep", "identity"};
@@ -234,7 +235,7 @@ static int parse_strings(json_t *root, const char *path, unet_config *c, kerr *e
     return 0;
 }
 
-static int parse_numbers(json_t *root, const char *path, unet_config *c, kerr *e)
+static int parse_numbers(json_t *root, const char *path, unet_config *c, strata_err *e)
 {
     int rc;
     if ((rc = get_int(root, path, "in_channels", 3, -1, &c->in_channels, e)) ||
@@ -257,44 +258,44 @@ static int parse_numbers(json_t *root, const char *path, unet_config *c, kerr *e
         (rc = get_bool(root, path, "add_attention", 1, &c->add_attention, e)))
         return rc;
     if (c->in_channels == 0 || c->out_channels == 0)
-        return kerr_set(e, KERR_INPUT, "%s: in_channels: must be positive", path);
+        return err_set(e, ERR_INPUT, "%s: in_channels: must be positive", path);
     if (c->layers_per_block < 1 || c->layers_per_block + 1 > UNET_MAX_LAYERS)
-        return kerr_set(e, KERR_INPUT, "%s: layers_per_block: must be 1 to %d", path,
-                        UNET_MAX_LAYERS - 1);
+        return err_set(e, ERR_INPUT, "%s: layers_per_block: must be 1 to %d", path,
+                       UNET_MAX_LAYERS - 1);
     if (c->norm_num_groups == 0)
-        return kerr_set(e, KERR_INPUT, "%s: norm_num_groups: must be positive", path);
+        return err_set(e, ERR_INPUT, "%s: norm_num_groups: must be positive", path);
     /* other paddings change the down path's sizes so that the skips no longer fit */
     if (c->downsample_padding > 1)
-        return kerr_set(e, KERR_INPUT, "%s: downsample_padding: must be 0 or 1", path);
+        return err_set(e, ERR_INPUT, "%s: downsample_padding: must be 0 or 1", path);
     return 0;
 }
 
 /* Group counts must divide the channel counts they normalise, as torch's GroupNorm demands. */
-static int check_groups(const char *path, const unet_config *c, kerr *e)
+static int check_groups(const char *path, const unet_config *c, strata_err *e)
 {
     for (int i = 0; i < c->nblocks; i++)
         if (c->block_out[i] % c->norm_num_groups)
-            return kerr_set(e, KERR_INPUT,
-                            "%s: norm_num_groups: %d does not divide block_out_channels[%d] = %d",
-                            path, c->norm_num_groups, i, c->block_out[i]);
+            return err_set(e, ERR_INPUT,
+                           "%s: norm_num_groups: %d does not divide block_out_channels[%d] = %d",
+                           path, c->norm_num_groups, i, c->block_out[i]);
     if (c->time_type == UNET_TIME_LEARNED && c->num_train_timesteps == 0)
-        return kerr_set(e, KERR_INPUT,
-                        "%s: num_train_timesteps: required by time_embedding_type 'learned'", path);
+        return err_set(e, ERR_INPUT,
+                       "%s: num_train_timesteps: required by time_embedding_type 'learned'", path);
     return 0;
 }
 
-int unet_config_load(const char *path, unet_config *c, kerr *e)
+int unet_config_load(const char *path, unet_config *c, strata_err *e)
 {
     json_error_t jerr;
     memset(c, 0, sizeof *c);
     json_t *root = json_load_file(path, 0, &jerr);
     if (!root) {
-        if (jerr.line <= 0) return kerr_set(e, KERR_INPUT, "%s: %s", path, jerr.text);
-        return kerr_set(e, KERR_INPUT, "%s:%d: %s", path, jerr.line, jerr.text);
+        if (jerr.line <= 0) return err_set(e, ERR_INPUT, "%s: %s", path, jerr.text);
+        return err_set(e, ERR_INPUT, "%s:%d: %s", path, jerr.line, jerr.text);
     }
-    int rc = KERR_INPUT;
+    int rc = ERR_INPUT;
     if (!json_is_object(root))
-        kerr_set(e, rc, "%s: expected a JSON object", path);
+        err_set(e, rc, "%s: expected a JSON object", path);
     else if (!(rc = parse_numbers(root, path, c, e)) && !(rc = parse_strings(root, path, c, e)) &&
              !(rc = parse_blocks(root, path, c, e)))
         rc = check_groups(path, c, e);

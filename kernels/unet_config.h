@@ -49,7 +49,7 @@ typedef struct unet_config {
     int num_train_timesteps;
 } unet_config;
 
-/* Parse DIR/config.json. Errors: "PATH: FIELD: what is wrong", KERR_INPUT. */
-int unet_config_load(const char *path, unet_config *c, kerr *e);
+/* Parse DIR/config.json. Errors: "PATH: FIELD: what is wrong", ERR_INPUT. */
+int unet_config_load(const char *path, unet_config *c, strata_err *e);
 
 #endif

@@ -122,10 +122,10 @@ static void *msg_body(proto_msg *m)
 }
 
 /* Fill e with "MSG: field 'PATHNAME': DETAIL" and return code. */
-static int field_fail(proto_err *e, int code, const char *msg, const char *path, const char *name,
+static int field_fail(strata_err *e, int code, const char *msg, const char *path, const char *name,
                       const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-static int field_fail(proto_err *e, int code, const char *msg, const char *path, const char *name,
+static int field_fail(strata_err *e, int code, const char *msg, const char *path, const char *name,
                       const char *fmt, ...)
 {
     char detail[160];
@@ -133,7 +133,7 @@ static int field_fail(proto_err *e, int code, const char *msg, const char *path,
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    return proto_err_set(e, code, "%s: field '%s%s': %s", msg, path, name, detail);
+    return err_set(e, code, "%s: field '%s%s': %s", msg, path, name, detail);
 }
 
 /* Up to 40 bytes of untrusted text, made printable, for error messages. */
@@ -173,7 +173,7 @@ struct enc {
     char *data;
     size_t len, cap;
     int err;
-    proto_err *e;
+    strata_err *e;
     const char *msg;
 };
 
@@ -181,11 +181,11 @@ static int enc_write(void *data, const char *p, size_t n)
 {
     struct enc *en = data;
     if (en->err) return -1;
-    if (n > PROTO_MAX_FRAME - en->len) return en->err = PROTO_E_TOO_LARGE, -1;
+    if (n > PROTO_MAX_FRAME - en->len) return en->err = ERR_TOO_LARGE, -1;
     if (n > en->cap - en->len) {
         size_t cap = en->cap * 2 > en->len + n ? en->cap * 2 : en->len + n;
         char *d = realloc(en->data, cap);
-        if (!d) return en->err = PROTO_E_NOMEM, -1;
+        if (!d) return en->err = ERR_NOMEM, -1;
         en->data = d, en->cap = cap;
     }
     memcpy(en->data + en->len, p, n);
@@ -205,10 +205,10 @@ static int enc_tensor(struct enc *en, const proto_tensor *t, const char *path, c
 {
     uint64_t want;
     if (tensor_bytes(t, &want) < 0)
-        return field_fail(en->e, PROTO_E_VALUE, en->msg, path, name,
+        return field_fail(en->e, ERR_VALUE, en->msg, path, name,
                           "bad dtype (%d), ndim (%u) or shape", (int)t->dtype, t->ndim);
     if (want != t->nbytes || (!t->data && t->nbytes))
-        return field_fail(en->e, PROTO_E_VALUE, en->msg, path, name,
+        return field_fail(en->e, ERR_VALUE, en->msg, path, name,
                           "%zu bytes of data, the shape needs %llu", t->nbytes,
                           (unsigned long long)want);
     msgpack_pack_map(&en->pk, 3);
@@ -230,15 +230,14 @@ static int enc_param_check(struct enc *en, const proto_params *p, uint32_t i, co
 {
     const proto_param *q = &p->item[i];
     if (!q->key || !*q->key || strlen(q->key) > PROTO_MAX_KEY)
-        return field_fail(en->e, PROTO_E_VALUE, en->msg, path, name,
+        return field_fail(en->e, ERR_VALUE, en->msg, path, name,
                           "entry %u: key empty, NULL or over %d bytes", i, PROTO_MAX_KEY);
     for (uint32_t j = 0; j < i; j++)
         if (strcmp(p->item[j].key, q->key) == 0)
-            return field_fail(en->e, PROTO_E_VALUE, en->msg, path, name, "duplicate key '%s'",
-                              q->key);
+            return field_fail(en->e, ERR_VALUE, en->msg, path, name, "duplicate key '%s'", q->key);
     if (q->kind < PROTO_PARAM_INT || q->kind > PROTO_PARAM_BOOL ||
         (q->kind == PROTO_PARAM_STR && !q->s))
-        return field_fail(en->e, PROTO_E_VALUE, en->msg, path, name,
+        return field_fail(en->e, ERR_VALUE, en->msg, path, name,
                           "key '%s': bad kind or NULL string", q->key);
     return 0;
 }
@@ -246,7 +245,7 @@ static int enc_param_check(struct enc *en, const proto_params *p, uint32_t i, co
 static int enc_params(struct enc *en, const proto_params *p, const char *path, const char *name)
 {
     if (p->count > PROTO_MAX_PARAMS)
-        return field_fail(en->e, PROTO_E_TOO_LARGE, en->msg, path, name, "%u entries, at most %d",
+        return field_fail(en->e, ERR_TOO_LARGE, en->msg, path, name, "%u entries, at most %d",
                           p->count, PROTO_MAX_PARAMS);
     msgpack_pack_map(&en->pk, p->count);
     for (uint32_t i = 0; i < p->count; i++) {
@@ -297,7 +296,7 @@ static int enc_array(struct enc *en, const struct field *f, const char *base, co
     uint32_t n = *(const uint32_t *)(base + f->off_n);
     const char *items = *(const char *const *)(base + f->off);
     if (n && !items)
-        return field_fail(en->e, PROTO_E_MISSING, en->msg, path, f->name, "%u items at NULL", n);
+        return field_fail(en->e, ERR_MISSING, en->msg, path, f->name, "%u items at NULL", n);
     msgpack_pack_array(&en->pk, n);
     for (uint32_t i = 0; i < n; i++) {
         char sub[PATH_MAX_LEN];
@@ -348,7 +347,7 @@ static int enc_record(struct enc *en, const struct record *r, const char *base, 
         if (enc_present(f, base))
             n++;
         else if (f->required)
-            return field_fail(en->e, PROTO_E_MISSING, en->msg, path, f->name, "missing");
+            return field_fail(en->e, ERR_MISSING, en->msg, path, f->name, "missing");
     }
     msgpack_pack_map(&en->pk, n);
     if (type) {
@@ -368,32 +367,31 @@ static int enc_record(struct enc *en, const struct record *r, const char *base, 
 }
 
 /* Rules no table can say: RESULT carries output when ok, error when not. */
-static int msg_check(const proto_msg *m, proto_err *e)
+static int msg_check(const proto_msg *m, strata_err *e)
 {
     if (m->type != PROTO_RESULT) return 0;
     if (m->result.ok && m->result.output.dtype == PROTO_DTYPE_NONE)
-        return field_fail(e, PROTO_E_MISSING, "RESULT", "", "output", "missing (ok is true)");
+        return field_fail(e, ERR_MISSING, "RESULT", "", "output", "missing (ok is true)");
     if (!m->result.ok && !m->result.error)
-        return field_fail(e, PROTO_E_MISSING, "RESULT", "", "error", "missing (ok is false)");
+        return field_fail(e, ERR_MISSING, "RESULT", "", "error", "missing (ok is false)");
     return 0;
 }
 
-int proto_encode(const proto_msg *m, void **out, size_t *len, proto_err *e)
+int proto_encode(const proto_msg *m, void **out, size_t *len, strata_err *e)
 {
     const char *type = proto_type_name(m->type);
     *out = NULL, *len = 0;
-    if (!type) return proto_err_set(e, PROTO_E_ARG, "encode: unknown message type %d", m->type);
+    if (!type) return err_set(e, ERR_ARG, "encode: unknown message type %d", m->type);
     struct enc en = {.e = e, .msg = type};
     msgpack_packer_init(&en.pk, &en, enc_write);
     int rc = msg_check(m, e);
     if (rc == 0)
         rc = enc_record(&en, &msg_records[m->type], (const char *)m + offsetof(proto_msg, hello),
                         "", type);
-    if (rc == 0 && en.err == PROTO_E_TOO_LARGE)
-        rc = proto_err_set(e, en.err, "%s: over the %zu-byte frame cap", type,
-                           (size_t)PROTO_MAX_FRAME);
+    if (rc == 0 && en.err == ERR_TOO_LARGE)
+        rc = err_set(e, en.err, "%s: over the %zu-byte frame cap", type, (size_t)PROTO_MAX_FRAME);
     else if (rc == 0 && en.err)
-        rc = proto_err_set(e, en.err, "%s: out of memory while encoding", type);
+        rc = err_set(e, en.err, "%s: out of memory while encoding", type);
     if (rc < 0) {
         free(en.data);
         return rc;
@@ -413,7 +411,7 @@ struct proto_msg_priv {
 
 struct dec {
     msgpack_zone *z;
-    proto_err *e;
+    strata_err *e;
     const char *msg; /* "TASK", or "message" until the type is known */
 };
 
@@ -437,7 +435,7 @@ static int dec_fields(struct dec *d, const msgpack_object_map *map, const struct
     for (uint32_t k = 0; k < map->size; k++) {
         for (int i = 0; i < n; i++) {
             if (!key_is(&map->ptr[k].key, fields[i].name)) continue;
-            if (slots[i]) return DEC_FAIL(d, PROTO_E_VALUE, path, fields[i].name, "duplicate key");
+            if (slots[i]) return DEC_FAIL(d, ERR_VALUE, path, fields[i].name, "duplicate key");
             slots[i] = &map->ptr[k].val;
             break;
         }
@@ -450,12 +448,12 @@ static int dec_str(struct dec *d, const msgpack_object *o, const char **out, con
                    const char *name)
 {
     if (o->type != MSGPACK_OBJECT_STR)
-        return DEC_FAIL(d, PROTO_E_TYPE, path, name, "expected a string");
+        return DEC_FAIL(d, ERR_TYPE, path, name, "expected a string");
     size_t n = o->via.str.size;
     if (memchr(o->via.str.ptr, 0, n))
-        return DEC_FAIL(d, PROTO_E_VALUE, path, name, "string contains a NUL byte");
+        return DEC_FAIL(d, ERR_VALUE, path, name, "string contains a NUL byte");
     char *s = msgpack_zone_malloc_no_align(d->z, n + 1);
-    if (!s) return DEC_FAIL(d, PROTO_E_NOMEM, path, name, "out of memory");
+    if (!s) return DEC_FAIL(d, ERR_NOMEM, path, name, "out of memory");
     memcpy(s, o->via.str.ptr, n);
     s[n] = 0;
     *out = s;
@@ -467,9 +465,9 @@ static int dec_uint(struct dec *d, const msgpack_object *o, uint64_t max, uint64
                     const char *path, const char *name)
 {
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return DEC_FAIL(d, PROTO_E_TYPE, path, name, "expected an unsigned integer");
+        return DEC_FAIL(d, ERR_TYPE, path, name, "expected an unsigned integer");
     if (o->via.u64 > max)
-        return DEC_FAIL(d, PROTO_E_VALUE, path, name, "%llu is out of range (at most %llu)",
+        return DEC_FAIL(d, ERR_VALUE, path, name, "%llu is out of range (at most %llu)",
                         (unsigned long long)o->via.u64, (unsigned long long)max);
     *out = o->via.u64;
     return 0;
@@ -483,8 +481,8 @@ static int dec_i32(struct dec *d, const msgpack_object *o, int32_t *out, const c
     if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 >= INT32_MIN)
         return *out = (int32_t)o->via.i64, 0;
     if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER || o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        return DEC_FAIL(d, PROTO_E_VALUE, path, name, "out of the 32-bit range");
-    return DEC_FAIL(d, PROTO_E_TYPE, path, name, "expected an integer");
+        return DEC_FAIL(d, ERR_VALUE, path, name, "out of the 32-bit range");
+    return DEC_FAIL(d, ERR_TYPE, path, name, "expected an integer");
 }
 
 static const struct field tensor_f[] = {
@@ -502,19 +500,19 @@ static int dec_tensor_head(struct dec *d, const msgpack_object *dt, const msgpac
     else if (key_is(dt, "f32"))
         t->dtype = PROTO_DTYPE_F32;
     else if (dt->type == MSGPACK_OBJECT_STR)
-        return DEC_FAIL(d, PROTO_E_VALUE, path, "dtype", "expected \"u8\" or \"f32\"");
+        return DEC_FAIL(d, ERR_VALUE, path, "dtype", "expected \"u8\" or \"f32\"");
     else
-        return DEC_FAIL(d, PROTO_E_TYPE, path, "dtype", "expected a string");
+        return DEC_FAIL(d, ERR_TYPE, path, "dtype", "expected a string");
     if (sh->type != MSGPACK_OBJECT_ARRAY)
-        return DEC_FAIL(d, PROTO_E_TYPE, path, "shape", "expected an array");
+        return DEC_FAIL(d, ERR_TYPE, path, "shape", "expected an array");
     if (sh->via.array.size > PROTO_MAX_DIMS)
-        return DEC_FAIL(d, PROTO_E_TOO_LARGE, path, "shape", "%u dimensions, at most %d",
+        return DEC_FAIL(d, ERR_TOO_LARGE, path, "shape", "%u dimensions, at most %d",
                         sh->via.array.size, PROTO_MAX_DIMS);
     t->ndim = sh->via.array.size;
     for (uint32_t i = 0; i < t->ndim; i++) {
         const msgpack_object *o = &sh->via.array.ptr[i];
         if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-            return DEC_FAIL(d, PROTO_E_TYPE, path, "shape", "expected unsigned integers");
+            return DEC_FAIL(d, ERR_TYPE, path, "shape", "expected unsigned integers");
         t->shape[i] = o->via.u64;
     }
     return 0;
@@ -528,19 +526,19 @@ static int dec_tensor(struct dec *d, const msgpack_object *o, proto_tensor *t, c
     char sub[PATH_MAX_LEN];
     snprintf(sub, sizeof sub, "%s%s.", path, name);
     if (o->type != MSGPACK_OBJECT_MAP)
-        return DEC_FAIL(d, PROTO_E_TYPE, path, name, "expected a map {dtype, shape, data}");
+        return DEC_FAIL(d, ERR_TYPE, path, name, "expected a map {dtype, shape, data}");
     int rc = dec_fields(d, &o->via.map, tensor_f, 3, s, sub);
     for (int i = 0; rc == 0 && i < 3; i++)
-        if (!s[i]) rc = DEC_FAIL(d, PROTO_E_MISSING, sub, tensor_f[i].name, "missing");
+        if (!s[i]) rc = DEC_FAIL(d, ERR_MISSING, sub, tensor_f[i].name, "missing");
     if (rc == 0) rc = dec_tensor_head(d, s[0], s[1], t, sub);
     if (rc < 0) return rc;
     if (s[2]->type != MSGPACK_OBJECT_BIN)
-        return DEC_FAIL(d, PROTO_E_TYPE, sub, "data", "expected binary data");
+        return DEC_FAIL(d, ERR_TYPE, sub, "data", "expected binary data");
     uint64_t want;
     if (tensor_bytes(t, &want) < 0)
-        return DEC_FAIL(d, PROTO_E_VALUE, sub, "shape", "the tensor's size overflows");
+        return DEC_FAIL(d, ERR_VALUE, sub, "shape", "the tensor's size overflows");
     if (want != s[2]->via.bin.size)
-        return DEC_FAIL(d, PROTO_E_VALUE, sub, "data", "%u bytes, the %s shape needs %llu",
+        return DEC_FAIL(d, ERR_VALUE, sub, "data", "%u bytes, the %s shape needs %llu",
                         s[2]->via.bin.size, dtype_name(t->dtype), (unsigned long long)want);
     t->data = s[2]->via.bin.ptr;
     t->nbytes = s[2]->via.bin.size;
@@ -554,7 +552,7 @@ static int dec_param_value(struct dec *d, const msgpack_object *v, proto_param *
     switch (v->type) {
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
         if (v->via.u64 > INT64_MAX)
-            return DEC_FAIL(d, PROTO_E_VALUE, path, name, "integer out of the 64-bit range");
+            return DEC_FAIL(d, ERR_VALUE, path, name, "integer out of the 64-bit range");
         q->kind = PROTO_PARAM_INT, q->i = (int64_t)v->via.u64;
         return 0;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
@@ -571,7 +569,7 @@ static int dec_param_value(struct dec *d, const msgpack_object *v, proto_param *
         q->kind = PROTO_PARAM_STR;
         return dec_str(d, v, &q->s, path, name);
     default:
-        return DEC_FAIL(d, PROTO_E_TYPE, path, name, "expected a number, string or bool");
+        return DEC_FAIL(d, ERR_TYPE, path, name, "expected a number, string or bool");
     }
 }
 
@@ -580,26 +578,25 @@ static int dec_params(struct dec *d, const msgpack_object *o, proto_params *p, c
                       const char *name)
 {
     char sub[PATH_MAX_LEN], pk[44];
-    if (o->type != MSGPACK_OBJECT_MAP)
-        return DEC_FAIL(d, PROTO_E_TYPE, path, name, "expected a map");
+    if (o->type != MSGPACK_OBJECT_MAP) return DEC_FAIL(d, ERR_TYPE, path, name, "expected a map");
     if (o->via.map.size > PROTO_MAX_PARAMS)
-        return DEC_FAIL(d, PROTO_E_TOO_LARGE, path, name, "%u entries, at most %d", o->via.map.size,
+        return DEC_FAIL(d, ERR_TOO_LARGE, path, name, "%u entries, at most %d", o->via.map.size,
                         PROTO_MAX_PARAMS);
     snprintf(sub, sizeof sub, "%s%s.", path, name);
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object *k = &o->via.map.ptr[i].key;
         if (k->type != MSGPACK_OBJECT_STR)
-            return DEC_FAIL(d, PROTO_E_TYPE, path, name, "keys must be strings");
+            return DEC_FAIL(d, ERR_TYPE, path, name, "keys must be strings");
         if (k->via.str.size == 0 || k->via.str.size > PROTO_MAX_KEY)
-            return DEC_FAIL(d, PROTO_E_VALUE, path, name, "key of %u bytes (1 to %d)",
-                            k->via.str.size, PROTO_MAX_KEY);
+            return DEC_FAIL(d, ERR_VALUE, path, name, "key of %u bytes (1 to %d)", k->via.str.size,
+                            PROTO_MAX_KEY);
         const char *key = printable(k->via.str.ptr, k->via.str.size, pk);
         int rc = dec_str(d, k, &p->item[i].key, sub, key);
         if (rc == 0) rc = dec_param_value(d, &o->via.map.ptr[i].val, &p->item[i], sub, key);
         if (rc < 0) return rc;
         for (uint32_t j = 0; j < i; j++)
             if (strcmp(p->item[j].key, p->item[i].key) == 0)
-                return DEC_FAIL(d, PROTO_E_VALUE, sub, key, "duplicate key");
+                return DEC_FAIL(d, ERR_VALUE, sub, key, "duplicate key");
         p->count = i + 1;
     }
     return 0;
@@ -618,7 +615,7 @@ static int dec_array(struct dec *d, const struct field *f, const msgpack_object 
     uint32_t nreq = 0, n;
     char name[PATH_MAX_LEN], sub[PATH_MAX_LEN];
     if (o->type != MSGPACK_OBJECT_ARRAY)
-        return DEC_FAIL(d, PROTO_E_TYPE, path, f->name, "expected an array");
+        return DEC_FAIL(d, ERR_TYPE, path, f->name, "expected an array");
     for (int i = 0; i < r->nfields; i++)
         nreq += r->fields[i].required;
     n = o->via.array.size;
@@ -628,15 +625,15 @@ static int dec_array(struct dec *d, const struct field *f, const msgpack_object 
         snprintf(name, sizeof name, "%s[%u]", f->name, i);
         snprintf(sub, sizeof sub, "%s%s.", path, name);
         if (it->type != MSGPACK_OBJECT_MAP)
-            return DEC_FAIL(d, PROTO_E_TYPE, path, name, "expected a map");
+            return DEC_FAIL(d, ERR_TYPE, path, name, "expected a map");
         /* too few entries: decoding it into scratch space names the first missing field */
         _Alignas(max_align_t) char scratch[SCRATCH_ITEM] = {0};
         int rc = dec_record(d, r, it, scratch, sub);
-        return rc < 0 ? rc : DEC_FAIL(d, PROTO_E_MISSING, path, name, "too few fields");
+        return rc < 0 ? rc : DEC_FAIL(d, ERR_MISSING, path, name, "too few fields");
     }
     char *items = NULL;
     if (n && !(items = msgpack_zone_malloc(d->z, (size_t)n * r->size)))
-        return DEC_FAIL(d, PROTO_E_NOMEM, path, f->name, "out of memory");
+        return DEC_FAIL(d, ERR_NOMEM, path, f->name, "out of memory");
     if (n) memset(items, 0, (size_t)n * r->size);
     for (uint32_t i = 0; i < n; i++) {
         snprintf(sub, sizeof sub, "%s%s[%u].", path, f->name, i);
@@ -665,7 +662,7 @@ static int dec_value(struct dec *d, const struct field *f, const msgpack_object 
         return dec_i32(d, o, v, path, f->name);
     case F_BOOL:
         if (o->type != MSGPACK_OBJECT_BOOLEAN)
-            return DEC_FAIL(d, PROTO_E_TYPE, path, f->name, "expected a boolean");
+            return DEC_FAIL(d, ERR_TYPE, path, f->name, "expected a boolean");
         *(bool *)v = o->via.boolean;
         return 0;
     case F_STR:
@@ -691,7 +688,7 @@ static int dec_record(struct dec *d, const struct record *r, const msgpack_objec
         if (slots[i])
             rc = dec_value(d, &r->fields[i], slots[i], base, path);
         else if (r->fields[i].required)
-            rc = DEC_FAIL(d, PROTO_E_MISSING, path, r->fields[i].name, "missing");
+            rc = DEC_FAIL(d, ERR_MISSING, path, r->fields[i].name, "missing");
     }
     return rc;
 }
@@ -709,35 +706,34 @@ static int dec_header(struct dec *d, const msgpack_object *root, enum proto_type
     char shown[44];
     int rc = dec_fields(d, &root->via.map, header_f, 2, s, "");
     if (rc < 0) return rc;
-    if (!s[0]) return DEC_FAIL(d, PROTO_E_MISSING, "", "v", "missing");
+    if (!s[0]) return DEC_FAIL(d, ERR_MISSING, "", "v", "missing");
     if ((rc = dec_uint(d, s[0], UINT64_MAX, &v, "", "v")) < 0) return rc;
     if (v != PROTO_VERSION)
-        return proto_err_set(d->e, PROTO_E_VERSION,
-                             "message: protocol version %llu, this build "
-                             "speaks %d",
-                             (unsigned long long)v, PROTO_VERSION);
-    if (!s[1]) return DEC_FAIL(d, PROTO_E_MISSING, "", "type", "missing");
+        return err_set(d->e, ERR_VERSION,
+                       "message: protocol version %llu, this build "
+                       "speaks %d",
+                       (unsigned long long)v, PROTO_VERSION);
+    if (!s[1]) return DEC_FAIL(d, ERR_MISSING, "", "type", "missing");
     if (s[1]->type != MSGPACK_OBJECT_STR)
-        return DEC_FAIL(d, PROTO_E_TYPE, "", "type", "expected a string");
+        return DEC_FAIL(d, ERR_TYPE, "", "type", "expected a string");
     for (int t = PROTO_NONE + 1; t < PROTO_TYPE_COUNT; t++)
         if (key_is(s[1], proto_type_name((enum proto_type)t))) return *type = t, 0;
-    return proto_err_set(d->e, PROTO_E_UNKNOWN, "message: unknown type '%s'",
-                         printable(s[1]->via.str.ptr, s[1]->via.str.size, shown));
+    return err_set(d->e, ERR_UNKNOWN, "message: unknown type '%s'",
+                   printable(s[1]->via.str.ptr, s[1]->via.str.size, shown));
 }
 
 /* Parse the checked frame with msgpack-c and decode it into m. */
-static int dec_message(struct proto_msg_priv *p, size_t len, proto_msg *m, proto_err *e)
+static int dec_message(struct proto_msg_priv *p, size_t len, proto_msg *m, strata_err *e)
 {
     size_t off = 0;
     msgpack_unpack_return ur = msgpack_unpack_next(&p->up, p->buf, len, &off);
-    if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
-        return proto_err_set(e, PROTO_E_NOMEM, "frame: out of memory");
+    if (ur == MSGPACK_UNPACK_NOMEM_ERROR) return err_set(e, ERR_NOMEM, "frame: out of memory");
     if (ur != MSGPACK_UNPACK_SUCCESS || off != len) /* cannot happen after proto_frame_check */
-        return proto_err_set(e, PROTO_E_FRAME, "frame: msgpack-c rejects it (%d)", (int)ur);
+        return err_set(e, ERR_FRAME, "frame: msgpack-c rejects it (%d)", (int)ur);
     const msgpack_object *root = &p->up.data;
     if (root->type != MSGPACK_OBJECT_MAP)
-        return proto_err_set(e, PROTO_E_FRAME, "frame: expected a map, got MessagePack type %d",
-                             (int)root->type);
+        return err_set(e, ERR_FRAME, "frame: expected a map, got MessagePack type %d",
+                       (int)root->type);
     struct dec d = {p->up.zone, e, "message"};
     enum proto_type type = PROTO_NONE;
     int rc = dec_header(&d, root, &type);
@@ -761,13 +757,13 @@ void proto_msg_free(proto_msg *m)
 }
 
 int proto_decode_owned(const void *buf, size_t len, void (*release)(void *buf, void *hint),
-                       void *hint, proto_msg *m, proto_err *e)
+                       void *hint, proto_msg *m, strata_err *e)
 {
     memset(m, 0, sizeof *m);
     struct proto_msg_priv *p = calloc(1, sizeof *p);
     if (!p) {
         if (release) release((void *)buf, hint);
-        return proto_err_set(e, PROTO_E_NOMEM, "frame: out of memory");
+        return err_set(e, ERR_NOMEM, "frame: out of memory");
     }
     p->buf = buf, p->release = release, p->hint = hint;
     msgpack_unpacked_init(&p->up);
@@ -778,7 +774,7 @@ int proto_decode_owned(const void *buf, size_t len, void (*release)(void *buf, v
     return rc;
 }
 
-int proto_decode(const void *buf, size_t len, proto_msg *m, proto_err *e)
+int proto_decode(const void *buf, size_t len, proto_msg *m, strata_err *e)
 {
     return proto_decode_owned(buf, len, NULL, NULL, m, e);
 }

@@ -42,6 +42,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/common.h"
+
 /* ---------------------------------------------------------------- limits */
 
 #define PROTO_VERSION 1
@@ -56,43 +58,6 @@
 #define PROTO_MAX_KEY 64 /* longest params key, in bytes */
 #define PROTO_MAX_DIMS 4
 #define PROTO_MAX_RID 255 /* longest ZeroMQ routing id */
-
-/* ---------------------------------------------------------------- errors */
-
-/* Error codes are negative. */
-enum proto_code {
-    PROTO_OK = 0,
-    PROTO_E_FRAME = -1,        /* not one well-formed MessagePack map: truncated, trailing bytes,
-                                  too deep, a count larger than the bytes left, a reserved byte */
-    PROTO_E_TOO_LARGE = -2,    /* a frame or a collection over its cap */
-    PROTO_E_MISSING = -3,      /* a required field is absent */
-    PROTO_E_TYPE = -4,         /* a field has the wrong MessagePack type */
-    PROTO_E_VALUE = -5,        /* right type, bad value: out of range, unknown dtype, data length
-                                  not matching the shape, NUL in a string, duplicate key */
-    PROTO_E_VERSION = -6,      /* "v" is not PROTO_VERSION */
-    PROTO_E_UNKNOWN = -7,      /* unknown message "type" */
-    PROTO_E_IO = -8,           /* a ZeroMQ call failed */
-    PROTO_E_TIMEOUT = -9,      /* nothing received (or sent) in time */
-    PROTO_E_INTR = -10,        /* interrupted by a signal: retry or stop */
-    PROTO_E_UNREACHABLE = -11, /* ROUTER: no peer with that routing id (any more) */
-    PROTO_E_NOMEM = -12,
-    PROTO_E_ARG = -13, /* caller error: bad options, a field the encoder cannot send */
-};
-
-/* An error value: the code and a one-line message, e.g.
- * "TASK: field 'seed': expected an unsigned integer". */
-typedef struct proto_err {
-    int code;
-    char msg[256];
-} proto_err;
-
-/* A short name for code ("bad frame", "timeout", ...). */
-const char *proto_strerror(int code);
-
-/* Fill e (if not NULL) with code and the formatted message; return code, so that callers can
- * write `return proto_err_set(e, PROTO_E_IO, "...")`. */
-int proto_err_set(proto_err *e, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* ---------------------------------------------------------------- values */
 
@@ -142,15 +107,15 @@ typedef struct proto_params {
 } proto_params;
 
 /* Set key (replacing an entry with the same key). Pointers are kept, not copied.
- * Return 0, or PROTO_E_TOO_LARGE when the map is full / key longer than PROTO_MAX_KEY. */
+ * Return 0, or ERR_TOO_LARGE when the map is full / key longer than PROTO_MAX_KEY. */
 int proto_params_set_int(proto_params *p, const char *key, int64_t v);
 int proto_params_set_float(proto_params *p, const char *key, double v);
 int proto_params_set_str(proto_params *p, const char *key, const char *v);
 int proto_params_set_bool(proto_params *p, const char *key, bool v);
 /* The entry called key, or NULL. */
 const proto_param *proto_params_find(const proto_params *p, const char *key);
-/* Read key as an integer / a number (int or float) / a string. Return 0, PROTO_E_MISSING when
- * absent (out untouched: preset it to the default), PROTO_E_TYPE when of another kind. */
+/* Read key as an integer / a number (int or float) / a string. Return 0, ERR_MISSING when
+ * absent (out untouched: preset it to the default), ERR_TYPE when of another kind. */
 int proto_params_get_int(const proto_params *p, const char *key, int64_t *out);
 int proto_params_get_num(const proto_params *p, const char *key, double *out);
 int proto_params_get_str(const proto_params *p, const char *key, const char **out);
@@ -287,27 +252,27 @@ void proto_msg_free(proto_msg *m);
 /* Check that buf[0..len) is exactly one MessagePack object within the caps (PROTO_MAX_FRAME,
  * PROTO_MAX_DEPTH, PROTO_MAX_OBJECTS, every count within the bytes left), without allocating.
  * proto_decode runs it first; exposed for tests and for other MessagePack readers. */
-int proto_frame_check(const void *buf, size_t len, proto_err *e);
+int proto_frame_check(const void *buf, size_t len, strata_err *e);
 
 /* Encode m into a fresh malloc'd buffer (*out, *len; the caller frees it with free()).
  * Checks m as strictly as decoding would (required fields set, tensor sizes consistent). */
-int proto_encode(const proto_msg *m, void **out, size_t *len, proto_err *e);
+int proto_encode(const proto_msg *m, void **out, size_t *len, strata_err *e);
 
 /* Decode buf[0..len) into m (zeroed first: a message still held there is not freed, so free it
  * before reusing m). Strings and arrays are copied into storage m owns;
  * tensor data points into buf, which must outlive m's use of it. On error m is left empty.
  * Either way, call proto_msg_free(m) when done. */
-int proto_decode(const void *buf, size_t len, proto_msg *m, proto_err *e);
+int proto_decode(const void *buf, size_t len, proto_msg *m, strata_err *e);
 
 /* Like proto_decode, and m takes ownership of buf: proto_msg_free (or a failed decode) calls
  * release(buf, hint). Tensor data then lives exactly as long as m. */
 int proto_decode_owned(const void *buf, size_t len, void (*release)(void *buf, void *hint),
-                       void *hint, proto_msg *m, proto_err *e);
+                       void *hint, proto_msg *m, strata_err *e);
 
 /* ---------------------------------------------------------------- sockets */
 
 /* CURVE keys (Z85 text, 40 characters). All NULL: plaintext. The place for DESIGN.md section 6;
- * until the ZAP handler exists, setting any key is refused (PROTO_E_ARG) rather than giving
+ * until the ZAP handler exists, setting any key is refused (ERR_ARG) rather than giving
  * encryption without authentication. */
 typedef struct proto_curve {
     const char *public_key;
@@ -336,26 +301,26 @@ typedef struct proto_rid {
  * ZMQ_ROUTER_HANDOVER (a reconnecting peer with the same routing id takes over) are on,
  * libzmq heartbeats off (the farm has its own). *out is the socket, NULL on error. */
 int proto_router_bind(void *ctx, const char *endpoint, const proto_sock_opts *o, void **out,
-                      proto_err *e);
+                      strata_err *e);
 /* Create a DEALER in ctx connected to endpoint; same options. */
 int proto_dealer_connect(void *ctx, const char *endpoint, const proto_sock_opts *o, void **out,
-                         proto_err *e);
+                         strata_err *e);
 /* Close *sock (if not NULL) and set it to NULL. */
 void proto_sock_close(void **sock);
 /* The socket's last bound/connected endpoint (with the port chosen for "*") into buf. */
-int proto_sock_endpoint(void *sock, char *buf, size_t len, proto_err *e);
+int proto_sock_endpoint(void *sock, char *buf, size_t len, strata_err *e);
 
 /* Encode m and send it. On a ROUTER, to is the peer's routing id (required); on a DEALER, to
- * must be NULL. PROTO_E_UNREACHABLE: the peer is gone; PROTO_E_TIMEOUT: its queue stayed full
+ * must be NULL. ERR_UNREACHABLE: the peer is gone; ERR_TIMEOUT: its queue stayed full
  * for send_timeout_ms. */
-int proto_send(void *sock, const proto_rid *to, const proto_msg *m, proto_err *e);
+int proto_send(void *sock, const proto_rid *to, const proto_msg *m, strata_err *e);
 
 /* Wait up to timeout_ms (< 0: forever, 0: poll) for one message and decode it into m, which
  * then owns the frame (proto_msg_free it). On a ROUTER, *from gets the sender's routing id
  * (from required), also when the frame fails to decode, so the caller can answer or drop it.
- * A frame over the socket's max_frame is PROTO_E_TOO_LARGE (tcp/ipc peers are already cut off
+ * A frame over the socket's max_frame is ERR_TOO_LARGE (tcp/ipc peers are already cut off
  * by libzmq; inproc is not capped by libzmq, so it is checked here). */
-int proto_recv(void *sock, proto_rid *from, proto_msg *m, int timeout_ms, proto_err *e);
+int proto_recv(void *sock, proto_rid *from, proto_msg *m, int timeout_ms, strata_err *e);
 
 /* Routing id from a NUL-terminated string (truncated to PROTO_MAX_RID bytes). */
 proto_rid proto_rid_from_str(const char *s);

@@ -15,7 +15,7 @@
 struct scan {
     const uint8_t *p;
     size_t len, off, objects;
-    proto_err *e;
+    strata_err *e;
 };
 
 enum scan_kind { SCAN_SCALAR, SCAN_BLOB, SCAN_ARRAY, SCAN_MAP, SCAN_RESERVED };
@@ -77,9 +77,9 @@ static struct scan_head scan_classify(uint8_t b)
 static int scan_take(struct scan *s, uint64_t n)
 {
     if (n > s->len - s->off)
-        return proto_err_set(s->e, PROTO_E_FRAME,
-                             "frame: truncated at byte %zu (%llu more bytes announced, %zu left)",
-                             s->off, (unsigned long long)n, s->len - s->off);
+        return err_set(s->e, ERR_FRAME,
+                       "frame: truncated at byte %zu (%llu more bytes announced, %zu left)", s->off,
+                       (unsigned long long)n, s->len - s->off);
     s->off += (size_t)n;
     return 0;
 }
@@ -92,12 +92,12 @@ static int scan_entries(struct scan *s, uint64_t n, int depth, const char *what,
                         size_t at)
 {
     if (depth > PROTO_MAX_DEPTH)
-        return proto_err_set(s->e, PROTO_E_FRAME, "frame: nesting deeper than %d at byte %zu",
-                             PROTO_MAX_DEPTH, at);
+        return err_set(s->e, ERR_FRAME, "frame: nesting deeper than %d at byte %zu",
+                       PROTO_MAX_DEPTH, at);
     if (n > s->len - s->off)
-        return proto_err_set(s->e, PROTO_E_FRAME,
-                             "frame: %s of %llu entries at byte %zu, only %zu bytes left", what,
-                             (unsigned long long)count, at, s->len - s->off);
+        return err_set(s->e, ERR_FRAME,
+                       "frame: %s of %llu entries at byte %zu, only %zu bytes left", what,
+                       (unsigned long long)count, at, s->len - s->off);
     for (uint64_t i = 0; i < n; i++) {
         int rc = scan_object(s, depth);
         if (rc < 0) return rc;
@@ -112,12 +112,11 @@ static int scan_object(struct scan *s, int depth)
     int rc = scan_take(s, 1);
     if (rc < 0) return rc;
     if (++s->objects > PROTO_MAX_OBJECTS)
-        return proto_err_set(s->e, PROTO_E_TOO_LARGE, "frame: more than %zu objects",
-                             (size_t)PROTO_MAX_OBJECTS);
+        return err_set(s->e, ERR_TOO_LARGE, "frame: more than %zu objects",
+                       (size_t)PROTO_MAX_OBJECTS);
     struct scan_head h = scan_classify(s->p[at]);
     if (h.kind == SCAN_RESERVED)
-        return proto_err_set(s->e, PROTO_E_FRAME, "frame: reserved byte 0x%02x at byte %zu",
-                             s->p[at], at);
+        return err_set(s->e, ERR_FRAME, "frame: reserved byte 0x%02x at byte %zu", s->p[at], at);
     uint64_t count = h.count;
     if (h.lenw) {
         if ((rc = scan_take(s, (uint64_t)h.lenw)) < 0) return rc;
@@ -128,17 +127,16 @@ static int scan_object(struct scan *s, int depth)
     return scan_take(s, count + h.fixed); /* a scalar, str, bin or ext */
 }
 
-int proto_frame_check(const void *buf, size_t len, proto_err *e)
+int proto_frame_check(const void *buf, size_t len, strata_err *e)
 {
     if (len > PROTO_MAX_FRAME)
-        return proto_err_set(e, PROTO_E_TOO_LARGE, "frame: %zu bytes, over the %zu-byte cap", len,
-                             (size_t)PROTO_MAX_FRAME);
-    if (len == 0) return proto_err_set(e, PROTO_E_FRAME, "frame: empty");
+        return err_set(e, ERR_TOO_LARGE, "frame: %zu bytes, over the %zu-byte cap", len,
+                       (size_t)PROTO_MAX_FRAME);
+    if (len == 0) return err_set(e, ERR_FRAME, "frame: empty");
     struct scan s = {buf, len, 0, 0, e};
     int rc = scan_object(&s, 0);
     if (rc < 0) return rc;
     if (s.off != len)
-        return proto_err_set(e, PROTO_E_FRAME, "frame: %zu trailing bytes after the message",
-                             len - s.off);
+        return err_set(e, ERR_FRAME, "frame: %zu trailing bytes after the message", len - s.off);
     return 0;
 }

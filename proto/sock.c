@@ -11,21 +11,21 @@
 enum { DEFAULT_LINGER_MS = 1000, DEFAULT_SEND_TIMEOUT_MS = 10000 };
 
 /* Turn the current zmq errno into a proto code and message "WHAT: strerror". */
-static int zfail(proto_err *e, const char *what)
+static int zfail(strata_err *e, const char *what)
 {
-    int err = zmq_errno(), code = PROTO_E_IO;
+    int err = zmq_errno(), code = ERR_IO;
     if (err == EINTR)
-        code = PROTO_E_INTR;
+        code = ERR_INTR;
     else if (err == EAGAIN)
-        code = PROTO_E_TIMEOUT;
+        code = ERR_TIMEOUT;
     else if (err == EHOSTUNREACH)
-        code = PROTO_E_UNREACHABLE;
+        code = ERR_UNREACHABLE;
     else if (err == ENOMEM)
-        code = PROTO_E_NOMEM;
-    return proto_err_set(e, code, "%s: %s", what, zmq_strerror(err));
+        code = ERR_NOMEM;
+    return err_set(e, code, "%s: %s", what, zmq_strerror(err));
 }
 
-static int set_int(void *s, int opt, int v, const char *name, proto_err *e)
+static int set_int(void *s, int opt, int v, const char *name, strata_err *e)
 {
     return zmq_setsockopt(s, opt, &v, sizeof v) == 0 ? 0 : zfail(e, name);
 }
@@ -50,14 +50,13 @@ static size_t sock_max_frame(void *s)
 
 /* The options every farm socket gets; o may be NULL. CURVE keys are refused until the ZAP
  * handler exists: encryption without an admission list would look safe and not be. */
-static int sock_apply(void *s, int type, const proto_sock_opts *o, proto_err *e)
+static int sock_apply(void *s, int type, const proto_sock_opts *o, strata_err *e)
 {
     proto_sock_opts d = o ? *o : (proto_sock_opts){0};
     if (d.curve.public_key || d.curve.secret_key || d.curve.server_key)
-        return proto_err_set(e, PROTO_E_ARG, "socket: CURVE keys are not supported yet");
+        return err_set(e, ERR_ARG, "socket: CURVE keys are not supported yet");
     if (d.max_frame > PROTO_MAX_FRAME)
-        return proto_err_set(e, PROTO_E_ARG, "socket: max_frame %zu over PROTO_MAX_FRAME",
-                             d.max_frame);
+        return err_set(e, ERR_ARG, "socket: max_frame %zu over PROTO_MAX_FRAME", d.max_frame);
     int64_t max = (int64_t)(d.max_frame ? d.max_frame : PROTO_MAX_FRAME);
     if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0) return zfail(e, "MAXMSGSIZE");
     int linger = d.linger_ms == 0 ? DEFAULT_LINGER_MS : d.linger_ms < 0 ? 0 : d.linger_ms;
@@ -76,8 +75,8 @@ static int sock_apply(void *s, int type, const proto_sock_opts *o, proto_err *e)
         size_t n = strlen(d.routing_id);
         /* libzmq reserves ids starting with a zero byte for the ones it makes up */
         if (n == 0 || n > PROTO_MAX_RID)
-            return proto_err_set(e, PROTO_E_ARG, "socket: routing id of %zu bytes (1 to %d)", n,
-                                 PROTO_MAX_RID);
+            return err_set(e, ERR_ARG, "socket: routing id of %zu bytes (1 to %d)", n,
+                           PROTO_MAX_RID);
         if (zmq_setsockopt(s, ZMQ_ROUTING_ID, d.routing_id, n) != 0) rc = zfail(e, "ROUTING_ID");
     }
     return rc;
@@ -85,15 +84,15 @@ static int sock_apply(void *s, int type, const proto_sock_opts *o, proto_err *e)
 
 /* Create a socket of type in ctx with the options, then bind or connect it to endpoint. */
 static int sock_open(void *ctx, int type, const char *endpoint, const proto_sock_opts *o, bool bind,
-                     void **out, proto_err *e)
+                     void **out, strata_err *e)
 {
     *out = NULL;
     void *s = zmq_socket(ctx, type);
     if (!s) return zfail(e, "zmq_socket");
     int rc = sock_apply(s, type, o, e);
     if (rc == 0 && (bind ? zmq_bind(s, endpoint) : zmq_connect(s, endpoint)) != 0)
-        rc = proto_err_set(e, PROTO_E_IO, "%s %s: %s", bind ? "bind" : "connect", endpoint,
-                           zmq_strerror(zmq_errno()));
+        rc = err_set(e, ERR_IO, "%s %s: %s", bind ? "bind" : "connect", endpoint,
+                     zmq_strerror(zmq_errno()));
     if (rc < 0) {
         int zero = 0;
         zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
@@ -105,13 +104,13 @@ static int sock_open(void *ctx, int type, const char *endpoint, const proto_sock
 }
 
 int proto_router_bind(void *ctx, const char *endpoint, const proto_sock_opts *o, void **out,
-                      proto_err *e)
+                      strata_err *e)
 {
     return sock_open(ctx, ZMQ_ROUTER, endpoint, o, true, out, e);
 }
 
 int proto_dealer_connect(void *ctx, const char *endpoint, const proto_sock_opts *o, void **out,
-                         proto_err *e)
+                         strata_err *e)
 {
     return sock_open(ctx, ZMQ_DEALER, endpoint, o, false, out, e);
 }
@@ -124,7 +123,7 @@ void proto_sock_close(void **sock)
     }
 }
 
-int proto_sock_endpoint(void *sock, char *buf, size_t len, proto_err *e)
+int proto_sock_endpoint(void *sock, char *buf, size_t len, strata_err *e)
 {
     size_t n = len;
     if (zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, buf, &n) != 0) return zfail(e, "LAST_ENDPOINT");
@@ -138,12 +137,12 @@ static void free_buf(void *data, void *hint)
     free(data);
 }
 
-int proto_send(void *sock, const proto_rid *to, const proto_msg *m, proto_err *e)
+int proto_send(void *sock, const proto_rid *to, const proto_msg *m, strata_err *e)
 {
     int router = sock_type(sock) == ZMQ_ROUTER;
     if (router != (to != NULL))
-        return proto_err_set(e, PROTO_E_ARG, "send: a routing id is %s on this socket",
-                             router ? "required" : "not allowed");
+        return err_set(e, ERR_ARG, "send: a routing id is %s on this socket",
+                       router ? "required" : "not allowed");
     void *buf;
     size_t len;
     int rc = proto_encode(m, &buf, &len, e);
@@ -175,27 +174,20 @@ static void free_zmsg(void *data, void *hint)
     free(hint);
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait until sock has a message, up to timeout_ms (< 0: forever). */
-static int recv_wait(void *sock, int timeout_ms, proto_err *e)
+static int recv_wait(void *sock, int timeout_ms, strata_err *e)
 {
     zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
     int n = zmq_poll(&it, 1, timeout_ms);
     if (n < 0) return zfail(e, "receive");
-    if (n == 0) return proto_err_set(e, PROTO_E_TIMEOUT, "receive: nothing in %d ms", timeout_ms);
+    if (n == 0) return err_set(e, ERR_TIMEOUT, "receive: nothing in %d ms", timeout_ms);
     return 0;
 }
 
 /* Receive all parts of one message: parts[0..want) are kept (initialised by the caller), any
  * further parts are read and dropped; *nparts gets the count. The caller waited first, so the
  * message is there (libzmq delivers the parts of a message together). */
-static int recv_parts(void *sock, zmq_msg_t *parts, int want, int *nparts, proto_err *e)
+static int recv_parts(void *sock, zmq_msg_t *parts, int want, int *nparts, strata_err *e)
 {
     zmq_msg_t extra;
     int more = 1, n = 0;
@@ -216,44 +208,42 @@ static int recv_parts(void *sock, zmq_msg_t *parts, int want, int *nparts, proto
 
 /* Read one message's parts, with deadline handling for a poll that wakes without one. */
 static int recv_message(void *sock, zmq_msg_t *parts, int want, int *nparts, int timeout_ms,
-                        proto_err *e)
+                        strata_err *e)
 {
-    long long deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    long long deadline = timeout_ms < 0 ? -1 : clock_now_ms() + timeout_ms;
     for (;;) {
-        long long left = deadline < 0 ? -1 : deadline - now_ms();
+        long long left = deadline < 0 ? -1 : deadline - clock_now_ms();
         int rc = recv_wait(sock, left < 0 && deadline >= 0 ? 0 : (int)left, e);
         if (rc < 0) return rc;
         rc = recv_parts(sock, parts, want, nparts, e);
-        if (rc != PROTO_E_TIMEOUT) return rc;
-        if (deadline >= 0 && now_ms() >= deadline)
-            return proto_err_set(e, PROTO_E_TIMEOUT, "receive: nothing in %d ms", timeout_ms);
+        if (rc != ERR_TIMEOUT) return rc;
+        if (deadline >= 0 && clock_now_ms() >= deadline)
+            return err_set(e, ERR_TIMEOUT, "receive: nothing in %d ms", timeout_ms);
     }
 }
 
 /* Check the parts' count and size, then decode the payload into m, which takes it over (the
  * caller still closes payload: what is left of it after the move, or all of it on error). */
 static int recv_decode(void *sock, zmq_msg_t *payload, int nparts, int want, proto_msg *m,
-                       proto_err *e)
+                       strata_err *e)
 {
     if (nparts != want)
-        return proto_err_set(e, PROTO_E_FRAME, "receive: %d frames, expected %d", nparts, want);
+        return err_set(e, ERR_FRAME, "receive: %d frames, expected %d", nparts, want);
     size_t len = zmq_msg_size(payload), max = sock_max_frame(sock);
     if (len > max)
-        return proto_err_set(e, PROTO_E_TOO_LARGE, "receive: %zu-byte frame over the %zu cap", len,
-                             max);
+        return err_set(e, ERR_TOO_LARGE, "receive: %zu-byte frame over the %zu cap", len, max);
     zmq_msg_t *own = malloc(sizeof *own);
-    if (!own) return proto_err_set(e, PROTO_E_NOMEM, "receive: out of memory");
+    if (!own) return err_set(e, ERR_NOMEM, "receive: out of memory");
     zmq_msg_init(own);
     zmq_msg_move(own, payload);
     return proto_decode_owned(zmq_msg_data(own), len, free_zmsg, own, m, e);
 }
 
-int proto_recv(void *sock, proto_rid *from, proto_msg *m, int timeout_ms, proto_err *e)
+int proto_recv(void *sock, proto_rid *from, proto_msg *m, int timeout_ms, strata_err *e)
 {
     memset(m, 0, sizeof *m);
     int router = sock_type(sock) == ZMQ_ROUTER, want = router ? 2 : 1, nparts = 0;
-    if (router && !from)
-        return proto_err_set(e, PROTO_E_ARG, "receive: a ROUTER needs somewhere for the id");
+    if (router && !from) return err_set(e, ERR_ARG, "receive: a ROUTER needs somewhere for the id");
     if (from) from->len = 0;
     zmq_msg_t parts[2];
     zmq_msg_init(&parts[0]);

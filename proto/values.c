@@ -1,56 +1,9 @@
-/* Small values of the protocol: errors, type names, dtypes, the params map, routing ids. */
+/* Small values of the protocol: type names, dtypes, the params map, routing ids. */
 #include "proto/proto.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-
-int proto_err_set(proto_err *e, int code, const char *fmt, ...)
-{
-    if (e) {
-        va_list ap;
-        e->code = code;
-        va_start(ap, fmt);
-        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
-const char *proto_strerror(int code)
-{
-    switch (code) {
-    case PROTO_OK:
-        return "ok";
-    case PROTO_E_FRAME:
-        return "bad frame";
-    case PROTO_E_TOO_LARGE:
-        return "too large";
-    case PROTO_E_MISSING:
-        return "missing field";
-    case PROTO_E_TYPE:
-        return "wrong type";
-    case PROTO_E_VALUE:
-        return "bad value";
-    case PROTO_E_VERSION:
-        return "unsupported protocol version";
-    case PROTO_E_UNKNOWN:
-        return "unknown message type";
-    case PROTO_E_IO:
-        return "i/o error";
-    case PROTO_E_TIMEOUT:
-        return "timeout";
-    case PROTO_E_INTR:
-        return "interrupted";
-    case PROTO_E_UNREACHABLE:
-        return "peer unreachable";
-    case PROTO_E_NOMEM:
-        return "out of memory";
-    case PROTO_E_ARG:
-        return "bad argument";
-    }
-    return "unknown error";
-}
 
 static const char *const type_names[PROTO_TYPE_COUNT] = {
     [PROTO_HELLO] = "HELLO",
@@ -116,7 +69,7 @@ static proto_param *params_slot(proto_params *p, const char *key)
 int proto_params_set_int(proto_params *p, const char *key, int64_t v)
 {
     proto_param *q = params_slot(p, key);
-    if (!q) return PROTO_E_TOO_LARGE;
+    if (!q) return ERR_TOO_LARGE;
     q->kind = PROTO_PARAM_INT, q->i = v;
     return 0;
 }
@@ -124,7 +77,7 @@ int proto_params_set_int(proto_params *p, const char *key, int64_t v)
 int proto_params_set_float(proto_params *p, const char *key, double v)
 {
     proto_param *q = params_slot(p, key);
-    if (!q) return PROTO_E_TOO_LARGE;
+    if (!q) return ERR_TOO_LARGE;
     q->kind = PROTO_PARAM_FLOAT, q->f = v;
     return 0;
 }
@@ -132,7 +85,7 @@ int proto_params_set_float(proto_params *p, const char *key, double v)
 int proto_params_set_str(proto_params *p, const char *key, const char *v)
 {
     proto_param *q = params_slot(p, key);
-    if (!q) return PROTO_E_TOO_LARGE;
+    if (!q) return ERR_TOO_LARGE;
     q->kind = PROTO_PARAM_STR, q->s = v;
     return 0;
 }
@@ -140,7 +93,7 @@ int proto_params_set_str(proto_params *p, const char *key, const char *v)
 int proto_params_set_bool(proto_params *p, const char *key, bool v)
 {
     proto_param *q = params_slot(p, key);
-    if (!q) return PROTO_E_TOO_LARGE;
+    if (!q) return ERR_TOO_LARGE;
     q->kind = PROTO_PARAM_BOOL, q->b = v;
     return 0;
 }
@@ -148,8 +101,8 @@ int proto_params_set_bool(proto_params *p, const char *key, bool v)
 int proto_params_get_int(const proto_params *p, const char *key, int64_t *out)
 {
     const proto_param *q = proto_params_find(p, key);
-    if (!q) return PROTO_E_MISSING;
-    if (q->kind != PROTO_PARAM_INT) return PROTO_E_TYPE;
+    if (!q) return ERR_MISSING;
+    if (q->kind != PROTO_PARAM_INT) return ERR_TYPE;
     *out = q->i;
     return 0;
 }
@@ -158,21 +111,21 @@ int proto_params_get_int(const proto_params *p, const char *key, int64_t *out)
 int proto_params_get_num(const proto_params *p, const char *key, double *out)
 {
     const proto_param *q = proto_params_find(p, key);
-    if (!q) return PROTO_E_MISSING;
+    if (!q) return ERR_MISSING;
     if (q->kind == PROTO_PARAM_INT)
         *out = (double)q->i;
     else if (q->kind == PROTO_PARAM_FLOAT)
         *out = q->f;
     else
-        return PROTO_E_TYPE;
+        return ERR_TYPE;
     return 0;
 }
 
 int proto_params_get_str(const proto_params *p, const char *key, const char **out)
 {
     const proto_param *q = proto_params_find(p, key);
-    if (!q) return PROTO_E_MISSING;
-    if (q->kind != PROTO_PARAM_STR) return PROTO_E_TYPE;
+    if (!q) return ERR_MISSING;
+    if (q->kind != PROTO_PARAM_STR) return ERR_TYPE;
     *out = q->s;
     return 0;
 }

@@ -10,13 +10,6 @@
 
 enum { COMPUTE_SLEEP_SLICE_MS = 20 };
 
-static long long compute_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int compute_cmd_send(void *pair, compute_cmd *c, int flags)
 {
     return zmq_send(pair, &c, sizeof c, flags) == (int)sizeof c ? 0 : -1;
@@ -42,25 +35,25 @@ void compute_cmd_free(compute_cmd *c)
 }
 
 /* A level must suit its model: generate takes x_t alone, refine and direct x_t + an RGB cond. */
-static int compute_check_model(const unet_t *m, const worker_config *cfg, kerr *e)
+static int compute_check_model(const unet_t *m, const worker_config *cfg, strata_err *e)
 {
     const unet_info *info = unet_get_info(m);
     int cond = cfg->level.mode == LEVEL_MODE_GENERATE ? 0 : 3;
     if (info->in_channels != info->out_channels + cond)
-        return kerr_set(e, KERR_INPUT,
-                        "%s: a %s level needs in_channels = out_channels%s; the model has %d "
-                        "and %d",
-                        cfg->model, cond ? "refine/direct" : "generate", cond ? " + 3" : "",
-                        info->in_channels, info->out_channels);
+        return err_set(e, ERR_INPUT,
+                       "%s: a %s level needs in_channels = out_channels%s; the model has %d "
+                       "and %d",
+                       cfg->model, cond ? "refine/direct" : "generate", cond ? " + 3" : "",
+                       info->in_channels, info->out_channels);
     if (cfg->level.side % info->downsample_factor)
-        return kerr_set(e, KERR_INPUT, "%s: side %d is not a multiple of %d", cfg->model,
-                        cfg->level.side, info->downsample_factor);
+        return err_set(e, ERR_INPUT, "%s: side %d is not a multiple of %d", cfg->model,
+                       cfg->level.side, info->downsample_factor);
     return 0;
 }
 
 /* Take cfg: load its model unless the loaded one comes from the same directory (a coordinator
  * restart re-sends the same WELCOME), and read the sampler settings. Stub mode loads nothing. */
-static int compute_load(compute *c, const worker_config *cfg, kerr *e)
+static int compute_load(compute *c, const worker_config *cfg, strata_err *e)
 {
     worker_config next = *cfg;
     if (c->stub_ms >= 0) {
@@ -86,9 +79,9 @@ static int compute_load(compute *c, const worker_config *cfg, kerr *e)
 /* Sleep ms milliseconds of simulated compute, ending early when the task is abandoned. */
 static void compute_stub_sleep(compute *c, int ms)
 {
-    long long end = compute_now_ms() + ms;
+    long long end = clock_now_ms() + ms;
     for (;;) {
-        long long left = end - compute_now_ms();
+        long long left = end - clock_now_ms();
         if (left <= 0 || atomic_load(&c->abandon)) return;
         if (left > COMPUTE_SLEEP_SLICE_MS) left = COMPUTE_SLEEP_SLICE_MS;
         struct timespec ts = {0, (long)left * 1000000L};
@@ -113,12 +106,12 @@ static void compute_stub_image(const level_task *t, int side, uint8_t *out)
 }
 
 /* Run one image at the configured level, then resize it if asked. */
-static int compute_task(compute *c, compute_cmd *cmd, kerr *e)
+static int compute_task(compute *c, compute_cmd *cmd, strata_err *e)
 {
-    if (!c->configured) return kerr_set(e, KERR_INPUT, "no WELCOME yet: the level is not set");
+    if (!c->configured) return err_set(e, ERR_INPUT, "no WELCOME yet: the level is not set");
     int side = c->config.level.side, nside = cmd->resize > 0 ? cmd->resize : side;
     uint8_t *img = malloc((size_t)side * side * 3);
-    if (!img) return kerr_set(e, KERR_NOMEM, "out of memory for a %dx%d image", side, side);
+    if (!img) return err_set(e, ERR_NOMEM, "out of memory for a %dx%d image", side, side);
     int rc = 0;
     if (c->stub_ms >= 0) {
         compute_stub_image(&cmd->lt, side, img);
@@ -129,7 +122,7 @@ static int compute_task(compute *c, compute_cmd *cmd, kerr *e)
     if (!rc && nside != side) {
         uint8_t *out = malloc((size_t)nside * nside * 3);
         rc = out ? worker_image_resize(img, side, out, nside, e)
-                 : kerr_set(e, KERR_NOMEM, "out of memory for a %dx%d image", nside, nside);
+                 : err_set(e, ERR_NOMEM, "out of memory for a %dx%d image", nside, nside);
         free(img);
         img = out;
     }
@@ -145,15 +138,15 @@ static int compute_task(compute *c, compute_cmd *cmd, kerr *e)
 /* Run one command, filling its answer. */
 static void compute_run(compute *c, compute_cmd *cmd)
 {
-    kerr e = {0};
-    long long t0 = compute_now_ms();
+    strata_err e = {0};
+    long long t0 = clock_now_ms();
     if (atomic_load(&c->abandon))
-        cmd->rc = kerr_set(&e, KERR_RUNTIME, "abandoned: the worker is stopping");
+        cmd->rc = err_set(&e, ERR_RUNTIME, "abandoned: the worker is stopping");
     else if (cmd->kind == COMPUTE_LOAD)
         cmd->rc = compute_load(c, &cmd->config, &e);
     else
         cmd->rc = compute_task(c, cmd, &e);
-    cmd->elapsed_ms = (uint64_t)(compute_now_ms() - t0);
+    cmd->elapsed_ms = (uint64_t)(clock_now_ms() - t0);
     if (cmd->rc) snprintf(cmd->error, sizeof cmd->error, "%s", e.msg);
 }
 

@@ -25,7 +25,7 @@ typedef struct compute_cmd {
     uint8_t *cond; /* TASK: the coordinator's cond image, copied out of the message */
     int resize;    /* TASK: output side asked for; 0: the level's side */
     /* the answer */
-    int rc;          /* 0 or a kerr code */
+    int rc;          /* 0 or a strata_err code */
     char error[512]; /* one line when rc != 0 */
     uint8_t *out;    /* out_side x out_side RGB8 when rc == 0 */
     int out_side;

@@ -68,14 +68,14 @@ static noise_key level_key(const level_state *s, uint32_t stream)
 
 /* Class labels of the model: the noise level for class_embed_type "timestep" models, the
  * task's class (or the null class, the last one) for lookup tables; guidance adds the null. */
-static int level_labels(level_state *s, kerr *e)
+static int level_labels(level_state *s, strata_err *e)
 {
     const unet_info *info = s->info;
     /* guidance pulls towards a class: without one (the null class) it would change nothing */
     s->guided = s->p->guidance > 1.0f && info->num_class_embeds > 1 && s->t->class_label >= 0;
     if (!info->needs_class_labels) return 0;
     if (info->class_label_dim != 1)
-        return kerr_set(e, KERR_INPUT, "models with class_embed_type identity cannot run a level");
+        return err_set(e, ERR_INPUT, "models with class_embed_type identity cannot run a level");
     s->nlabels = 1;
     if (!info->num_class_embeds) {
         s->labels[0] = (float)s->p->noise_level;
@@ -83,23 +83,23 @@ static int level_labels(level_state *s, kerr *e)
     }
     int null_class = info->num_class_embeds - 1, label = s->t->class_label;
     if (label >= info->num_class_embeds)
-        return kerr_set(e, KERR_INPUT, "class label %d is not in [0, %d)", label,
-                        info->num_class_embeds);
+        return err_set(e, ERR_INPUT, "class label %d is not in [0, %d)", label,
+                       info->num_class_embeds);
     s->labels[0] = (float)(label >= 0 ? label : null_class);
     if (s->guided) s->labels[s->nlabels++] = (float)null_class;
     return 0;
 }
 
 /* cond = bilinear upsample of the previous level's image, noised once to noise_level. */
-static int level_cond(level_state *s, kerr *e)
+static int level_cond(level_state *s, strata_err *e)
 {
     const level_task *t = s->t;
     size_t csize = (size_t)t->cond_side * t->cond_side, n = (size_t)s->cc * s->side * s->side;
-    if (s->cc != 3) return kerr_set(e, KERR_INPUT, "model takes %d cond channels, not 3", s->cc);
+    if (s->cc != 3) return err_set(e, ERR_INPUT, "model takes %d cond channels, not 3", s->cc);
     if (!t->cond || t->cond_side < 1)
-        return kerr_set(e, KERR_INPUT, "a refine level needs the previous level's image");
+        return err_set(e, ERR_INPUT, "a refine level needs the previous level's image");
     float *small = malloc(3 * csize * sizeof(float));
-    if (!small) return kerr_set(e, KERR_NOMEM, "out of memory");
+    if (!small) return err_set(e, ERR_NOMEM, "out of memory");
     image_to_tensor(t->cond, t->cond_side, t->cond_side, small);
     image_resize_bilinear(small, 3, t->cond_side, t->cond_side, s->cond, s->side, s->side);
     free(small);
@@ -119,7 +119,7 @@ static void feather_1d(float *w, int n)
         w[i] = 0.5f - 0.5f * cosf(2.0f * (float)M_PI * ((float)i + 0.5f) / (float)n);
 }
 
-static int level_alloc(level_state *s, kerr *e)
+static int level_alloc(level_state *s, strata_err *e)
 {
     size_t plane = (size_t)s->side * s->side, tplane = (size_t)s->tile * s->tile;
     int batch = s->guided ? 2 : 1;
@@ -134,7 +134,7 @@ static int level_alloc(level_state *s, kerr *e)
     s->tile_eps = malloc((size_t)batch * s->oc * tplane * sizeof(float));
     if (!s->x || !s->eps || !s->noise || (s->cc && !s->cond) || !s->acc || !s->wsum ||
         !s->feather || !s->in || !s->tile_eps)
-        return kerr_set(e, KERR_NOMEM, "out of memory for a %dx%d canvas", s->side, s->side);
+        return err_set(e, ERR_NOMEM, "out of memory for a %dx%d canvas", s->side, s->side);
     return 0;
 }
 
@@ -154,7 +154,7 @@ static void crop(const float *src, int channels, int side, int y0, int x0, int t
 }
 
 /* Model output for the tile at (y0, x0) at timestep t, guided if asked, into s->tile_eps. */
-static int eval_tile(level_state *s, int y0, int x0, float t, kerr *e)
+static int eval_tile(level_state *s, int y0, int x0, float t, strata_err *e)
 {
     int T = s->tile, batch = s->guided ? 2 : 1, ic = s->oc + s->cc;
     size_t tplane = (size_t)T * T;
@@ -175,7 +175,7 @@ static int eval_tile(level_state *s, int y0, int x0, float t, kerr *e)
 
 /* Sum of w * eps over the tiles covering each pixel, in tile-index order, divided by the sum
  * of weights: one global eps for one global scheduler step. */
-static int eval_canvas(level_state *s, float t, kerr *e)
+static int eval_canvas(level_state *s, float t, strata_err *e)
 {
     int T = s->tile;
     size_t plane = (size_t)s->side * s->side;
@@ -216,7 +216,7 @@ static void level_weights(level_state *s)
                         s->feather[y] * s->feather[x];
 }
 
-static int level_setup(level_state *s, kerr *e)
+static int level_setup(level_state *s, strata_err *e)
 {
     const level_params *p = s->p;
     int f = s->info->downsample_factor;
@@ -224,25 +224,25 @@ static int level_setup(level_state *s, kerr *e)
     s->oc = s->info->out_channels;
     s->cc = s->info->in_channels - s->oc;
     s->tile = p->tile > 0 && p->tile < p->side ? p->tile : p->side;
-    if (s->oc != 3) return kerr_set(e, KERR_INPUT, "model outputs %d channels, not 3", s->oc);
+    if (s->oc != 3) return err_set(e, ERR_INPUT, "model outputs %d channels, not 3", s->oc);
     if (s->side % f || s->tile % f)
-        return kerr_set(e, KERR_INPUT, "side %d and tile %d must be multiples of %d", s->side,
-                        s->tile, f);
+        return err_set(e, ERR_INPUT, "side %d and tile %d must be multiples of %d", s->side,
+                       s->tile, f);
     if (p->mode == LEVEL_MODE_GENERATE && s->cc)
-        return kerr_set(e, KERR_INPUT, "a generate level's model must not take a cond");
+        return err_set(e, ERR_INPUT, "a generate level's model must not take a cond");
     if (p->mode != LEVEL_MODE_GENERATE && !s->cc)
-        return kerr_set(e, KERR_INPUT, "a refine level's model must take a cond");
+        return err_set(e, ERR_INPUT, "a refine level's model must take a cond");
     if (p->overlap < 0 || (s->tile < s->side && p->overlap >= s->tile))
-        return kerr_set(e, KERR_INPUT, "overlap %d must be below the tile side %d", p->overlap,
-                        s->tile);
+        return err_set(e, ERR_INPUT, "overlap %d must be below the tile side %d", p->overlap,
+                       s->tile);
     s->nty = tile_positions(s->side, s->tile, p->overlap, s->ty, LEVEL_MAX_TILES_PER_AXIS);
     s->ntx = tile_positions(s->side, s->tile, p->overlap, s->tx, LEVEL_MAX_TILES_PER_AXIS);
     if (s->nty < 0 || s->ntx < 0)
-        return kerr_set(e, KERR_INPUT, "tile %d with overlap %d needs more than %d tiles a side",
-                        s->tile, p->overlap, LEVEL_MAX_TILES_PER_AXIS);
+        return err_set(e, ERR_INPUT, "tile %d with overlap %d needs more than %d tiles a side",
+                       s->tile, p->overlap, LEVEL_MAX_TILES_PER_AXIS);
     if (p->noise_level < 0 || p->noise_level >= p->sched.num_train_timesteps)
-        return kerr_set(e, KERR_INPUT, "noise_level %d is not below num_train_timesteps %d",
-                        p->noise_level, p->sched.num_train_timesteps);
+        return err_set(e, ERR_INPUT, "noise_level %d is not below num_train_timesteps %d",
+                       p->noise_level, p->sched.num_train_timesteps);
     int rc = level_labels(s, e);
     if (!rc) rc = level_alloc(s, e);
     if (!rc && s->cc) rc = level_cond(s, e);
@@ -250,7 +250,7 @@ static int level_setup(level_state *s, kerr *e)
     return rc;
 }
 
-static int level_sample(level_state *s, kerr *e)
+static int level_sample(level_state *s, strata_err *e)
 {
     size_t numel = (size_t)s->oc * s->side * s->side;
     int steps = s->p->mode == LEVEL_MODE_DIRECT ? 1 : s->p->steps;
@@ -278,7 +278,7 @@ static int level_sample(level_state *s, kerr *e)
     return rc;
 }
 
-int level_run(unet_t *m, const level_params *p, const level_task *t, uint8_t *out, kerr *e)
+int level_run(unet_t *m, const level_params *p, const level_task *t, uint8_t *out, strata_err *e)
 {
     level_state s = {.m = m, .p = p, .t = t, .info = unet_get_info(m)};
     int rc = level_setup(&s, e);

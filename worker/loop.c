@@ -49,13 +49,6 @@ typedef struct worker_loop {
     int shutdown;
 } worker_loop;
 
-static long long worker_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* "strata worker ID: message" on stderr. */
 static void worker_vprint(const worker_loop *w, const char *fmt, va_list ap)
 {
@@ -91,25 +84,25 @@ static void worker_warn(const worker_loop *w, const char *fmt, ...)
 
 /* Send m on the DEALER. A message that cannot go out (the coordinator gone long enough to
  * fill the queue) is dropped with a warning: liveness and HELLO recover from that. */
-static int worker_send(worker_loop *w, const proto_msg *m, kerr *e)
+static int worker_send(worker_loop *w, const proto_msg *m, strata_err *e)
 {
-    proto_err pe = {0};
+    strata_err pe = {0};
     int rc = proto_send(w->dealer, NULL, m, &pe);
-    if (rc == PROTO_E_TIMEOUT || rc == PROTO_E_INTR) {
+    if (rc == ERR_TIMEOUT || rc == ERR_INTR) {
         worker_warn(w, "%s dropped: %s", proto_type_name(m->type), pe.msg);
         return 0;
     }
-    if (rc) return kerr_set(e, KERR_RUNTIME, "%s: %s", proto_type_name(m->type), pe.msg);
+    if (rc) return err_set(e, ERR_RUNTIME, "%s: %s", proto_type_name(m->type), pe.msg);
     return 0;
 }
 
-static int worker_send_empty(worker_loop *w, enum proto_type type, kerr *e)
+static int worker_send_empty(worker_loop *w, enum proto_type type, strata_err *e)
 {
     proto_msg m = {.type = type};
     return worker_send(w, &m, e);
 }
 
-static int worker_send_hello(worker_loop *w, kerr *e)
+static int worker_send_hello(worker_loop *w, strata_err *e)
 {
     proto_msg m = {.type = PROTO_HELLO,
                    .hello = {.worker = w->id,
@@ -119,19 +112,19 @@ static int worker_send_hello(worker_loop *w, kerr *e)
                              .ranks = 1,
                              .pid = (uint32_t)getpid()}};
     worker_log(w, "HELLO level %s to %s", w->o->level, w->o->connect);
-    w->next_hello = worker_now_ms() + (long long)w->liveness * w->heartbeat_ms;
+    w->next_hello = clock_now_ms() + (long long)w->liveness * w->heartbeat_ms;
     return worker_send(w, &m, e);
 }
 
 /* READY{1} when serving and nothing is at the compute thread (one task at a time). */
-static int worker_send_ready_if_idle(worker_loop *w, kerr *e)
+static int worker_send_ready_if_idle(worker_loop *w, strata_err *e)
 {
     if (w->phase != WORKER_PHASE_SERVING || w->tasks || w->loads) return 0;
     proto_msg m = {.type = PROTO_READY, .ready = {.credits = 1}};
     return worker_send(w, &m, e);
 }
 
-static int worker_send_result(worker_loop *w, const compute_cmd *c, kerr *e)
+static int worker_send_result(worker_loop *w, const compute_cmd *c, strata_err *e)
 {
     proto_msg m = {
         .type = PROTO_RESULT,
@@ -151,9 +144,9 @@ static int worker_send_result(worker_loop *w, const compute_cmd *c, kerr *e)
         worker_warn(w, "task %llu.%u failed: %s", (unsigned long long)c->task, c->attempt,
                     c->error);
     }
-    proto_err pe = {0};
+    strata_err pe = {0};
     int rc = proto_send(w->dealer, NULL, &m, &pe);
-    if (rc == PROTO_E_TIMEOUT || rc == PROTO_E_INTR) {
+    if (rc == ERR_TIMEOUT || rc == ERR_INTR) {
         /* A lost RESULT would leave its lease running at the coordinator while a READY asked
          * for more: HELLO again instead, which makes the coordinator re-queue our leases. */
         worker_warn(w, "RESULT of task %llu not sent (%s): saying HELLO again",
@@ -161,48 +154,48 @@ static int worker_send_result(worker_loop *w, const compute_cmd *c, kerr *e)
         w->phase = WORKER_PHASE_HELLO;
         return worker_send_hello(w, e);
     }
-    return rc ? kerr_set(e, KERR_RUNTIME, "RESULT: %s", pe.msg) : 0;
+    return rc ? err_set(e, ERR_RUNTIME, "RESULT: %s", pe.msg) : 0;
 }
 
 /* ---------------------------------------------------------------- to the compute thread */
 
-static int worker_post(worker_loop *w, compute_cmd *c, kerr *e)
+static int worker_post(worker_loop *w, compute_cmd *c, strata_err *e)
 {
     if (compute_cmd_send(w->pair, c, ZMQ_DONTWAIT) < 0) {
         compute_cmd_free(c);
-        return kerr_set(e, KERR_RUNTIME, "compute thread: %s", zmq_strerror(zmq_errno()));
+        return err_set(e, ERR_RUNTIME, "compute thread: %s", zmq_strerror(zmq_errno()));
     }
     if (c->kind == COMPUTE_LOAD) w->loads++;
     if (c->kind == COMPUTE_TASK) w->tasks++;
     return 0;
 }
 
-/* Why this worker cannot run TASK t (a kerr code and e), or 0. */
+/* Why this worker cannot run TASK t (a strata_err code and e), or 0. */
 static int worker_task_check(const worker_loop *w, const struct proto_task *t, int64_t *resize,
-                             kerr *e)
+                             strata_err *e)
 {
     const proto_tensor *cond = &t->cond;
     int rc = proto_params_get_int(&t->params, "resize", resize);
     if (strcmp(t->level, w->o->level) != 0)
-        return kerr_set(e, KERR_INPUT, "TASK for level '%s': this worker serves '%s'", t->level,
-                        w->o->level);
-    if (rc == PROTO_E_TYPE || (rc == 0 && (*resize < 1 || *resize > WORKER_MAX_SIDE)))
-        return kerr_set(e, KERR_INPUT, "TASK params 'resize': expected an integer in [1, %d]",
-                        WORKER_MAX_SIDE);
+        return err_set(e, ERR_INPUT, "TASK for level '%s': this worker serves '%s'", t->level,
+                       w->o->level);
+    if (rc == ERR_TYPE || (rc == 0 && (*resize < 1 || *resize > WORKER_MAX_SIDE)))
+        return err_set(e, ERR_INPUT, "TASK params 'resize': expected an integer in [1, %d]",
+                       WORKER_MAX_SIDE);
     if (cond->dtype != PROTO_DTYPE_NONE &&
         (cond->dtype != PROTO_DTYPE_U8 || cond->ndim != 3 || cond->shape[2] != 3 ||
          cond->shape[0] != cond->shape[1] || cond->shape[0] < 1 ||
          cond->shape[0] > WORKER_MAX_SIDE))
-        return kerr_set(e, KERR_INPUT, "TASK cond: expected a square u8 tensor [side, side, 3]");
+        return err_set(e, ERR_INPUT, "TASK cond: expected a square u8 tensor [side, side, 3]");
     return 0;
 }
 
 /* A TASK as a compute command, its cond copied out of the message (which is freed next).
- * Returns 0, or a kerr code with a one-line reason in c->error for a TASK this worker cannot
+ * Returns 0, or a strata_err code with a one-line reason in c->error for a TASK this worker cannot
  * run (the caller answers it at once). */
 static int worker_task_cmd(const worker_loop *w, const struct proto_task *t, compute_cmd *c)
 {
-    kerr e = {0};
+    strata_err e = {0};
     int64_t resize = 0;
     c->kind = COMPUTE_TASK;
     c->task = t->task;
@@ -215,7 +208,7 @@ static int worker_task_cmd(const worker_loop *w, const struct proto_task *t, com
             c->lt.cond = c->cond;
             c->lt.cond_side = (int)t->cond.shape[0];
         } else {
-            c->rc = kerr_set(&e, KERR_NOMEM, "TASK cond: out of memory");
+            c->rc = err_set(&e, ERR_NOMEM, "TASK cond: out of memory");
         }
     }
     if (c->rc) snprintf(c->error, sizeof c->error, "%s", e.msg);
@@ -225,10 +218,10 @@ static int worker_task_cmd(const worker_loop *w, const struct proto_task *t, com
 
 /* ---------------------------------------------------------------- from the coordinator */
 
-static int worker_on_welcome(worker_loop *w, const struct proto_welcome *m, kerr *e)
+static int worker_on_welcome(worker_loop *w, const struct proto_welcome *m, strata_err *e)
 {
     compute_cmd *c = calloc(1, sizeof *c);
-    if (!c) return kerr_set(e, KERR_NOMEM, "out of memory");
+    if (!c) return err_set(e, ERR_NOMEM, "out of memory");
     c->kind = COMPUTE_LOAD;
     int rc = worker_config_parse(&m->config, &c->config, e);
     if (rc) {
@@ -237,17 +230,17 @@ static int worker_on_welcome(worker_loop *w, const struct proto_welcome *m, kerr
     }
     w->heartbeat_ms = c->config.heartbeat_ms;
     w->liveness = c->config.liveness;
-    w->next_heartbeat = worker_now_ms() + w->heartbeat_ms;
+    w->next_heartbeat = clock_now_ms() + w->heartbeat_ms;
     w->phase = WORKER_PHASE_LOADING;
     worker_log(w, "WELCOME: model %s, side %d, heartbeat %d ms x %d", c->config.model,
                c->config.level.side, w->heartbeat_ms, w->liveness);
     return worker_post(w, c, e);
 }
 
-static int worker_on_task(worker_loop *w, const struct proto_task *t, kerr *e)
+static int worker_on_task(worker_loop *w, const struct proto_task *t, strata_err *e)
 {
     compute_cmd *c = calloc(1, sizeof *c);
-    if (!c) return kerr_set(e, KERR_NOMEM, "out of memory");
+    if (!c) return err_set(e, ERR_NOMEM, "out of memory");
     worker_log(w, "TASK %llu.%u: job %s image %u", (unsigned long long)t->task, t->attempt, t->job,
                t->image);
     if (worker_task_cmd(w, t, c) == 0) return worker_post(w, c, e);
@@ -256,7 +249,7 @@ static int worker_on_task(worker_loop *w, const struct proto_task *t, kerr *e)
     return rc ? rc : worker_send_ready_if_idle(w, e);
 }
 
-static int worker_on_message(worker_loop *w, const proto_msg *m, kerr *e)
+static int worker_on_message(worker_loop *w, const proto_msg *m, strata_err *e)
 {
     switch (m->type) {
     case PROTO_HEARTBEAT:
@@ -277,16 +270,16 @@ static int worker_on_message(worker_loop *w, const proto_msg *m, kerr *e)
 
 /* Handle every message waiting on the DEALER. A frame that does not decode is dropped (it still
  * shows the coordinator is alive). */
-static int worker_drain_dealer(worker_loop *w, kerr *e)
+static int worker_drain_dealer(worker_loop *w, strata_err *e)
 {
     for (int rc = 0; !rc && !w->shutdown;) {
         proto_msg m;
-        proto_err pe = {0};
+        strata_err pe = {0};
         int prc = proto_recv(w->dealer, NULL, &m, 0, &pe);
-        if (prc == PROTO_E_TIMEOUT || prc == PROTO_E_INTR) return 0;
-        if (prc == PROTO_E_IO || prc == PROTO_E_NOMEM)
-            return kerr_set(e, KERR_RUNTIME, "receive: %s", pe.msg);
-        w->last_rx = worker_now_ms();
+        if (prc == ERR_TIMEOUT || prc == ERR_INTR) return 0;
+        if (prc == ERR_IO || prc == ERR_NOMEM)
+            return err_set(e, ERR_RUNTIME, "receive: %s", pe.msg);
+        w->last_rx = clock_now_ms();
         if (prc)
             worker_warn(w, "dropping a bad frame from the coordinator: %s", pe.msg);
         else
@@ -299,16 +292,16 @@ static int worker_drain_dealer(worker_loop *w, kerr *e)
 
 /* ---------------------------------------------------------------- from the compute thread */
 
-static int worker_on_loaded(worker_loop *w, const compute_cmd *c, kerr *e)
+static int worker_on_loaded(worker_loop *w, const compute_cmd *c, strata_err *e)
 {
     w->loads--;
-    if (c->rc) return kerr_set(e, c->rc, "%s", c->error);
+    if (c->rc) return err_set(e, c->rc, "%s", c->error);
     worker_log(w, "level loaded in %llu ms", (unsigned long long)c->elapsed_ms);
     if (w->phase == WORKER_PHASE_LOADING && !w->loads) w->phase = WORKER_PHASE_SERVING;
     return worker_send_ready_if_idle(w, e);
 }
 
-static int worker_drain_pair(worker_loop *w, kerr *e)
+static int worker_drain_pair(worker_loop *w, strata_err *e)
 {
     compute_cmd *c;
     while (compute_cmd_recv(w->pair, &c, ZMQ_DONTWAIT) == 0) {
@@ -324,15 +317,15 @@ static int worker_drain_pair(worker_loop *w, kerr *e)
         if (rc) return rc;
     }
     if (zmq_errno() == EAGAIN || zmq_errno() == EINTR) return 0;
-    return kerr_set(e, KERR_RUNTIME, "compute thread: %s", zmq_strerror(zmq_errno()));
+    return err_set(e, ERR_RUNTIME, "compute thread: %s", zmq_strerror(zmq_errno()));
 }
 
 /* ---------------------------------------------------------------- timers */
 
 /* Heartbeats while welcomed; HELLO again while not, or once the coordinator went silent. */
-static int worker_tick(worker_loop *w, kerr *e)
+static int worker_tick(worker_loop *w, strata_err *e)
 {
-    long long now = worker_now_ms(), silence = (long long)w->liveness * w->heartbeat_ms;
+    long long now = clock_now_ms(), silence = (long long)w->liveness * w->heartbeat_ms;
     if (w->phase == WORKER_PHASE_HELLO) return now >= w->next_hello ? worker_send_hello(w, e) : 0;
     if (now - w->last_rx >= silence) {
         worker_warn(w, "nothing from the coordinator for %lld ms: saying HELLO again",
@@ -348,7 +341,7 @@ static int worker_tick(worker_loop *w, kerr *e)
 /* Poll timeout: half a heartbeat at most, less when a timer is due sooner. */
 static int worker_poll_ms(const worker_loop *w)
 {
-    long long now = worker_now_ms(),
+    long long now = clock_now_ms(),
               due = w->phase == WORKER_PHASE_HELLO ? w->next_hello : w->next_heartbeat;
     long long ms = w->heartbeat_ms / 2;
     if (due - now < ms) ms = due - now;
@@ -361,14 +354,14 @@ static int worker_stopping(const worker_loop *w)
 }
 
 /* Serve until SHUTDOWN or *stop. */
-static int worker_serve(worker_loop *w, kerr *e)
+static int worker_serve(worker_loop *w, strata_err *e)
 {
     int rc = worker_send_hello(w, e);
     while (!rc && !worker_stopping(w)) {
         zmq_pollitem_t items[2] = {{w->dealer, 0, ZMQ_POLLIN, 0}, {w->pair, 0, ZMQ_POLLIN, 0}};
         int n = zmq_poll(items, 2, worker_poll_ms(w));
         if (n < 0 && zmq_errno() != EINTR)
-            return kerr_set(e, KERR_RUNTIME, "poll: %s", zmq_strerror(zmq_errno()));
+            return err_set(e, ERR_RUNTIME, "poll: %s", zmq_strerror(zmq_errno()));
         if (n > 0 && (items[0].revents & ZMQ_POLLIN)) rc = worker_drain_dealer(w, e);
         if (!rc && n > 0 && (items[1].revents & ZMQ_POLLIN)) rc = worker_drain_pair(w, e);
         if (!rc && !worker_stopping(w)) rc = worker_tick(w, e);
@@ -390,7 +383,7 @@ static void worker_identity(worker_loop *w)
 
 /* The compute thread, started with SIGINT/SIGTERM blocked so the main thread's poll is the one
  * a signal interrupts. */
-static int worker_start_compute(worker_loop *w, kerr *e)
+static int worker_start_compute(worker_loop *w, strata_err *e)
 {
     void *theirs = zmq_socket(w->pctx, ZMQ_PAIR);
     w->pair = zmq_socket(w->pctx, ZMQ_PAIR);
@@ -398,7 +391,7 @@ static int worker_start_compute(worker_loop *w, kerr *e)
     snprintf(ep, sizeof ep, "inproc://worker-compute-%p", (void *)w);
     if (!theirs || !w->pair || zmq_bind(w->pair, ep) != 0 || zmq_connect(theirs, ep) != 0) {
         if (theirs) zmq_close(theirs);
-        return kerr_set(e, KERR_RUNTIME, "compute pipe: %s", zmq_strerror(zmq_errno()));
+        return err_set(e, ERR_RUNTIME, "compute pipe: %s", zmq_strerror(zmq_errno()));
     }
     w->comp.pair = theirs;
     sigset_t block, old;
@@ -411,24 +404,23 @@ static int worker_start_compute(worker_loop *w, kerr *e)
     if (err) {
         zmq_close(theirs);
         w->comp.pair = NULL;
-        return kerr_set(e, KERR_RUNTIME, "compute thread: %s", strerror(err));
+        return err_set(e, ERR_RUNTIME, "compute thread: %s", strerror(err));
     }
     w->thread_started = 1;
     return 0;
 }
 
-static int worker_open(worker_loop *w, kerr *e)
+static int worker_open(worker_loop *w, strata_err *e)
 {
-    proto_err pe = {0};
+    strata_err pe = {0};
     proto_sock_opts so = {.send_timeout_ms = WORKER_SEND_TIMEOUT_MS, .routing_id = w->id};
     w->zctx = zmq_ctx_new();
     w->pctx = zmq_ctx_new();
     if (!w->zctx || !w->pctx)
-        return kerr_set(e, KERR_RUNTIME, "zmq context: %s", zmq_strerror(zmq_errno()));
+        return err_set(e, ERR_RUNTIME, "zmq context: %s", zmq_strerror(zmq_errno()));
     if (proto_dealer_connect(w->zctx, w->o->connect, &so, &w->dealer, &pe))
-        return kerr_set(e,
-                        pe.code == PROTO_E_ARG || pe.code == PROTO_E_IO ? KERR_INPUT : KERR_RUNTIME,
-                        "--connect %s: %s", w->o->connect, pe.msg);
+        return err_set(e, pe.code == ERR_ARG || pe.code == ERR_IO ? ERR_INPUT : ERR_RUNTIME,
+                       "--connect %s: %s", w->o->connect, pe.msg);
     return worker_start_compute(w, e);
 }
 
@@ -468,7 +460,7 @@ static int worker_close(worker_loop *w)
     return 0;
 }
 
-int worker_run(const worker_opts *o, int *abandoned, kerr *e)
+int worker_run(const worker_opts *o, int *abandoned, strata_err *e)
 {
     worker_loop w = {.o = o,
                      .heartbeat_ms = WORKER_DEFAULT_HEARTBEAT_MS,
@@ -478,7 +470,7 @@ int worker_run(const worker_opts *o, int *abandoned, kerr *e)
     int rc = worker_open(&w, e);
     if (!rc) rc = worker_serve(&w, e);
     if (w.dealer) {
-        kerr ignored;
+        strata_err ignored;
         worker_log(&w, "BYE");
         worker_send_empty(&w, PROTO_BYE, &ignored);
     }

@@ -42,10 +42,10 @@ static void resize_area(const float *src, int channels, int side, float *dst, in
         }
 }
 
-int worker_image_resize(const uint8_t *src, int side, uint8_t *dst, int nside, kerr *e)
+int worker_image_resize(const uint8_t *src, int side, uint8_t *dst, int nside, strata_err *e)
 {
     if (side < 1 || nside < 1)
-        return kerr_set(e, KERR_INPUT, "resize: sides %d -> %d must be positive", side, nside);
+        return err_set(e, ERR_INPUT, "resize: sides %d -> %d must be positive", side, nside);
     if (side == nside) {
         memcpy(dst, src, (size_t)side * side * 3);
         return 0;
@@ -56,7 +56,7 @@ int worker_image_resize(const uint8_t *src, int side, uint8_t *dst, int nside, k
     float *tmp = side > nside ? malloc(3 * big * (size_t)nside * sizeof(float)) : NULL;
     int rc = 0;
     if (!a || !b || (side > nside && !tmp)) {
-        rc = kerr_set(e, KERR_NOMEM, "resize %d -> %d: out of memory", side, nside);
+        rc = err_set(e, ERR_NOMEM, "resize %d -> %d: out of memory", side, nside);
     } else {
         image_to_tensor(src, side, side, a);
         if (nside > side)

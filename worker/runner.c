@@ -24,19 +24,19 @@ static void build_input(const sample_job *job, const float *x, int xc, float *in
     }
 }
 
-static int check_job(const sample_job *job, const unet_info *info, kerr *e)
+static int check_job(const sample_job *job, const unet_info *info, strata_err *e)
 {
     if (info->in_channels != info->out_channels + job->cond_channels)
-        return kerr_set(e, KERR_INPUT,
-                        "model takes %d input channels but the level gives %d (x_t) + %d (cond)",
-                        info->in_channels, info->out_channels, job->cond_channels);
+        return err_set(e, ERR_INPUT,
+                       "model takes %d input channels but the level gives %d (x_t) + %d (cond)",
+                       info->in_channels, info->out_channels, job->cond_channels);
     if (info->needs_class_labels && !job->class_labels)
-        return kerr_set(e, KERR_INPUT, "model needs class labels");
-    if (job->steps < 1) return kerr_set(e, KERR_INPUT, "steps: must be at least 1");
+        return err_set(e, ERR_INPUT, "model needs class labels");
+    if (job->steps < 1) return err_set(e, ERR_INPUT, "steps: must be at least 1");
     return 0;
 }
 
-int runner_sample(const sample_job *job, float *out, kerr *e)
+int runner_sample(const sample_job *job, float *out, strata_err *e)
 {
     const unet_info *info = unet_get_info(job->model);
     int rc = check_job(job, info, e), oc = info->out_channels;
@@ -49,7 +49,7 @@ int runner_sample(const sample_job *job, float *out, kerr *e)
     float *in = job->cond_channels ? malloc(in_numel * sizeof(float)) : NULL;
     float *t = malloc((size_t)job->n * sizeof(float));
     if (!eps || !noise || !t || (job->cond_channels && !in)) {
-        rc = kerr_set(e, KERR_NOMEM, "out of memory");
+        rc = err_set(e, ERR_NOMEM, "out of memory");
         goto done;
     }
     if (job->init_noise)

@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 int worker_model_scheduler(const char *dir, const char *sampler, float eta, sched_config *c,
-                           kerr *e)
+                           strata_err *e)
 {
     static const char *const places[] = {"%s/scheduler_config.json",
                                          "%s/scheduler/scheduler_config.json",
@@ -25,7 +25,7 @@ int worker_model_scheduler(const char *dir, const char *sampler, float eta, sche
     if (!sampler || !*sampler) return 0;
     sched_kind kind;
     if (sched_kind_parse(sampler, &kind))
-        return kerr_set(e, KERR_INPUT, "sampler: '%s' is not ddim, ddpm or dpm++2m", sampler);
+        return err_set(e, ERR_INPUT, "sampler: '%s' is not ddim, ddpm or dpm++2m", sampler);
     c->kind = kind;
     return 0;
 }

@@ -28,7 +28,7 @@ typedef struct sample_job {
 
 /* Run the sampler loop; out is (n, out_channels, h, w). Deterministic: every random number is
  * drawn from the Philox key of DESIGN.md section 2. */
-int runner_sample(const sample_job *job, float *out, kerr *e);
+int runner_sample(const sample_job *job, float *out, strata_err *e);
 
 /* ---------------------------------------------------------------- levels */
 
@@ -65,11 +65,11 @@ typedef struct level_task {
  * folder), else DDPM defaults. sampler ("ddim", "ddpm", "dpm++2m"; NULL or "" keeps the
  * file's class) overrides the class only: the schedule and prediction type stay. */
 int worker_model_scheduler(const char *dir, const char *sampler, float eta, sched_config *c,
-                           kerr *e);
+                           strata_err *e);
 
 /* Run one image through a level; out is side x side RGB8. Tiles are blended at every step
  * (DESIGN.md section 3); the result does not depend on threads or on how tiles are batched. */
-int level_run(unet_t *m, const level_params *p, const level_task *t, uint8_t *out, kerr *e);
+int level_run(unet_t *m, const level_params *p, const level_task *t, uint8_t *out, strata_err *e);
 
 /* Tile origins along one axis: tiles spread evenly, the last flush with the edge. Returns the
  * count, 1 when side <= tile, or -1 when more than max tiles would be needed. */
@@ -100,14 +100,14 @@ typedef struct worker_config {
     int liveness;     /* heartbeats of silence before the coordinator is presumed gone */
 } worker_config;
 
-/* Read a WELCOME config map into c. Errors are KERR_INPUT naming the key:
+/* Read a WELCOME config map into c. Errors are ERR_INPUT naming the key:
  * "WELCOME config: 'side': expected an integer in [1, 8192], got 0". */
-int worker_config_parse(const proto_params *p, worker_config *c, kerr *e);
+int worker_config_parse(const proto_params *p, worker_config *c, strata_err *e);
 
 /* Resize a square RGB8 image from side to nside (both >= 1): bilinear (align_corners=True, as
  * levels upsample their cond) when growing; area averaging (torch's interpolate mode "area")
  * when shrinking, so every source pixel counts and nothing aliases. Same side: a copy. */
-int worker_image_resize(const uint8_t *src, int side, uint8_t *dst, int nside, kerr *e);
+int worker_image_resize(const uint8_t *src, int side, uint8_t *dst, int nside, strata_err *e);
 
 /* How `strata worker` runs. */
 typedef struct worker_opts {
@@ -127,11 +127,11 @@ typedef struct worker_opts {
  * READY / TASK / RESULT with HEARTBEATs every heartbeat_ms while tasks run in a compute thread.
  * When the coordinator is silent for liveness x heartbeat_ms, HELLO is sent again until a new
  * WELCOME (the model is kept when its directory is the same). A failing task is a RESULT with
- * ok=false; the worker goes on. Returns 0, or a negative kerr code with e filled: KERR_INPUT for
- * a bad WELCOME or model (the message names the key or file), KERR_RUNTIME for socket errors.
+ * ok=false; the worker goes on. Returns 0, or a negative strata_err code with e filled: ERR_INPUT
+ * for a bad WELCOME or model (the message names the key or file), ERR_RUNTIME for socket errors.
  * *abandoned (may be NULL) is set to 1 when a task was still running at return: the compute
  * thread and its memory are left to process exit, and the caller should _exit (atexit handlers
  * of OpenBLAS/OpenMP must not run under a thread still computing). */
-int worker_run(const worker_opts *o, int *abandoned, kerr *e);
+int worker_run(const worker_opts *o, int *abandoned, strata_err *e);
 
 #endif

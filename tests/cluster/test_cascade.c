@@ -35,7 +35,7 @@ static double box_down_psnr(const uint8_t *hi, int hs, const uint8_t *lo, int fa
 static int read_level(const char *dir, int image, const char *level, int side, uint8_t **px)
 {
     char path[1024];
-    kerr e = {0};
+    strata_err e = {0};
     int w, h;
     snprintf(path, sizeof path, "%s/c/%06d.%s.png", dir, image, level);
     if (png_read_rgb(path, px, &w, &h, &e)) {

@@ -91,7 +91,7 @@ static int truncate_weights(const char *dir)
 static int reshape_weight(const char *dir)
 {
     char p[1200];
-    kerr e;
+    strata_err e;
     st_file_t *f;
     snprintf(p, sizeof p, "%s/diffusion_pytorch_model.safetensors", dir);
     if (st_open(p, &f, &e)) return -1;
@@ -188,7 +188,7 @@ TEST(cli_unet_config_not_json)
 TEST(cli_unet_output_is_the_forward)
 {
     char err[2048] = "", out[1024];
-    kerr e;
+    strata_err e;
     snprintf(out, sizeof out, "%s/out.safetensors", test_tmpdir());
     int rc = run_unet(SMALL_MODEL, out, err, sizeof err);
     CHECKF(rc == 0, "exit %d: %s", rc, err);
@@ -232,7 +232,7 @@ TEST(cli_sample_png_is_deterministic)
     CHECKF(test_run_strata(run_c, err, sizeof err, NULL, 0) == 0, "%s", err);
     uint8_t *pa, *pb, *pc;
     int w, h, w2, h2;
-    kerr e;
+    strata_err e;
     CHECK(png_read_rgb(a, &pa, &w, &h, &e) == 0);
     CHECK(png_read_rgb(b, &pb, &w2, &h2, &e) == 0);
     CHECK(w == 16 && h == 16 && w2 == w && h2 == h);

@@ -207,7 +207,7 @@ TEST(config_pipeline_rules)
         CHECK(write_file(path, text, strlen(text)) == 0);
         int r = pipeline_load(path, &p, err, sizeof err);
         snprintf(want, sizeof want, "%s:%s", path, pipeline_cases[i].want);
-        CHECKF(r == KERR_INPUT && !strcmp(err, want), "case %zu: r %d\n got  %s\n want %s", i, r,
+        CHECKF(r == ERR_INPUT && !strcmp(err, want), "case %zu: r %d\n got  %s\n want %s", i, r,
                err, want);
         CHECK(p.nlevels == 0);
     }
@@ -242,7 +242,7 @@ TEST(config_pipeline_shapes)
         const char *t = shape_cases[i].text;
         int r = pipeline_from_yaml_text(t, strlen(t), "dir/p.yaml", &p, err, sizeof err);
         snprintf(want, sizeof want, "dir/p.yaml:%s", shape_cases[i].want);
-        CHECKF(r == KERR_INPUT && !strcmp(err, want), "case %zu: r %d\n got  %s\n want %s", i, r,
+        CHECKF(r == ERR_INPUT && !strcmp(err, want), "case %zu: r %d\n got  %s\n want %s", i, r,
                err, want);
     }
 }
@@ -291,7 +291,7 @@ TEST(config_syntax_errors)
         pipeline_spec p;
         int r = pipeline_from_yaml_text(cases[i].text, strlen(cases[i].text), "x.yaml", &p, err,
                                         sizeof err);
-        CHECKF(r == KERR_INPUT && !strncmp(err, cases[i].want, strlen(cases[i].want)) &&
+        CHECKF(r == ERR_INPUT && !strncmp(err, cases[i].want, strlen(cases[i].want)) &&
                    one_line(err),
                "case %zu: r %d\n got  %s\n want %s", i, r, err, cases[i].want);
     }
@@ -304,20 +304,20 @@ TEST(config_files_missing_or_odd)
     job_spec j;
     const char *dir = test_tmpdir();
     snprintf(path, sizeof path, "%s/none.yaml", dir);
-    CHECK(pipeline_load(path, &p, err, sizeof err) == KERR_INPUT);
+    CHECK(pipeline_load(path, &p, err, sizeof err) == ERR_INPUT);
     snprintf(want, sizeof want, "%s: cannot open: No such file or directory", path);
     CHECKF(!strcmp(err, want), "%s", err);
-    CHECK(job_load(path, &j, err, sizeof err) == KERR_INPUT && !strcmp(err, want) && !j.seeds);
-    CHECK(pipeline_load(dir, &p, err, sizeof err) == KERR_INPUT);
+    CHECK(job_load(path, &j, err, sizeof err) == ERR_INPUT && !strcmp(err, want) && !j.seeds);
+    CHECK(pipeline_load(dir, &p, err, sizeof err) == ERR_INPUT);
     snprintf(want, sizeof want, "%s: cannot read: Is a directory", dir);
     CHECKF(!strcmp(err, want), "%s", err);
     snprintf(path, sizeof path, "%s/empty.yaml", dir);
     CHECK(write_file(path, "", 0) == 0);
-    CHECK(job_load(path, &j, err, sizeof err) == KERR_INPUT);
+    CHECK(job_load(path, &j, err, sizeof err) == ERR_INPUT);
     snprintf(want, sizeof want, "%s:1: top level: the document is empty", path);
     CHECKF(!strcmp(err, want), "%s", err);
     CHECK(pipeline_load(TINY, &p, NULL, 0) == 0); /* no error buffer is fine */
-    CHECK(pipeline_load(path, &p, err, 1) == KERR_INPUT && err[0] == 0);
+    CHECK(pipeline_load(path, &p, err, 1) == ERR_INPUT && err[0] == 0);
 }
 
 /* Deterministic bytes for the garbage tests. */
@@ -349,20 +349,20 @@ TEST(config_big_and_deep_documents)
     }
     memset(buf, '[', 100); /* deep nesting */
     int r = pipeline_from_yaml_text(buf, 100, "g.yaml", &p, err, sizeof err);
-    if (r != KERR_INPUT || strcmp(err, "g.yaml:1: document: nested deeper than 32 levels"))
+    if (r != ERR_INPUT || strcmp(err, "g.yaml:1: document: nested deeper than 32 levels"))
         free(buf);
-    CHECKF(r == KERR_INPUT && !strcmp(err, "g.yaml:1: document: nested deeper than 32 levels"),
-           "%s", err);
+    CHECKF(r == ERR_INPUT && !strcmp(err, "g.yaml:1: document: nested deeper than 32 levels"), "%s",
+           err);
     size_t n = (size_t)snprintf(buf, 16, "levels:\n"); /* too many values */
     while (n + 4 < (size_t)CONFIG_MAX_BYTES && n < (4u << 20) + 64)
         n += (size_t)sprintf(buf + n, "- 1\n");
     r = pipeline_from_yaml_text(buf, n, "g.yaml", &p, err, sizeof err);
-    if (r != KERR_INPUT || !strstr(err, "document: more than 1048576 values")) free(buf);
-    CHECKF(r == KERR_INPUT && strstr(err, "document: more than 1048576 values"), "%s", err);
+    if (r != ERR_INPUT || !strstr(err, "document: more than 1048576 values")) free(buf);
+    CHECKF(r == ERR_INPUT && strstr(err, "document: more than 1048576 values"), "%s", err);
     memset(buf, ' ', (size_t)CONFIG_MAX_BYTES + 1); /* too large */
     r = pipeline_from_yaml_text(buf, (size_t)CONFIG_MAX_BYTES + 1, "g.yaml", &p, err, sizeof err);
     free(buf);
-    CHECKF(r == KERR_INPUT && !strcmp(err, "g.yaml: document: larger than 16 MiB"), "%s", err);
+    CHECKF(r == ERR_INPUT && !strcmp(err, "g.yaml: document: larger than 16 MiB"), "%s", err);
 }
 
 TEST(config_job_fields)
@@ -435,7 +435,7 @@ TEST(config_job_rules)
         CHECKF(text, "case %zu: edit does not apply", i);
         int r = job_spec_from_yaml_text(text, strlen(text), "SUBMIT", &j, err, sizeof err);
         snprintf(want, sizeof want, "SUBMIT:%s", job_cases[i].want);
-        CHECKF(r == KERR_INPUT && !strcmp(err, want), "case %zu: r %d\n got  %s\n want %s", i, r,
+        CHECKF(r == ERR_INPUT && !strcmp(err, want), "case %zu: r %d\n got  %s\n want %s", i, r,
                err, want);
         CHECK(!j.seeds && j.count == 1);
     }
@@ -457,20 +457,20 @@ TEST(config_plan_levels)
         int r = plan_levels(&p, cases[i][0], &n, err, sizeof err);
         CHECKF(r == 0 && n == cases[i][1], "resolution %d: r %d n %d", cases[i][0], r, n);
     }
-    CHECK(plan_levels(&p, 0, &n, err, sizeof err) == KERR_INPUT);
+    CHECK(plan_levels(&p, 0, &n, err, sizeof err) == ERR_INPUT);
     CHECKF(!strcmp(err, "resolution: expected an integer 1..8192, got 0"), "%s", err);
-    CHECK(plan_levels(&p, 8193, &n, err, sizeof err) == KERR_INPUT);
+    CHECK(plan_levels(&p, 8193, &n, err, sizeof err) == ERR_INPUT);
     CHECK(plan_start_level(&p, "l128", &n, err, sizeof err) == 0 && n == 1);
     CHECK(plan_start_level(&p, "l512", &n, err, sizeof err) == 0 && n == 2);
     CHECK(plan_start_level(&p, "", &n, err, sizeof err) == 0 && n == 0);
     CHECK(plan_start_level(&p, NULL, &n, err, sizeof err) == 0 && n == 0);
-    CHECK(plan_start_level(&p, "l64", &n, err, sizeof err) == KERR_INPUT);
+    CHECK(plan_start_level(&p, "l64", &n, err, sizeof err) == ERR_INPUT);
     CHECKF(!strcmp(err, "start_level: no level \"l64\" in pipeline e (levels: l32, l128, l512)"),
            "%s", err);
-    CHECK(plan_start_level(&p, "l\n1", &n, err, sizeof err) == KERR_INPUT);
+    CHECK(plan_start_level(&p, "l\n1", &n, err, sizeof err) == ERR_INPUT);
     CHECKF(!strcmp(err, "start_level: no level \"l?1\" in pipeline e (levels: l32, l128, l512)"),
            "%s", err);
-    CHECK(plan_start_level(&p, "l32", &n, err, sizeof err) == KERR_INPUT);
+    CHECK(plan_start_level(&p, "l32", &n, err, sizeof err) == ERR_INPUT);
     CHECKF(!strcmp(err, "start_level: l32 is a generate level; start at a refine or direct level "
                         "(its input is init_images)"),
            "%s", err);
@@ -576,6 +576,6 @@ TEST(config_coordinator_file)
     CHECK(f);
     fputs("pipeline: p.yaml\nliveness: zero\n", f);
     fclose(f);
-    CHECK(coordinator_config_load(path, &o, err, sizeof err) == KERR_INPUT);
+    CHECK(coordinator_config_load(path, &o, err, sizeof err) == ERR_INPUT);
     CHECKF(strstr(err, "c.yaml:2: liveness: expected an integer 1..1000"), "%s", err);
 }

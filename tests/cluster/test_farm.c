@@ -153,7 +153,7 @@ static int check_outputs(const char *dir, char *why, size_t len)
         char path[1200];
         uint8_t *rgb;
         int w, h;
-        kerr e;
+        strata_err e;
         snprintf(path, sizeof path, "%s/farm/%06d.png", dir, i);
         if (png_read_rgb(path, &rgb, &w, &h, &e) || w != 32 || h != 32)
             return snprintf(why, len, "%s: not a 32x32 PNG (%s)", path, e.msg), -1;
@@ -227,7 +227,7 @@ TEST(farm_same_bytes_for_any_pool_size_and_render)
 static int wait_both_busy(const farm *f)
 {
     client c;
-    proto_err e;
+    strata_err e;
     if (client_open(&c, f->client_ep, &e)) return -1;
     int busy = 0;
     for (int tries = 0; tries < 2000 && !busy; tries++) {
@@ -324,7 +324,7 @@ TEST(farm_render_default_cascade)
     for (int i = 0; i < 2; i++) {
         uint8_t *rgb;
         int w, h;
-        kerr e;
+        strata_err e;
         snprintf(path, sizeof path, "%s/render/%06d.png", out, i);
         CHECKF(png_read_rgb(path, &rgb, &w, &h, &e) == 0, "%s", e.msg);
         free(rgb);
@@ -349,7 +349,7 @@ TEST(farm_start_level_from_kept_images)
     CHECKF(rc == 0, "full run: exit %d: %s", rc, err);
     uint8_t *g;
     int gw, gh;
-    kerr ge;
+    strata_err ge;
     CHECKF(png_read_rgb(grid, &g, &gw, &gh, &ge) == 0, "%s", ge.msg);
     free(g);
     CHECKF(gw == 2 * 32 && gh == 3 * 32, "grid %dx%d: want 2 levels x 3 images of 32", gw, gh);
@@ -364,7 +364,7 @@ TEST(farm_start_level_from_kept_images)
         char pa[1400], pb[1400];
         uint8_t *x, *y;
         int w1, h1, w2, h2;
-        kerr e;
+        strata_err e;
         snprintf(pa, sizeof pa, "%s/render/%06d.png", full, i);
         snprintf(pb, sizeof pb, "%s/render/%06d.png", part, i);
         CHECKF(png_read_rgb(pa, &x, &w1, &h1, &e) == 0, "%s", e.msg);

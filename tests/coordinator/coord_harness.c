@@ -11,13 +11,6 @@
 
 enum { FARM_TICK_MS = 40 };
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static level_spec level(const char *name, level_kind kind, int side)
 {
     level_spec l = {.kind = kind, .side = side, .steps = 2, .eta = 0, .guidance = 1, .pool = 1};
@@ -173,7 +166,7 @@ int harness_stop(harness *h)
 void *harness_dealer(harness *h, int workers, const char *rid)
 {
     proto_sock_opts o = {.linger_ms = -1, .routing_id = rid};
-    proto_err e = {0};
+    strata_err e = {0};
     void *s = NULL;
     const char *ep = workers ? coord_worker_endpoint(h->c) : coord_client_endpoint(h->c);
     if (h->nsocks == (int)(sizeof h->socks / sizeof h->socks[0])) return NULL;
@@ -184,10 +177,10 @@ void *harness_dealer(harness *h, int workers, const char *rid)
 
 int harness_recv(void *sock, proto_msg *m, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = clock_now_ms() + timeout_ms;
     for (;;) {
-        long long left = deadline - now_ms();
-        proto_err e = {0};
+        long long left = deadline - clock_now_ms();
+        strata_err e = {0};
         if (left < 0) left = 0;
         if (proto_recv(sock, NULL, m, (int)left, &e) < 0) return -1;
         if (m->type != PROTO_HEARTBEAT) return 0;
@@ -197,7 +190,7 @@ int harness_recv(void *sock, proto_msg *m, int timeout_ms)
 
 int harness_send(void *sock, const proto_msg *m)
 {
-    proto_err e = {0};
+    strata_err e = {0};
     int rc = proto_send(sock, NULL, m, &e);
     if (rc < 0) fprintf(stderr, "    send: %s\n", e.msg);
     return rc;
@@ -341,7 +334,7 @@ static void farm_worker_msgs(harness *h, farm *f, int wi)
 {
     fake_worker *w = &f->w[wi];
     proto_msg m;
-    proto_err e = {0};
+    strata_err e = {0};
     while (proto_recv(w->sock, NULL, &m, 0, &e) == 0) {
         if (m.type == PROTO_TASK) {
             farm_record(f, wi, &m.task);
@@ -356,7 +349,7 @@ static void farm_worker_msgs(harness *h, farm *f, int wi)
 static void farm_client_msgs(farm *f, void *watcher)
 {
     proto_msg m;
-    proto_err e = {0};
+    strata_err e = {0};
     while (proto_recv(watcher, NULL, &m, 0, &e) == 0) {
         if (m.type == PROTO_PROGRESS) f->progress++;
         if (m.type == PROTO_DONE) {
@@ -369,8 +362,8 @@ static void farm_client_msgs(farm *f, void *watcher)
 
 int farm_run(harness *h, farm *f, void *watcher, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms, next_beat = 0;
-    while (!f->done && now_ms() < deadline) {
+    long long deadline = clock_now_ms() + timeout_ms, next_beat = 0;
+    while (!f->done && clock_now_ms() < deadline) {
         zmq_pollitem_t items[FAKE_MAX_WORKERS + 1];
         for (int i = 0; i < f->nw; i++)
             items[i] = (zmq_pollitem_t){f->w[i].sock, 0, ZMQ_POLLIN, 0};
@@ -380,11 +373,11 @@ int farm_run(harness *h, farm *f, void *watcher, int timeout_ms)
         for (int i = 0; i < f->nw; i++)
             farm_worker_msgs(h, f, i);
         if (watcher) farm_client_msgs(f, watcher);
-        if (now_ms() >= next_beat) {
+        if (clock_now_ms() >= next_beat) {
             proto_msg hb = {.type = PROTO_HEARTBEAT};
             for (int i = 0; i < f->nw; i++)
                 if (!f->w[i].silent) harness_send(f->w[i].sock, &hb);
-            next_beat = now_ms() + FARM_TICK_MS;
+            next_beat = clock_now_ms() + FARM_TICK_MS;
         }
     }
     return f->done ? 0 : -1;

@@ -61,7 +61,7 @@ static void body_live(pid_t pid, FILE *out, int *test_failed_)
            line);
     void *ctx = zmq_ctx_new(), *cl = NULL, *w = NULL;
     proto_sock_opts o = {.linger_ms = -1}, wo = {.linger_ms = -1, .routing_id = "w1"};
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg m = {.type = PROTO_STATUS};
     int ok = proto_dealer_connect(ctx, cep, &o, &cl, &e) == 0 &&
              proto_dealer_connect(ctx, wep, &wo, &w, &e) == 0 && proto_send(cl, NULL, &m, &e) == 0;

@@ -42,7 +42,7 @@ static int png_is(const char *path, uint32_t image, int level, int side)
 {
     uint8_t *rgb = NULL, *want = harness_pixels(image, level, side);
     int w = 0, h = 0, ok = 0;
-    kerr e = {0};
+    strata_err e = {0};
     if (png_read_rgb(path, &rgb, &w, &h, &e) == 0 && w == side && h == side)
         ok = memcmp(rgb, want, (size_t)side * side * 3) == 0;
     free(rgb);
@@ -484,7 +484,7 @@ static void body_bad_client_frames(harness *h, int *test_failed_)
     CHECK(expect_frame_error(cl) == 0);
     void *buf;
     size_t len;
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg st = {.type = PROTO_STATUS};
     CHECK(proto_encode(&st, &buf, &len, &e) == 0);
     CHECK(zmq_send(cl, buf, len - 1, 0) == (int)len - 1); /* truncated */
@@ -617,7 +617,7 @@ static void body_start_level(harness *h, int *test_failed_)
 {
     farm f = {.first_level = 1, .last_level = 1, .nw = 1};
     char spec[1400], id[256], path[1200], init[1100];
-    kerr e = {0};
+    strata_err e = {0};
     snprintf(init, sizeof init, "%s/init", h->dir);
     CHECK(mkdir(init, 0777) == 0);
     uint8_t *px = harness_pixels(0, 0, 16);

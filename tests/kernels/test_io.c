@@ -1,5 +1,5 @@
 /* safetensors, half-float and PNG I/O: round trips, files from the Python safetensors library,
- * and corrupt files, which must fail with KERR_INPUT and a message naming file and tensor. */
+ * and corrupt files, which must fail with ERR_INPUT and a message naming file and tensor. */
 #include "kernels/kernels.h"
 #include "tests/test.h"
 
@@ -61,9 +61,9 @@ static int write_st(const char *path, const char *header, const void *data, size
 }
 
 /* The error of opening path (code 0 when it opened). */
-static kerr open_error(const char *path)
+static strata_err open_error(const char *path)
 {
-    kerr e = {0};
+    strata_err e = {0};
     st_file_t *f = NULL;
     if (st_open(path, &f, &e) == 0) {
         st_close(f);
@@ -102,7 +102,7 @@ TEST(io_st_round_trip)
         {"alpha.weight", b, 0, {0}},
         {"empty", c, 2, {0, 5}},
     };
-    kerr e = {0};
+    strata_err e = {0};
     CHECKF(st_write_f32(path, outs, 3, &e) == 0, "%s", e.msg);
     CHECKF(dir_entries(dir) == 1, "temporary file left behind");
     st_file_t *f;
@@ -130,7 +130,7 @@ TEST(io_st_write_matches_python)
     snprintf(path, sizeof path, "%s/mine.safetensors", test_tmpdir());
     float z[1] = {7}, b[4] = {0, 1, 2, 3}, a[3] = {1, -2, 0.5f};
     st_out outs[] = {{"z", z, 0, {0}}, {"b", b, 2, {2, 2}}, {"a.weight", a, 1, {3}}};
-    kerr e = {0};
+    strata_err e = {0};
     CHECKF(st_write_f32(path, outs, 3, &e) == 0, "%s", e.msg);
     size_t n1, n2;
     unsigned char *mine = read_bytes(path, &n1);
@@ -144,7 +144,7 @@ TEST(io_st_write_matches_python)
 /* Every dtype the Python library writes, converted exactly; __metadata__ is not a tensor. */
 TEST(io_st_reads_python_file)
 {
-    kerr e = {0};
+    strata_err e = {0};
     st_file_t *f;
     CHECKF(st_open("tests/fixtures/io/tiny.safetensors", &f, &e) == 0, "%s", e.msg);
     static const struct {
@@ -195,7 +195,7 @@ TEST(io_st_unaligned_data)
                    "{\"v\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[1,9]},"
                    "\"h\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[9,13]}}",
                    data, sizeof data) == 0);
-    kerr e = {0};
+    strata_err e = {0};
     st_file_t *f;
     CHECKF(st_open(path, &f, &e) == 0, "%s", e.msg);
     float got[2], goth[2];
@@ -210,14 +210,14 @@ TEST(io_st_truncated_file)
     char path[4200];
     snprintf(path, sizeof path, "%s/short.safetensors", test_tmpdir());
     CHECK(write_bytes(path, "\x10\0\0\0\0", 5) == 0);
-    kerr e = open_error(path);
-    CHECKF(e.code == KERR_INPUT && strstr(e.msg, path) && strstr(e.msg, "truncated"), "%s", e.msg);
+    strata_err e = open_error(path);
+    CHECKF(e.code == ERR_INPUT && strstr(e.msg, path) && strstr(e.msg, "truncated"), "%s", e.msg);
     CHECK(write_bytes(path, "", 0) == 0);
     e = open_error(path);
-    CHECKF(e.code == KERR_INPUT && strstr(e.msg, path), "%s", e.msg);
+    CHECKF(e.code == ERR_INPUT && strstr(e.msg, path), "%s", e.msg);
     snprintf(path, sizeof path, "%s/does-not-exist.safetensors", test_tmpdir());
     e = open_error(path);
-    CHECKF(e.code == KERR_INPUT && strstr(e.msg, path), "%s", e.msg);
+    CHECKF(e.code == ERR_INPUT && strstr(e.msg, path), "%s", e.msg);
 }
 
 TEST(io_st_header_beyond_file)
@@ -225,13 +225,13 @@ TEST(io_st_header_beyond_file)
     char path[4200];
     snprintf(path, sizeof path, "%s/x.safetensors", test_tmpdir());
     CHECK(write_st_raw(path, 1234, "{}", NULL, 0) == 0);
-    kerr e = open_error(path);
-    CHECKF(e.code == KERR_INPUT && strstr(e.msg, path) && strstr(e.msg, "truncated") &&
+    strata_err e = open_error(path);
+    CHECKF(e.code == ERR_INPUT && strstr(e.msg, path) && strstr(e.msg, "truncated") &&
                strstr(e.msg, "1234"),
            "%s", e.msg);
     CHECK(write_st_raw(path, UINT64_MAX, "{}", NULL, 0) == 0); /* must not wrap around */
     e = open_error(path);
-    CHECKF(e.code == KERR_INPUT && strstr(e.msg, "truncated"), "%s", e.msg);
+    CHECKF(e.code == ERR_INPUT && strstr(e.msg, "truncated"), "%s", e.msg);
 }
 
 TEST(io_st_garbage_json)
@@ -248,8 +248,8 @@ TEST(io_st_garbage_json)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK(write_st(path, bad[i], "\0\0\0\0", 4) == 0);
-        kerr e = open_error(path);
-        CHECKF(e.code == KERR_INPUT && strstr(e.msg, path), "case %zu: %s", i, e.msg);
+        strata_err e = open_error(path);
+        CHECKF(e.code == ERR_INPUT && strstr(e.msg, path), "case %zu: %s", i, e.msg);
     }
 }
 
@@ -262,8 +262,8 @@ TEST(io_st_bad_offsets)
                    "{\"conv_in.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],"
                    "\"data_offsets\":[0,10]}}",
                    data, sizeof data) == 0);
-    kerr e = open_error(path);
-    CHECKF(e.code == KERR_INPUT && strstr(e.msg, path) && strstr(e.msg, "'conv_in.weight'") &&
+    strata_err e = open_error(path);
+    CHECKF(e.code == ERR_INPUT && strstr(e.msg, path) && strstr(e.msg, "'conv_in.weight'") &&
                strstr(e.msg, "[0, 10] do not match shape [4, 3] of F32"),
            "%s", e.msg);
     const char *bad[] = {
@@ -279,7 +279,7 @@ TEST(io_st_bad_offsets)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK(write_st(path, bad[i], data, sizeof data) == 0);
         e = open_error(path);
-        CHECKF(e.code == KERR_INPUT && strstr(e.msg, path) && strstr(e.msg, "tensor 't'"),
+        CHECKF(e.code == ERR_INPUT && strstr(e.msg, path) && strstr(e.msg, "tensor 't'"),
                "case %zu: %s", i, e.msg);
     }
 }
@@ -295,8 +295,8 @@ TEST(io_st_missing_fields)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK(write_st(path, bad[i][0], "\0\0\0\0", 4) == 0);
-        kerr e = open_error(path);
-        CHECKF(e.code == KERR_INPUT && strstr(e.msg, path) && strstr(e.msg, "tensor 't'") &&
+        strata_err e = open_error(path);
+        CHECKF(e.code == ERR_INPUT && strstr(e.msg, path) && strstr(e.msg, "tensor 't'") &&
                    strstr(e.msg, bad[i][1]),
                "case %zu: %s", i, e.msg);
     }
@@ -308,21 +308,21 @@ TEST(io_st_wrong_shape)
     snprintf(path, sizeof path, "%s/w.safetensors", test_tmpdir());
     float d[6] = {0};
     st_out o = {"w", d, 2, {2, 3}};
-    kerr e = {0};
+    strata_err e = {0};
     st_file_t *f;
     CHECKF(st_write_f32(path, &o, 1, &e) == 0 && st_open(path, &f, &e) == 0, "%s", e.msg);
     int rc1 = st_read_f32(f, "w", 2, (int64_t[]){3, 2}, d, &e);
-    kerr e1 = e;
+    strata_err e1 = e;
     int rc2 = st_read_f32(f, "w", 1, (int64_t[]){6}, d, &e);
-    kerr e2 = e;
+    strata_err e2 = e;
     int rc3 = st_read_f32(f, "nope", 1, (int64_t[]){6}, d, &e);
     st_close(f);
     snprintf(want, sizeof want, "%s: tensor 'w': expected shape [3, 2], got [2, 3]", path);
-    CHECKF(rc1 == KERR_INPUT && strcmp(e1.msg, want) == 0, "%s", e1.msg);
+    CHECKF(rc1 == ERR_INPUT && strcmp(e1.msg, want) == 0, "%s", e1.msg);
     snprintf(want, sizeof want, "%s: tensor 'w': expected shape [6], got [2, 3]", path);
-    CHECKF(rc2 == KERR_INPUT && strcmp(e2.msg, want) == 0, "%s", e2.msg);
+    CHECKF(rc2 == ERR_INPUT && strcmp(e2.msg, want) == 0, "%s", e2.msg);
     snprintf(want, sizeof want, "%s: tensor 'nope': missing", path);
-    CHECKF(rc3 == KERR_INPUT && strcmp(e.msg, want) == 0, "%s", e.msg);
+    CHECKF(rc3 == ERR_INPUT && strcmp(e.msg, want) == 0, "%s", e.msg);
 }
 
 /* ---------------------------------------------------------------- half floats */
@@ -448,7 +448,7 @@ TEST(io_png_round_trip)
     uint8_t rgb[W * H * 3];
     fill_pattern(rgb, sizeof rgb, 7);
     png_text_kv kv[] = {{"strata.seed", "42"}, {"Comment", "level l32, image 7"}};
-    kerr e = {0};
+    strata_err e = {0};
     CHECKF(png_write_rgb(path, rgb, W, H, kv, 2, &e) == 0, "%s", e.msg);
     CHECKF(dir_entries(dir) == 1, "temporary file left behind");
     uint8_t *back;
@@ -472,7 +472,7 @@ TEST(io_png_deterministic)
     uint8_t rgb[64 * 48 * 3];
     fill_pattern(rgb, sizeof rgb, 3);
     png_text_kv kv[] = {{"k", "v"}};
-    kerr e = {0};
+    strata_err e = {0};
     CHECK(png_write_rgb(p1, rgb, 64, 48, kv, 1, &e) == 0);
     CHECK(png_write_rgb(p2, rgb, 64, 48, kv, 1, &e) == 0);
     size_t n1, n2;
@@ -482,7 +482,7 @@ TEST(io_png_deterministic)
     free(b);
     CHECK(same);
     png_text_kv bad[] = {{"", "v"}};
-    CHECK(png_write_rgb(p1, rgb, 64, 48, bad, 1, &e) == KERR_INPUT && strstr(e.msg, p1));
+    CHECK(png_write_rgb(p1, rgb, 64, 48, bad, 1, &e) == ERR_INPUT && strstr(e.msg, p1));
 }
 
 /* Every prefix of a valid PNG fails cleanly (run under `make asan` for leaks). */
@@ -494,7 +494,7 @@ TEST(io_png_truncated)
     snprintf(cut, sizeof cut, "%s/cut.png", dir);
     uint8_t rgb[20 * 10 * 3];
     fill_pattern(rgb, sizeof rgb, 11);
-    kerr e = {0};
+    strata_err e = {0};
     png_text_kv kv[] = {{"k", "v"}};
     CHECK(png_write_rgb(path, rgb, 20, 10, kv, 1, &e) == 0);
     size_t n;
@@ -507,7 +507,7 @@ TEST(io_png_truncated)
         int w, h;
         int rc = png_read_rgb(cut, &px, &w, &h, &e);
         const char *want = len < 8 ? "not a PNG" : "truncated";
-        if (rc != KERR_INPUT || px || !strstr(e.msg, cut) || !strstr(e.msg, want)) {
+        if (rc != ERR_INPUT || px || !strstr(e.msg, cut) || !strstr(e.msg, want)) {
             free(full);
             CHECKF(0, "length %zu: rc %d: %s", len, rc, e.msg);
         }
@@ -516,7 +516,7 @@ TEST(io_png_truncated)
     CHECK(write_bytes(cut, "hello, world", 12) == 0);
     uint8_t *px;
     int w, h;
-    CHECK(png_read_rgb(cut, &px, &w, &h, &e) == KERR_INPUT && strstr(e.msg, "not a PNG"));
+    CHECK(png_read_rgb(cut, &px, &w, &h, &e) == ERR_INPUT && strstr(e.msg, "not a PNG"));
 }
 
 /* Grey, RGBA, 16-bit and palette files, written with libpng's simplified API. */
@@ -552,7 +552,7 @@ TEST(io_png_reads_other_formats)
                "case %d: %s", c, img.message);
         uint8_t *got;
         int w, h;
-        kerr e = {0};
+        strata_err e = {0};
         CHECKF(png_read_rgb(path, &got, &w, &h, &e) == 0, "case %d: %s", c, e.msg);
         int bad = -1;
         for (int i = 0; i < N * 3 && bad < 0; i++) {
@@ -625,10 +625,9 @@ TEST(io_st_header_mutations_never_crash)
         CHECK(o && fwrite(buf, 1, len, o) == len);
         fclose(o);
         st_file_t *st;
-        kerr e = {0};
+        strata_err e = {0};
         if (st_open(path, &st, &e)) {
-            CHECKF(e.code == KERR_INPUT && strstr(e.msg, "m.safetensors"), "run %d: %s", run,
-                   e.msg);
+            CHECKF(e.code == ERR_INPUT && strstr(e.msg, "m.safetensors"), "run %d: %s", run, e.msg);
             refused++;
             continue;
         }

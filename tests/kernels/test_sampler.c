@@ -1,6 +1,6 @@
 /* Samplers against diffusers: every case under tests/fixtures/schedulers (made by
  * tools/make_sampler_fixtures.py) is replayed step by step, and bad scheduler configs must fail
- * with KERR_INPUT and a message naming the file and the field. */
+ * with ERR_INPUT and a message naming the file and the field. */
 #include "kernels/kernels.h"
 #include "tests/test.h"
 
@@ -37,7 +37,7 @@ static void sampler_case_free(sampler_case *k)
 /* Tensor name of f as float32 into a new buffer, checked against shape (ndim dims, lead first
  * when lead > 0). */
 static float *case_tensor(const st_file_t *f, const char *name, int64_t lead, const int64_t *shape,
-                          int ndim, kerr *e)
+                          int ndim, strata_err *e)
 {
     int64_t full[ST_MAX_DIMS];
     int n = 0;
@@ -56,7 +56,7 @@ static float *case_tensor(const st_file_t *f, const char *name, int64_t lead, co
 }
 
 /* Read io.safetensors of a case; the sample shape and step count come from sample0/timesteps. */
-static int sampler_case_read(const char *path, sampler_case *k, kerr *e)
+static int sampler_case_read(const char *path, sampler_case *k, strata_err *e)
 {
     st_file_t *f;
     memset(k, 0, sizeof *k);
@@ -65,7 +65,7 @@ static int sampler_case_read(const char *path, sampler_case *k, kerr *e)
     const st_tensor *at = st_find(f, "add_noise_t");
     int rc = -1;
     if (!ts || !s0 || !at || ts->ndim != 1 || s0->ndim != 4 || at->ndim != 1) {
-        kerr_set(e, KERR_INPUT, "%s: missing or misshapen timesteps/sample0/add_noise_t", path);
+        err_set(e, ERR_INPUT, "%s: missing or misshapen timesteps/sample0/add_noise_t", path);
         goto done;
     }
     k->steps = (int)ts->shape[0];
@@ -115,7 +115,7 @@ static void note_error(float *worst, float err)
 static int replay_steps(sampler_t *s, const sampler_case *k, float *sample, float *worst, char *why,
                         size_t whylen)
 {
-    kerr e = {0};
+    strata_err e = {0};
     if (sampler_num_steps(s) != k->steps)
         return snprintf(why, whylen, "%d steps, diffusers has %d", sampler_num_steps(s), k->steps);
     for (int i = 0; i < k->steps; i++) {
@@ -152,7 +152,7 @@ static int replay_case(const char *dir, float *worst, char *why, size_t whylen)
     sched_config c;
     sampler_case k;
     sampler_t *s = NULL;
-    kerr e = {0};
+    strata_err e = {0};
     *worst = 0;
     snprintf(path, sizeof path, "%s/scheduler_config.json", dir);
     if (sched_config_load(path, &c, &e) != 0) return snprintf(why, whylen, "%s", e.msg), -1;
@@ -248,7 +248,7 @@ static const char *write_config(const char *text)
     return path;
 }
 
-/* Bad configs: each must give KERR_INPUT and a message naming the file and the field. */
+/* Bad configs: each must give ERR_INPUT and a message naming the file and the field. */
 static const struct {
     const char *json;
     const char *field;
@@ -298,9 +298,9 @@ TEST(sampler_config_bad_fields)
     for (size_t i = 0; i < sizeof bad_configs / sizeof bad_configs[0]; i++) {
         const char *path = write_config(bad_configs[i].json);
         sched_config c;
-        kerr e = {0};
+        strata_err e = {0};
         int rc = sched_config_load(path, &c, &e);
-        CHECKF(rc == KERR_INPUT, "%s: returned %d", bad_configs[i].json, rc);
+        CHECKF(rc == ERR_INPUT, "%s: returned %d", bad_configs[i].json, rc);
         CHECKF(strstr(e.msg, path) && strstr(e.msg, bad_configs[i].field) && !strchr(e.msg, '\n'),
                "%s: message '%s' does not name %s and %s", bad_configs[i].json, e.msg, path,
                bad_configs[i].field);
@@ -310,14 +310,14 @@ TEST(sampler_config_bad_fields)
 TEST(sampler_config_bad_files)
 {
     sched_config c;
-    kerr e = {0};
+    strata_err e = {0};
     const char *path = write_config("{\"_class_name\": \"DDIMScheduler\",\n  \"x\": }");
-    CHECK(sched_config_load(path, &c, &e) == KERR_INPUT);
+    CHECK(sched_config_load(path, &c, &e) == ERR_INPUT);
     CHECKF(strstr(e.msg, path) && strstr(e.msg, ":2:"), "message '%s'", e.msg);
     path = write_config("[1, 2]");
-    CHECK(sched_config_load(path, &c, &e) == KERR_INPUT);
+    CHECK(sched_config_load(path, &c, &e) == ERR_INPUT);
     CHECKF(strstr(e.msg, path), "message '%s'", e.msg);
-    CHECK(sched_config_load("tests/fixtures/no/such/scheduler_config.json", &c, &e) == KERR_INPUT);
+    CHECK(sched_config_load("tests/fixtures/no/such/scheduler_config.json", &c, &e) == ERR_INPUT);
     CHECKF(strstr(e.msg, "tests/fixtures/no/such/scheduler_config.json"), "message '%s'", e.msg);
 }
 
@@ -329,7 +329,7 @@ TEST(sampler_config_ignores_unknown)
                                     " \"bar\": -Infinity, \"solver_order\": \"x\",\n"
                                     " \"clip_sample\": false, \"beta_start\": 0.001}\n");
     sched_config c, d;
-    kerr e = {0};
+    strata_err e = {0};
     CHECKF(sched_config_load(path, &c, &e) == 0, "%s", e.msg);
     sched_config_default(SCHED_DDIM, &d);
     CHECK(c.kind == SCHED_DDIM && c.clip_sample == 0 && c.beta_start == 0.001);
@@ -350,7 +350,7 @@ TEST(sampler_config_defaults)
     CHECK(sched_kind_parse("ddpm", &k) == 0 && k == SCHED_DDPM);
     CHECK(sched_kind_parse("ddim", &k) == 0 && k == SCHED_DDIM);
     CHECK(sched_kind_parse("dpm++2m", &k) == 0 && k == SCHED_DPMPP_2M);
-    CHECK(sched_kind_parse("euler", &k) == KERR_INPUT);
+    CHECK(sched_kind_parse("euler", &k) == ERR_INPUT);
 }
 
 /* ---------------------------------------------------------------- sampler behaviour */
@@ -359,7 +359,7 @@ TEST(sampler_config_defaults)
 static int noise_pattern(const sched_config *c, int steps, char *out)
 {
     sampler_t *s;
-    kerr e = {0};
+    strata_err e = {0};
     if (sampler_new(c, steps, 8, 2, &s, &e) != 0) return -1;
     for (int i = 0; i < steps; i++)
         out[i] = (char)('0' + sampler_step_needs_noise(s, i));
@@ -385,32 +385,32 @@ TEST(sampler_needs_noise)
 
     /* a step that needs noise refuses NULL */
     sampler_t *s;
-    kerr e = {0};
+    strata_err e = {0};
     float x[8] = {0}, out[8] = {0};
     sched_config_default(SCHED_DDPM, &c);
     CHECK(sampler_new(&c, 5, 8, 2, &s, &e) == 0);
     int rc = sampler_step(s, 0, out, x, NULL, &e);
     sampler_free(s);
-    CHECK(rc == KERR_INPUT);
+    CHECK(rc == ERR_INPUT);
 }
 
 TEST(sampler_bad_arguments)
 {
     sched_config c;
     sampler_t *s = NULL;
-    kerr e = {0};
+    strata_err e = {0};
     sched_config_default(SCHED_DDIM, &c);
     c.timestep_spacing = SCHED_SPACING_TRAILING;
     /* diffusers quirk: numpy's arange gives 62 timesteps for 61 steps, the last one -1 */
-    CHECK(sampler_new(&c, 61, 8, 2, &s, &e) == KERR_INPUT && !s);
+    CHECK(sampler_new(&c, 61, 8, 2, &s, &e) == ERR_INPUT && !s);
     CHECKF(strstr(e.msg, "61"), "message '%s'", e.msg);
     CHECK(sampler_new(&c, 60, 8, 2, &s, &e) == 0);
     sampler_free(s);
-    CHECK(sampler_new(&c, 0, 8, 2, &s, &e) == KERR_INPUT);
-    CHECK(sampler_new(&c, 1001, 8, 2, &s, &e) == KERR_INPUT);
-    CHECK(sampler_new(&c, 10, 9, 2, &s, &e) == KERR_INPUT);
+    CHECK(sampler_new(&c, 0, 8, 2, &s, &e) == ERR_INPUT);
+    CHECK(sampler_new(&c, 1001, 8, 2, &s, &e) == ERR_INPUT);
+    CHECK(sampler_new(&c, 10, 9, 2, &s, &e) == ERR_INPUT);
     c.eta = -1;
-    CHECK(sampler_new(&c, 10, 8, 2, &s, &e) == KERR_INPUT);
+    CHECK(sampler_new(&c, 10, 8, 2, &s, &e) == ERR_INPUT);
 
     /* the multistep history needs the steps in order */
     float x[8] = {0}, out[8] = {0};
@@ -420,5 +420,5 @@ TEST(sampler_bad_arguments)
     int rc2 = sampler_step(s, 2, out, x, NULL, &e);
     int rc1 = sampler_step(s, 1, out, x, NULL, &e);
     sampler_free(s);
-    CHECK(rc0 == 0 && rc2 == KERR_INPUT && rc1 == 0);
+    CHECK(rc0 == 0 && rc2 == ERR_INPUT && rc1 == 0);
 }

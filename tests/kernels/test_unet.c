@@ -27,7 +27,7 @@ static float *read_tensor(const st_file_t *f, const char *name, const st_tensor 
 static double unet_case_error(const char *dir, char *why, size_t whylen)
 {
     char path[1024];
-    kerr e = {0};
+    strata_err e = {0};
     unet_t *m = NULL;
     st_file_t *io = NULL;
     double rel = -1;
@@ -98,7 +98,7 @@ TEST(unet_forward_matches_diffusers)
 static double loop_case_error(const char *model_dir, const char *loop_dir, char *why, size_t len)
 {
     char path[1024];
-    kerr e = {0};
+    strata_err e = {0};
     unet_t *m = NULL;
     st_file_t *io = NULL;
     sched_config sc;
@@ -167,7 +167,7 @@ TEST(unet_sampling_loops_match_diffusers)
     CHECKF(total >= 18, "expected at least 18 sampling-loop fixtures, found %d", total);
 }
 
-/* Random edits of a model's config.json: unet_load either refuses with KERR_INPUT and a
+/* Random edits of a model's config.json: unet_load either refuses with ERR_INPUT and a
  * message naming the file, or loads a model whose forward runs. Never a crash. */
 TEST(unet_config_mutations_never_crash)
 {
@@ -207,10 +207,10 @@ TEST(unet_config_mutations_never_crash)
         fprintf(f, "%.*s %s%s", (int)(at + 1), orig, bit, orig + end);
         fclose(f);
         unet_t *m = NULL;
-        kerr e = {0};
+        strata_err e = {0};
         int rc = unet_load(dir, &m, &e);
         if (rc) {
-            CHECKF(rc == KERR_INPUT &&
+            CHECKF(rc == ERR_INPUT &&
                        (strstr(e.msg, "config.json") || strstr(e.msg, ".safetensors")),
                    "run %d (%s after byte %zu): %d %s", run, bit, at, rc, e.msg);
             refused++;

@@ -19,7 +19,7 @@ static void release_free(void *buf, void *hint)
 }
 
 /* Encode in, decode into out (which owns the encoding). Returns the decode's code. */
-static int roundtrip(const proto_msg *in, proto_msg *out, proto_err *e)
+static int roundtrip(const proto_msg *in, proto_msg *out, strata_err *e)
 {
     void *buf;
     size_t len;
@@ -30,7 +30,7 @@ static int roundtrip(const proto_msg *in, proto_msg *out, proto_err *e)
 
 /* Decode a copy of buf[0..len) in a buffer of exactly len bytes (so ASan sees any over-read),
  * free the result and return the code; e gets the error. */
-static int decode_copy(const void *buf, size_t len, proto_err *e)
+static int decode_copy(const void *buf, size_t len, strata_err *e)
 {
     void *copy = malloc(len ? len : 1);
     memcpy(copy, buf, len);
@@ -116,7 +116,7 @@ static void pack_task(mp *m, const char *skip, const char *bad, int extra)
 }
 
 /* Decode a hand-packed frame and free the sbuffer; returns the code. */
-static int mp_decode(mp *m, proto_msg *out, proto_err *e)
+static int mp_decode(mp *m, proto_msg *out, strata_err *e)
 {
     int rc = proto_decode_owned(m->sb.data, m->sb.size, release_free, NULL, out, e);
     m->sb.data = NULL; /* out owns it now */
@@ -127,7 +127,7 @@ static int mp_decode(mp *m, proto_msg *out, proto_err *e)
 
 TEST(proto_roundtrip_worker_messages)
 {
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg in = {.type = PROTO_HELLO}, out;
     in.hello = (struct proto_hello){.worker = "w-01",
                                     .level = "l32",
@@ -184,7 +184,7 @@ TEST(proto_roundtrip_worker_messages)
 
 TEST(proto_roundtrip_coordinator_messages)
 {
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg in = {.type = PROTO_WELCOME}, out;
     proto_params *c = &in.welcome.config;
     CHECK(proto_params_set_str(c, "model", "models/l32") == 0);
@@ -205,8 +205,8 @@ TEST(proto_roundtrip_coordinator_messages)
     CHECK(proto_params_get_str(oc, "model", &model) == 0 && streq(model, "models/l32"));
     CHECK(proto_params_find(oc, "tiles")->kind == PROTO_PARAM_BOOL &&
           proto_params_find(oc, "tiles")->b);
-    CHECK(proto_params_get_int(oc, "guidance", &steps) == PROTO_E_TYPE);
-    CHECK(proto_params_get_int(oc, "nope", &steps) == PROTO_E_MISSING);
+    CHECK(proto_params_get_int(oc, "guidance", &steps) == ERR_TYPE);
+    CHECK(proto_params_get_int(oc, "nope", &steps) == ERR_MISSING);
     proto_msg_free(&out);
 
     /* a WELCOME with an empty config is still a config */
@@ -263,7 +263,7 @@ TEST(proto_roundtrip_empty_params_map_on_the_wire)
     m.sb.data[0] = (char)(0x80 | 11);
     mp_str(&m, "params");
     msgpack_pack_map(&m.pk, 0);
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg out;
     CHECKF(mp_decode(&m, &out, &e) == 0, "%s", e.msg);
     CHECK(out.task.params.count == 0 && out.task.seed == 42 && streq(out.task.job, "job-1"));
@@ -294,7 +294,7 @@ static int job_equal(const struct proto_job_status *a, const struct proto_job_st
 
 TEST(proto_roundtrip_client_messages)
 {
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg in, out;
     struct {
         enum proto_type type;
@@ -350,7 +350,7 @@ TEST(proto_unknown_fields_ignored)
     mp m;
     mp_init(&m);
     pack_task(&m, NULL, NULL, 1);
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg out;
     CHECKF(mp_decode(&m, &out, &e) == 0, "%s", e.msg);
     CHECK(out.type == PROTO_TASK && out.task.task == 7 && out.task.seed == 42 &&
@@ -366,11 +366,11 @@ TEST(proto_missing_field_is_named)
         mp m;
         mp_init(&m);
         pack_task(&m, fields[i], NULL, 1);
-        proto_err e = {0};
+        strata_err e = {0};
         proto_msg out;
         char want[128];
         snprintf(want, sizeof want, "TASK: field '%s': missing", fields[i]);
-        CHECK(mp_decode(&m, &out, &e) == PROTO_E_MISSING && e.code == PROTO_E_MISSING);
+        CHECK(mp_decode(&m, &out, &e) == ERR_MISSING && e.code == ERR_MISSING);
         CHECKF(strcmp(e.msg, want) == 0, "got \"%s\"", e.msg);
         CHECK(out.type == PROTO_NONE && out.priv_ == NULL);
         proto_msg_free(&out);
@@ -382,14 +382,14 @@ TEST(proto_wrong_type_is_named)
     mp m;
     mp_init(&m);
     pack_task(&m, NULL, "seed", 0);
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg out;
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_TYPE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_TYPE);
     CHECKF(strcmp(e.msg, "TASK: field 'seed': expected an unsigned integer") == 0, "%s", e.msg);
 
     mp_init(&m);
     pack_task(&m, NULL, "class_label", 0);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_TYPE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_TYPE);
     CHECKF(strcmp(e.msg, "TASK: field 'class_label': expected an integer") == 0, "%s", e.msg);
 
     /* a uint field over 32 bits, and a negative one */
@@ -398,7 +398,7 @@ TEST(proto_wrong_type_is_named)
     mp_kv_u(&m, "v", 1);
     mp_kv_s(&m, "type", "READY");
     mp_kv_u(&m, "credits", 1ull << 32);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_VALUE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_VALUE);
     CHECKF(strstr(e.msg, "READY: field 'credits': 4294967296 is out of range"), "%s", e.msg);
     mp_init(&m);
     msgpack_pack_map(&m.pk, 3);
@@ -406,7 +406,7 @@ TEST(proto_wrong_type_is_named)
     mp_kv_s(&m, "type", "READY");
     mp_str(&m, "credits");
     msgpack_pack_int64(&m.pk, -1);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_TYPE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_TYPE);
 
     /* a nested field: the path names the item */
     mp_init(&m);
@@ -428,7 +428,7 @@ TEST(proto_wrong_type_is_named)
     mp_kv_s(&m, "queued", "many");
     mp_kv_u(&m, "running", 0);
     mp_kv_u(&m, "done", 0);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_TYPE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_TYPE);
     CHECKF(strcmp(e.msg, "STATUS_REPLY: field 'jobs[0].levels[0].queued': expected an unsigned "
                          "integer") == 0,
            "%s", e.msg);
@@ -437,7 +437,7 @@ TEST(proto_wrong_type_is_named)
 
 TEST(proto_bad_array_items_are_named)
 {
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg out;
     mp m;
     mp_init(&m);
@@ -457,7 +457,7 @@ TEST(proto_bad_array_items_are_named)
     msgpack_pack_map(&m.pk, 2); /* too few fields for a job entry */
     mp_kv_s(&m, "id", "b");
     mp_kv_u(&m, "count", 1);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_MISSING);
+    CHECK(mp_decode(&m, &out, &e) == ERR_MISSING);
     CHECKF(strcmp(e.msg, "STATUS_REPLY: field 'jobs[1].state': missing") == 0, "%s", e.msg);
 
     mp_init(&m);
@@ -467,7 +467,7 @@ TEST(proto_bad_array_items_are_named)
     mp_str(&m, "jobs");
     msgpack_pack_array(&m.pk, 1);
     msgpack_pack_uint8(&m.pk, 5);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_TYPE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_TYPE);
     CHECKF(strcmp(e.msg, "STATUS_REPLY: field 'jobs[0]': expected a map") == 0, "%s", e.msg);
     proto_msg_free(&out);
 }
@@ -479,9 +479,9 @@ TEST(proto_duplicate_keys_and_nul_rejected)
     pack_task(&m, NULL, NULL, 0);
     m.sb.data[0] = (char)(0x80 | 11);
     mp_kv_u(&m, "seed", 43); /* a second seed: which one would the worker use? */
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg out;
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_VALUE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_VALUE);
     CHECKF(strcmp(e.msg, "TASK: field 'seed': duplicate key") == 0, "%s", e.msg);
 
     mp_init(&m);
@@ -490,7 +490,7 @@ TEST(proto_duplicate_keys_and_nul_rejected)
     mp_kv_s(&m, "type", "WATCH");
     mp_str(&m, "job");
     msgpack_pack_str_with_body(&m.pk, "a\0b", 3);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_VALUE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_VALUE);
     CHECKF(strstr(e.msg, "'job': string contains a NUL byte"), "%s", e.msg);
 
     /* a params map with the same key twice */
@@ -502,39 +502,39 @@ TEST(proto_duplicate_keys_and_nul_rejected)
     msgpack_pack_map(&m.pk, 2);
     mp_kv_u(&m, "steps", 1);
     mp_kv_u(&m, "steps", 2);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_VALUE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_VALUE);
     CHECKF(strcmp(e.msg, "WELCOME: field 'config.steps': duplicate key") == 0, "%s", e.msg);
     proto_msg_free(&out);
 }
 
 TEST(proto_header_checks)
 {
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg out;
     mp m;
     mp_init(&m);
     msgpack_pack_map(&m.pk, 2);
     mp_kv_u(&m, "v", 2);
     mp_kv_s(&m, "type", "BYE");
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_VERSION);
+    CHECK(mp_decode(&m, &out, &e) == ERR_VERSION);
 
     mp_init(&m);
     msgpack_pack_map(&m.pk, 1);
     mp_kv_s(&m, "type", "BYE");
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_MISSING);
+    CHECK(mp_decode(&m, &out, &e) == ERR_MISSING);
     CHECKF(strcmp(e.msg, "message: field 'v': missing") == 0, "%s", e.msg);
 
     mp_init(&m);
     msgpack_pack_map(&m.pk, 2);
     mp_kv_u(&m, "v", 1);
     mp_kv_s(&m, "type", "bye\x01");
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_UNKNOWN);
+    CHECK(mp_decode(&m, &out, &e) == ERR_UNKNOWN);
     CHECKF(strcmp(e.msg, "message: unknown type 'bye?'") == 0, "%s", e.msg);
 
     mp_init(&m);
     msgpack_pack_array(&m.pk, 0);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_FRAME);
-    CHECK(proto_decode("", 0, &out, &e) == PROTO_E_FRAME);
+    CHECK(mp_decode(&m, &out, &e) == ERR_FRAME);
+    CHECK(proto_decode("", 0, &out, &e) == ERR_FRAME);
     proto_msg_free(&out);
 }
 
@@ -563,7 +563,7 @@ static void pack_result(mp *m, const char *dtype, int ndim, const uint64_t *shap
 
 TEST(proto_tensor_checks)
 {
-    proto_err e = {0};
+    strata_err e = {0};
     proto_msg out;
     mp m;
     const uint64_t s2[] = {2, 3}, s5[] = {1, 1, 1, 1, 1}, big[] = {1ull << 40, 1ull << 40};
@@ -575,19 +575,19 @@ TEST(proto_tensor_checks)
 
     mp_init(&m);
     pack_result(&m, "f32", 2, s2, 23);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_VALUE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_VALUE);
     CHECKF(strcmp(e.msg, "RESULT: field 'output.data': 23 bytes, the f32 shape needs 24") == 0,
            "%s", e.msg);
     mp_init(&m);
     pack_result(&m, "f16", 2, s2, 12);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_VALUE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_VALUE);
     CHECKF(strstr(e.msg, "'output.dtype'"), "%s", e.msg);
     mp_init(&m);
     pack_result(&m, "u8", 5, s5, 1);
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_TOO_LARGE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_TOO_LARGE);
     mp_init(&m);
     pack_result(&m, "f32", 2, big, 4); /* 2^80 elements: the product overflows */
-    CHECK(mp_decode(&m, &out, &e) == PROTO_E_VALUE);
+    CHECK(mp_decode(&m, &out, &e) == ERR_VALUE);
     CHECKF(strstr(e.msg, "overflows"), "%s", e.msg);
     mp_init(&m);
     pack_result(&m, "u8", 0, s2, 1); /* a scalar is one element */
@@ -602,26 +602,26 @@ TEST(proto_tensor_checks)
         .output = {.dtype = PROTO_DTYPE_F32, .ndim = 2, .shape = {2, 3}, .data = f, .nbytes = 20}};
     void *buf;
     size_t len;
-    CHECK(proto_encode(&in, &buf, &len, &e) == PROTO_E_VALUE && buf == NULL);
+    CHECK(proto_encode(&in, &buf, &len, &e) == ERR_VALUE && buf == NULL);
     CHECKF(strstr(e.msg, "RESULT: field 'output'"), "%s", e.msg);
     in.result.output = (proto_tensor){0};
-    CHECK(proto_encode(&in, &buf, &len, &e) == PROTO_E_MISSING);
+    CHECK(proto_encode(&in, &buf, &len, &e) == ERR_MISSING);
     CHECKF(strcmp(e.msg, "RESULT: field 'output': missing (ok is true)") == 0, "%s", e.msg);
     in.result.ok = false;
-    CHECK(proto_encode(&in, &buf, &len, &e) == PROTO_E_MISSING);
+    CHECK(proto_encode(&in, &buf, &len, &e) == ERR_MISSING);
     CHECKF(strcmp(e.msg, "RESULT: field 'error': missing (ok is false)") == 0, "%s", e.msg);
 }
 
 TEST(proto_encoder_checks)
 {
-    proto_err e = {0};
+    strata_err e = {0};
     void *buf;
     size_t len;
     proto_msg in = {.type = PROTO_TASK, .task = {.job = "j", .level = NULL}};
-    CHECK(proto_encode(&in, &buf, &len, &e) == PROTO_E_MISSING);
+    CHECK(proto_encode(&in, &buf, &len, &e) == ERR_MISSING);
     CHECKF(strcmp(e.msg, "TASK: field 'level': missing") == 0, "%s", e.msg);
     in = (proto_msg){.type = (enum proto_type)99};
-    CHECK(proto_encode(&in, &buf, &len, &e) == PROTO_E_ARG);
+    CHECK(proto_encode(&in, &buf, &len, &e) == ERR_ARG);
 
     /* over the frame cap: refused while packing, before the data is read or copied */
     static uint8_t small[16];
@@ -632,23 +632,22 @@ TEST(proto_encoder_checks)
                                                  .shape = {PROTO_MAX_FRAME},
                                                  .data = small,
                                                  .nbytes = PROTO_MAX_FRAME}};
-    CHECK(proto_encode(&in, &buf, &len, &e) == PROTO_E_TOO_LARGE && buf == NULL);
+    CHECK(proto_encode(&in, &buf, &len, &e) == ERR_TOO_LARGE && buf == NULL);
 
     proto_params p = {0};
     char key[PROTO_MAX_KEY + 2];
     memset(key, 'k', sizeof key - 1);
     key[sizeof key - 1] = 0;
-    CHECK(proto_params_set_int(&p, key, 1) == PROTO_E_TOO_LARGE);
+    CHECK(proto_params_set_int(&p, key, 1) == ERR_TOO_LARGE);
     static char keys[PROTO_MAX_PARAMS + 1][8];
     for (int i = 0; i <= PROTO_MAX_PARAMS; i++) {
         snprintf(keys[i], sizeof keys[i], "k%d", i);
-        CHECK(proto_params_set_int(&p, keys[i], i) ==
-              (i < PROTO_MAX_PARAMS ? 0 : PROTO_E_TOO_LARGE));
+        CHECK(proto_params_set_int(&p, keys[i], i) == (i < PROTO_MAX_PARAMS ? 0 : ERR_TOO_LARGE));
     }
     CHECK(proto_params_set_int(&p, "k3", 33) == 0 && p.count == PROTO_MAX_PARAMS); /* replaced */
     in = (proto_msg){.type = PROTO_WELCOME, .welcome.config = p};
     in.welcome.config.item[5].key = "k4"; /* duplicate */
-    CHECK(proto_encode(&in, &buf, &len, &e) == PROTO_E_VALUE);
+    CHECK(proto_encode(&in, &buf, &len, &e) == ERR_VALUE);
     CHECKF(strstr(e.msg, "duplicate key 'k4'"), "%s", e.msg);
 }
 
@@ -691,12 +690,11 @@ TEST(proto_truncated_frames_fail_cleanly)
     size_t lens[3];
     CHECK(sample_frames(bufs, lens) == 0);
     for (int i = 0; i < 3; i++) {
-        proto_err e = {0};
+        strata_err e = {0};
         CHECKF(decode_copy(bufs[i], lens[i], &e) == 0, "%s", e.msg);
         for (size_t n = 0; n < lens[i]; n++) {
             int rc = decode_copy(bufs[i], n, &e);
-            CHECKF(rc == PROTO_E_FRAME, "frame %d cut at %zu of %zu: %d %s", i, n, lens[i], rc,
-                   e.msg);
+            CHECKF(rc == ERR_FRAME, "frame %d cut at %zu of %zu: %d %s", i, n, lens[i], rc, e.msg);
         }
         free(bufs[i]);
     }
@@ -711,8 +709,8 @@ TEST(proto_trailing_bytes_rejected)
         uint8_t *b = realloc(bufs[i], lens[i] + 1);
         CHECK(b);
         b[lens[i]] = 0xc0; /* a complete nil after the map */
-        proto_err e = {0};
-        CHECK(decode_copy(b, lens[i] + 1, &e) == PROTO_E_FRAME);
+        strata_err e = {0};
+        CHECK(decode_copy(b, lens[i] + 1, &e) == ERR_FRAME);
         CHECKF(strcmp(e.msg, "frame: 1 trailing bytes after the message") == 0, "%s", e.msg);
         free(b);
     }
@@ -746,8 +744,8 @@ TEST(proto_huge_declared_counts_do_not_allocate)
         {{0xc1}, 1, "frame: reserved byte 0xc1 at byte 0"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        proto_err e = {0};
-        CHECK(decode_copy(cases[i].b, cases[i].n, &e) == PROTO_E_FRAME);
+        strata_err e = {0};
+        CHECK(decode_copy(cases[i].b, cases[i].n, &e) == ERR_FRAME);
         CHECKF(strcmp(e.msg, cases[i].want) == 0, "case %zu: %s", i, e.msg);
     }
 
@@ -759,8 +757,8 @@ TEST(proto_huge_declared_counts_do_not_allocate)
     m.sb.data[m.sb.size - 2] = (char)0xc6;               /* bin8 of length 0 becomes bin32 ... */
     msgpack_sbuffer_write(&m.sb, "\xff\xff\xff\xff", 4); /* ... of 4 GiB - 1 */
     m.sb.data[m.sb.size - 5] = (char)0xff;
-    proto_err e = {0};
-    CHECK(decode_copy(m.sb.data, m.sb.size, &e) == PROTO_E_FRAME);
+    strata_err e = {0};
+    CHECK(decode_copy(m.sb.data, m.sb.size, &e) == ERR_FRAME);
     CHECKF(strstr(e.msg, "truncated"), "%s", e.msg);
     msgpack_sbuffer_destroy(&m.sb);
 }
@@ -771,13 +769,12 @@ TEST(proto_deep_nesting_rejected)
     uint8_t b[DEEP + 1];
     memset(b, 0x91, DEEP); /* [[[[...]]]] */
     b[DEEP] = 0xc0;
-    proto_err e = {0};
-    CHECK(decode_copy(b, sizeof b, &e) == PROTO_E_FRAME);
+    strata_err e = {0};
+    CHECK(decode_copy(b, sizeof b, &e) == ERR_FRAME);
     CHECKF(strcmp(e.msg, "frame: nesting deeper than 8 at byte 8") == 0, "%s", e.msg);
     /* exactly PROTO_MAX_DEPTH levels pass the frame check; one more does not */
     CHECK(proto_frame_check(b + DEEP - PROTO_MAX_DEPTH, PROTO_MAX_DEPTH + 1, &e) == 0);
-    CHECK(proto_frame_check(b + DEEP - PROTO_MAX_DEPTH - 1, PROTO_MAX_DEPTH + 2, &e) ==
-          PROTO_E_FRAME);
+    CHECK(proto_frame_check(b + DEEP - PROTO_MAX_DEPTH - 1, PROTO_MAX_DEPTH + 2, &e) == ERR_FRAME);
     /* deep inside an otherwise valid message: an unknown field 9 levels down */
     mp m;
     mp_init(&m);
@@ -786,7 +783,7 @@ TEST(proto_deep_nesting_rejected)
     mp_kv_s(&m, "type", "BYE");
     mp_str(&m, "x");
     msgpack_sbuffer_write(&m.sb, (const char *)b + DEEP - 8, 9);
-    CHECK(decode_copy(m.sb.data, m.sb.size, &e) == PROTO_E_FRAME);
+    CHECK(decode_copy(m.sb.data, m.sb.size, &e) == ERR_FRAME);
     msgpack_sbuffer_destroy(&m.sb);
 }
 
@@ -827,7 +824,7 @@ TEST(proto_frame_check_knows_every_type)
     mp m;
     mp_init(&m);
     pack_zoo(&m);
-    proto_err e = {0};
+    strata_err e = {0};
     CHECKF(proto_frame_check(m.sb.data, m.sb.size, &e) == 0, "%s", e.msg);
     /* msgpack-c agrees, object for object */
     msgpack_unpacked u;
@@ -838,11 +835,11 @@ TEST(proto_frame_check_knows_every_type)
     msgpack_unpacked_destroy(&u);
     /* cut anywhere (a sample of places), it is truncated; one byte more, it has trailing bytes */
     for (size_t n = 0; n < m.sb.size; n += n < 64 ? 1 : 997) {
-        CHECKF(proto_frame_check(m.sb.data, n, &e) == PROTO_E_FRAME, "cut at %zu", n);
+        CHECKF(proto_frame_check(m.sb.data, n, &e) == ERR_FRAME, "cut at %zu", n);
         CHECKF(n == 0 || strstr(e.msg, "truncated") || strstr(e.msg, "entries"), "%s", e.msg);
     }
     msgpack_sbuffer_write(&m.sb, "\xc0", 1);
-    CHECK(proto_frame_check(m.sb.data, m.sb.size, &e) == PROTO_E_FRAME);
+    CHECK(proto_frame_check(m.sb.data, m.sb.size, &e) == ERR_FRAME);
     msgpack_sbuffer_destroy(&m.sb);
 }
 
@@ -861,12 +858,12 @@ TEST(proto_too_many_objects_rejected)
     uint8_t *b = malloc(n + 5);
     put_array32(b, n);
     memset(b + 5, 0xc0, n);
-    proto_err e = {0};
-    CHECK(proto_frame_check(b, n + 5, &e) == PROTO_E_TOO_LARGE);
-    CHECK(proto_frame_check(b, 5, &e) == PROTO_E_FRAME);
+    strata_err e = {0};
+    CHECK(proto_frame_check(b, n + 5, &e) == ERR_TOO_LARGE);
+    CHECK(proto_frame_check(b, 5, &e) == ERR_FRAME);
     put_array32(b, n - 1); /* one fewer: fine as a frame, not as a message */
     CHECK(proto_frame_check(b, n + 4, &e) == 0);
-    CHECK(decode_copy(b, n + 4, &e) == PROTO_E_FRAME);
+    CHECK(decode_copy(b, n + 4, &e) == ERR_FRAME);
     free(b);
 }
 
@@ -887,7 +884,7 @@ TEST(proto_random_frames_never_crash)
         for (size_t k = 0; k < len; k++)
             buf[k] = (uint8_t)rng_next(&s);
         if (len && i % 2) buf[0] = (uint8_t)(0x80 | (buf[0] & 0x0f)); /* start like a map */
-        proto_err e = {0};
+        strata_err e = {0};
         int rc = decode_copy(buf, len, &e);
         CHECKF(rc == 0 || (rc < 0 && e.code == rc && e.msg[0]), "frame %d: %d", i, rc);
         CHECKF(!strstr(e.msg, "msgpack-c rejects"), "frame %d: the pre-scan passed it", i);
@@ -906,7 +903,7 @@ TEST(proto_random_frames_never_crash)
             size_t at = rng_next(&s) % lens[w];
             b[at] = rng_next(&s) % 2 ? (uint8_t)rng_next(&s) : (uint8_t)(b[at] ^ 1u << (at % 8));
         }
-        proto_err e = {0};
+        strata_err e = {0};
         int rc = decode_copy(b, lens[w], &e);
         CHECKF(rc == 0 || (rc < 0 && e.code == rc && e.msg[0]), "mutation %d: %d", i, rc);
         CHECKF(!strstr(e.msg, "msgpack-c rejects"), "mutation %d: the pre-scan passed it", i);
@@ -933,7 +930,7 @@ TEST(proto_decode_owned_releases_once)
     size_t lens[3];
     CHECK(sample_frames(bufs, lens) == 0);
     proto_msg m;
-    proto_err e = {0};
+    strata_err e = {0};
     released = 0;
     CHECK(proto_decode_owned(bufs[0], lens[0], count_release, NULL, &m, &e) == 0);
     const char *data = m.task.cond.data, *frame = bufs[0];

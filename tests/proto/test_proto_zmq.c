@@ -15,13 +15,6 @@ static proto_sock_opts quick_opts(const char *rid, size_t max_frame)
     return (proto_sock_opts){.linger_ms = -1, .routing_id = rid, .max_frame = max_frame};
 }
 
-static long long clock_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int rid_is(const proto_rid *r, const char *s)
 {
     proto_rid want = proto_rid_from_str(s);
@@ -31,7 +24,7 @@ static int rid_is(const proto_rid *r, const char *s)
 TEST(proto_zmq_inproc_roundtrip)
 {
     void *ctx = zmq_ctx_new(), *router = NULL, *dealer = NULL;
-    proto_err e = {0};
+    strata_err e = {0};
     proto_sock_opts ro = quick_opts(NULL, 0), dopt = quick_opts("worker-1", 0);
     CHECKF(proto_router_bind(ctx, "inproc://proto-rt", &ro, &router, &e) == 0, "%s", e.msg);
     CHECKF(proto_dealer_connect(ctx, "inproc://proto-rt", &dopt, &dealer, &e) == 0, "%s", e.msg);
@@ -56,9 +49,9 @@ TEST(proto_zmq_inproc_roundtrip)
     proto_msg_free(&got);
 
     /* argument rules: a ROUTER needs a routing id both ways, a DEALER takes none */
-    CHECK(proto_send(router, NULL, &welcome, &e) == PROTO_E_ARG);
-    CHECK(proto_send(dealer, &from, &hello, &e) == PROTO_E_ARG);
-    CHECK(proto_recv(router, NULL, &got, 0, &e) == PROTO_E_ARG);
+    CHECK(proto_send(router, NULL, &welcome, &e) == ERR_ARG);
+    CHECK(proto_send(dealer, &from, &hello, &e) == ERR_ARG);
+    CHECK(proto_recv(router, NULL, &got, 0, &e) == ERR_ARG);
 
     proto_sock_close(&dealer);
     proto_sock_close(&router);
@@ -70,7 +63,7 @@ TEST(proto_zmq_inproc_roundtrip)
 TEST(proto_zmq_tcp_roundtrip_with_timeouts)
 {
     void *ctx = zmq_ctx_new(), *router = NULL, *a = NULL, *b = NULL;
-    proto_err e = {0};
+    strata_err e = {0};
     proto_sock_opts ro = quick_opts(NULL, 0), ao = quick_opts("a", 0), bo = quick_opts("b", 0);
     char ep[256];
     CHECKF(proto_router_bind(ctx, "tcp://127.0.0.1:*", &ro, &router, &e) == 0, "%s", e.msg);
@@ -82,11 +75,11 @@ TEST(proto_zmq_tcp_roundtrip_with_timeouts)
     /* nothing sent yet: the receive times out after about the timeout */
     proto_rid from;
     proto_msg got;
-    long long t0 = clock_ms();
-    CHECK(proto_recv(router, &from, &got, 100, &e) == PROTO_E_TIMEOUT);
-    long long waited = clock_ms() - t0;
+    long long t0 = clock_now_ms();
+    CHECK(proto_recv(router, &from, &got, 100, &e) == ERR_TIMEOUT);
+    long long waited = clock_now_ms() - t0;
     CHECKF(waited >= 90 && waited < 2000, "waited %lld ms", waited);
-    CHECK(proto_recv(a, NULL, &got, 0, &e) == PROTO_E_TIMEOUT);
+    CHECK(proto_recv(a, NULL, &got, 0, &e) == ERR_TIMEOUT);
 
     /* a 1 MiB result from a, a heartbeat from b; replies go to the right peer */
     size_t n = 256 * 1024;
@@ -128,11 +121,11 @@ TEST(proto_zmq_tcp_roundtrip_with_timeouts)
     CHECKF(proto_recv(b, NULL, &got, 5000, &e) == 0, "%s", e.msg);
     CHECK(got.type == PROTO_SHUTDOWN);
     proto_msg_free(&got);
-    CHECK(proto_recv(a, NULL, &got, 50, &e) == PROTO_E_TIMEOUT);
+    CHECK(proto_recv(a, NULL, &got, 50, &e) == ERR_TIMEOUT);
 
     /* ROUTER_MANDATORY: a peer that never connected is an error, not a silent drop */
     proto_rid nobody = proto_rid_from_str("nobody");
-    CHECK(proto_send(router, &nobody, &task, &e) == PROTO_E_UNREACHABLE);
+    CHECK(proto_send(router, &nobody, &task, &e) == ERR_UNREACHABLE);
 
     proto_sock_close(&a);
     proto_sock_close(&b);
@@ -143,10 +136,10 @@ TEST(proto_zmq_tcp_roundtrip_with_timeouts)
 /* Wait up to ms for a monitor event in mask on the PAIR socket mon; 1 if seen. */
 static int wait_event(void *mon, int mask, int ms)
 {
-    long long end = clock_ms() + ms;
-    while (clock_ms() < end) {
+    long long end = clock_now_ms() + ms;
+    while (clock_now_ms() < end) {
         zmq_pollitem_t it = {mon, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, (long)(end - clock_ms())) <= 0) continue;
+        if (zmq_poll(&it, 1, (long)(end - clock_now_ms())) <= 0) continue;
         zmq_msg_t ev, addr;
         zmq_msg_init(&ev);
         zmq_msg_init(&addr);
@@ -163,7 +156,7 @@ static int wait_event(void *mon, int mask, int ms)
 TEST(proto_zmq_oversize_frame_cuts_the_peer_off)
 {
     void *ctx = zmq_ctx_new(), *router = NULL, *a = NULL, *b = NULL;
-    proto_err e = {0};
+    strata_err e = {0};
     enum { CAP = 64 * 1024 };
     proto_sock_opts ro = quick_opts(NULL, CAP), ao = quick_opts("a", 0), bo = quick_opts("b", 0);
     char ep[256];
@@ -190,7 +183,7 @@ TEST(proto_zmq_oversize_frame_cuts_the_peer_off)
     CHECKF(proto_recv(router, &from, &got, 5000, &e) == 0, "%s", e.msg);
     CHECK(rid_is(&from, "b") && got.type == PROTO_HEARTBEAT);
     proto_msg_free(&got);
-    CHECK(proto_recv(router, &from, &got, 200, &e) == PROTO_E_TIMEOUT);
+    CHECK(proto_recv(router, &from, &got, 200, &e) == ERR_TIMEOUT);
 
     /* a frame right at the cap is fine */
     proto_msg res = {.type = PROTO_ERROR};
@@ -215,7 +208,7 @@ TEST(proto_zmq_oversize_frame_cuts_the_peer_off)
 TEST(proto_zmq_bad_frames_are_errors_with_the_sender)
 {
     void *ctx = zmq_ctx_new(), *router = NULL, *a = NULL;
-    proto_err e = {0};
+    strata_err e = {0};
     /* inproc is not capped by libzmq (no wire decoder): proto_recv checks the size itself */
     proto_sock_opts ro = quick_opts(NULL, 1024), ao = quick_opts("a", 0);
     CHECKF(proto_router_bind(ctx, "inproc://proto-bad", &ro, &router, &e) == 0, "%s", e.msg);
@@ -225,17 +218,17 @@ TEST(proto_zmq_bad_frames_are_errors_with_the_sender)
 
     char big[2048] = {0};
     CHECK(zmq_send(a, big, sizeof big, 0) == (int)sizeof big);
-    CHECK(proto_recv(router, &from, &got, 2000, &e) == PROTO_E_TOO_LARGE);
+    CHECK(proto_recv(router, &from, &got, 2000, &e) == ERR_TOO_LARGE);
     CHECK(rid_is(&from, "a") && got.priv_ == NULL);
 
     CHECK(zmq_send(a, "\x93garbage", 8, 0) == 8);
-    CHECK(proto_recv(router, &from, &got, 2000, &e) == PROTO_E_FRAME);
+    CHECK(proto_recv(router, &from, &got, 2000, &e) == ERR_FRAME);
     CHECK(rid_is(&from, "a"));
 
     /* two frames where one is expected: both read, the message refused */
     CHECK(zmq_send(a, "\x80", 1, ZMQ_SNDMORE) == 1);
     CHECK(zmq_send(a, "\x80", 1, 0) == 1);
-    CHECK(proto_recv(router, &from, &got, 2000, &e) == PROTO_E_FRAME);
+    CHECK(proto_recv(router, &from, &got, 2000, &e) == ERR_FRAME);
     CHECKF(strcmp(e.msg, "receive: 3 frames, expected 2") == 0, "%s", e.msg);
 
     /* and the socket is still in step: the next good message decodes */
@@ -253,15 +246,15 @@ TEST(proto_zmq_bad_frames_are_errors_with_the_sender)
 TEST(proto_zmq_socket_options_checked)
 {
     void *ctx = zmq_ctx_new(), *s = (void *)1;
-    proto_err e = {0};
+    strata_err e = {0};
     proto_sock_opts o = {.curve.public_key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"};
-    CHECK(proto_router_bind(ctx, "inproc://proto-opt", &o, &s, &e) == PROTO_E_ARG && !s);
+    CHECK(proto_router_bind(ctx, "inproc://proto-opt", &o, &s, &e) == ERR_ARG && !s);
     CHECKF(strstr(e.msg, "CURVE"), "%s", e.msg);
     o = (proto_sock_opts){.max_frame = PROTO_MAX_FRAME + 1};
-    CHECK(proto_router_bind(ctx, "inproc://proto-opt", &o, &s, &e) == PROTO_E_ARG);
+    CHECK(proto_router_bind(ctx, "inproc://proto-opt", &o, &s, &e) == ERR_ARG);
     o = (proto_sock_opts){.routing_id = ""};
-    CHECK(proto_dealer_connect(ctx, "inproc://proto-opt", &o, &s, &e) == PROTO_E_ARG);
-    CHECK(proto_router_bind(ctx, "nonsense://x", NULL, &s, &e) == PROTO_E_IO);
+    CHECK(proto_dealer_connect(ctx, "inproc://proto-opt", &o, &s, &e) == ERR_ARG);
+    CHECK(proto_router_bind(ctx, "nonsense://x", NULL, &s, &e) == ERR_IO);
     CHECKF(strstr(e.msg, "bind nonsense://x"), "%s", e.msg);
     /* defaults: the cap is PROTO_MAX_FRAME, libzmq heartbeats off */
     CHECK(proto_router_bind(ctx, "inproc://proto-opt", NULL, &s, &e) == 0);

@@ -31,7 +31,7 @@ TEST(level_tile_positions_cover_evenly)
 
 TEST(level_bilinear_matches_torch)
 {
-    kerr e;
+    strata_err e;
     st_file_t *f;
     CHECK(st_open("tests/fixtures/resize/bilinear.safetensors", &f, &e) == 0);
     const st_tensor *src = st_find(f, "src");
@@ -64,7 +64,7 @@ static void level_defaults(level_params *p, level_mode mode, int side, int steps
 
 /* generate 16 -> refine 32 (tiled 16 with overlap 8 when tiled). */
 static int run_two_levels(int threads, int tiled, float guidance, uint8_t *low, uint8_t *high,
-                          kerr *e)
+                          strata_err *e)
 {
     unet_t *gen = NULL, *sr = NULL;
     int rc = unet_load(GEN_MODEL, &gen, e);
@@ -91,7 +91,7 @@ static int run_two_levels(int threads, int tiled, float guidance, uint8_t *low, 
 TEST(level_runs_are_thread_invariant)
 {
     uint8_t low1[16 * 16 * 3], high1[32 * 32 * 3], low2[16 * 16 * 3], high2[32 * 32 * 3];
-    kerr e = {0};
+    strata_err e = {0};
     for (int tiled = 0; tiled < 2; tiled++) {
         CHECKF(run_two_levels(1, tiled, 3.0f, low1, high1, &e) == 0, "%s", e.msg);
         CHECKF(run_two_levels(2, tiled, 3.0f, low2, high2, &e) == 0, "%s", e.msg);
@@ -103,7 +103,7 @@ TEST(level_runs_are_thread_invariant)
 TEST(level_guidance_and_tiling_change_the_image)
 {
     uint8_t low1[16 * 16 * 3], high1[32 * 32 * 3], low2[16 * 16 * 3], high2[32 * 32 * 3];
-    kerr e = {0};
+    strata_err e = {0};
     CHECKF(run_two_levels(2, 0, 1.0f, low1, high1, &e) == 0, "%s", e.msg);
     CHECKF(run_two_levels(2, 1, 3.0f, low2, high2, &e) == 0, "%s", e.msg);
     CHECK(memcmp(low1, low2, sizeof low1) != 0);
@@ -113,15 +113,15 @@ TEST(level_guidance_and_tiling_change_the_image)
 TEST(level_rejects_mismatched_models)
 {
     unet_t *gen;
-    kerr e = {0};
+    strata_err e = {0};
     uint8_t out[32 * 32 * 3];
     CHECK(unet_load(GEN_MODEL, &gen, &e) == 0);
     level_params p;
     level_defaults(&p, LEVEL_MODE_REFINE, 16, 2);
     level_task t = {.seed = 1, .class_label = -1};
-    CHECK(level_run(gen, &p, &t, out, &e) == KERR_INPUT);
+    CHECK(level_run(gen, &p, &t, out, &e) == ERR_INPUT);
     CHECKF(strstr(e.msg, "cond"), "%s", e.msg);
     level_defaults(&p, LEVEL_MODE_GENERATE, 10, 2); /* not a multiple of 4 */
-    CHECK(level_run(gen, &p, &t, out, &e) == KERR_INPUT);
+    CHECK(level_run(gen, &p, &t, out, &e) == ERR_INPUT);
     unet_free(gen);
 }

@@ -23,13 +23,6 @@
 
 enum { WAIT_MS = 30000 }; /* generous: the machine is shared, and ASan is slow */
 
-static long long clock_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---------------------------------------------------------------- a child process */
 
 /* Start STRATA_BIN with args (NULL-terminated), stderr to a pipe (*errfd), stdout discarded. */
@@ -62,9 +55,9 @@ static pid_t child_spawn(const char *const *args, int *errfd)
 static int child_wait(pid_t pid, int errfd, int timeout_ms, char *err, size_t len)
 {
     size_t used = strlen(err);
-    long long deadline = clock_ms() + timeout_ms;
+    long long deadline = clock_now_ms() + timeout_ms;
     for (;;) {
-        long long left = deadline - clock_ms();
+        long long left = deadline - clock_now_ms();
         struct pollfd p = {errfd, POLLIN, 0};
         if (left <= 0 || poll(&p, 1, (int)left) == 0) {
             kill(pid, SIGKILL);
@@ -104,7 +97,7 @@ static int coord_open(coord_fake *c)
     c->pid = -1;
     c->echo = 1;
     proto_sock_opts o = {.linger_ms = -1};
-    proto_err e;
+    strata_err e;
     c->ctx = zmq_ctx_new();
     if (proto_router_bind(c->ctx, "tcp://127.0.0.1:*", &o, &c->router, &e)) return -1;
     return proto_sock_endpoint(c->router, c->ep, sizeof c->ep, &e);
@@ -126,10 +119,10 @@ static int coord_spawn(coord_fake *c, const char *level, const char *const *extr
  * on the way. Any other message, or none in timeout_ms, is a failure (-1). */
 static int coord_expect(coord_fake *c, enum proto_type type, int timeout_ms, proto_msg *m)
 {
-    long long deadline = clock_ms() + timeout_ms;
+    long long deadline = clock_now_ms() + timeout_ms;
     for (;;) {
-        long long left = deadline - clock_ms();
-        proto_err e = {0};
+        long long left = deadline - clock_now_ms();
+        strata_err e = {0};
         if (left < 0 || proto_recv(c->router, &c->worker, m, (int)left, &e)) {
             fprintf(stderr, "    waiting for %s: %s\n", proto_type_name(type), e.msg);
             return -1;
@@ -151,11 +144,11 @@ static int coord_expect(coord_fake *c, enum proto_type type, int timeout_ms, pro
 /* Receive until n more HEARTBEATs arrived; anything else, or a timeout, is a failure. */
 static int coord_heartbeats(coord_fake *c, int n, int timeout_ms)
 {
-    long long deadline = clock_ms() + timeout_ms;
+    long long deadline = clock_now_ms() + timeout_ms;
     for (int want = c->heartbeats + n; c->heartbeats < want;) {
         proto_msg m;
-        proto_err e = {0};
-        long long left = deadline - clock_ms();
+        strata_err e = {0};
+        long long left = deadline - clock_now_ms();
         if (left < 0 || proto_recv(c->router, &c->worker, &m, (int)left, &e)) return -1;
         int hb = m.type == PROTO_HEARTBEAT;
         proto_msg_free(&m);
@@ -167,7 +160,7 @@ static int coord_heartbeats(coord_fake *c, int n, int timeout_ms)
 
 static int coord_send(coord_fake *c, const proto_msg *m)
 {
-    proto_err e;
+    strata_err e;
     return proto_send(c->router, &c->worker, m, &e);
 }
 
@@ -253,7 +246,7 @@ static void level_config(const level_setup *s, proto_params *p)
 }
 
 /* The same level run in this process: what the worker must send back. */
-static int level_expected(const level_setup *s, const level_task *t, uint8_t *out, kerr *e)
+static int level_expected(const level_setup *s, const level_task *t, uint8_t *out, strata_err *e)
 {
     level_params p = {.index = (uint32_t)s->index,
                       .side = s->side,
@@ -312,7 +305,7 @@ TEST(worker_loop_generate_matches_level_run)
     level_setup s = {GEN_MODEL, "generate", 0, 16, 2, 0, 200, 50, 2.5};
     level_task t = {.seed = 7, .image = 3, .class_label = 2};
     uint8_t want[16 * 16 * 3];
-    kerr e = {0};
+    strata_err e = {0};
     CHECKF(level_expected(&s, &t, want, &e) == 0, "%s", e.msg);
 
     coord_fake c;
@@ -344,7 +337,7 @@ TEST(worker_loop_refine_resize_and_failures)
     for (int i = 0; i < 16 * 16 * 3; i++)
         cond[i] = (uint8_t)(i * 37 % 251);
     level_task t = {.seed = 5, .image = 9, .cond = cond, .cond_side = 16, .class_label = -1};
-    kerr e = {0};
+    strata_err e = {0};
     CHECKF(level_expected(&s, &t, want, &e) == 0, "%s", e.msg);
     CHECKF(worker_image_resize(want, 32, small, 24, &e) == 0, "%s", e.msg);
 
@@ -421,11 +414,12 @@ TEST(worker_loop_heartbeats_during_a_slow_task)
 
     /* SHUTDOWN in the middle of a task: the task is abandoned, the exit is prompt */
     task.task.attempt = 2;
-    long long t0 = clock_ms();
+    long long t0 = clock_now_ms();
     CHECK(coord_send(&c, &task) == 0);
     int code = coord_shutdown(&c);
     CHECKF(code == 0, "exit %d: %s", code, c.err);
-    CHECKF(clock_ms() - t0 < 2500, "the stop waited for the task (%lld ms)", clock_ms() - t0);
+    CHECKF(clock_now_ms() - t0 < 2500, "the stop waited for the task (%lld ms)",
+           clock_now_ms() - t0);
     coord_close(&c);
 }
 
@@ -443,13 +437,13 @@ TEST(worker_loop_sigterm_abandons_a_running_level)
     CHECK(coord_send(&c, &task) == 0);
     /* two heartbeats after the TASK: it reached the compute thread, and the loop still beats */
     CHECK(coord_heartbeats(&c, 2, WAIT_MS) == 0);
-    long long t0 = clock_ms();
+    long long t0 = clock_now_ms();
     CHECK(kill(c.pid, SIGTERM) == 0);
     CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &m) == 0);
     proto_msg_free(&m);
     int code = coord_wait_exit(&c, WAIT_MS);
     CHECKF(code == 0, "exit %d: %s", code, c.err);
-    CHECKF(clock_ms() - t0 < 10000, "the stop took %lld ms", clock_ms() - t0);
+    CHECKF(clock_now_ms() - t0 < 10000, "the stop took %lld ms", clock_now_ms() - t0);
     coord_close(&c);
 }
 
@@ -458,7 +452,7 @@ TEST(worker_loop_says_hello_again_after_coordinator_silence)
     level_setup s = {GEN_MODEL, "generate", 0, 16, 2, 0, 100, 3, 1.0};
     level_task t = {.seed = 3, .image = 1, .class_label = -1};
     uint8_t want[16 * 16 * 3];
-    kerr e = {0};
+    strata_err e = {0};
     CHECKF(level_expected(&s, &t, want, &e) == 0, "%s", e.msg);
     coord_fake c;
     proto_params config;
@@ -531,7 +525,7 @@ TEST(worker_loop_config_parse)
     level_setup s = {GEN_MODEL, "refine", 2, 64, 10, 100, 500, 4, 3.0};
     proto_params p;
     worker_config c;
-    kerr e = {0};
+    strata_err e = {0};
     level_config(&s, &p);
     CHECKF(worker_config_parse(&p, &c, &e) == 0, "%s", e.msg);
     CHECK(!strcmp(c.model, GEN_MODEL) && c.level.mode == LEVEL_MODE_REFINE);
@@ -549,19 +543,19 @@ TEST(worker_loop_config_parse)
     CHECK(c.heartbeat_ms == 1000 && c.liveness == 3 && c.level.guidance == 1.0f);
 
     proto_params_set_str(&q, "mode", "sharpen");
-    CHECK(worker_config_parse(&q, &c, &e) == KERR_INPUT && strstr(e.msg, "'mode'"));
+    CHECK(worker_config_parse(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'mode'"));
     proto_params_set_str(&q, "mode", "direct");
     proto_params_set_int(&q, "side", 0);
-    CHECK(worker_config_parse(&q, &c, &e) == KERR_INPUT && strstr(e.msg, "'side'"));
+    CHECK(worker_config_parse(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'side'"));
     proto_params_set_str(&q, "side", "32");
-    CHECK(worker_config_parse(&q, &c, &e) == KERR_INPUT && strstr(e.msg, "'side'"));
+    CHECK(worker_config_parse(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'side'"));
     proto_params_set_int(&q, "side", 32);
     proto_params_set_int(&q, "tile", 16);
     proto_params_set_int(&q, "overlap", 16);
-    CHECK(worker_config_parse(&q, &c, &e) == KERR_INPUT && strstr(e.msg, "'overlap'"));
+    CHECK(worker_config_parse(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'overlap'"));
     proto_params r = {0};
     proto_params_set_str(&r, "mode", "generate");
-    CHECK(worker_config_parse(&r, &c, &e) == KERR_INPUT && strstr(e.msg, "'model'"));
+    CHECK(worker_config_parse(&r, &c, &e) == ERR_INPUT && strstr(e.msg, "'model'"));
 }
 
 TEST(worker_loop_resize_area_and_bilinear)
@@ -572,7 +566,7 @@ TEST(worker_loop_resize_area_and_bilinear)
         for (int x = 0; x < 4; x++)
             for (int ch = 0; ch < 3; ch++)
                 src[(y * 4 + x) * 3 + ch] = (uint8_t)((y / 2) * 100 + (x / 2) * 50 + (x % 2) * 2);
-    kerr e = {0};
+    strata_err e = {0};
     CHECK(worker_image_resize(src, 4, dst, 2, &e) == 0);
     CHECKF(dst[0] == 1 && dst[3] == 51 && dst[6] == 101 && dst[9] == 151, "%d %d %d %d", dst[0],
            dst[3], dst[6], dst[9]);

@@ -1,5 +1,6 @@
-/* Atomic whole-file writes (tmp + fsync + rename) for outputs other processes may read. */
-#include "kernels/kfile.h"
+/* Atomic whole-file writes (tmp + fsync + rename) for files other processes may read: outputs,
+ * manifests, safetensors and PNGs. */
+#include "common/common.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,24 +49,24 @@ static int write_parts(int fd, const struct iovec *parts, int n)
     return 0;
 }
 
-int kfile_write_atomic(const char *path, const struct iovec *parts, int n, int sync, kerr *e)
+int file_write_atomic(const char *path, const struct iovec *parts, int n, int sync, strata_err *e)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return kerr_set(e, KERR_INPUT, "%s: path too long", path);
+        return err_set(e, ERR_INPUT, "%s: path too long", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return kerr_set(e, KERR_RUNTIME, "%s: cannot create: %s", tmp, strerror(errno));
+    if (fd < 0) return err_set(e, ERR_RUNTIME, "%s: cannot create: %s", tmp, strerror(errno));
     if (write_parts(fd, parts, n) != 0 || (sync && fsync(fd) != 0)) {
         int err = errno;
         close(fd);
         unlink(tmp);
-        return kerr_set(e, KERR_RUNTIME, "%s: cannot write: %s", tmp, strerror(err));
+        return err_set(e, ERR_RUNTIME, "%s: cannot write: %s", tmp, strerror(err));
     }
     if (close(fd) != 0 || rename(tmp, path) != 0) {
         int err = errno;
         unlink(tmp);
-        return kerr_set(e, KERR_RUNTIME, "%s: cannot write: %s", path, strerror(err));
+        return err_set(e, ERR_RUNTIME, "%s: cannot write: %s", path, strerror(err));
     }
     if (sync) sync_parent_dir(path);
-    return KERR_OK;
+    return ERR_OK;
 }

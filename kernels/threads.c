@@ -1,4 +1,4 @@
-/* Error values, the thread setting shared by every kernel, and the OpenBLAS set-up at start. */
+/* The thread setting shared by every kernel, and the OpenBLAS set-up at start. */
 #include "kernels/kernels.h"
 
 #include <cblas.h>
@@ -10,18 +10,6 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
-
-int kerr_set(kerr *e, int code, const char *fmt, ...)
-{
-    if (e) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-        va_end(ap);
-        e->code = code;
-    }
-    return code;
-}
 
 static int kernel_threads;
 
