@@ -87,11 +87,11 @@ int cmd_submit(int argc, char **argv)
     client_args a;
     int rc = parse_client_args("submit", argc, argv, 1, &a);
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
-    char err[1024];
+    strata_err je = {0};
     job_spec j;
     /* check locally first: errors then name the file and line, not "SUBMIT" */
-    if (job_load(a.arg, &j, err, sizeof err)) {
-        fprintf(stderr, "strata submit: %s\n", err);
+    if (job_load(a.arg, &j, &je)) {
+        fprintf(stderr, "strata submit: %s\n", je.msg);
         return CLI_EXIT_USAGE;
     }
     job_spec_free(&j);

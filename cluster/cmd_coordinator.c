@@ -60,9 +60,9 @@ static int coordinator_read_config(int argc, char **argv, coordinator_args *a)
             path = argv[i] + 9;
     }
     if (!path) return 0;
-    char err[1024];
-    int rc = coordinator_config_load(path, &a->file, err, sizeof err);
-    if (rc) return cli_fail("coordinator", rc, err);
+    strata_err e = {0};
+    int rc = coordinator_config_load(path, &a->file, &e);
+    if (rc) return cli_fail("coordinator", rc, e.msg);
     a->pipeline = a->file.pipeline;
     if (*a->file.workers) a->workers = a->file.workers;
     if (*a->file.clients) a->clients = a->file.clients;
@@ -143,8 +143,9 @@ int cmd_coordinator(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
     static pipeline_spec pipe; /* large: off the stack */
     char err[1024];
-    rc = pipeline_load(a.pipeline, &pipe, err, sizeof err);
-    if (rc < 0) return cli_fail("coordinator", rc, err);
+    strata_err e = {0};
+    rc = pipeline_load(a.pipeline, &pipe, &e);
+    if (rc < 0) return cli_fail("coordinator", rc, e.msg);
     a.o.pipeline = &pipe;
     a.o.worker_endpoint = a.workers;
     a.o.client_endpoint = a.clients;

@@ -181,21 +181,21 @@ static int parse_pools(render_farm *f, const char *spec)
 
 static int plan_farm(render_farm *f)
 {
-    char err[1024], pipe_path[PATH_MAX];
+    char pipe_path[PATH_MAX];
+    strata_err e = {0};
+    pipeline_plan plan;
     const render_args *a = f->args;
     if (!a->pipeline)
         default_pipeline(f->self, pipe_path, sizeof pipe_path);
     else
         snprintf(pipe_path, sizeof pipe_path, "%s", a->pipeline);
-    if (pipeline_load(pipe_path, &f->pipeline, err, sizeof err) ||
-        plan_levels(&f->pipeline, (int)a->resolution, &f->nlevels, err, sizeof err) ||
-        plan_start_level(&f->pipeline, a->start_level, &f->first, err, sizeof err)) {
-        fprintf(stderr, "strata render: %s\n", err);
+    if (pipeline_load(pipe_path, &f->pipeline, &e) ||
+        pipeline_plan_levels(&f->pipeline, (int)a->resolution, a->start_level, &plan, &e)) {
+        fprintf(stderr, "strata render: %s\n", e.msg);
         return CLI_EXIT_USAGE;
     }
-    if (f->first >= f->nlevels)
-        return cli_usage("render", "--start-level %s is past the levels this resolution needs",
-                         a->start_level);
+    f->first = plan.first;
+    f->nlevels = plan.end;
     return parse_pools(f, a->workers);
 }
 

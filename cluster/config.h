@@ -1,34 +1,37 @@
-/* cluster/config: pipeline and job YAML files (libyaml) into the coordinator's specs, and level
- * planning. Internal to cluster/; docs/config.md is the user's reference for every field.
+/* cluster/config: pipeline, job and coordinator YAML files (libyaml) into the specs of proto and
+ * coordinator/. Internal to cluster/; docs/config.md is the user's reference for every field.
+ * The files: yaml.c and yaml_values.c (the reader, yaml.h), config_pipeline.c, config_job.c and
+ * config_coordinator.c (one schema each). Which levels a job runs is proto's planner's to say
+ * (pipeline_plan_levels).
  *
  * Every function returns 0 or a negative strata_err code (ERR_INPUT: bad input, including a file
- * that cannot be opened; ERR_RUNTIME: a read error; ERR_NOMEM) and, on error, fills err (errlen
- * bytes, may be 0) with one line "ORIGIN:LINE: FIELD: what is wrong", where ORIGIN is the file
- * path or the origin given, e.g. "configs/pipelines/x.yaml:7: levels[1].steps: expected a
- * positive integer". Loading is strict: unknown keys, duplicate keys and wrong types are errors.
+ * that cannot be opened; ERR_RUNTIME: a read error; ERR_NOMEM) and, on error, fills e (may be
+ * NULL) with one line "ORIGIN:LINE: FIELD: what is wrong", where ORIGIN is the file path or the
+ * origin given, e.g. "configs/pipelines/x.yaml:7: levels[1].steps: expected a positive
+ * integer". Loading is strict: unknown keys, duplicate keys and wrong types are errors.
  * No input, however malformed, crashes them or costs more than a bounded amount of memory. */
 #ifndef STRATA_CLUSTER_CONFIG_H
 #define STRATA_CLUSTER_CONFIG_H
 
-#include <stddef.h> /* before coordinator.h, which uses size_t */
-
 #include "coordinator/coordinator.h"
 
+#include <stddef.h>
+
 enum {
-    CONFIG_MAX_SIDE = 8192,      /* largest level side and job resolution: the workers' limit
-                                    (WORKER_MAX_SIDE), a u8 image under the frame cap */
-    CONFIG_MAX_COUNT = 10000000, /* most images in one job */
-    CONFIG_MAX_BYTES = 16 << 20, /* largest YAML text accepted */
+    CONFIG_MAX_SIDE = PROTO_MAX_SIDE, /* largest level side and job resolution: a u8 image
+                                         under the frame cap */
+    CONFIG_MAX_COUNT = 10000000,      /* most images in one job */
+    CONFIG_MAX_BYTES = 16 << 20,      /* largest YAML text accepted */
 };
 
 /* Load a pipeline file into p. Level model paths are resolved against the file's directory
  * (absolute ones are kept). The model directories are not opened here. */
-int pipeline_load(const char *path, pipeline_spec *p, char *err, size_t errlen);
+int pipeline_load(const char *path, pipeline_spec *p, strata_err *e);
 
 /* The same from text: origin names it in errors, and relative model paths are resolved against
  * origin's directory (kept as written when origin has no '/'). */
 int pipeline_from_yaml_text(const char *text, size_t len, const char *origin, pipeline_spec *p,
-                            char *err, size_t errlen);
+                            strata_err *e);
 
 /* A job with every default: count 1, seed 0, no seeds list, out "out", class_label -1, the rest
  * zero or empty. Any previous content of j is overwritten, not freed. */
@@ -37,12 +40,12 @@ void job_defaults(job_spec *j);
 /* Load a job file into j (overwritten, not freed first). On success j may own a seeds list:
  * release it with job_spec_free. On error j holds the defaults and owns nothing. The pipeline
  * path is kept as written (relative to the current directory); whether the pipeline and its
- * start_level exist is checked by pipeline_load and plan_start_level, not here. */
-int job_load(const char *path, job_spec *j, char *err, size_t errlen);
+ * start_level exist is checked by pipeline_load and pipeline_plan_levels, not here. */
+int job_load(const char *path, job_spec *j, strata_err *e);
 
 /* The same from text (a job received over the wire); origin names it in errors ("SUBMIT"). */
 int job_spec_from_yaml_text(const char *text, size_t len, const char *origin, job_spec *j,
-                            char *err, size_t errlen);
+                            strata_err *e);
 
 /* `strata coordinator --config FILE`: keys pipeline (required; relative to the file), workers,
  * clients (endpoints), heartbeat_ms, liveness, max_in_flight, verbose. Keys absent from the
@@ -53,18 +56,6 @@ typedef struct coordinator_config {
     int heartbeat_ms, liveness, max_in_flight, verbose;
 } coordinator_config;
 
-int coordinator_config_load(const char *path, coordinator_config *o, char *err, size_t errlen);
-
-/* How many levels of p to run for a target side: the shortest prefix whose last side is
- * >= resolution (the final image is then resized down exactly to resolution). When even the last
- * level is smaller, all levels run and the final image is resized up. resolution must be
- * 1..CONFIG_MAX_SIDE. */
-int plan_levels(const pipeline_spec *p, int resolution, int *nlevels, char *err, size_t errlen);
-
-/* The index in p of the level named start_level; "" (or NULL) gives 0, a run from scratch. A
- * named start must be a refine or direct level, since it takes the init images as its
- * conditioning input; the caller checks that it falls within plan_levels' prefix. */
-int plan_start_level(const pipeline_spec *p, const char *start_level, int *index, char *err,
-                     size_t errlen);
+int coordinator_config_load(const char *path, coordinator_config *o, strata_err *e);
 
 #endif

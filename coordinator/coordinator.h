@@ -1,48 +1,13 @@
 /* coordinator: jobs, per-level queues, scheduling, leases, heartbeats, journal, spool, outputs.
- * The only header other folders include from coordinator/. This first part holds the specs the
- * coordinator runs (filled by cluster/'s YAML loader). */
+ * The only header other folders include from coordinator/. This first part holds the job spec
+ * the coordinator runs (filled by cluster/'s YAML loader); pipelines are proto's level contract. */
 #ifndef STRATA_COORDINATOR_H
 #define STRATA_COORDINATOR_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-enum {
-    PIPELINE_MAX_LEVELS = 8,
-    SPEC_NAME_MAX = 32,
-    SPEC_PATH_MAX = 1024,
-};
-
-typedef enum level_kind {
-    LEVEL_KIND_GENERATE, /* samples from pure noise */
-    LEVEL_KIND_REFINE,   /* super-resolution: sampling loop on concat([x_t, upsampled cond]) */
-    LEVEL_KIND_DIRECT,   /* one forward pass at t = 0 on the upsampled cond, no sampling loop */
-} level_kind;
-
-/* One level of a pipeline (a YAML file in configs/pipelines/). */
-typedef struct level_spec {
-    char name[SPEC_NAME_MAX]; /* e.g. "l128" */
-    level_kind kind;
-    char model[SPEC_PATH_MAX]; /* diffusers UNet2DModel directory, relative paths resolved
-                                  against the pipeline file's directory */
-    int side;                  /* output side in pixels */
-    int steps;                 /* sampling steps (ignored by direct) */
-    char sampler[16];          /* "" = the model's scheduler_config.json class, or ddim, ddpm,
-                                  dpm++2m */
-    float eta;                 /* DDIM eta */
-    int noise_level;           /* noise-conditioning augmentation timestep of cond, 0 = none */
-    float guidance;            /* classifier-free guidance scale, 1 = off */
-    int tile;                  /* tile side; 0 = no tiling */
-    int overlap;               /* tile overlap in pixels */
-    int pool;                  /* default worker count of this level's pool */
-} level_spec;
-
-typedef struct pipeline_spec {
-    char path[SPEC_PATH_MAX];
-    char name[SPEC_NAME_MAX];
-    int nlevels;
-    level_spec levels[PIPELINE_MAX_LEVELS];
-} pipeline_spec;
+#include "proto/proto.h" /* the level contract: level_spec, pipeline_spec, strata_err */
 
 /* A batch job (job YAML or `strata render` flags). */
 typedef struct job_spec {
@@ -65,9 +30,9 @@ void job_spec_free(job_spec *j);
 /* ---------------------------------------------------------------- the coordinator */
 
 /* Parses a job spec's YAML text (cluster/ provides it: the coordinator knows no YAML).
- * origin names the text in errors. Returns 0 or a negative code, with one line in err. */
+ * origin names the text in errors. Returns 0 or a negative code, with one line in e. */
 typedef int (*coord_job_parser)(const char *text, size_t len, const char *origin, job_spec *out,
-                                char *err, size_t errlen);
+                                strata_err *e);
 
 typedef struct coord_options {
     const pipeline_spec *pipeline;

@@ -69,7 +69,7 @@ static int pick_worker(coord_t *c, int level, const coord_slot *sl)
     return fallback >= 0 ? fallback : -2;
 }
 
-/* The TASK for slot s; params must outlive the send. */
+/* The TASK for slot s; its strings and cond are the slot's and must outlive the send. */
 static void build_task(const coord_t *c, const coord_slot *sl, proto_msg *m)
 {
     const coord_job *j = sl->job;
@@ -94,7 +94,7 @@ static void build_task(const coord_t *c, const coord_slot *sl, proto_msg *m)
                                  .nbytes = side * side * 3};
     }
     if (sl->level == j->end - 1 && j->spec.resolution != l->side)
-        proto_params_set_int(&t->params, "resize", j->spec.resolution);
+        t->params.resize = (uint32_t)j->spec.resolution;
 }
 
 /* Lease slot s to worker w. A failed send puts it back in front and parks w's credits until

@@ -71,46 +71,29 @@ static int job_id_ok(const char *id)
     return 1;
 }
 
-/* The levels [first, end) job j runs: the shortest prefix reaching its resolution, from its
- * start_level on. -1 with err when the spec does not fit the pipeline. */
+/* The levels [first, end) job j runs, from proto's planner. -1 with err when the spec does not
+ * fit the pipeline. */
 static int job_plan(const coord_t *c, coord_job *j, char *err, size_t errlen)
 {
-    const pipeline_spec *p = &c->pipe;
     const job_spec *s = &j->spec;
-    if (s->resolution < 1 || s->count < 0) {
-        snprintf(err, errlen, "SUBMIT: %s: must be positive",
-                 s->resolution < 1 ? "resolution" : "count");
+    strata_err e = {0};
+    pipeline_plan plan;
+    if (s->count < 0) {
+        snprintf(err, errlen, "SUBMIT: count: must be positive");
         return -1;
     }
-    j->end = p->nlevels;
-    for (int i = 0; i < p->nlevels; i++)
-        if (p->levels[i].side >= s->resolution) {
-            j->end = i + 1;
-            break;
-        }
-    j->first = 0;
-    if (!s->start_level[0]) return 0;
-    j->first = -1;
-    for (int i = 0; i < p->nlevels; i++)
-        if (!strcmp(p->levels[i].name, s->start_level)) j->first = i;
-    if (j->first < 0)
-        snprintf(err, errlen, "SUBMIT: start_level: no level \"%s\" in pipeline %s", s->start_level,
-                 p->name);
-    else if (j->first == 0 || p->levels[j->first].kind == LEVEL_KIND_GENERATE)
-        snprintf(err, errlen,
-                 "SUBMIT: start_level: %s samples from noise; start at a refine or "
-                 "direct level",
-                 s->start_level);
-    else if (j->first >= j->end)
-        snprintf(err, errlen,
-                 "SUBMIT: start_level: %s is past the levels planned for "
-                 "resolution %d (%s to %s)",
-                 s->start_level, s->resolution, p->levels[0].name, p->levels[j->end - 1].name);
-    else if (!s->init_images[0])
+    if (pipeline_plan_levels(&c->pipe, s->resolution, s->start_level, &plan, &e) < 0) {
+        snprintf(err, errlen, "SUBMIT: %s", e.msg);
+        return -1;
+    }
+    /* the job parser pairs them; a parser that did not is caught here */
+    if (s->start_level[0] && !s->init_images[0]) {
         snprintf(err, errlen, "SUBMIT: init_images: required with start_level");
-    else
-        return 0;
-    return -1;
+        return -1;
+    }
+    j->first = plan.first;
+    j->end = plan.end;
+    return 0;
 }
 
 static void job_free(coord_job *j)
@@ -166,6 +149,7 @@ static int job_pipeline_ok(const coord_t *c, const coord_job *j, char *err, size
 
 static coord_job *job_from_text(coord_t *c, const char *text, char *err, size_t errlen)
 {
+    strata_err pe = {0};
     coord_job *j = calloc(1, sizeof *j);
     if (!j) {
         snprintf(err, errlen, "coordinator out of memory");
@@ -173,7 +157,8 @@ static coord_job *job_from_text(coord_t *c, const char *text, char *err, size_t 
     }
     if (!c->o.parse_job) {
         snprintf(err, errlen, "SUBMIT: this coordinator has no job parser");
-    } else if (c->o.parse_job(text, strlen(text), "SUBMIT", &j->spec, err, errlen) < 0) {
+    } else if (c->o.parse_job(text, strlen(text), "SUBMIT", &j->spec, &pe) < 0) {
+        snprintf(err, errlen, "%s", pe.msg);
         free(j); /* on error the parser leaves nothing owned */
         return NULL;
     } else if (j->spec.name[0] && !job_id_ok(j->spec.name)) {

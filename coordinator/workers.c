@@ -63,30 +63,24 @@ static void send_to_worker(coord_t *c, const proto_rid *to, const proto_msg *m, 
         coord_log(c, 1, "%s to worker %s not sent: %s", proto_type_name(m->type), name, e.msg);
 }
 
-static const char *level_mode(level_kind k)
-{
-    return k == LEVEL_KIND_GENERATE ? "generate" : k == LEVEL_KIND_REFINE ? "refine" : "direct";
-}
-
 /* WELCOME: the settings of level i, the contract with the worker. */
 static void send_welcome(coord_t *c, const proto_rid *to, int i, const char *name)
 {
     const level_spec *l = &c->pipe.levels[i];
-    proto_msg m = {.type = PROTO_WELCOME};
-    proto_params *p = &m.welcome.config;
-    proto_params_set_str(p, "model", l->model);
-    proto_params_set_str(p, "mode", level_mode(l->kind));
-    proto_params_set_int(p, "index", i);
-    proto_params_set_int(p, "side", l->side);
-    proto_params_set_int(p, "steps", l->steps);
-    proto_params_set_str(p, "sampler", l->sampler);
-    proto_params_set_float(p, "eta", l->eta);
-    proto_params_set_int(p, "noise_level", l->noise_level);
-    proto_params_set_float(p, "guidance", l->guidance);
-    proto_params_set_int(p, "tile", l->tile);
-    proto_params_set_int(p, "overlap", l->overlap);
-    proto_params_set_int(p, "heartbeat_ms", c->o.heartbeat_ms);
-    proto_params_set_int(p, "liveness", c->o.liveness);
+    proto_msg m = {.type = PROTO_WELCOME,
+                   .welcome.config = {.model = l->model,
+                                      .kind = l->kind,
+                                      .index = (uint32_t)i,
+                                      .side = l->side,
+                                      .steps = l->steps,
+                                      .sampler = l->sampler,
+                                      .eta = l->eta,
+                                      .noise_level = l->noise_level,
+                                      .guidance = l->guidance,
+                                      .tile = l->tile,
+                                      .overlap = l->overlap,
+                                      .heartbeat_ms = c->o.heartbeat_ms,
+                                      .liveness = c->o.liveness}};
     send_to_worker(c, to, &m, name);
 }
 

@@ -1,5 +1,7 @@
-/* proto: the farm's wire protocol. Message types, the MessagePack codec (msgpack-c) and thin
- * ZeroMQ socket helpers (libzmq). The only header other folders include from proto/.
+/* proto: the farm's wire protocol and the level contract. Message types, the MessagePack codec
+ * (msgpack-c), thin ZeroMQ socket helpers (libzmq), and what coordinator and workers must agree
+ * on about levels: their kinds, their settings (WELCOME) and which levels a job runs (the
+ * planner). The only header other folders include from proto/.
  * Knows nothing of models: a tensor is a dtype, a shape and bytes.
  *
  * Wire format (DESIGN.md section 5): every ZeroMQ frame is ONE MessagePack map holding
@@ -17,9 +19,9 @@
  *     HEARTBEAT    (no fields)
  *     BYE          (no fields)
  *   coordinator -> worker
- *     WELCOME      config:params                      (the level's settings: model, steps, ...)
+ *     WELCOME      config:level config                 (the level's settings: model, steps, ...)
  *     TASK         task:uint64 attempt:uint job:str image:uint seed:uint64 level:str
- *                  level_index:uint class_label:int (-1: none) [cond:tensor] [params:params]
+ *                  level_index:uint class_label:int (-1: none) [cond:tensor] [params:{resize:uint}]
  *     SHUTDOWN     (no fields)
  *   client -> coordinator                    coordinator -> client
  *     SUBMIT       spec:str (job YAML)        SUBMITTED  job:str          or ERROR message:str
@@ -30,7 +32,9 @@
  *   job entry:   {id:str state:str count:uint done:uint failed:uint levels:[level entry]}
  *   level entry: {name:str queued:uint running:uint done:uint [compute_ms:uint]}
  *   tensor:      {dtype:"u8"|"f32" shape:[uint, up to 4] data:bin}, len(data) == prod(shape)*size
- *   params:      {str: int|float|str|bool}, at most PROTO_MAX_PARAMS entries
+ *   level config: {model:str mode:str index:uint side:int steps:int [sampler:str] [eta:num]
+ *                 [noise_level:int] [guidance:num] [tile:int] [overlap:int] [heartbeat_ms:int]
+ *                 [liveness:int]}     (mode: a level_kind_name; num: an int or a float)
  *
  * "uint" fields are 32-bit on both sides (values above 2^32-1 are rejected); uint64 fields and
  * class_label (int32) are as named. A lease is the pair (task, attempt) carried by TASK and
@@ -54,8 +58,6 @@
 #define PROTO_MAX_DEPTH 8
 /* Most MessagePack objects in one frame: bounds what msgpack-c allocates (24 bytes each). */
 #define PROTO_MAX_OBJECTS ((size_t)1 << 20)
-#define PROTO_MAX_PARAMS 32
-#define PROTO_MAX_KEY 64 /* longest params key, in bytes */
 #define PROTO_MAX_DIMS 4
 #define PROTO_MAX_RID 255 /* longest ZeroMQ routing id */
 
@@ -81,44 +83,69 @@ typedef struct proto_tensor {
 /* Bytes of one element of dtype (0 for NONE). */
 size_t proto_dtype_size(enum proto_dtype dtype);
 
-/* The generic string -> scalar map of WELCOME config and TASK params. Keys and string values
- * are NUL-terminated; when decoded they belong to the message, when encoding to the caller. */
-enum proto_param_kind {
-    PROTO_PARAM_INT = 1,
-    PROTO_PARAM_FLOAT = 2,
-    PROTO_PARAM_STR = 3,
-    PROTO_PARAM_BOOL = 4,
+/* ---------------------------------------------------------------- the level contract */
+
+/* Largest image side of a level or a TASK's resize: a u8 RESULT image, side * side * 3 bytes,
+ * must fit PROTO_MAX_FRAME. */
+#define PROTO_MAX_SIDE 8192
+
+enum {
+    PIPELINE_MAX_LEVELS = 8,
+    SPEC_NAME_MAX = 32,
+    SPEC_PATH_MAX = 1024,
 };
 
-typedef struct proto_param {
-    const char *key;
-    enum proto_param_kind kind;
-    union {
-        int64_t i;
-        double f;
-        const char *s;
-        bool b;
-    };
-} proto_param;
+/* What a level does. Pipeline files ("kind") and WELCOME ("mode") name it by level_kind_name. */
+typedef enum level_kind {
+    LEVEL_KIND_GENERATE, /* samples from pure noise */
+    LEVEL_KIND_REFINE,   /* super-resolution: sampling loop on concat([x_t, upsampled cond]) */
+    LEVEL_KIND_DIRECT,   /* one model evaluation on the upsampled cond: the x0 of a 1-step loop */
+    LEVEL_KIND_COUNT,
+} level_kind;
 
-typedef struct proto_params {
-    uint32_t count;
-    proto_param item[PROTO_MAX_PARAMS];
-} proto_params;
+/* "generate", "refine" or "direct"; NULL out of range. */
+const char *level_kind_name(level_kind kind);
+/* The kind called name: 0, or ERR_VALUE (out untouched) for any other text or NULL. */
+int level_kind_parse(const char *name, level_kind *out);
 
-/* Set key (replacing an entry with the same key). Pointers are kept, not copied.
- * Return 0, or ERR_TOO_LARGE when the map is full / key longer than PROTO_MAX_KEY. */
-int proto_params_set_int(proto_params *p, const char *key, int64_t v);
-int proto_params_set_float(proto_params *p, const char *key, double v);
-int proto_params_set_str(proto_params *p, const char *key, const char *v);
-int proto_params_set_bool(proto_params *p, const char *key, bool v);
-/* The entry called key, or NULL. */
-const proto_param *proto_params_find(const proto_params *p, const char *key);
-/* Read key as an integer / a number (int or float) / a string. Return 0, ERR_MISSING when
- * absent (out untouched: preset it to the default), ERR_TYPE when of another kind. */
-int proto_params_get_int(const proto_params *p, const char *key, int64_t *out);
-int proto_params_get_num(const proto_params *p, const char *key, double *out);
-int proto_params_get_str(const proto_params *p, const char *key, const char **out);
+/* One level of a pipeline (a YAML file in configs/pipelines/). */
+typedef struct level_spec {
+    char name[SPEC_NAME_MAX]; /* e.g. "l128" */
+    level_kind kind;
+    char model[SPEC_PATH_MAX]; /* diffusers UNet2DModel directory, relative paths resolved
+                                  against the pipeline file's directory */
+    int side;                  /* output side in pixels */
+    int steps;                 /* sampling steps (ignored by direct) */
+    char sampler[16];          /* "" = the model's scheduler_config.json class, or ddim, ddpm,
+                                  dpm++2m */
+    float eta;                 /* DDIM eta */
+    int noise_level;           /* noise-conditioning augmentation timestep of cond, 0 = none */
+    float guidance;            /* classifier-free guidance scale, 1 = off */
+    int tile;                  /* tile side; 0 = no tiling */
+    int overlap;               /* tile overlap in pixels */
+    int pool;                  /* default worker count of this level's pool */
+} level_spec;
+
+typedef struct pipeline_spec {
+    char path[SPEC_PATH_MAX];
+    char name[SPEC_NAME_MAX];
+    int nlevels;
+    level_spec levels[PIPELINE_MAX_LEVELS];
+} pipeline_spec;
+
+/* The levels a job runs: first .. end-1 of its pipeline. */
+typedef struct pipeline_plan {
+    int first, end;
+} pipeline_plan;
+
+/* The one level planner (the coordinator's SUBMIT and `strata render` both call it). end: the
+ * shortest prefix of p whose last side is >= resolution (the final image is then resized down
+ * exactly to resolution); all levels when even the last is smaller (resized up). first: 0, or
+ * with a start_level the index of that level, which must be a refine or direct level within
+ * the prefix (it takes init images as its input). resolution must be 1..PROTO_MAX_SIDE.
+ * ERR_INPUT with "FIELD: what is wrong", FIELD being resolution or start_level. */
+int pipeline_plan_levels(const pipeline_spec *p, int resolution, const char *start_level,
+                         pipeline_plan *out, strata_err *e);
 
 /* ---------------------------------------------------------------- messages */
 
@@ -168,8 +195,30 @@ struct proto_result {
     uint64_t elapsed_ms;
 };
 
+/* A level's settings, the same for every worker of the level (WELCOME's config). Optional
+ * fields absent on the wire decode as the defaults shown; the encoder always sends them. Which
+ * values a worker can run (ranges) is the worker's to check. */
+typedef struct proto_level_config {
+    const char *model; /* the model directory, resolved by the coordinator */
+    level_kind kind;   /* "mode" on the wire */
+    uint32_t index;    /* the level's position in the pipeline: part of every noise key */
+    int32_t side, steps;
+    const char *sampler; /* "" (default): the model's scheduler class */
+    float eta;           /* 0 */
+    int32_t noise_level; /* 0 */
+    float guidance;      /* 1 */
+    int32_t tile, overlap;
+    int32_t heartbeat_ms; /* 1000: the coordinator's heartbeat interval */
+    int32_t liveness;     /* 3: heartbeats of silence before a peer is presumed gone */
+} proto_level_config;
+
 struct proto_welcome {
-    proto_params config;
+    proto_level_config config;
+};
+
+/* TASK's optional settings (the "params" map on the wire, left out when all are 0). */
+struct proto_task_params {
+    uint32_t resize; /* 0: none; else the side the RESULT image must have */
 };
 
 struct proto_task {
@@ -182,7 +231,7 @@ struct proto_task {
     uint32_t level_index;
     int32_t class_label; /* -1: none */
     proto_tensor cond;   /* optional: dtype NONE when absent */
-    proto_params params; /* optional: count 0 when absent */
+    struct proto_task_params params;
 };
 
 struct proto_submit {
@@ -260,8 +309,10 @@ int proto_encode(const proto_msg *m, void **out, size_t *len, strata_err *e);
 
 /* Decode buf[0..len) into m (zeroed first: a message still held there is not freed, so free it
  * before reusing m). Strings and arrays are copied into storage m owns;
- * tensor data points into buf, which must outlive m's use of it. On error m is left empty.
- * Either way, call proto_msg_free(m) when done. */
+ * tensor data points into buf, which must outlive m's use of it. On error m holds nothing, but
+ * m->type names the message when its "v" and "type" were good (PROTO_NONE otherwise), so a
+ * receiver can tell a bad WELCOME from a bad frame. Either way, call proto_msg_free(m) when done.
+ */
 int proto_decode(const void *buf, size_t len, proto_msg *m, strata_err *e);
 
 /* Like proto_decode, and m takes ownership of buf: proto_msg_free (or a failed decode) calls
@@ -316,7 +367,8 @@ int proto_sock_endpoint(void *sock, char *buf, size_t len, strata_err *e);
 int proto_send(void *sock, const proto_rid *to, const proto_msg *m, strata_err *e);
 
 /* Wait up to timeout_ms (< 0: forever, 0: poll) for one message and decode it into m, which
- * then owns the frame (proto_msg_free it). On a ROUTER, *from gets the sender's routing id
+ * then owns the frame (proto_msg_free it; when it does not decode, m is as proto_decode leaves
+ * it). On a ROUTER, *from gets the sender's routing id
  * (from required), also when the frame fails to decode, so the caller can answer or drop it.
  * A frame over the socket's max_frame is ERR_TOO_LARGE (tcp/ipc peers are already cut off
  * by libzmq; inproc is not capped by libzmq, so it is checked here). */

@@ -1,8 +1,6 @@
-/* Small values of the protocol: type names, dtypes, the params map, routing ids. */
+/* Small values of the protocol: type names, dtypes, routing ids. */
 #include "proto/proto.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 static const char *const type_names[PROTO_TYPE_COUNT] = {
@@ -42,91 +40,6 @@ size_t proto_dtype_size(enum proto_dtype dtype)
     case PROTO_DTYPE_NONE:
         break;
     }
-    return 0;
-}
-
-/* ---------------------------------------------------------------- params */
-
-const proto_param *proto_params_find(const proto_params *p, const char *key)
-{
-    for (uint32_t i = 0; i < p->count && i < PROTO_MAX_PARAMS; i++)
-        if (p->item[i].key && strcmp(p->item[i].key, key) == 0) return &p->item[i];
-    return NULL;
-}
-
-/* The slot for key: its existing entry or a fresh one; NULL when full or key too long. */
-static proto_param *params_slot(proto_params *p, const char *key)
-{
-    if (!key || !*key || strlen(key) > PROTO_MAX_KEY) return NULL;
-    proto_param *q = (proto_param *)proto_params_find(p, key);
-    if (q) return q;
-    if (p->count >= PROTO_MAX_PARAMS) return NULL;
-    q = &p->item[p->count++];
-    q->key = key;
-    return q;
-}
-
-int proto_params_set_int(proto_params *p, const char *key, int64_t v)
-{
-    proto_param *q = params_slot(p, key);
-    if (!q) return ERR_TOO_LARGE;
-    q->kind = PROTO_PARAM_INT, q->i = v;
-    return 0;
-}
-
-int proto_params_set_float(proto_params *p, const char *key, double v)
-{
-    proto_param *q = params_slot(p, key);
-    if (!q) return ERR_TOO_LARGE;
-    q->kind = PROTO_PARAM_FLOAT, q->f = v;
-    return 0;
-}
-
-int proto_params_set_str(proto_params *p, const char *key, const char *v)
-{
-    proto_param *q = params_slot(p, key);
-    if (!q) return ERR_TOO_LARGE;
-    q->kind = PROTO_PARAM_STR, q->s = v;
-    return 0;
-}
-
-int proto_params_set_bool(proto_params *p, const char *key, bool v)
-{
-    proto_param *q = params_slot(p, key);
-    if (!q) return ERR_TOO_LARGE;
-    q->kind = PROTO_PARAM_BOOL, q->b = v;
-    return 0;
-}
-
-int proto_params_get_int(const proto_params *p, const char *key, int64_t *out)
-{
-    const proto_param *q = proto_params_find(p, key);
-    if (!q) return ERR_MISSING;
-    if (q->kind != PROTO_PARAM_INT) return ERR_TYPE;
-    *out = q->i;
-    return 0;
-}
-
-/* A YAML "guidance: 7" arrives as an int, "7.5" as a float: both are numbers. */
-int proto_params_get_num(const proto_params *p, const char *key, double *out)
-{
-    const proto_param *q = proto_params_find(p, key);
-    if (!q) return ERR_MISSING;
-    if (q->kind == PROTO_PARAM_INT)
-        *out = (double)q->i;
-    else if (q->kind == PROTO_PARAM_FLOAT)
-        *out = q->f;
-    else
-        return ERR_TYPE;
-    return 0;
-}
-
-int proto_params_get_str(const proto_params *p, const char *key, const char **out)
-{
-    const proto_param *q = proto_params_find(p, key);
-    if (!q) return ERR_MISSING;
-    if (q->kind != PROTO_PARAM_STR) return ERR_TYPE;
-    *out = q->s;
     return 0;
 }
 

@@ -38,7 +38,7 @@ void compute_cmd_free(compute_cmd *c)
 static int compute_check_model(const unet_t *m, const worker_config *cfg, strata_err *e)
 {
     const unet_info *info = unet_get_info(m);
-    int cond = cfg->level.mode == LEVEL_MODE_GENERATE ? 0 : 3;
+    int cond = cfg->level.kind == LEVEL_KIND_GENERATE ? 0 : 3;
     if (info->in_channels != info->out_channels + cond)
         return err_set(e, ERR_INPUT,
                        "%s: a %s level needs in_channels = out_channels%s; the model has %d "

@@ -228,9 +228,9 @@ static int level_setup(level_state *s, strata_err *e)
     if (s->side % f || s->tile % f)
         return err_set(e, ERR_INPUT, "side %d and tile %d must be multiples of %d", s->side,
                        s->tile, f);
-    if (p->mode == LEVEL_MODE_GENERATE && s->cc)
+    if (p->kind == LEVEL_KIND_GENERATE && s->cc)
         return err_set(e, ERR_INPUT, "a generate level's model must not take a cond");
-    if (p->mode != LEVEL_MODE_GENERATE && !s->cc)
+    if (p->kind != LEVEL_KIND_GENERATE && !s->cc)
         return err_set(e, ERR_INPUT, "a refine level's model must take a cond");
     if (p->overlap < 0 || (s->tile < s->side && p->overlap >= s->tile))
         return err_set(e, ERR_INPUT, "overlap %d must be below the tile side %d", p->overlap,
@@ -253,11 +253,11 @@ static int level_setup(level_state *s, strata_err *e)
 static int level_sample(level_state *s, strata_err *e)
 {
     size_t numel = (size_t)s->oc * s->side * s->side;
-    int steps = s->p->mode == LEVEL_MODE_DIRECT ? 1 : s->p->steps;
+    int steps = s->p->kind == LEVEL_KIND_DIRECT ? 1 : s->p->steps;
     sched_config sched = s->p->sched;
     /* direct: one evaluation at the top timestep, the model's x0 from pure noise and cond;
      * trailing spacing puts a single step there whatever the model's scheduler says */
-    if (s->p->mode == LEVEL_MODE_DIRECT) sched.timestep_spacing = SCHED_SPACING_TRAILING;
+    if (s->p->kind == LEVEL_KIND_DIRECT) sched.timestep_spacing = SCHED_SPACING_TRAILING;
     sampler_t *smp = NULL;
     int rc = sampler_new(&sched, steps, numel, 1, &smp, e);
     if (rc) return rc;

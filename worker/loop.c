@@ -171,15 +171,13 @@ static int worker_post(worker_loop *w, compute_cmd *c, strata_err *e)
 }
 
 /* Why this worker cannot run TASK t (a strata_err code and e), or 0. */
-static int worker_task_check(const worker_loop *w, const struct proto_task *t, int64_t *resize,
-                             strata_err *e)
+static int worker_task_check(const worker_loop *w, const struct proto_task *t, strata_err *e)
 {
     const proto_tensor *cond = &t->cond;
-    int rc = proto_params_get_int(&t->params, "resize", resize);
     if (strcmp(t->level, w->o->level) != 0)
         return err_set(e, ERR_INPUT, "TASK for level '%s': this worker serves '%s'", t->level,
                        w->o->level);
-    if (rc == ERR_TYPE || (rc == 0 && (*resize < 1 || *resize > WORKER_MAX_SIDE)))
+    if (t->params.resize > WORKER_MAX_SIDE)
         return err_set(e, ERR_INPUT, "TASK params 'resize': expected an integer in [1, %d]",
                        WORKER_MAX_SIDE);
     if (cond->dtype != PROTO_DTYPE_NONE &&
@@ -196,12 +194,11 @@ static int worker_task_check(const worker_loop *w, const struct proto_task *t, i
 static int worker_task_cmd(const worker_loop *w, const struct proto_task *t, compute_cmd *c)
 {
     strata_err e = {0};
-    int64_t resize = 0;
     c->kind = COMPUTE_TASK;
     c->task = t->task;
     c->attempt = t->attempt;
     c->lt = (level_task){.seed = t->seed, .image = t->image, .class_label = t->class_label};
-    c->rc = worker_task_check(w, t, &resize, &e);
+    c->rc = worker_task_check(w, t, &e);
     if (!c->rc && t->cond.dtype != PROTO_DTYPE_NONE) {
         if ((c->cond = malloc(t->cond.nbytes))) {
             memcpy(c->cond, t->cond.data, t->cond.nbytes);
@@ -212,7 +209,7 @@ static int worker_task_cmd(const worker_loop *w, const struct proto_task *t, com
         }
     }
     if (c->rc) snprintf(c->error, sizeof c->error, "%s", e.msg);
-    c->resize = (int)resize;
+    c->resize = c->rc ? 0 : (int)t->params.resize;
     return c->rc;
 }
 
@@ -223,7 +220,7 @@ static int worker_on_welcome(worker_loop *w, const struct proto_welcome *m, stra
     compute_cmd *c = calloc(1, sizeof *c);
     if (!c) return err_set(e, ERR_NOMEM, "out of memory");
     c->kind = COMPUTE_LOAD;
-    int rc = worker_config_parse(&m->config, &c->config, e);
+    int rc = worker_config_from_welcome(&m->config, &c->config, e);
     if (rc) {
         compute_cmd_free(c);
         return rc;
@@ -280,7 +277,10 @@ static int worker_drain_dealer(worker_loop *w, strata_err *e)
         if (prc == ERR_IO || prc == ERR_NOMEM)
             return err_set(e, ERR_RUNTIME, "receive: %s", pe.msg);
         w->last_rx = clock_now_ms();
-        if (prc)
+        /* a WELCOME we cannot read is a level we cannot serve: stop, as for a bad setting */
+        if (prc && m.type == PROTO_WELCOME)
+            rc = err_set(e, ERR_INPUT, "%s", pe.msg);
+        else if (prc)
             worker_warn(w, "dropping a bad frame from the coordinator: %s", pe.msg);
         else
             rc = worker_on_message(w, &m, e);

@@ -32,17 +32,11 @@ int runner_sample(const sample_job *job, float *out, strata_err *e);
 
 /* ---------------------------------------------------------------- levels */
 
-typedef enum level_mode {
-    LEVEL_MODE_GENERATE, /* from pure noise */
-    LEVEL_MODE_REFINE,   /* sampling loop on concat([x_t, upsampled cond]) */
-    LEVEL_MODE_DIRECT,   /* one model evaluation: the refine model's x0 after a 1-step loop */
-} level_mode;
-
 /* What a worker needs to run its level (sent by the coordinator in WELCOME). */
 typedef struct level_params {
-    level_mode mode;
-    uint32_t index; /* the level's position in the pipeline: part of every noise key */
-    int side;       /* output side in pixels */
+    level_kind kind; /* proto's level contract */
+    uint32_t index;  /* the level's position in the pipeline: part of every noise key */
+    int side;        /* output side in pixels */
     int steps;
     sched_config sched;
     int noise_level; /* noise-conditioning augmentation timestep of cond; 0 = none */
@@ -83,13 +77,11 @@ void image_resize_bilinear(const float *src, int channels, int sh, int sw, float
 
 /* Largest image side a worker makes (a level's side or a TASK's resize): the RESULT frame,
  * side * side * 3 bytes, must fit PROTO_MAX_FRAME. */
-#define WORKER_MAX_SIDE 8192
+#define WORKER_MAX_SIDE PROTO_MAX_SIDE
 
-/* A level's settings from WELCOME's config map (the contract with the coordinator):
- *   model:str mode:str ("generate"|"refine"|"direct") index:int side:int steps:int  (required)
- *   sampler:str ("" = the model's class) eta:float noise_level:int guidance:float tile:int
- *   overlap:int heartbeat_ms:int (1000) liveness:int (3)                            (optional)
- * level.sched is NOT filled here: it comes from the model directory when the model is loaded
+/* A level's settings, taken from WELCOME (proto_level_config, the contract with the
+ * coordinator) once checked against what this worker can run. level.sched is NOT filled here:
+ * it comes from the model directory when the model is loaded
  * (worker_model_scheduler(model, sampler, eta)). */
 typedef struct worker_config {
     char model[4096];
@@ -100,9 +92,9 @@ typedef struct worker_config {
     int liveness;     /* heartbeats of silence before the coordinator is presumed gone */
 } worker_config;
 
-/* Read a WELCOME config map into c. Errors are ERR_INPUT naming the key:
+/* Check a WELCOME's level settings and copy them into c. Errors are ERR_INPUT naming the field:
  * "WELCOME config: 'side': expected an integer in [1, 8192], got 0". */
-int worker_config_parse(const proto_params *p, worker_config *c, strata_err *e);
+int worker_config_from_welcome(const proto_level_config *w, worker_config *c, strata_err *e);
 
 /* Resize a square RGB8 image from side to nside (both >= 1): bilinear (align_corners=True, as
  * levels upsample their cond) when growing; area averaging (torch's interpolate mode "area")

@@ -1,6 +1,7 @@
-/* Pipeline and job YAML loading and level planning: the shipped files load, every rule gives its
- * exact "FILE:LINE: FIELD: message", planning picks the right prefix, and malformed input
- * (syntax errors, huge or deep documents, truncations, random mutations) never crashes. */
+/* Pipeline, job and coordinator YAML loading: the shipped files load (and their jobs plan),
+ * every rule gives its exact "FILE:LINE: FIELD: message", and malformed input (syntax errors,
+ * huge or deep documents, truncations, random mutations) never crashes. The planner's own tests
+ * are in tests/proto/test_contract.c. */
 #include "cluster/config.h"
 #include "kernels/kernels.h"
 #include "tests/test.h"
@@ -72,9 +73,9 @@ static int one_line(const char *err)
 TEST(config_pipeline_tiny_loads)
 {
     pipeline_spec p;
-    char err[512];
-    int r = pipeline_load(TINY, &p, err, sizeof err);
-    CHECKF(r == 0, "%s", err);
+    strata_err e = {0};
+    int r = pipeline_load(TINY, &p, &e);
+    CHECKF(r == 0, "%s", e.msg);
     CHECK(!strcmp(p.path, TINY) && !strcmp(p.name, "test-tiny") && p.nlevels == 2);
     const level_spec *a = &p.levels[0], *b = &p.levels[1];
     CHECK(!strcmp(a->name, "l16") && a->kind == LEVEL_KIND_GENERATE && a->side == 16);
@@ -95,26 +96,28 @@ TEST(config_pipeline_tiny_loads)
 TEST(config_shipped_files_load)
 {
     glob_t g;
-    char err[512];
+    strata_err e = {0};
     int n = 0;
     CHECK(glob("configs/pipelines/*.yaml", 0, NULL, &g) == 0);
     for (size_t i = 0; i < g.gl_pathc; i++, n++) {
         pipeline_spec p;
-        int r = pipeline_load(g.gl_pathv[i], &p, err, sizeof err);
+        int r = pipeline_load(g.gl_pathv[i], &p, &e);
         if (r) globfree(&g);
-        CHECKF(r == 0, "%s", err);
+        CHECKF(r == 0, "%s", e.msg);
     }
     globfree(&g);
     CHECK(glob("configs/jobs/*.yaml", 0, NULL, &g) == 0);
     for (size_t i = 0; i < g.gl_pathc; i++, n++) {
         job_spec j;
         pipeline_spec p;
-        int nl = 0, r = job_load(g.gl_pathv[i], &j, err, sizeof err);
-        if (!r && access(j.pipeline, R_OK) == 0) r = pipeline_load(j.pipeline, &p, err, sizeof err);
-        if (!r && access(j.pipeline, R_OK) == 0) r = plan_levels(&p, j.resolution, &nl, err, 512);
+        pipeline_plan plan;
+        int r = job_load(g.gl_pathv[i], &j, &e);
+        if (!r && access(j.pipeline, R_OK) == 0) r = pipeline_load(j.pipeline, &p, &e);
+        if (!r && access(j.pipeline, R_OK) == 0)
+            r = pipeline_plan_levels(&p, j.resolution, j.start_level, &plan, &e);
         job_spec_free(&j);
         if (r) globfree(&g);
-        CHECKF(r == 0, "%s", err);
+        CHECKF(r == 0, "%s", e.msg);
     }
     globfree(&g);
     CHECK(n >= 2);
@@ -123,9 +126,9 @@ TEST(config_shipped_files_load)
 TEST(config_job_example_loads)
 {
     job_spec j;
-    char err[512];
-    int r = job_load(EXAMPLE_JOB, &j, err, sizeof err);
-    CHECKF(r == 0, "%s", err);
+    strata_err e = {0};
+    int r = job_load(EXAMPLE_JOB, &j, &e);
+    CHECKF(r == 0, "%s", e.msg);
     CHECK(!strcmp(j.pipeline, "configs/pipelines/emoji.yaml") && !strcmp(j.name, "batch-001"));
     CHECK(j.count == 16 && j.seed == 0 && !j.seeds && j.resolution == 128);
     CHECK(!strcmp(j.out, "out/") && j.priority == 0 && j.class_label == -1 && !j.keep_levels);
@@ -198,17 +201,18 @@ static const struct {
 
 TEST(config_pipeline_rules)
 {
-    char path[1024], err[512], want[1536];
+    char path[1024], want[1536];
+    strata_err e = {0};
     snprintf(path, sizeof path, "%s/p.yaml", test_tmpdir());
     for (size_t i = 0; i < sizeof pipeline_cases / sizeof pipeline_cases[0]; i++) {
         const char *text = edited(base_pipeline, pipeline_cases[i].from, pipeline_cases[i].to);
         pipeline_spec p;
         CHECKF(text, "case %zu: edit does not apply", i);
         CHECK(write_file(path, text, strlen(text)) == 0);
-        int r = pipeline_load(path, &p, err, sizeof err);
+        int r = pipeline_load(path, &p, &e);
         snprintf(want, sizeof want, "%s:%s", path, pipeline_cases[i].want);
-        CHECKF(r == ERR_INPUT && !strcmp(err, want), "case %zu: r %d\n got  %s\n want %s", i, r,
-               err, want);
+        CHECKF(r == ERR_INPUT && !strcmp(e.msg, want), "case %zu: r %d\n got  %s\n want %s", i, r,
+               e.msg, want);
         CHECK(p.nlevels == 0);
     }
 }
@@ -236,14 +240,15 @@ static const struct {
 
 TEST(config_pipeline_shapes)
 {
-    char err[512], want[600];
+    char want[600];
+    strata_err e = {0};
     for (size_t i = 0; i < sizeof shape_cases / sizeof shape_cases[0]; i++) {
         pipeline_spec p;
         const char *t = shape_cases[i].text;
-        int r = pipeline_from_yaml_text(t, strlen(t), "dir/p.yaml", &p, err, sizeof err);
+        int r = pipeline_from_yaml_text(t, strlen(t), "dir/p.yaml", &p, &e);
         snprintf(want, sizeof want, "dir/p.yaml:%s", shape_cases[i].want);
-        CHECKF(r == ERR_INPUT && !strcmp(err, want), "case %zu: r %d\n got  %s\n want %s", i, r,
-               err, want);
+        CHECKF(r == ERR_INPUT && !strcmp(e.msg, want), "case %zu: r %d\n got  %s\n want %s", i, r,
+               e.msg, want);
     }
 }
 
@@ -258,16 +263,16 @@ TEST(config_pipeline_optional_keys)
                                "     noise_level: 999, tile: 32, overlap: 8, sampler: ~}\n"
                                "  - {name: c, kind: direct, model: m, side: 128}\n";
     pipeline_spec p;
-    char err[512];
-    int r = pipeline_from_yaml_text(text, strlen(text), "SUBMIT", &p, err, sizeof err);
-    CHECKF(r == 0, "%s", err);
+    strata_err e = {0};
+    int r = pipeline_from_yaml_text(text, strlen(text), "SUBMIT", &p, &e);
+    CHECKF(r == 0, "%s", e.msg);
     CHECK(p.nlevels == 3 && !strcmp(p.levels[0].model, "/abs/m"));
     CHECK(!strcmp(p.levels[0].sampler, "dpm++2m") && p.levels[0].eta == 0.5f);
     CHECK(p.levels[0].guidance == 3.0f && p.levels[0].pool == 4);
     CHECK(!strcmp(p.levels[1].model, "m") && p.levels[1].noise_level == 999);
     CHECK(p.levels[1].tile == 32 && p.levels[1].overlap == 8 && !p.levels[1].sampler[0]);
     CHECK(p.levels[2].kind == LEVEL_KIND_DIRECT && p.levels[2].steps == 0);
-    r = pipeline_from_yaml_text(text, strlen(text), "/etc/strata/p.yaml", &p, err, sizeof err);
+    r = pipeline_from_yaml_text(text, strlen(text), "/etc/strata/p.yaml", &p, &e);
     CHECKF(r == 0 && !strcmp(p.levels[1].model, "/etc/strata/m"), "%d %s", r, p.levels[1].model);
 }
 
@@ -286,38 +291,37 @@ TEST(config_syntax_errors)
         {"name: t\nlevels: \xff\n", "x.yaml:2: invalid YAML: invalid leading UTF-8 octet"},
         {"name: t\n  side: 3\n", "x.yaml:2: invalid YAML: "},
     };
-    char err[512];
+    strata_err e = {0};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         pipeline_spec p;
-        int r = pipeline_from_yaml_text(cases[i].text, strlen(cases[i].text), "x.yaml", &p, err,
-                                        sizeof err);
-        CHECKF(r == ERR_INPUT && !strncmp(err, cases[i].want, strlen(cases[i].want)) &&
-                   one_line(err),
-               "case %zu: r %d\n got  %s\n want %s", i, r, err, cases[i].want);
+        int r = pipeline_from_yaml_text(cases[i].text, strlen(cases[i].text), "x.yaml", &p, &e);
+        CHECKF(r == ERR_INPUT && !strncmp(e.msg, cases[i].want, strlen(cases[i].want)) &&
+                   one_line(e.msg),
+               "case %zu: r %d\n got  %s\n want %s", i, r, e.msg, cases[i].want);
     }
 }
 
 TEST(config_files_missing_or_odd)
 {
-    char err[512], want[1200], path[1024];
+    char want[1200], path[1024];
+    strata_err e = {0};
     pipeline_spec p;
     job_spec j;
     const char *dir = test_tmpdir();
     snprintf(path, sizeof path, "%s/none.yaml", dir);
-    CHECK(pipeline_load(path, &p, err, sizeof err) == ERR_INPUT);
+    CHECK(pipeline_load(path, &p, &e) == ERR_INPUT);
     snprintf(want, sizeof want, "%s: cannot open: No such file or directory", path);
-    CHECKF(!strcmp(err, want), "%s", err);
-    CHECK(job_load(path, &j, err, sizeof err) == ERR_INPUT && !strcmp(err, want) && !j.seeds);
-    CHECK(pipeline_load(dir, &p, err, sizeof err) == ERR_INPUT);
+    CHECKF(!strcmp(e.msg, want), "%s", e.msg);
+    CHECK(job_load(path, &j, &e) == ERR_INPUT && !strcmp(e.msg, want) && !j.seeds);
+    CHECK(pipeline_load(dir, &p, &e) == ERR_INPUT);
     snprintf(want, sizeof want, "%s: cannot read: Is a directory", dir);
-    CHECKF(!strcmp(err, want), "%s", err);
+    CHECKF(!strcmp(e.msg, want), "%s", e.msg);
     snprintf(path, sizeof path, "%s/empty.yaml", dir);
     CHECK(write_file(path, "", 0) == 0);
-    CHECK(job_load(path, &j, err, sizeof err) == ERR_INPUT);
+    CHECK(job_load(path, &j, &e) == ERR_INPUT);
     snprintf(want, sizeof want, "%s:1: top level: the document is empty", path);
-    CHECKF(!strcmp(err, want), "%s", err);
-    CHECK(pipeline_load(TINY, &p, NULL, 0) == 0); /* no error buffer is fine */
-    CHECK(pipeline_load(path, &p, err, 1) == ERR_INPUT && err[0] == 0);
+    CHECKF(!strcmp(e.msg, want), "%s", e.msg);
+    CHECK(pipeline_load(TINY, &p, NULL) == 0); /* no error value is fine */
 }
 
 /* Deterministic bytes for the garbage tests. */
@@ -332,7 +336,7 @@ static uint64_t rng_next(uint64_t *s)
 TEST(config_big_and_deep_documents)
 {
     enum { MB10 = 10 << 20 };
-    char err[512];
+    strata_err e = {0};
     pipeline_spec p;
     char *buf = malloc((size_t)CONFIG_MAX_BYTES + 2);
     uint64_t s = 0x9e3779b97f4a7c15ull;
@@ -343,34 +347,34 @@ TEST(config_big_and_deep_documents)
             uint64_t x = rng_next(&s);
             buf[i] = pass ? alphabet[x % (sizeof alphabet - 1)] : (char)x;
         }
-        int r = pipeline_from_yaml_text(buf, MB10, "g.yaml", &p, err, sizeof err);
-        if (r >= 0 || !one_line(err)) free(buf);
-        CHECKF(r < 0 && one_line(err), "pass %d: %d %s", pass, r, err);
+        int r = pipeline_from_yaml_text(buf, MB10, "g.yaml", &p, &e);
+        if (r >= 0 || !one_line(e.msg)) free(buf);
+        CHECKF(r < 0 && one_line(e.msg), "pass %d: %d %s", pass, r, e.msg);
     }
     memset(buf, '[', 100); /* deep nesting */
-    int r = pipeline_from_yaml_text(buf, 100, "g.yaml", &p, err, sizeof err);
-    if (r != ERR_INPUT || strcmp(err, "g.yaml:1: document: nested deeper than 32 levels"))
+    int r = pipeline_from_yaml_text(buf, 100, "g.yaml", &p, &e);
+    if (r != ERR_INPUT || strcmp(e.msg, "g.yaml:1: document: nested deeper than 32 levels"))
         free(buf);
-    CHECKF(r == ERR_INPUT && !strcmp(err, "g.yaml:1: document: nested deeper than 32 levels"), "%s",
-           err);
+    CHECKF(r == ERR_INPUT && !strcmp(e.msg, "g.yaml:1: document: nested deeper than 32 levels"),
+           "%s", e.msg);
     size_t n = (size_t)snprintf(buf, 16, "levels:\n"); /* too many values */
     while (n + 4 < (size_t)CONFIG_MAX_BYTES && n < (4u << 20) + 64)
         n += (size_t)sprintf(buf + n, "- 1\n");
-    r = pipeline_from_yaml_text(buf, n, "g.yaml", &p, err, sizeof err);
-    if (r != ERR_INPUT || !strstr(err, "document: more than 1048576 values")) free(buf);
-    CHECKF(r == ERR_INPUT && strstr(err, "document: more than 1048576 values"), "%s", err);
+    r = pipeline_from_yaml_text(buf, n, "g.yaml", &p, &e);
+    if (r != ERR_INPUT || !strstr(e.msg, "document: more than 1048576 values")) free(buf);
+    CHECKF(r == ERR_INPUT && strstr(e.msg, "document: more than 1048576 values"), "%s", e.msg);
     memset(buf, ' ', (size_t)CONFIG_MAX_BYTES + 1); /* too large */
-    r = pipeline_from_yaml_text(buf, (size_t)CONFIG_MAX_BYTES + 1, "g.yaml", &p, err, sizeof err);
+    r = pipeline_from_yaml_text(buf, (size_t)CONFIG_MAX_BYTES + 1, "g.yaml", &p, &e);
     free(buf);
-    CHECKF(r == ERR_INPUT && !strcmp(err, "g.yaml: document: larger than 16 MiB"), "%s", err);
+    CHECKF(r == ERR_INPUT && !strcmp(e.msg, "g.yaml: document: larger than 16 MiB"), "%s", e.msg);
 }
 
 TEST(config_job_fields)
 {
     job_spec j;
-    char err[512];
-    int r = job_spec_from_yaml_text(base_job, strlen(base_job), "SUBMIT", &j, err, sizeof err);
-    CHECKF(r == 0, "%s", err);
+    strata_err e = {0};
+    int r = job_spec_from_yaml_text(base_job, strlen(base_job), "SUBMIT", &j, &e);
+    CHECKF(r == 0, "%s", e.msg);
     CHECK(!strcmp(j.pipeline, "p.yaml") && j.count == 3 && j.seed == 7 && !j.seeds);
     CHECK(j.resolution == 64 && !strcmp(j.out, "out") && !j.name[0] && j.priority == 0);
     CHECK(j.class_label == -1 && !j.keep_levels && !j.start_level[0] && !j.init_images[0]);
@@ -378,8 +382,8 @@ TEST(config_job_fields)
         "pipeline: p.yaml\nname: b-1.x_2\nseeds: [5, 17, 9223372036854775807]\n"
         "resolution: 8192\nout: o\npriority: -3\nclass_label: 9\n"
         "keep_levels: yes\nstart_level: l128\ninit_images: picked/\n";
-    r = job_spec_from_yaml_text(full, strlen(full), "SUBMIT", &j, err, sizeof err);
-    CHECKF(r == 0, "%s", err);
+    r = job_spec_from_yaml_text(full, strlen(full), "SUBMIT", &j, &e);
+    CHECKF(r == 0, "%s", e.msg);
     CHECK(j.count == 3 && j.seeds && j.seeds[0] == 5 && j.seeds[2] == INT64_MAX);
     CHECK(!strcmp(j.name, "b-1.x_2") && j.resolution == 8192 && j.priority == -3);
     CHECK(j.class_label == 9 && j.keep_levels == 1 && !strcmp(j.start_level, "l128"));
@@ -428,52 +432,18 @@ static const struct {
 
 TEST(config_job_rules)
 {
-    char err[512], want[600];
+    char want[600];
+    strata_err e = {0};
     for (size_t i = 0; i < sizeof job_cases / sizeof job_cases[0]; i++) {
         const char *text = edited(base_job, job_cases[i].from, job_cases[i].to);
         job_spec j;
         CHECKF(text, "case %zu: edit does not apply", i);
-        int r = job_spec_from_yaml_text(text, strlen(text), "SUBMIT", &j, err, sizeof err);
+        int r = job_spec_from_yaml_text(text, strlen(text), "SUBMIT", &j, &e);
         snprintf(want, sizeof want, "SUBMIT:%s", job_cases[i].want);
-        CHECKF(r == ERR_INPUT && !strcmp(err, want), "case %zu: r %d\n got  %s\n want %s", i, r,
-               err, want);
+        CHECKF(r == ERR_INPUT && !strcmp(e.msg, want), "case %zu: r %d\n got  %s\n want %s", i, r,
+               e.msg, want);
         CHECK(!j.seeds && j.count == 1);
     }
-}
-
-TEST(config_plan_levels)
-{
-    static const char text[] = "name: e\nlevels:\n"
-                               "  - {name: l32, kind: generate, model: m, side: 32, steps: 1}\n"
-                               "  - {name: l128, kind: refine, model: m, side: 128, steps: 1}\n"
-                               "  - {name: l512, kind: direct, model: m, side: 512}\n";
-    static const int cases[][2] = {{1, 1},   {16, 1},  {32, 1},   {33, 2},   {128, 2},
-                                   {129, 3}, {512, 3}, {1000, 3}, {4096, 3}, {8192, 3}};
-    pipeline_spec p;
-    char err[512];
-    int n = -1;
-    CHECK(pipeline_from_yaml_text(text, strlen(text), "e.yaml", &p, err, sizeof err) == 0);
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int r = plan_levels(&p, cases[i][0], &n, err, sizeof err);
-        CHECKF(r == 0 && n == cases[i][1], "resolution %d: r %d n %d", cases[i][0], r, n);
-    }
-    CHECK(plan_levels(&p, 0, &n, err, sizeof err) == ERR_INPUT);
-    CHECKF(!strcmp(err, "resolution: expected an integer 1..8192, got 0"), "%s", err);
-    CHECK(plan_levels(&p, 8193, &n, err, sizeof err) == ERR_INPUT);
-    CHECK(plan_start_level(&p, "l128", &n, err, sizeof err) == 0 && n == 1);
-    CHECK(plan_start_level(&p, "l512", &n, err, sizeof err) == 0 && n == 2);
-    CHECK(plan_start_level(&p, "", &n, err, sizeof err) == 0 && n == 0);
-    CHECK(plan_start_level(&p, NULL, &n, err, sizeof err) == 0 && n == 0);
-    CHECK(plan_start_level(&p, "l64", &n, err, sizeof err) == ERR_INPUT);
-    CHECKF(!strcmp(err, "start_level: no level \"l64\" in pipeline e (levels: l32, l128, l512)"),
-           "%s", err);
-    CHECK(plan_start_level(&p, "l\n1", &n, err, sizeof err) == ERR_INPUT);
-    CHECKF(!strcmp(err, "start_level: no level \"l?1\" in pipeline e (levels: l32, l128, l512)"),
-           "%s", err);
-    CHECK(plan_start_level(&p, "l32", &n, err, sizeof err) == ERR_INPUT);
-    CHECKF(!strcmp(err, "start_level: l32 is a generate level; start at a refine or direct level "
-                        "(its input is init_images)"),
-           "%s", err);
 }
 
 /* Load text as a pipeline and as a job; 0 or a one-line error, and sane specs on success. */
@@ -481,17 +451,17 @@ static int load_both(const char *text, size_t len, char *why, size_t whylen)
 {
     pipeline_spec p;
     job_spec j;
-    char err[512];
-    int r = pipeline_from_yaml_text(text, len, TINY, &p, err, sizeof err);
-    if (r > 0 || (r < 0 && !one_line(err)) || (r == 0 && (p.nlevels < 1 || p.nlevels > 8)))
-        return snprintf(why, whylen, "pipeline: r %d err '%s'", r, err), -1;
+    strata_err e = {0};
+    int r = pipeline_from_yaml_text(text, len, TINY, &p, &e);
+    if (r > 0 || (r < 0 && !one_line(e.msg)) || (r == 0 && (p.nlevels < 1 || p.nlevels > 8)))
+        return snprintf(why, whylen, "pipeline: r %d e.msg '%s'", r, e.msg), -1;
     for (int i = 1; r == 0 && i < p.nlevels; i++)
         if (p.levels[i].side % p.levels[i - 1].side || p.levels[i].side <= p.levels[i - 1].side)
             return snprintf(why, whylen, "pipeline: sides not increasing"), -1;
-    r = job_spec_from_yaml_text(text, len, EXAMPLE_JOB, &j, err, sizeof err);
-    int bad = r > 0 || (r < 0 && (!one_line(err) || j.seeds)) || (r == 0 && j.count < 1);
+    r = job_spec_from_yaml_text(text, len, EXAMPLE_JOB, &j, &e);
+    int bad = r > 0 || (r < 0 && (!one_line(e.msg) || j.seeds)) || (r == 0 && j.count < 1);
     job_spec_free(&j);
-    if (bad) return snprintf(why, whylen, "job: r %d err '%s'", r, err), -1;
+    if (bad) return snprintf(why, whylen, "job: r %d e.msg '%s'", r, e.msg), -1;
     return 0;
 }
 
@@ -565,9 +535,8 @@ TEST(config_fuzz_mutations)
 TEST(config_coordinator_file)
 {
     coordinator_config o = {.heartbeat_ms = 1000, .liveness = 3};
-    char err[512] = "";
-    CHECKF(coordinator_config_load("configs/coordinator.yaml", &o, err, sizeof err) == 0, "%s",
-           err);
+    strata_err e = {0};
+    CHECKF(coordinator_config_load("configs/coordinator.yaml", &o, &e) == 0, "%s", e.msg);
     CHECK(!strcmp(o.pipeline, "configs/pipelines/emoji.yaml"));
     CHECK(!strcmp(o.workers, "tcp://0.0.0.0:5555") && o.max_in_flight == 64);
     char path[1024];
@@ -576,6 +545,6 @@ TEST(config_coordinator_file)
     CHECK(f);
     fputs("pipeline: p.yaml\nliveness: zero\n", f);
     fclose(f);
-    CHECK(coordinator_config_load(path, &o, err, sizeof err) == ERR_INPUT);
-    CHECKF(strstr(err, "c.yaml:2: liveness: expected an integer 1..1000"), "%s", err);
+    CHECK(coordinator_config_load(path, &o, &e) == ERR_INPUT);
+    CHECKF(strstr(e.msg, "c.yaml:2: liveness: expected an integer 1..1000"), "%s", e.msg);
 }

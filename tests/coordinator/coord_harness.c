@@ -79,8 +79,7 @@ static int set_field(job_spec *j, const char *k, const char *v)
     return -1;
 }
 
-int harness_parse_job(const char *text, size_t len, const char *origin, job_spec *j, char *err,
-                      size_t errlen)
+int harness_parse_job(const char *text, size_t len, const char *origin, job_spec *j, strata_err *e)
 {
     memset(j, 0, sizeof *j);
     j->count = 1;
@@ -98,7 +97,7 @@ int harness_parse_job(const char *text, size_t len, const char *origin, job_spec
         char *colon = strstr(line, ": ");
         if (colon) *colon = 0;
         if (!colon || set_field(j, line, colon + 2) < 0) {
-            snprintf(err, errlen, "%s:%d: %s: bad line", origin, no + 1, line);
+            err_set(e, -2, "%s:%d: %s: bad line", origin, no + 1, line);
             free(j->seeds);
             j->seeds = NULL;
             return -2;
@@ -217,11 +216,7 @@ int harness_worker(harness *h, fake_worker *w, const char *name, int lvl, uint32
                              .ranks = 1,
                              .pid = 1}};
     if (!w->sock || harness_send(w->sock, &m) < 0 || harness_recv(w->sock, &m, 5000) < 0) return -1;
-    int ok = m.type == PROTO_WELCOME;
-    int64_t side = 0;
-    if (ok)
-        ok = proto_params_get_int(&m.welcome.config, "side", &side) == 0 &&
-             side == h->pipe.levels[lvl].side;
+    int ok = m.type == PROTO_WELCOME && m.welcome.config.side == h->pipe.levels[lvl].side;
     proto_msg_free(&m);
     return ok && harness_ready(w->sock, credits) == 0 ? 0 : -1;
 }
@@ -292,8 +287,7 @@ static int cond_matches(const struct proto_task *t)
 
 static void farm_record(farm *f, int wi, const struct proto_task *t)
 {
-    int64_t resize = 0;
-    proto_params_get_int(&t->params, "resize", &resize);
+    uint32_t resize = t->params.resize;
     if (f->nseen < FAKE_MAX_TASKS)
         f->seen[f->nseen++] =
             (task_seen){.worker = wi,
@@ -319,7 +313,7 @@ static void farm_answer(harness *h, farm *f, int wi, const struct proto_task *t)
 {
     fake_worker *w = &f->w[wi];
     int64_t side = h->pipe.levels[t->level_index].side;
-    proto_params_get_int(&t->params, "resize", &side);
+    if (t->params.resize) side = t->params.resize;
     int ok = w->fail_image != FAKE_FAIL_ALL && (int)t->image != w->fail_image;
     harness_result(w->sock, t->task, t->attempt, ok, t->image, (int)t->level_index, (int)side);
     if (ok && (int)t->level_index == f->last_level && t->image < sizeof f->finished_img &&

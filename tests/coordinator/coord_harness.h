@@ -66,8 +66,7 @@ int harness_stop(harness *h);
 
 /* The job parser the tests use: "key: value" lines (name count seed seeds resolution out
  * priority class_label keep_levels start_level init_images). */
-int harness_parse_job(const char *text, size_t len, const char *origin, job_spec *j, char *err,
-                      size_t errlen);
+int harness_parse_job(const char *text, size_t len, const char *origin, job_spec *j, strata_err *e);
 
 /* A DEALER connected to the worker (workers = 1) or client socket, with routing id rid. */
 void *harness_dealer(harness *h, int workers, const char *rid);

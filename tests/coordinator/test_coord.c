@@ -155,7 +155,6 @@ static int get_task(void *sock, struct proto_task *out, int timeout_ms)
     if (recv_type(sock, PROTO_TASK, &m, timeout_ms) < 0) return -1;
     *out = m.task;
     out->cond = (proto_tensor){0};
-    out->params.count = 0;
     out->job = out->level = NULL;
     proto_msg_free(&m);
     return 0;

@@ -186,33 +186,26 @@ TEST(proto_roundtrip_coordinator_messages)
 {
     strata_err e = {0};
     proto_msg in = {.type = PROTO_WELCOME}, out;
-    proto_params *c = &in.welcome.config;
-    CHECK(proto_params_set_str(c, "model", "models/l32") == 0);
-    CHECK(proto_params_set_int(c, "steps", 50) == 0);
-    CHECK(proto_params_set_int(c, "offset", -3) == 0);
-    CHECK(proto_params_set_float(c, "guidance", 7.5) == 0);
-    CHECK(proto_params_set_bool(c, "tiles", true) == 0);
+    in.welcome.config = (proto_level_config){.model = "models/l32",
+                                             .kind = LEVEL_KIND_DIRECT,
+                                             .index = 65535,
+                                             .side = 4096,
+                                             .steps = -3, /* ranges are the worker's to check */
+                                             .sampler = "dpm++2m",
+                                             .eta = 0.25f,
+                                             .noise_level = 100,
+                                             .guidance = 7.5f,
+                                             .tile = 512,
+                                             .overlap = 64,
+                                             .heartbeat_ms = 600000,
+                                             .liveness = 1};
     CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
-    const proto_params *oc = &out.welcome.config;
-    int64_t steps = 0, off = 0;
-    double g = 0, s = 0;
-    const char *model = NULL;
-    CHECK(oc->count == 5);
-    CHECK(proto_params_get_int(oc, "steps", &steps) == 0 && steps == 50);
-    CHECK(proto_params_get_int(oc, "offset", &off) == 0 && off == -3);
-    CHECK(proto_params_get_num(oc, "guidance", &g) == 0 && g == 7.5);
-    CHECK(proto_params_get_num(oc, "steps", &s) == 0 && s == 50.0);
-    CHECK(proto_params_get_str(oc, "model", &model) == 0 && streq(model, "models/l32"));
-    CHECK(proto_params_find(oc, "tiles")->kind == PROTO_PARAM_BOOL &&
-          proto_params_find(oc, "tiles")->b);
-    CHECK(proto_params_get_int(oc, "guidance", &steps) == ERR_TYPE);
-    CHECK(proto_params_get_int(oc, "nope", &steps) == ERR_MISSING);
-    proto_msg_free(&out);
-
-    /* a WELCOME with an empty config is still a config */
-    in = (proto_msg){.type = PROTO_WELCOME};
-    CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
-    CHECK(out.welcome.config.count == 0);
+    const proto_level_config *oc = &out.welcome.config, *ic = &in.welcome.config;
+    CHECK(out.type == PROTO_WELCOME && streq(oc->model, "models/l32") &&
+          oc->kind == LEVEL_KIND_DIRECT && oc->index == 65535 && oc->side == 4096 &&
+          oc->steps == -3 && streq(oc->sampler, "dpm++2m"));
+    CHECK(oc->eta == ic->eta && oc->noise_level == 100 && oc->guidance == ic->guidance &&
+          oc->tile == 512 && oc->overlap == 64 && oc->heartbeat_ms == 600000 && oc->liveness == 1);
     proto_msg_free(&out);
 
     uint8_t cond[4 * 8 * 8];
@@ -232,30 +225,29 @@ TEST(proto_roundtrip_coordinator_messages)
                                            .shape = {4, 8, 8},
                                            .data = cond,
                                            .nbytes = sizeof cond}};
-    CHECK(proto_params_set_int(&in.task.params, "steps", 20) == 0);
+    in.task.params.resize = 20;
     CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
     const struct proto_task *t = &out.task;
     CHECK(out.type == PROTO_TASK && t->task == UINT64_MAX && t->attempt == UINT32_MAX &&
           streq(t->job, "j-20240101-1") && t->image == 1999 && t->seed == 0xfedcba9876543210ull &&
           streq(t->level, "l128") && t->level_index == 1 && t->class_label == -1);
     CHECK(tensor_equal(&t->cond, &in.task.cond));
-    CHECK(t->params.count == 1 && proto_params_get_int(&t->params, "steps", &steps) == 0 &&
-          steps == 20);
+    CHECK(t->params.resize == 20);
     proto_msg_free(&out);
 
     /* no cond, no params: both optional */
     in.task.cond = (proto_tensor){0};
-    in.task.params = (proto_params){0};
+    in.task.params.resize = 0;
     in.task.class_label = 12;
     CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
-    CHECK(out.task.cond.dtype == PROTO_DTYPE_NONE && out.task.params.count == 0 &&
+    CHECK(out.task.cond.dtype == PROTO_DTYPE_NONE && out.task.params.resize == 0 &&
           out.task.class_label == 12);
     proto_msg_free(&out);
 }
 
 TEST(proto_roundtrip_empty_params_map_on_the_wire)
 {
-    /* an explicit empty params map (our encoder leaves it out) decodes as count 0 */
+    /* an explicit empty params map (our encoder leaves it out) decodes as no resize */
     mp m;
     mp_init(&m);
     pack_task(&m, NULL, NULL, 0);
@@ -266,7 +258,7 @@ TEST(proto_roundtrip_empty_params_map_on_the_wire)
     strata_err e = {0};
     proto_msg out;
     CHECKF(mp_decode(&m, &out, &e) == 0, "%s", e.msg);
-    CHECK(out.task.params.count == 0 && out.task.seed == 42 && streq(out.task.job, "job-1"));
+    CHECK(out.task.params.resize == 0 && out.task.seed == 42 && streq(out.task.job, "job-1"));
     proto_msg_free(&out);
 }
 
@@ -372,7 +364,7 @@ TEST(proto_missing_field_is_named)
         snprintf(want, sizeof want, "TASK: field '%s': missing", fields[i]);
         CHECK(mp_decode(&m, &out, &e) == ERR_MISSING && e.code == ERR_MISSING);
         CHECKF(strcmp(e.msg, want) == 0, "got \"%s\"", e.msg);
-        CHECK(out.type == PROTO_NONE && out.priv_ == NULL);
+        CHECK(out.type == PROTO_TASK && out.priv_ == NULL); /* nothing held; the type known */
         proto_msg_free(&out);
     }
 }
@@ -493,7 +485,7 @@ TEST(proto_duplicate_keys_and_nul_rejected)
     CHECK(mp_decode(&m, &out, &e) == ERR_VALUE);
     CHECKF(strstr(e.msg, "'job': string contains a NUL byte"), "%s", e.msg);
 
-    /* a params map with the same key twice */
+    /* a nested map (WELCOME's config) with the same key twice */
     mp_init(&m);
     msgpack_pack_map(&m.pk, 3);
     mp_kv_u(&m, "v", 1);
@@ -517,6 +509,7 @@ TEST(proto_header_checks)
     mp_kv_u(&m, "v", 2);
     mp_kv_s(&m, "type", "BYE");
     CHECK(mp_decode(&m, &out, &e) == ERR_VERSION);
+    CHECK(out.type == PROTO_NONE); /* no type is known from a bad header */
 
     mp_init(&m);
     msgpack_pack_map(&m.pk, 1);
@@ -634,21 +627,15 @@ TEST(proto_encoder_checks)
                                                  .nbytes = PROTO_MAX_FRAME}};
     CHECK(proto_encode(&in, &buf, &len, &e) == ERR_TOO_LARGE && buf == NULL);
 
-    proto_params p = {0};
-    char key[PROTO_MAX_KEY + 2];
-    memset(key, 'k', sizeof key - 1);
-    key[sizeof key - 1] = 0;
-    CHECK(proto_params_set_int(&p, key, 1) == ERR_TOO_LARGE);
-    static char keys[PROTO_MAX_PARAMS + 1][8];
-    for (int i = 0; i <= PROTO_MAX_PARAMS; i++) {
-        snprintf(keys[i], sizeof keys[i], "k%d", i);
-        CHECK(proto_params_set_int(&p, keys[i], i) == (i < PROTO_MAX_PARAMS ? 0 : ERR_TOO_LARGE));
-    }
-    CHECK(proto_params_set_int(&p, "k3", 33) == 0 && p.count == PROTO_MAX_PARAMS); /* replaced */
-    in = (proto_msg){.type = PROTO_WELCOME, .welcome.config = p};
-    in.welcome.config.item[5].key = "k4"; /* duplicate */
+    /* WELCOME: its config's required fields, and a kind with a name */
+    in = (proto_msg){.type = PROTO_WELCOME,
+                     .welcome.config = {.kind = LEVEL_KIND_REFINE, .side = 32, .steps = 2}};
+    CHECK(proto_encode(&in, &buf, &len, &e) == ERR_MISSING);
+    CHECKF(strcmp(e.msg, "WELCOME: field 'config.model': missing") == 0, "%s", e.msg);
+    in.welcome.config.model = "m";
+    in.welcome.config.kind = LEVEL_KIND_COUNT;
     CHECK(proto_encode(&in, &buf, &len, &e) == ERR_VALUE);
-    CHECKF(strstr(e.msg, "duplicate key 'k4'"), "%s", e.msg);
+    CHECKF(strcmp(e.msg, "WELCOME: field 'config.mode': not a level kind (3)") == 0, "%s", e.msg);
 }
 
 /* ---------------------------------------------------------------- bounded decoding */
@@ -671,13 +658,15 @@ static int sample_frames(void *bufs[3], size_t lens[3])
                                           .shape = {3, 4, 4},
                                           .data = cond,
                                           .nbytes = sizeof cond}};
-    proto_params_set_float(&t.task.params, "noise_level", 0.1);
-    proto_params_set_str(&t.task.params, "sampler", "ddim");
+    t.task.params.resize = 300;
     proto_msg s = {.type = PROTO_STATUS_REPLY, .status_reply = {2, jobs}};
-    proto_msg w = {.type = PROTO_WELCOME};
-    proto_params_set_str(&w.welcome.config, "model", "models/l32");
-    proto_params_set_int(&w.welcome.config, "steps", 30);
-    proto_params_set_bool(&w.welcome.config, "direct", false);
+    proto_msg w = {.type = PROTO_WELCOME,
+                   .welcome.config = {.model = "models/l32",
+                                      .kind = LEVEL_KIND_REFINE,
+                                      .side = 128,
+                                      .steps = 30,
+                                      .sampler = "",
+                                      .guidance = 1.5f}};
     const proto_msg *all[3] = {&t, &s, &w};
     for (int i = 0; i < 3; i++)
         if (proto_encode(all[i], &bufs[i], &lens[i], NULL) < 0) return -1;

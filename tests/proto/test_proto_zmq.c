@@ -41,11 +41,11 @@ TEST(proto_zmq_inproc_roundtrip)
           got.hello.slots == 2 && rid_is(&from, "worker-1"));
     proto_msg_free(&got);
 
-    proto_msg welcome = {.type = PROTO_WELCOME};
-    proto_params_set_int(&welcome.welcome.config, "steps", 8);
+    proto_msg welcome = {.type = PROTO_WELCOME,
+                         .welcome.config = {.model = "m", .kind = LEVEL_KIND_GENERATE, .steps = 8}};
     CHECKF(proto_send(router, &from, &welcome, &e) == 0, "%s", e.msg);
     CHECKF(proto_recv(dealer, NULL, &got, 2000, &e) == 0, "%s", e.msg);
-    CHECK(got.type == PROTO_WELCOME && got.welcome.config.count == 1);
+    CHECK(got.type == PROTO_WELCOME && got.welcome.config.steps == 8);
     proto_msg_free(&got);
 
     /* argument rules: a ROUTER needs a routing id both ways, a DEALER takes none */

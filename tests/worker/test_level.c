@@ -53,10 +53,10 @@ TEST(level_bilinear_matches_torch)
     st_close(f);
 }
 
-static void level_defaults(level_params *p, level_mode mode, int side, int steps)
+static void level_defaults(level_params *p, level_kind kind, int side, int steps)
 {
     memset(p, 0, sizeof *p);
-    p->mode = mode;
+    p->kind = kind;
     p->side = side;
     p->steps = steps;
     sched_config_default(SCHED_DDIM, &p->sched);
@@ -71,9 +71,9 @@ static int run_two_levels(int threads, int tiled, float guidance, uint8_t *low, 
     if (!rc) rc = unet_load(SR_MODEL, &sr, e);
     kernels_set_threads(threads);
     level_params p1, p2;
-    level_defaults(&p1, LEVEL_MODE_GENERATE, 16, 3);
+    level_defaults(&p1, LEVEL_KIND_GENERATE, 16, 3);
     p1.guidance = guidance;
-    level_defaults(&p2, LEVEL_MODE_REFINE, 32, 3);
+    level_defaults(&p2, LEVEL_KIND_REFINE, 32, 3);
     p2.index = 1;
     p2.noise_level = 50;
     p2.tile = tiled ? 16 : 0;
@@ -117,11 +117,11 @@ TEST(level_rejects_mismatched_models)
     uint8_t out[32 * 32 * 3];
     CHECK(unet_load(GEN_MODEL, &gen, &e) == 0);
     level_params p;
-    level_defaults(&p, LEVEL_MODE_REFINE, 16, 2);
+    level_defaults(&p, LEVEL_KIND_REFINE, 16, 2);
     level_task t = {.seed = 1, .class_label = -1};
     CHECK(level_run(gen, &p, &t, out, &e) == ERR_INPUT);
     CHECKF(strstr(e.msg, "cond"), "%s", e.msg);
-    level_defaults(&p, LEVEL_MODE_GENERATE, 10, 2); /* not a multiple of 4 */
+    level_defaults(&p, LEVEL_KIND_GENERATE, 10, 2); /* not a multiple of 4 */
     CHECK(level_run(gen, &p, &t, out, &e) == ERR_INPUT);
     unet_free(gen);
 }

@@ -195,7 +195,7 @@ static void coord_close(coord_fake *c)
 }
 
 /* HELLO (checked: level, pid, one slot) then WELCOME with config, then READY. */
-static int coord_welcome(coord_fake *c, const char *level, const proto_params *config)
+static int coord_welcome(coord_fake *c, const char *level, const proto_level_config *config)
 {
     proto_msg m;
     if (coord_expect(c, PROTO_HELLO, WAIT_MS, &m)) return -1;
@@ -227,22 +227,18 @@ typedef struct level_setup {
     double guidance;
 } level_setup;
 
-static void level_config(const level_setup *s, proto_params *p)
+static void level_config(const level_setup *s, proto_level_config *p)
 {
-    memset(p, 0, sizeof *p);
-    proto_params_set_str(p, "model", s->model);
-    proto_params_set_str(p, "mode", s->mode);
-    proto_params_set_int(p, "index", s->index);
-    proto_params_set_int(p, "side", s->side);
-    proto_params_set_int(p, "steps", s->steps);
-    proto_params_set_str(p, "sampler", "");
-    proto_params_set_float(p, "eta", 0.0);
-    proto_params_set_int(p, "noise_level", s->noise_level);
-    proto_params_set_float(p, "guidance", s->guidance);
-    proto_params_set_int(p, "tile", 0);
-    proto_params_set_int(p, "overlap", 0);
-    proto_params_set_int(p, "heartbeat_ms", s->hb);
-    proto_params_set_int(p, "liveness", s->liveness);
+    *p = (proto_level_config){.model = s->model,
+                              .index = (uint32_t)s->index,
+                              .side = s->side,
+                              .steps = s->steps,
+                              .sampler = "",
+                              .noise_level = s->noise_level,
+                              .guidance = (float)s->guidance,
+                              .heartbeat_ms = s->hb,
+                              .liveness = s->liveness};
+    level_kind_parse(s->mode, &p->kind);
 }
 
 /* The same level run in this process: what the worker must send back. */
@@ -253,7 +249,7 @@ static int level_expected(const level_setup *s, const level_task *t, uint8_t *ou
                       .steps = s->steps,
                       .noise_level = s->noise_level,
                       .guidance = (float)s->guidance};
-    p.mode = !strcmp(s->mode, "generate") ? LEVEL_MODE_GENERATE : LEVEL_MODE_REFINE;
+    level_kind_parse(s->mode, &p.kind);
     unet_t *m = NULL;
     int rc = worker_model_scheduler(s->model, "", 0.0f, &p.sched, e);
     if (!rc) rc = unet_load(s->model, &m, e);
@@ -309,7 +305,7 @@ TEST(worker_loop_generate_matches_level_run)
     CHECKF(level_expected(&s, &t, want, &e) == 0, "%s", e.msg);
 
     coord_fake c;
-    proto_params config;
+    proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
     CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
@@ -342,7 +338,7 @@ TEST(worker_loop_refine_resize_and_failures)
     CHECKF(worker_image_resize(want, 32, small, 24, &e) == 0, "%s", e.msg);
 
     coord_fake c;
-    proto_params config;
+    proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
     CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l32", NULL) == 0);
@@ -374,7 +370,7 @@ TEST(worker_loop_refine_resize_and_failures)
     int same = result_is(&r, 21, 1, want, 32);
     proto_msg_free(&r);
     CHECKF(same, "the refined image differs from level_run's");
-    proto_params_set_int(&task.task.params, "resize", 24);
+    task.task.params.resize = 24;
     task.task.attempt = 2;
     CHECK(coord_run_task(&c, &task, &r) == 0);
     same = result_is(&r, 21, 2, small, 24);
@@ -396,7 +392,7 @@ TEST(worker_loop_heartbeats_during_a_slow_task)
     level_setup s = {"no-model-in-stub-mode", "generate", 0, 16, 2, 0, 200, 50, 1.0};
     const char *extra[] = {"--stub-ms", "2500", NULL};
     coord_fake c;
-    proto_params config;
+    proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
     CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", extra) == 0);
@@ -428,7 +424,7 @@ TEST(worker_loop_sigterm_abandons_a_running_level)
     /* 1000 steps at 128x128: minutes of work, still running when the signal comes */
     level_setup s = {GEN_MODEL, "generate", 0, 128, 1000, 0, 100, 100, 1.0};
     coord_fake c;
-    proto_params config;
+    proto_level_config config;
     proto_msg m;
     level_config(&s, &config);
     CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l128", NULL) == 0);
@@ -455,7 +451,7 @@ TEST(worker_loop_says_hello_again_after_coordinator_silence)
     strata_err e = {0};
     CHECKF(level_expected(&s, &t, want, &e) == 0, "%s", e.msg);
     coord_fake c;
-    proto_params config;
+    proto_level_config config;
     proto_msg m;
     level_config(&s, &config);
     CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
@@ -483,7 +479,7 @@ TEST(worker_loop_bad_welcome_exits_2)
 {
     level_setup s = {"/nonexistent/strata-model", "generate", 0, 16, 2, 0, 200, 50, 1.0};
     coord_fake c;
-    proto_params config;
+    proto_level_config config;
     proto_msg m;
     level_config(&s, &config);
     CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
@@ -497,6 +493,35 @@ TEST(worker_loop_bad_welcome_exits_2)
     CHECKF(code == 2, "exit %d: %s", code, c.err);
     char *nl = strchr(c.err, '\n');
     CHECKF(strstr(c.err, "/nonexistent/strata-model") && nl && !nl[1], "stderr: %s", c.err);
+    coord_close(&c);
+}
+
+/* A WELCOME that does not decode is a level the worker cannot serve: it stops with the field
+ * named, as for a bad setting, rather than dropping the frame and waiting. */
+TEST(worker_loop_undecodable_welcome_exits_2)
+{
+    level_setup s = {GEN_MODEL, "generate", 0, 16, 2, 0, 200, 50, 1.0};
+    coord_fake c;
+    proto_msg m, w = {.type = PROTO_WELCOME};
+    void *buf = NULL;
+    size_t len = 0;
+    level_config(&s, &w.welcome.config);
+    CHECK(proto_encode(&w, &buf, &len, NULL) == 0);
+    char *mode = memmem(buf, len, "generate", 8);
+    CHECK(mode);
+    mode[3] = '3'; /* "gen3rate": not a level kind */
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_expect(&c, PROTO_HELLO, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    int sent = zmq_send(c.router, c.worker.id, c.worker.len, ZMQ_SNDMORE) >= 0 &&
+               zmq_send(c.router, buf, len, 0) == (int)len;
+    free(buf);
+    CHECK(sent);
+    CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    int code = coord_wait_exit(&c, WAIT_MS);
+    CHECKF(code == 2, "exit %d: %s", code, c.err);
+    CHECKF(strstr(c.err, "WELCOME: field 'config.mode'"), "stderr: %s", c.err);
     coord_close(&c);
 }
 
@@ -520,42 +545,38 @@ TEST(worker_loop_usage_errors_exit_2)
     CHECK(strstr(out, "farm benchmarks") && strstr(out, "--stub-ms"));
 }
 
-TEST(worker_loop_config_parse)
+TEST(worker_loop_config_from_welcome)
 {
     level_setup s = {GEN_MODEL, "refine", 2, 64, 10, 100, 500, 4, 3.0};
-    proto_params p;
+    proto_level_config p, q;
     worker_config c;
     strata_err e = {0};
     level_config(&s, &p);
-    CHECKF(worker_config_parse(&p, &c, &e) == 0, "%s", e.msg);
-    CHECK(!strcmp(c.model, GEN_MODEL) && c.level.mode == LEVEL_MODE_REFINE);
+    CHECKF(worker_config_from_welcome(&p, &c, &e) == 0, "%s", e.msg);
+    CHECK(!strcmp(c.model, GEN_MODEL) && c.level.kind == LEVEL_KIND_REFINE);
     CHECK(c.level.index == 2 && c.level.side == 64 && c.level.steps == 10);
     CHECK(c.level.noise_level == 100 && c.level.guidance == 3.0f && c.heartbeat_ms == 500);
     CHECK(c.liveness == 4 && c.sampler[0] == 0);
 
-    proto_params q = {0};
-    proto_params_set_str(&q, "model", "m");
-    proto_params_set_str(&q, "mode", "generate");
-    proto_params_set_int(&q, "index", 0);
-    proto_params_set_int(&q, "side", 32);
-    proto_params_set_int(&q, "steps", 4);
-    CHECKF(worker_config_parse(&q, &c, &e) == 0, "%s", e.msg);
-    CHECK(c.heartbeat_ms == 1000 && c.liveness == 3 && c.level.guidance == 1.0f);
-
-    proto_params_set_str(&q, "mode", "sharpen");
-    CHECK(worker_config_parse(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'mode'"));
-    proto_params_set_str(&q, "mode", "direct");
-    proto_params_set_int(&q, "side", 0);
-    CHECK(worker_config_parse(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'side'"));
-    proto_params_set_str(&q, "side", "32");
-    CHECK(worker_config_parse(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'side'"));
-    proto_params_set_int(&q, "side", 32);
-    proto_params_set_int(&q, "tile", 16);
-    proto_params_set_int(&q, "overlap", 16);
-    CHECK(worker_config_parse(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'overlap'"));
-    proto_params r = {0};
-    proto_params_set_str(&r, "mode", "generate");
-    CHECK(worker_config_parse(&r, &c, &e) == ERR_INPUT && strstr(e.msg, "'model'"));
+    /* each setting this worker cannot run is refused by name */
+    q = p, q.kind = (level_kind)7;
+    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'mode'"));
+    q = p, q.side = 0;
+    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'side'"));
+    q = p, q.side = WORKER_MAX_SIDE + 1;
+    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'side'"));
+    q = p, q.steps = 0;
+    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'steps'"));
+    q = p, q.index = 65536;
+    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'index'"));
+    q = p, q.tile = 16, q.overlap = 16;
+    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'overlap'"));
+    q = p, q.eta = 1.5f;
+    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'eta'"));
+    q = p, q.sampler = "a-sampler-name-too-long";
+    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'sampler'"));
+    q = p, q.model = NULL;
+    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'model'"));
 }
 
 TEST(worker_loop_resize_area_and_bilinear)
@@ -587,7 +608,7 @@ TEST(worker_loop_stub_refine_scales_the_cond)
         for (int x = 0; x < 8; x++)
             memcpy(want + (y * 8 + x) * 3, cond + (y / 2 * 4 + x / 2) * 3, 3);
     coord_fake c;
-    proto_params config;
+    proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
     CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l8", extra) == 0);
