@@ -2,6 +2,8 @@
  * documented (key, counter) layout, its statistics, and its independence from tiling and
  * thread count (DESIGN.md section 2). */
 #include "kernels/kernels.h"
+#include "kernels/philox.h"
+#include "kernels/threads.h"
 #include "tests/test.h"
 
 #include <math.h>
