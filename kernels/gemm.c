@@ -12,7 +12,7 @@
 /* The parallel GEMM splits C into 1, 2, 4 or 8 slices by work size alone, never by thread
  * count: each slice is one single-threaded OpenBLAS call, so every output element is computed
  * by the same instructions in the same order whatever the number of threads, and images are
- * bitwise identical for any --threads (DESIGN.md section 2). OpenBLAS's own threading
+ * bitwise identical for any --threads (docs/design.md section 2). OpenBLAS's own threading
  * partitions by thread count and changes the last bits, so it stays at one thread. Few slices
  * keep the cost of packing the shared operand again per slice small. */
 int gemm_slices(double flops)

@@ -1,6 +1,7 @@
 /* kernels: tensors, the diffusers UNet2DModel forward on OpenBLAS, samplers, Philox noise,
  * safetensors and PNG I/O. The only header other folders include from kernels/ (the others in
- * kernels/ are its internal headers). Knows nothing of the network.
+ * kernels/ are its internal headers). Knows nothing of the network. Its place in the farm and
+ * the determinism it keeps (same bits for any thread count): docs/design.md, sections 2 and 7.
  *
  * Sections: set-up and threads; safetensors; Philox noise; images and PNG; UNet2DModel;
  * schedulers and samplers; benchmarks (strata bench). */
