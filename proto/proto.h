@@ -4,7 +4,7 @@
  * planner). The only header other folders include from proto/.
  * Knows nothing of models: a tensor is a dtype, a shape and bytes.
  *
- * Wire format (DESIGN.md section 5): every ZeroMQ frame is ONE MessagePack map holding
+ * Wire format (docs/design.md section 5): every ZeroMQ frame is ONE MessagePack map holding
  * "v" (PROTO_VERSION) and "type" (the upper-case message name, e.g. "TASK"), plus the fields
  * below. Field names are snake_case. Unknown fields are ignored (so a newer peer may add some);
  * missing required fields, wrong types, duplicate keys, trailing bytes and anything over the caps
@@ -322,9 +322,9 @@ int proto_decode_owned(const void *buf, size_t len, void (*release)(void *buf, v
 
 /* ---------------------------------------------------------------- sockets */
 
-/* CURVE keys (Z85 text, 40 characters). All NULL: plaintext. The place for DESIGN.md section 6;
- * until the ZAP handler exists, setting any key is refused (ERR_ARG) rather than giving
- * encryption without authentication. */
+/* CURVE keys (Z85 text, 40 characters). All NULL: plaintext. The place for the CURVE that
+ * docs/design.md section 5 plans; until the ZAP handler exists, setting any key is refused
+ * (ERR_ARG) rather than giving encryption without authentication. */
 typedef struct proto_curve {
     const char *public_key;
     const char *secret_key;

@@ -65,7 +65,7 @@ static int sock_apply(void *s, int type, const proto_sock_opts *o, strata_err *e
                                            : d.send_timeout_ms;
     int rc = set_int(s, ZMQ_LINGER, linger, "LINGER", e);
     if (rc == 0) rc = set_int(s, ZMQ_SNDTIMEO, sndtimeo, "SNDTIMEO", e);
-    /* the farm runs its own HEARTBEAT/liveness (DESIGN.md section 6) */
+    /* the farm runs its own HEARTBEAT/liveness (docs/design.md section 6) */
     if (rc == 0) rc = set_int(s, ZMQ_HEARTBEAT_IVL, 0, "HEARTBEAT_IVL", e);
     if (rc == 0 && d.sndhwm > 0) rc = set_int(s, ZMQ_SNDHWM, d.sndhwm, "SNDHWM", e);
     if (rc == 0 && d.rcvhwm > 0) rc = set_int(s, ZMQ_RCVHWM, d.rcvhwm, "RCVHWM", e);

@@ -1,4 +1,4 @@
-/* The wire codec (DESIGN.md section 5): every message type round-trips; decoding is strict
+/* The wire codec (docs/design.md section 5): every message type round-trips; decoding is strict
  * (missing fields, wrong types, duplicates, bad tensors are errors naming the field) and bounded
  * (truncated frames, trailing bytes, huge declared counts, deep nesting and random bytes fail
  * cleanly, without big allocations). Frames are built with msgpack-c's packer where a test needs
