@@ -336,6 +336,11 @@ static int run_sample(const sample_args *a, level_mode mode, strata_err *e)
     int rc = unet_load(a->model, &m, e);
     if (!rc) rc = sample_level(a, mode, &p, e);
     const unet_info *info = rc ? NULL : unet_get_info(m);
+    if (!rc && mode == LEVEL_MODE_GENERATE && info->in_channels != info->out_channels)
+        rc = err_set(e, ERR_INPUT,
+                     "%s: the model takes a cond (%d input channels, %d output): "
+                     "give --cond IMG.png",
+                     a->model, info->in_channels, info->out_channels);
     if (!rc) rc = sample_canvas(a, info, &c, &init, &cond, e);
     size_t numel = rc ? 0 : (size_t)c.n * info->out_channels * c.h * c.w;
     if (!rc && !(x = malloc(numel * sizeof(float)))) rc = err_set(e, ERR_NOMEM, "out of memory");

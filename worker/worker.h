@@ -1,7 +1,9 @@
-/* worker: the level runner and the worker loop that serves it to a coordinator. One sampling
- * loop (sample_loop_run) serves `strata sample`, every level task of the farm and, next, an MPI
- * rank group: the model evaluation is its callback, the loop steps the sampler on the whole
- * canvas. The only header other folders include from worker/. */
+/* worker: the level runner and the worker loop that serves it to a coordinator (loop.c, with
+ * its compute thread in compute.c). One sampling loop (sample_loop_run, sample.c) runs
+ * `strata sample` and every level task of the farm; the model evaluation is its callback
+ * (tile_eval: tiles blended, one tile when untiled). MPI rank groups are not built: one would be
+ * another callback, each rank computing its windows and gathering the output, while the loop
+ * steps the sampler on the whole canvas. The only header other folders include from worker/. */
 #ifndef STRATA_WORKER_H
 #define STRATA_WORKER_H
 
