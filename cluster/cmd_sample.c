@@ -116,7 +116,7 @@ static const sample_flag sample_flags[SAMPLE_NFLAGS] = {
     [SF_CLASS_LABEL] = FLAG_L("class-label", -1, 1 << 20, class_label),
     [SF_TILE] = FLAG_L("tile", 0, 16384, tile),
     [SF_OVERLAP] = FLAG_L("overlap", 0, 16384, overlap),
-    [SF_LEVEL] = FLAG_L("level", 0, 0xffffffffL, level),
+    [SF_LEVEL] = FLAG_L("level", 0, 65535, level), /* the noise key holds 16 bits */
     [SF_IMAGE] = FLAG_L("image", 0, 0xffffffffL, image),
     [SF_COUNT] = FLAG_L("count", 1, 4096, count),
     [SF_SIZE] = FLAG_L("size", 1, 16384, size),
@@ -219,9 +219,9 @@ static int parse_sample_args(int argc, char **argv, sample_args *a, level_mode *
     return rc ? rc : sample_check(a, mode);
 }
 
-/* The tensor of a --noise file: its only one, else the one named "noise"; otherwise an error
- * naming the choices. */
-static const st_tensor *noise_tensor(const st_file_t *f, strata_err *e)
+/* The tensor of the --noise file f (opened from path): its only one, else the one named "noise";
+ * otherwise an error naming the choices. */
+static const st_tensor *noise_tensor(const st_file_t *f, const char *path, strata_err *e)
 {
     const st_tensor *t = st_count(f) == 1 ? st_at(f, 0) : st_find(f, "noise");
     if (t) return t;
@@ -231,10 +231,10 @@ static const st_tensor *noise_tensor(const st_file_t *f, strata_err *e)
         len += (size_t)snprintf(names + len, sizeof names - len, "%s'%s'", i ? ", " : "",
                                 st_at(f, i)->name);
     if (!st_count(f))
-        err_set(e, ERR_INPUT, "%s: holds no tensor: expected the noise", st_path(f));
+        err_set(e, ERR_INPUT, "%s: holds no tensor: expected the noise", path);
     else
         err_set(e, ERR_INPUT, "%s: holds %d tensors (%s): keep one, or name the noise 'noise'",
-                st_path(f), st_count(f), names);
+                path, st_count(f), names);
     return NULL;
 }
 
@@ -244,7 +244,7 @@ static int sample_read_noise(const char *path, int channels, float **init, level
 {
     st_file_t *f = NULL;
     int rc = st_open(path, &f, e);
-    const st_tensor *t = rc ? NULL : noise_tensor(f, e);
+    const st_tensor *t = rc ? NULL : noise_tensor(f, path, e);
     if (!rc && !t) rc = ERR_INPUT;
     if (!rc &&
         (t->ndim != 4 || t->shape[1] != channels || t->dtype == ST_DTYPE_OTHER ||
