@@ -15,7 +15,8 @@ argument; DDPM: a stand-in for the randn_tensor its module calls). It writes
 
 The output is a pure function of the case list and the installed torch/diffusers: random
 tensors come from a generator seeded by the case name. Rerunning replaces OUT entirely.
-tests/kernels/test_sampler.c replays every case in C.
+tests/kernels/test_sampler.c replays every case in C, and tests/worker/test_sample_loop.c replays each
+through the sampling loop that `strata sample` and the farm run.
 """
 
 import argparse

@@ -1,5 +1,9 @@
-/* worker: the level runner (sampling loop, conditioning) and, later, the worker loop and MPI
- * rank groups. The only header other folders include from worker/. */
+/* worker: the level runner and the worker loop that serves it to a coordinator (loop.c, with
+ * its compute thread in compute.c). One sampling loop (sample_loop_run, sample.c) runs
+ * `strata sample` and every level task of the farm; the model evaluation is its callback
+ * (tile_eval: tiles blended, one tile when untiled). MPI rank groups are not built: one would be
+ * another callback, each rank computing its windows and gathering the output, while the loop
+ * steps the sampler on the whole canvas. The only header other folders include from worker/. */
 #ifndef STRATA_WORKER_H
 #define STRATA_WORKER_H
 
@@ -9,26 +13,42 @@
 #include <signal.h>
 #include <stdint.h>
 
-/* One sampling run of a level over n images of size h x w. */
-typedef struct sample_job {
-    unet_t *model;
+/* ---------------------------------------------------------------- the sampling loop */
+
+/* The model's output for the whole canvas x (n images of channels x h x w) at step `step`,
+ * timestep t, into out (same shape). How it is computed (one forward, tiles blended, tiles spread
+ * over ranks that each compute their part and gather) is the callback's business: the loop only
+ * steps the sampler. Returns 0 or a strata_err code with e filled. */
+typedef int (*sample_eval_fn)(void *ctx, int step, float t, const float *x, float *out,
+                              strata_err *e);
+
+/* Noise of one stream (NOISE_STREAM_INIT or a step index) for the whole canvas, into dst. */
+typedef void (*sample_noise_fn)(void *ctx, uint32_t stream, float *dst);
+
+/* One run of the sampling loop over a canvas of n images of channels x h x w. */
+typedef struct sample_loop {
     const sched_config *sched;
     int steps;
-    int n, h, w;
-    const float *cond; /* (n, cond_channels, h, w) concatenated after x_t, or NULL */
-    int cond_channels;
-    const float *class_labels; /* n * class_label_dim values, or NULL */
-    const float *init_noise;   /* (n, out_channels, h, w) to replace the drawn noise, or NULL */
-    uint64_t seed;             /* noise: key (seed, first_image + i, level, stream) */
+    int n, channels, h, w;
+    sample_eval_fn eval;
+    void *eval_ctx;
+    /* noise: image i's value at (c, y, x) is noise_at(key (seed, first_image + i, level, stream),
+     * c, y, x), a function of global pixel coordinates only, so that tiles, ranks and batches
+     * never change it. noise (NULL: that Philox noise) replaces it, e.g. by recorded noise. */
+    uint64_t seed;
     uint32_t first_image;
     uint32_t level;
-    void (*progress)(void *ctx, int step, int steps);
+    const float *init_noise; /* the canvas's initial noise instead of stream INIT, or NULL */
+    sample_noise_fn noise;
+    void *noise_ctx;
+    void (*progress)(void *ctx, int step, int steps); /* after each step, or NULL */
     void *progress_ctx;
-} sample_job;
+} sample_loop;
 
-/* Run the sampler loop; out is (n, out_channels, h, w). Deterministic: every random number is
- * drawn from the Philox key of DESIGN.md section 2. */
-int runner_sample(const sample_job *job, float *out, strata_err *e);
+/* The sampling loop: x <- initial noise x init_sigma, then for each step x <- step(eval(x, t),
+ * x, noise). x is the canvas (n, channels, h, w). Deterministic: every random number comes from
+ * the Philox key above (DESIGN.md section 2) unless L->noise replaces it. */
+int sample_loop_run(const sample_loop *L, float *x, strata_err *e);
 
 /* ---------------------------------------------------------------- levels */
 
@@ -61,17 +81,72 @@ typedef struct level_task {
 int worker_model_scheduler(const char *dir, const char *sampler, float eta, sched_config *c,
                            strata_err *e);
 
-/* Run one image through a level; out is side x side RGB8. Tiles are blended at every step
- * (DESIGN.md section 3); the result does not depend on threads or on how tiles are batched. */
+/* One level run over a canvas of n images of h x w (what `strata sample` asks for; the farm's
+ * task is n = 1, h = w = side). Image i's noise keys are (seed, first_image + i, p->index, *).
+ * Every image gets the same cond and class. */
+typedef struct level_canvas {
+    int n, h, w;
+    uint64_t seed;
+    uint32_t first_image;
+    const uint8_t *cond; /* the previous level's RGB8 image (cond_h x cond_w), or NULL */
+    int cond_h, cond_w;
+    int class_label;         /* -1: none (class-conditional models get their null class) */
+    const float *init_noise; /* (n, 3, h, w) instead of the drawn initial noise, or NULL */
+    void (*progress)(void *ctx, int step, int steps);
+    void *progress_ctx;
+} level_canvas;
+
+/* Run a level over a canvas: conditioning, guidance and tiles (tile_eval) around
+ * sample_loop_run. x is (n, out_channels, h, w); p->side is not used (c->h, c->w are). */
+int level_sample(unet_t *m, const level_params *p, const level_canvas *c, float *x, strata_err *e);
+
+/* Run one image through a level (level_sample with n = 1 on side x side); out is side x side
+ * RGB8. Tiles are blended at every step (DESIGN.md section 3); the result does not depend on
+ * threads or on how tiles are batched. */
 int level_run(unet_t *m, const level_params *p, const level_task *t, uint8_t *out, strata_err *e);
+
+/* Bilinear resize of a CHW float image with align_corners=True (as DeepFloyd IF upsamples). */
+void image_resize_bilinear(const float *src, int channels, int sh, int sw, float *dst, int dh,
+                           int dw);
+
+/* ---------------------------------------------------------------- model evaluation in tiles */
+
+enum { TILE_MAX_PER_AXIS = 256 };
 
 /* Tile origins along one axis: tiles spread evenly, the last flush with the edge. Returns the
  * count, 1 when side <= tile, or -1 when more than max tiles would be needed. */
 int tile_positions(int side, int tile, int overlap, int *pos, int max);
 
-/* Bilinear resize of a CHW float image with align_corners=True (as DeepFloyd IF upsamples). */
-void image_resize_bilinear(const float *src, int channels, int sh, int sw, float *dst, int dh,
-                           int dw);
+/* A level's model evaluation, the sampling loop's eval callback: over a canvas of n images the
+ * model sees concat([x, cond]) in tile windows whose outputs are blended with a raised-cosine
+ * feather into one global output (DESIGN.md section 3); one window covering the canvas is the
+ * untiled level. Guided, each window runs as one batch of the n conditional images and the n
+ * null-class ones, and out = uncond + guidance (cond - uncond). Fill the fields down to
+ * `overlap`, then tile_eval_init. */
+typedef struct tile_eval {
+    unet_t *model;
+    int n, h, w;
+    const float *cond;   /* (n, in_channels - out_channels, h, w), or NULL when that is 0 */
+    const float *labels; /* class labels of one window's batch (n, then n null-class ones when
+                            guided) x class_label_dim, or NULL for models without classes */
+    int guided;
+    float guidance;
+    int tile, overlap; /* tile side (0, or >= a canvas side: one window along it) and overlap */
+    /* set by tile_eval_init */
+    int oc, cc, th, tw, nty, ntx;
+    int ty[TILE_MAX_PER_AXIS], tx[TILE_MAX_PER_AXIS];
+    float *fy, *fx, *wsum, *in, *out, *ts;
+} tile_eval;
+
+/* Check the canvas against the model (sides and tile multiples of its downsampling, overlap
+ * below the tile, a cond exactly when the model takes one) and allocate. ERR_INPUT or
+ * ERR_NOMEM; tile_eval_free is safe either way. */
+int tile_eval_init(tile_eval *t, strata_err *e);
+void tile_eval_free(tile_eval *t);
+
+/* sample_eval_fn over a tile_eval (ctx). Windows run in index order, so the result does not
+ * depend on threads; pixels are blended in that order too. */
+int tile_eval_model(void *ctx, int step, float t, const float *x, float *out, strata_err *e);
 
 /* ---------------------------------------------------------------- the worker loop */
 

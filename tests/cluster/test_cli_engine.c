@@ -313,3 +313,111 @@ TEST(cli_bench_unet_traces_every_gemm)
     CHECKF(g1 > 0 && fabs(g4 / g1 - 4.0) < 1e-3, "batch 1: %s batch 4: %s", out1, out4);
     CHECKF(bench_field(out4, " gemm_alone_ms=") > 0, "%s", out4);
 }
+
+/* ---------------------------------------------------------------- strata sample's level flags */
+
+/* Runs `strata sample` of the small model with the args after the required ones. */
+static int run_sample(const char *const *extra, const char *out, char *err, size_t errlen)
+{
+    const char *args[32] = {"sample", "--model", SMALL_MODEL, "--steps", "2",
+                            "--seed", "3",       "--out",     out};
+    int n = 9;
+    while (*extra && n < 31)
+        args[n++] = *extra++;
+    args[n] = NULL;
+    return test_run_strata(args, err, errlen, NULL, 0);
+}
+
+/* Every bad value of a level flag: exit 2 and one line naming the flag. */
+TEST(cli_sample_level_flags_bad_values)
+{
+    static const struct {
+        const char *args[6], *named;
+    } bad[] = {
+        {{"--noise-level", "1000"}, "--noise-level"},
+        {{"--noise-level", "-1"}, "--noise-level"},
+        {{"--guidance", "0.5"}, "--guidance"},
+        {{"--guidance", "nan"}, "--guidance"},
+        {{"--class-label", "x"}, "--class-label"},
+        {{"--class-label", "-2"}, "--class-label"},
+        {{"--tile", "-8"}, "--tile"},
+        {{"--overlap", "4"}, "--overlap"},
+        {{"--tile", "16", "--overlap", "16"}, "--overlap"},
+        {{"--kind", "upscale"}, "--kind"},
+        {{"--kind", "refine"}, "--cond"},
+        {{"--kind", "direct"}, "--cond"},
+        {{"--kind", "generate", "--cond", "x.png"}, "--cond"},
+        {{"--noise-level", "10"}, "--noise-level"},
+        {{"--level", "-1"}, "--level"},
+        {{"--image", "4294967296"}, "--image"},
+        {{"--cond"}, "--cond"},
+    };
+    char err[2048], out[1024];
+    snprintf(out, sizeof out, "%s/x.png", test_tmpdir());
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = run_sample(bad[i].args, out, err, sizeof err);
+        CHECKF(rc == 2, "%s %s: exit %d: %s", bad[i].args[0], bad[i].args[1], rc, err);
+        CHECKF(count_lines(err) == 1, "%s: expected one line, got: %s", bad[i].args[0], err);
+        CHECKF(strstr(err, bad[i].named), "%s not named in: %s", bad[i].named, err);
+    }
+    /* run-time refusals are one line and exit 2 too: a tile not a multiple of the model's 4 */
+    const char *odd_tile[] = {"--size", "16", "--tile", "6", NULL};
+    CHECK(run_sample(odd_tile, out, err, sizeof err) == 2 && count_lines(err) == 1);
+    CHECKF(strstr(err, "tile"), "%s", err);
+    const char *help[] = {"sample", "--help", NULL};
+    char text[8192];
+    CHECK(test_run_strata(help, err, sizeof err, text, sizeof text) == 0);
+    const char *flags[] = {"--cond",    "--noise-level", "--guidance", "--class-label", "--tile",
+                           "--overlap", "--level",       "--image",    "--kind",        "--noise"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        CHECKF(strstr(text, flags[i]), "--help does not document %s", flags[i]);
+}
+
+/* Writes a safetensors file at path holding `count` copies of the same (2, 3, 16, 16) noise,
+ * under the given names. */
+static int write_noise(const char *path, const char *const *names, int count)
+{
+    static float v[2 * 3 * 16 * 16];
+    noise_key k = {11, 0, 0, 0};
+    noise_fill(&k, v, 6, 16, 16, 0, 0);
+    st_out t[4];
+    for (int i = 0; i < count; i++)
+        t[i] = (st_out){names[i], v, 4, {2, 3, 16, 16}};
+    strata_err e;
+    return st_write_f32(path, t, count, &e);
+}
+
+/* --noise takes a file's only tensor whatever its name (diffusers and safetensors' own tools
+ * call it 'sample' or anything), or the one named 'noise'; with several other names the
+ * error lists them. */
+TEST(cli_sample_noise_file_any_name)
+{
+    static const char *const noise[] = {"noise"}, *const sample[] = {"sample"},
+                             *const both[] = {"latents", "noise"}, *const two[] = {"a", "b"};
+    const char *dir = test_tmpdir();
+    char err[2048], f[4][1024], out[4][1024];
+    const char *const *names[] = {noise, sample, both, two};
+    const int counts[] = {1, 1, 2, 2};
+    for (int i = 0; i < 4; i++) {
+        snprintf(f[i], sizeof f[i], "%s/n%d.safetensors", dir, i);
+        snprintf(out[i], sizeof out[i], "%s/o%d.safetensors", dir, i);
+        CHECK(write_noise(f[i], names[i], counts[i]) == 0);
+        const char *extra[] = {"--class-label", "2", "--noise", f[i], NULL};
+        int rc = run_sample(extra, out[i], err, sizeof err);
+        CHECKF(rc == (i == 3 ? 2 : 0), "%s: exit %d: %s", f[i], rc, err);
+    }
+    CHECKF(count_lines(err) == 1 && strstr(err, "'a'") && strstr(err, "'b'"),
+           "the choices are not named: %s", err);
+    st_file_t *s[3];
+    strata_err e;
+    for (int i = 0; i < 3; i++)
+        CHECKF(st_open(out[i], &s[i], &e) == 0, "%s", e.msg);
+    const st_tensor *t0 = st_find(s[0], "sample"), *t1 = st_find(s[1], "sample"),
+                    *t2 = st_find(s[2], "sample");
+    int same = t0 && t1 && t2 && t0->shape[0] == 2 && t0->nbytes == t1->nbytes &&
+               t0->nbytes == t2->nbytes && !memcmp(t0->data, t1->data, t0->nbytes) &&
+               !memcmp(t0->data, t2->data, t0->nbytes);
+    for (int i = 0; i < 3; i++)
+        st_close(s[i]);
+    CHECKF(same, "%s", "the same noise under another name gave another sample");
+}

@@ -1,8 +1,8 @@
-/* UNet2DModel forward and sampling loops against diffusers' own outputs
- * (fixtures from tools/make_fixtures.py), and bad model directories. */
+/* UNet2DModel forward against diffusers' own outputs (fixtures from tools/make_fixtures.py) and
+ * bad model directories. The fixtures' sampling loops are replayed through the worker's loop in
+ * tests/worker/test_sample_loop.c. */
 #include "kernels/kernels.h"
 #include "tests/test.h"
-#include "worker/worker.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -92,79 +92,6 @@ TEST(unet_forward_matches_diffusers)
         checked++;
     }
     CHECK(checked == n);
-}
-
-/* One sampling loop fixture: loops/<name>/{scheduler_config.json, io.safetensors}. */
-static double loop_case_error(const char *model_dir, const char *loop_dir, char *why, size_t len)
-{
-    char path[1024];
-    strata_err e = {0};
-    unet_t *m = NULL;
-    st_file_t *io = NULL;
-    sched_config sc;
-    double rel = -1;
-    snprintf(path, sizeof path, "%s/scheduler_config.json", loop_dir);
-    int rc = unet_load(model_dir, &m, &e);
-    if (!rc) rc = sched_config_load(path, &sc, &e);
-    snprintf(path, sizeof path, "%s/io.safetensors", loop_dir);
-    if (!rc) rc = st_open(path, &io, &e);
-    if (rc) {
-        snprintf(why, len, "%s", e.msg);
-        unet_free(m);
-        return -1;
-    }
-    const st_tensor *ns, *cs;
-    float *noise = read_tensor(io, "noise", &ns), *cond = read_tensor(io, "cond", &cs);
-    float *labels = read_tensor(io, "class_labels", NULL), *steps = read_tensor(io, "steps", NULL);
-    float *want = read_tensor(io, "expected", NULL);
-    float *got = noise ? malloc((size_t)st_numel(ns) * sizeof(float)) : NULL;
-    if (noise && steps && want && got) {
-        sample_job job = {.model = m,
-                          .sched = &sc,
-                          .steps = (int)steps[0],
-                          .n = (int)ns->shape[0],
-                          .h = (int)ns->shape[2],
-                          .w = (int)ns->shape[3],
-                          .cond = cond,
-                          .cond_channels = cond ? (int)cs->shape[1] : 0,
-                          .class_labels = labels,
-                          .init_noise = noise};
-        if (!runner_sample(&job, got, &e)) {
-            float d, r;
-            test_max_abs_diff(got, want, (size_t)st_numel(ns), &d, &r);
-            rel = d / r;
-        } else {
-            snprintf(why, len, "sampling failed: %s", e.msg);
-        }
-    } else {
-        snprintf(why, len, "%s: missing noise, steps or expected", path);
-    }
-    free(noise), free(cond), free(labels), free(steps), free(want), free(got);
-    st_close(io);
-    unet_free(m);
-    return rel;
-}
-
-TEST(unet_sampling_loops_match_diffusers)
-{
-    char cases[32][128], loops[64][128], dir[1024], model[1024], why[600] = "";
-    int n = list_dirs(UNET_FIXTURES, cases, 32), total = 0;
-    for (int i = 0; i < n; i++) {
-        snprintf(dir, sizeof dir, "%s/%s/loops", UNET_FIXTURES, cases[i]);
-        snprintf(model, sizeof model, "%s/%s/model", UNET_FIXTURES, cases[i]);
-        int nl = list_dirs(dir, loops, 64);
-        for (int j = 0; j < nl; j++) {
-            char loop[1200];
-            snprintf(loop, sizeof loop, "%s/%s", dir, loops[j]);
-            double rel = loop_case_error(model, loop, why, sizeof why);
-            CHECKF(rel >= 0, "%s/%s: %s", cases[i], loops[j], why);
-            CHECKF(rel <= 1e-3, "%s/%s: max abs error %.3g of the max abs value", cases[i],
-                   loops[j], rel);
-            printf("    %-8s %-28s relative error %.2e\n", cases[i], loops[j], rel);
-            total++;
-        }
-    }
-    CHECKF(total >= 18, "expected at least 18 sampling-loop fixtures, found %d", total);
 }
 
 /* Random edits of a model's config.json: unet_load either refuses with ERR_INPUT and a

@@ -125,3 +125,28 @@ TEST(level_rejects_mismatched_models)
     CHECK(level_run(gen, &p, &t, out, &e) == ERR_INPUT);
     unet_free(gen);
 }
+
+/* A canvas of n images is n level runs: image k's noise keys use first_image + k, and the
+ * batch (guided: n conditional images, then n null-class ones) changes no pixel. */
+TEST(level_sample_batch_equals_single_runs)
+{
+    unet_t *gen;
+    strata_err e = {0};
+    CHECK(unet_load(GEN_MODEL, &gen, &e) == 0);
+    level_params p;
+    level_defaults(&p, LEVEL_KIND_GENERATE, 16, 3);
+    p.guidance = 3.0f;
+    p.index = 2;
+    float x[2 * 3 * 16 * 16];
+    uint8_t batch[16 * 16 * 3], single[16 * 16 * 3];
+    level_canvas c = {.n = 2, .h = 16, .w = 16, .seed = 42, .first_image = 3, .class_label = 2};
+    int rc = level_sample(gen, &p, &c, x, &e);
+    for (int k = 0; k < 2 && !rc; k++) {
+        level_task t = {.seed = 42, .image = 3 + (uint32_t)k, .class_label = 2};
+        rc = level_run(gen, &p, &t, single, &e);
+        image_from_tensor(x + k * 3 * 16 * 16, 16, 16, batch);
+        if (!rc && memcmp(batch, single, sizeof batch) != 0) rc = -1 - k;
+    }
+    unet_free(gen);
+    CHECKF(rc == 0, "rc %d: %s", rc, rc > 0 ? e.msg : "an image of the batch differs");
+}
