@@ -79,8 +79,7 @@ static int set_field(job_spec *j, const char *k, const char *v)
     return -1;
 }
 
-int harness_parse_job(const char *text, size_t len, const char *origin, job_spec *j, char *err,
-                      size_t errlen)
+int harness_parse_job(const char *text, size_t len, const char *origin, job_spec *j, strata_err *e)
 {
     memset(j, 0, sizeof *j);
     j->count = 1;
@@ -98,10 +97,9 @@ int harness_parse_job(const char *text, size_t len, const char *origin, job_spec
         char *colon = strstr(line, ": ");
         if (colon) *colon = 0;
         if (!colon || set_field(j, line, colon + 2) < 0) {
-            snprintf(err, errlen, "%s:%d: %s: bad line", origin, no + 1, line);
             free(j->seeds);
             j->seeds = NULL;
-            return -2;
+            return err_set(e, ERR_INPUT, "%s:%d: %s: bad line", origin, no + 1, line);
         }
     }
     return 0;
@@ -129,9 +127,10 @@ int harness_start(harness *h, const coord_options *in)
     if (!o.liveness) o.liveness = 10;
     if (!o.parse_job) o.parse_job = harness_parse_job;
     o.verbose = getenv("STRATA_TEST_VERBOSE") != NULL;
-    char err[256];
-    if (coord_new(&o, &h->c, err, sizeof err) != 0) {
-        fprintf(stderr, "    coord_new: %s\n", err);
+    o.check = 1; /* every coordinator test verifies the invariants after every message */
+    strata_err e = {0};
+    if (coord_new(&o, &h->c, &e) != 0) {
+        fprintf(stderr, "    coord_new: %s\n", e.msg);
         return -1;
     }
     h->ctx = zmq_ctx_new();
@@ -153,8 +152,8 @@ int harness_stop(harness *h)
 {
     harness_halt(h);
     /* the coordinator first, while its peers can still take its last frames */
-    coord_free(h->c);
-    h->c = NULL;
+    if (h->c) h->checks = coord_checks_run(h->c);
+    coord_destroy(&h->c);
     for (int i = 0; i < h->nsocks; i++)
         proto_sock_close(&h->socks[i]);
     h->nsocks = 0;

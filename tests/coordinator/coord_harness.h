@@ -16,6 +16,7 @@ typedef struct harness {
     coord_t *c;
     pthread_t thread;
     int started, rc;
+    uint64_t checks; /* coord_checks_run when harness_stop freed the coordinator */
     void *ctx;
     pipeline_spec pipe;
     char dir[512];
@@ -57,7 +58,8 @@ typedef struct farm {
 /* A 3-level pipeline l16 (generate) -> l32 -> l64 (refine); models need not exist. */
 pipeline_spec harness_pipeline(void);
 /* Start a coordinator with o's non-zero fields over the defaults (tiny pipeline, free ports,
- * the test job parser, heartbeat 1000 ms x 10). 0 or -1. */
+ * the test job parser, heartbeat 1000 ms x 10), its invariants checked after every message.
+ * 0 or -1. */
 int harness_start(harness *h, const coord_options *o);
 /* Stop the coordinator (coord_stop, join); the test's sockets stay open. */
 void harness_halt(harness *h);
@@ -66,8 +68,7 @@ int harness_stop(harness *h);
 
 /* The job parser the tests use: "key: value" lines (name count seed seeds resolution out
  * priority class_label keep_levels start_level init_images). */
-int harness_parse_job(const char *text, size_t len, const char *origin, job_spec *j, char *err,
-                      size_t errlen);
+int harness_parse_job(const char *text, size_t len, const char *origin, job_spec *j, strata_err *e);
 
 /* A DEALER connected to the worker (workers = 1) or client socket, with routing id rid. */
 void *harness_dealer(harness *h, int workers, const char *rid);
