@@ -1,5 +1,6 @@
 /* The coordinator test harness (see coord_harness.h). */
 #include "tests/coordinator/coord_harness.h"
+#include "kernels/kernels.h"
 #include "tests/test.h"
 
 #include <errno.h>
@@ -359,27 +360,43 @@ static void farm_client_msgs(farm *f, void *watcher)
     }
 }
 
+int farm_step(harness *h, farm *f, void *watcher, int ms)
+{
+    zmq_pollitem_t items[FAKE_MAX_WORKERS + 1];
+    for (int i = 0; i < f->nw; i++)
+        items[i] = (zmq_pollitem_t){f->w[i].sock, 0, ZMQ_POLLIN, 0};
+    items[f->nw] = (zmq_pollitem_t){watcher, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(items, f->nw + (watcher != NULL), ms) < 0 && zmq_errno() != EINTR) return -1;
+    for (int i = 0; i < f->nw; i++)
+        farm_worker_msgs(h, f, i);
+    if (watcher) farm_client_msgs(f, watcher);
+    if (clock_now_ms() >= f->next_beat) {
+        proto_msg hb = {.type = PROTO_HEARTBEAT};
+        for (int i = 0; i < f->nw; i++)
+            if (!f->w[i].silent) harness_send(f->w[i].sock, &hb);
+        f->next_beat = clock_now_ms() + FARM_TICK_MS;
+    }
+    return 0;
+}
+
 int farm_run(harness *h, farm *f, void *watcher, int timeout_ms)
 {
-    long long deadline = clock_now_ms() + timeout_ms, next_beat = 0;
-    while (!f->done && clock_now_ms() < deadline) {
-        zmq_pollitem_t items[FAKE_MAX_WORKERS + 1];
-        for (int i = 0; i < f->nw; i++)
-            items[i] = (zmq_pollitem_t){f->w[i].sock, 0, ZMQ_POLLIN, 0};
-        items[f->nw] = (zmq_pollitem_t){watcher, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(items, f->nw + (watcher != NULL), FARM_TICK_MS) < 0 && zmq_errno() != EINTR)
-            return -1;
-        for (int i = 0; i < f->nw; i++)
-            farm_worker_msgs(h, f, i);
-        if (watcher) farm_client_msgs(f, watcher);
-        if (clock_now_ms() >= next_beat) {
-            proto_msg hb = {.type = PROTO_HEARTBEAT};
-            for (int i = 0; i < f->nw; i++)
-                if (!f->w[i].silent) harness_send(f->w[i].sock, &hb);
-            next_beat = clock_now_ms() + FARM_TICK_MS;
-        }
-    }
+    long long deadline = clock_now_ms() + timeout_ms;
+    while (!f->done && clock_now_ms() < deadline)
+        if (farm_step(h, f, watcher, FARM_TICK_MS) < 0) return -1;
     return f->done ? 0 : -1;
+}
+
+int harness_png_is(const char *path, uint32_t image, int lvl, int side)
+{
+    uint8_t *rgb = NULL, *want = harness_pixels(image, lvl, side);
+    int w = 0, h = 0, ok = 0;
+    strata_err e = {0};
+    if (want && png_read_rgb(path, &rgb, &w, &h, &e) == 0 && w == side && h == side)
+        ok = memcmp(rgb, want, (size_t)side * side * 3) == 0;
+    free(rgb);
+    free(want);
+    return ok;
 }
 
 char *harness_read_file(const char *path, size_t *len)

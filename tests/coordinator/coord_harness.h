@@ -53,6 +53,7 @@ typedef struct farm {
     uint8_t started_img[1024], finished_img[1024];
     int progress, done;
     char done_state[32];
+    long long next_beat; /* when the workers that are not silent send HEARTBEAT next */
 } farm;
 
 /* A 3-level pipeline l16 (generate) -> l32 -> l64 (refine); models need not exist. */
@@ -88,9 +89,14 @@ int harness_submit(void *client, const char *spec, char *id, size_t idlen);
 /* STATUS for job (NULL: all); 0 and the reply in m (free it), or -1. */
 int harness_status(void *client, const char *job, proto_msg *m);
 
+/* Wait up to ms for messages, let the fake workers answer theirs, read the watcher's (may be
+ * NULL) and send the workers' heartbeats when due. 0, or -1 when polling fails. */
+int farm_step(harness *h, farm *f, void *watcher, int ms);
 /* Run the fake workers and a WATCHing client until DONE or timeout_ms: 0 on DONE. */
 int farm_run(harness *h, farm *f, void *watcher, int timeout_ms);
 
+/* 1 when path is a side x side PNG holding harness_pixels(image, level, side). */
+int harness_png_is(const char *path, uint32_t image, int level, int side);
 /* Read a whole file; NULL if missing. */
 char *harness_read_file(const char *path, size_t *len);
 

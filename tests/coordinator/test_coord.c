@@ -37,19 +37,6 @@ static int file_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-/* 1 when path is a side x side PNG holding harness_pixels(image, level, side). */
-static int png_is(const char *path, uint32_t image, int level, int side)
-{
-    uint8_t *rgb = NULL, *want = harness_pixels(image, level, side);
-    int w = 0, h = 0, ok = 0;
-    strata_err e = {0};
-    if (png_read_rgb(path, &rgb, &w, &h, &e) == 0 && w == side && h == side)
-        ok = memcmp(rgb, want, (size_t)side * side * 3) == 0;
-    free(rgb);
-    free(want);
-    return ok;
-}
-
 /* 1 when the file holds the tEXt chunk key=value. */
 static int png_has_text(const char *path, const char *key, const char *value)
 {
@@ -107,7 +94,7 @@ static void body_two_levels(harness *h, int *test_failed_)
     }
     for (uint32_t i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/t1/%06u.png", h->dir, i);
-        CHECKF(png_is(path, i, 1, 32), "%s", path);
+        CHECKF(harness_png_is(path, i, 1, 32), "%s", path);
     }
     snprintf(path, sizeof path, "%s/t1/000001.png", h->dir);
     CHECK(png_has_text(path, "strata:job", "t1") && png_has_text(path, "strata:index", "1"));
@@ -196,7 +183,7 @@ static void body_stale(harness *h, int *test_failed_)
     CHECK(recv_type(cl, PROTO_DONE, &m, 5000) == 0 && !strcmp(m.done.state, "done"));
     proto_msg_free(&m);
     snprintf(path, sizeof path, "%s/st/000000.png", h->dir);
-    CHECK(png_is(path, 0, 0, 16)); /* attempt 2's pixels, not the stale ones */
+    CHECK(harness_png_is(path, 0, 0, 16)); /* attempt 2's pixels, not the stale ones */
 
     /* a duplicate RESULT after completion changes nothing */
     CHECK(harness_result(w.sock, t2.task, 2, 1, 0, 7, 16) == 0);
@@ -209,7 +196,7 @@ static void body_stale(harness *h, int *test_failed_)
     CHECKF(st->levels[0].compute_ms == 1, "compute_ms %llu",
            (unsigned long long)st->levels[0].compute_ms);
     proto_msg_free(&m);
-    CHECK(png_is(path, 0, 0, 16));
+    CHECK(harness_png_is(path, 0, 0, 16));
 }
 
 TEST(coord_stale_result_is_dropped)
@@ -289,7 +276,7 @@ static void body_three_failures(harness *h, int *test_failed_)
     snprintf(path, sizeof path, "%s/tf/000000.png", h->dir);
     CHECK(!file_exists(path));
     snprintf(path, sizeof path, "%s/tf/000001.png", h->dir);
-    CHECK(png_is(path, 1, 0, 16));
+    CHECK(harness_png_is(path, 1, 0, 16));
 }
 
 TEST(coord_task_failing_on_three_workers_fails_its_image)
@@ -597,11 +584,11 @@ static void body_keep_levels(harness *h, int *test_failed_)
         CHECK(f.seen[i].resize == (f.seen[i].level == 1 ? 24 : 0));
     for (uint32_t i = 0; i < 2; i++) {
         snprintf(path, sizeof path, "%s/kl/%06u.png", h->dir, i);
-        CHECK(png_is(path, i, 1, 24));
+        CHECK(harness_png_is(path, i, 1, 24));
         snprintf(path, sizeof path, "%s/kl/%06u.l16.png", h->dir, i);
-        CHECK(png_is(path, i, 0, 16) && png_has_text(path, "strata:levels", "l16"));
+        CHECK(harness_png_is(path, i, 0, 16) && png_has_text(path, "strata:levels", "l16"));
         snprintf(path, sizeof path, "%s/kl/%06u.l32.png", h->dir, i);
-        CHECK(png_is(path, i, 1, 24));
+        CHECK(harness_png_is(path, i, 1, 24));
     }
 }
 
