@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <zmq.h>
 
@@ -397,6 +398,65 @@ int harness_png_is(const char *path, uint32_t image, int lvl, int side)
     free(rgb);
     free(want);
     return ok;
+}
+
+int harness_job_ref(void *client, enum proto_type type, const char *job)
+{
+    proto_msg m = {.type = type};
+    m.watch.job = job; /* WATCH, CANCEL and STATUS share the job_ref layout */
+    return harness_send(client, &m);
+}
+
+/* The next message of type want on sock within timeout_ms (others, PROGRESS included, skipped). */
+int harness_recv_type(void *sock, enum proto_type want, proto_msg *m, int timeout_ms)
+{
+    for (int i = 0; i < 64; i++) {
+        if (harness_recv(sock, m, timeout_ms) < 0) return -1;
+        if (m->type == want) return 0;
+        proto_msg_free(m);
+    }
+    return -1;
+}
+
+int harness_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* 1 when the file holds the tEXt chunk key=value. */
+int harness_png_has_text(const char *path, const char *key, const char *value)
+{
+    size_t len, klen = strlen(key), vlen = strlen(value);
+    char *data = harness_read_file(path, &len), pat[256];
+    memcpy(pat, key, klen + 1);
+    memcpy(pat + klen + 1, value, vlen);
+    int ok = data && memmem(data, len, pat, klen + 1 + vlen) != NULL;
+    free(data);
+    return ok;
+}
+
+int harness_get_task(void *sock, struct proto_task *out, int timeout_ms)
+{
+    proto_msg m;
+    if (harness_recv_type(sock, PROTO_TASK, &m, timeout_ms) < 0) return -1;
+    *out = m.task;
+    out->cond = (proto_tensor){0};
+    out->params.count = 0;
+    out->job = out->level = NULL;
+    proto_msg_free(&m);
+    return 0;
+}
+
+/* Re-HELLO on sock and wait for WELCOME: everything sock sent before has been handled. */
+int harness_sync_worker(harness *h, void *sock, const char *name, int level)
+{
+    proto_msg m = {.type = PROTO_HELLO,
+                   .hello = {.worker = name, .level = h->pipe.levels[level].name, .host = "t"}};
+    if (harness_send(sock, &m) < 0 || harness_recv_type(sock, PROTO_WELCOME, &m, 5000) < 0)
+        return -1;
+    proto_msg_free(&m);
+    return 0;
 }
 
 char *harness_read_file(const char *path, size_t *len)

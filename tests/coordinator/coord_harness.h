@@ -95,6 +95,18 @@ int farm_step(harness *h, farm *f, void *watcher, int ms);
 /* Run the fake workers and a WATCHing client until DONE or timeout_ms: 0 on DONE. */
 int farm_run(harness *h, farm *f, void *watcher, int timeout_ms);
 
+/* Send WATCH, CANCEL or STATUS (type) for job from client. */
+int harness_job_ref(void *client, enum proto_type type, const char *job);
+/* The next message of type want on sock within timeout_ms (others, PROGRESS included, skipped):
+ * 0 (free m), or -1. */
+int harness_recv_type(void *sock, enum proto_type want, proto_msg *m, int timeout_ms);
+/* The next TASK on sock, its scalar fields only (no cond, params, job or level). 0 or -1. */
+int harness_get_task(void *sock, struct proto_task *out, int timeout_ms);
+/* Re-HELLO on sock and wait for WELCOME: everything sock sent before has been handled. */
+int harness_sync_worker(harness *h, void *sock, const char *name, int level);
+int harness_file_exists(const char *path);
+/* 1 when the PNG at path holds the tEXt chunk key=value. */
+int harness_png_has_text(const char *path, const char *key, const char *value);
 /* 1 when path is a side x side PNG holding harness_pixels(image, level, side). */
 int harness_png_is(const char *path, uint32_t image, int level, int side);
 /* Read a whole file; NULL if missing. */
