@@ -1,7 +1,8 @@
-/* What the coordinator writes and reads on disk: output PNGs (atomic, with strata:* text
- * chunks), start_level init images, and the manifest. The manifest holds only what the job
+/* What the coordinator writes and reads on disk: the requests for output PNGs (with strata:*
+ * text chunks; writer.c's threads write them), start_level init images, job directories and
+ * the manifest. The manifest holds only what the job
  * determines (no timings, worker names or attempt counts): it is byte-identical for the same job
- * on any farm (DESIGN.md section 2). */
+ * on any farm. */
 #include "coordinator/outputs.h"
 #include "kernels/kernels.h"
 

@@ -272,7 +272,7 @@ int coord_queue_check(coord_queue_t *q, strata_err *e)
     if (check_slots(q, e) < 0) return -1;
     if (coord_grow(&q->seen, &q->capseen, q->nslots, 1) < 0)
         return err_set(e, ERR_NOMEM, "queue: no memory to check the queue");
-    memset(q->seen, 0, q->nslots);
+    if (q->nslots) memset(q->seen, 0, q->nslots); /* seen is NULL before the first slot */
     for (int l = 0; l < PIPELINE_MAX_LEVELS; l++)
         if (check_heap(q, l, e) < 0) return -1;
     for (uint32_t s = 0; s < q->nslots; s++)
