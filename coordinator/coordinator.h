@@ -1,7 +1,8 @@
 /* coordinator: one process that takes jobs from clients, keeps per-level queues of tasks,
  * leases them to workers with credits, watches their heartbeats, retries what fails or is lost,
  * and writes each job's PNGs and manifest. Its state lives in memory only: a restart forgets
- * the jobs (a journal that survives restarts and a spool of inputs come with a later change).
+ * the jobs (a journal that survives restarts and a spool of inputs come with a later change:
+ * docs/design.md section 6).
  * The only header other folders include from coordinator/; it includes what it uses. This first
  * part holds the specs the coordinator runs (filled by cluster/'s YAML loader). */
 #ifndef STRATA_COORDINATOR_H

@@ -20,8 +20,8 @@ static int is_excluded(const coord_slot *sl, uint64_t rid_hash)
     return 0;
 }
 
-/* A worker that failed COORD_JOB_STRIKES tasks of a job is kept off it: one broken worker must
- * not fail a whole job while others could run it. */
+/* A worker that failed COORD_JOB_STRIKES tasks of a job is kept off it (docs/design.md section
+ * 6): one broken worker must not fail a whole job while others could run it. */
 static int kept_off(coord_job *j, uint64_t h)
 {
     const uint32_t *n = coord_job_strikes(j, h, 0);

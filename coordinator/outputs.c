@@ -2,7 +2,7 @@
  * text chunks; writer.c's threads write them), start_level init images, job directories and
  * the manifest. The manifest holds only what the job
  * determines (no timings, worker names or attempt counts): it is byte-identical for the same job
- * on any farm. */
+ * on any farm (docs/design.md section 2). */
 #include "coordinator/outputs.h"
 #include "kernels/kernels.h"
 

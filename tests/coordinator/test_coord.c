@@ -234,7 +234,8 @@ TEST(coord_single_worker_failures_end_the_job)
     CHECK(harness_stop(&h) == 0);
 }
 
-/* A worker that fails 3 tasks of a job is kept off it; the job goes on. */
+/* docs/design.md section 6: a worker that fails 3 tasks of a job is kept off it; the job goes
+ * on. */
 static void body_bad_worker(harness *h, int *test_failed_)
 {
     farm f = {.first_level = 0, .last_level = 0, .nw = 2};
