@@ -41,8 +41,9 @@ $(BUILD)/tests: $(TEST_OBJ) $(LIB_OBJ)
 	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 
 # The default suite: unit, parity and command-line tests. TESTS=pattern runs a subset.
+# STRATA_COORD_CHECK=1: every coordinator the tests start verifies its invariants per message.
 test: all
-	STRATA_BIN=$(BUILD)/strata ./$(BUILD)/tests $(TESTS)
+	STRATA_COORD_CHECK=1 STRATA_BIN=$(BUILD)/strata ./$(BUILD)/tests $(TESTS)
 
 # Same suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build folder.
 # OpenBLAS's own threads are not instrumented; leak checks cover our allocations.
@@ -50,7 +51,7 @@ asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
 	  -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined" all
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  STRATA_BIN=build-asan/strata STRATA_TEST_QUICK=1 ./build-asan/tests $(TESTS)
+	  STRATA_COORD_CHECK=1 STRATA_BIN=build-asan/strata STRATA_TEST_QUICK=1 ./build-asan/tests $(TESTS)
 
 # Engine beside PyTorch, then the farm (pipelining, coordinator throughput). Wants an idle machine.
 bench: all

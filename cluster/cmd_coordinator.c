@@ -33,9 +33,18 @@ static const char coordinator_help[] =
     "  --heartbeat-ms MS   heartbeat interval, both ways (default 1000)\n"
     "  --liveness N        heartbeats a worker may miss before its tasks go elsewhere (default 3)\n"
     "  --max-in-flight N   images started and not finished (default 4 per worker, at least 8)\n"
-    "  --verbose           log every event to stderr (failures are always logged)\n";
+    "  --verbose           log every event to stderr (failures are always logged)\n\n"
+    "With STRATA_COORD_CHECK=1 in the environment the coordinator verifies its state's\n"
+    "invariants after every message and aborts naming the first broken one (tests; slower).\n";
 
 static coord_t *coordinator_running;
+
+/* STRATA_COORD_CHECK set and not "0": verify the invariants after every message. */
+static int coordinator_check_env(void)
+{
+    const char *v = getenv("STRATA_COORD_CHECK");
+    return v && *v && strcmp(v, "0") != 0;
+}
 
 static void coordinator_on_signal(int sig)
 {
@@ -142,7 +151,6 @@ int cmd_coordinator(int argc, char **argv)
     int rc = coordinator_parse_args(argc, argv, &a);
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
     static pipeline_spec pipe; /* large: off the stack */
-    char err[1024];
     strata_err e = {0};
     rc = pipeline_load(a.pipeline, &pipe, &e);
     if (rc < 0) return cli_fail("coordinator", rc, e.msg);
@@ -150,9 +158,10 @@ int cmd_coordinator(int argc, char **argv)
     a.o.worker_endpoint = a.workers;
     a.o.client_endpoint = a.clients;
     a.o.parse_job = job_spec_from_yaml_text;
+    a.o.check = coordinator_check_env();
     coord_t *c = NULL;
-    rc = coord_new(&a.o, &c, err, sizeof err);
-    if (rc < 0) return cli_fail("coordinator", rc, err);
+    rc = coord_new(&a.o, &c, &e);
+    if (rc < 0) return cli_fail("coordinator", rc, e.msg);
     printf("strata coordinator: workers=%s clients=%s\n", coord_worker_endpoint(c),
            coord_client_endpoint(c));
     fflush(stdout);
@@ -160,6 +169,6 @@ int cmd_coordinator(int argc, char **argv)
     coordinator_signals();
     rc = coord_run(c);
     coordinator_running = NULL;
-    coord_free(c);
+    coord_destroy(&c);
     return rc ? CLI_EXIT_RUNTIME : CLI_EXIT_OK;
 }

@@ -1,8 +1,15 @@
-/* coordinator: jobs, per-level queues, scheduling, leases, heartbeats, journal, spool, outputs.
- * The only header other folders include from coordinator/. This first part holds the job spec
- * the coordinator runs (filled by cluster/'s YAML loader); pipelines are proto's level contract. */
+/* coordinator: one process that takes jobs from clients, keeps per-level queues of tasks,
+ * leases them to workers with credits, watches their heartbeats, retries what fails or is lost,
+ * and writes each job's PNGs and manifest. Its state lives in memory only: a restart forgets
+ * the jobs (a journal that survives restarts and a spool of inputs come with a later change:
+ * docs/design.md section 6).
+ * The only header other folders include from coordinator/; it includes what it uses. This first
+ * part holds the job spec the coordinator runs (filled by cluster/'s YAML loader); pipelines
+ * are proto's level contract. */
 #ifndef STRATA_COORDINATOR_H
 #define STRATA_COORDINATOR_H
+
+#include "common/common.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -30,7 +37,8 @@ void job_spec_free(job_spec *j);
 /* ---------------------------------------------------------------- the coordinator */
 
 /* Parses a job spec's YAML text (cluster/ provides it: the coordinator knows no YAML).
- * origin names the text in errors. Returns 0 or a negative code, with one line in e. */
+ * origin names the text in errors. Returns 0 or a negative code with one line in e; on error
+ * out owns nothing. */
 typedef int (*coord_job_parser)(const char *text, size_t len, const char *origin, job_spec *out,
                                 strata_err *e);
 
@@ -48,20 +56,28 @@ typedef struct coord_options {
     size_t max_frame; /* largest frame accepted on either socket; 0: PROTO_MAX_FRAME
                          (tests use a small one) */
     int writers;      /* threads encoding and writing output PNGs; 0: 4 */
+    int check;        /* verify the state's invariants (credits, leases, per-job counts) after
+                         every message and abort naming the first broken one; for tests and
+                         debugging (`strata coordinator` sets it from STRATA_COORD_CHECK=1) */
 } coord_options;
 
 typedef struct coord coord_t;
 
 /* Bind the sockets; endpoints with port "*" get a free port (see coord_*_endpoint).
- * Returns 0, ERR_INPUT (bad options: a missing pipeline, a malformed endpoint) or ERR_RUNTIME
- * (cannot bind), with one line in err. */
-int coord_new(const coord_options *o, coord_t **out, char *err, size_t errlen);
-void coord_free(coord_t *c);
+ * Returns 0, ERR_INPUT (bad options: a missing pipeline, a malformed endpoint), ERR_NOMEM or
+ * ERR_RUNTIME (cannot bind, no writer threads), with one line in e. */
+int coord_new(const coord_options *o, coord_t **out, strata_err *e);
+/* Close the sockets, finish the queued PNG writes and free everything; *c becomes NULL.
+ * NULL and a NULL *c are fine. */
+void coord_destroy(coord_t **c);
 const char *coord_worker_endpoint(const coord_t *c);
 const char *coord_client_endpoint(const coord_t *c);
 /* Serve until coord_stop() (async-signal-safe) is called; then tell workers SHUTDOWN and return
  * 0 (1 when ZeroMQ itself fails). Call it from one thread at a time. */
 int coord_run(coord_t *c);
 void coord_stop(coord_t *c);
+/* How many times the invariants were verified (0 unless options.check); read it after coord_run
+ * returns. */
+uint64_t coord_checks_run(const coord_t *c);
 
 #endif

@@ -2,6 +2,7 @@
  * images start only within the backpressure bound, RESULTs count only on their current lease,
  * and failed or lost tasks are retried elsewhere up to max_attempts. */
 #include "coordinator/coord_internal.h"
+#include "coordinator/outputs.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,22 +20,39 @@ static int is_excluded(const coord_slot *sl, uint64_t rid_hash)
     return 0;
 }
 
-/* Failed tasks of job j by the worker with routing-id hash h. */
-static uint32_t *job_strikes(coord_job *j, uint64_t h, int create)
-{
-    for (uint32_t i = 0; i < j->nstrikes; i++)
-        if (j->strikes[i].rid_hash == h) return &j->strikes[i].count;
-    if (!create || coord_grow(&j->strikes, &j->capstrikes, j->nstrikes + 1, sizeof *j->strikes))
-        return NULL;
-    j->strikes[j->nstrikes] = (struct coord_strike){h, 0};
-    return &j->strikes[j->nstrikes++].count;
-}
-
-/* DESIGN.md section 6: a worker that failed COORD_JOB_STRIKES tasks of a job is kept off it. */
+/* A worker that failed COORD_JOB_STRIKES tasks of a job is kept off it (docs/design.md section
+ * 6): one broken worker must not fail a whole job while others could run it. */
 static int kept_off(coord_job *j, uint64_t h)
 {
-    const uint32_t *n = job_strikes(j, h, 0);
+    const uint32_t *n = coord_job_strikes(j, h, 0);
     return n && *n >= COORD_JOB_STRIKES;
+}
+
+/* The effective backpressure bound. */
+static uint32_t max_in_flight(const coord_t *c)
+{
+    if (c->o.max_images_in_flight > 0) return (uint32_t)c->o.max_images_in_flight;
+    uint32_t n = 4 * coord_registry_size(c->workers);
+    return n < 8 ? 8 : n;
+}
+
+/* The side a level's output must have for job j (the job's resolution on its last level). */
+static int out_side(const coord_t *c, const coord_job *j, int level)
+{
+    return level == j->end - 1 ? j->spec.resolution : c->pipe.levels[level].side;
+}
+
+/* Queue slot s at its level (front: before fresh tasks) and count it for its job; a slot that
+ * cannot be queued (out of memory) fails its image. 0, or -1 when it failed. */
+static int enqueue(coord_t *c, uint32_t s, int front)
+{
+    if (coord_queue_push(c->queue, s, front) < 0) {
+        coord_image_failed(c, s, "coordinator out of memory");
+        return -1;
+    }
+    const coord_slot *sl = coord_queue_slot(c->queue, s);
+    coord_job_task_queued(sl->job, sl->level);
+    return 0;
 }
 
 /* A worker of level with a credit for slot sl, round-robin, preferring workers that have not
@@ -43,11 +61,11 @@ static int kept_off(coord_job *j, uint64_t h)
  * worker of the level failed the task, one of them may retry. */
 static int pick_worker(coord_t *c, int level, const coord_slot *sl)
 {
-    uint32_t n = c->nworkers;
+    uint32_t n = coord_registry_size(c->workers), rr = coord_registry_cursor(c->workers, level);
     int fallback = -1, eligible = 0, banned = 0, present = 0;
     for (uint32_t k = 0; k < n; k++) {
-        uint32_t i = (c->rr[level] + k) % n;
-        const coord_worker *w = &c->workers[i];
+        uint32_t i = (rr + k) % n;
+        const coord_worker *w = coord_registry_at(c->workers, i);
         if (w->level != level) continue;
         present = 1;
         if (kept_off(sl->job, w->rid_hash)) {
@@ -58,13 +76,13 @@ static int pick_worker(coord_t *c, int level, const coord_slot *sl)
         eligible |= !excluded;
         if (w->credits == 0) continue;
         if (!excluded) {
-            c->rr[level] = i + 1;
+            coord_registry_set_cursor(c->workers, level, i + 1);
             return (int)i;
         }
         if (fallback < 0) fallback = (int)i;
     }
     if (eligible) return -1;
-    if (fallback >= 0) c->rr[level] = (uint32_t)fallback + 1;
+    if (fallback >= 0) coord_registry_set_cursor(c->workers, level, (uint32_t)fallback + 1);
     if (fallback < 0 && banned && present) return -3;
     return fallback >= 0 ? fallback : -2;
 }
@@ -101,29 +119,22 @@ static void build_task(const coord_t *c, const coord_slot *sl, proto_msg *m)
  * the next heartbeat tick (a retry, not a busy loop; liveness decides whether w is gone). */
 static void send_task(coord_t *c, int w, uint32_t s)
 {
-    coord_worker *wk = &c->workers[w];
-    coord_slot *sl = &c->slots[s];
+    const coord_worker *wk = coord_registry_at(c->workers, (uint32_t)w);
+    coord_slot *sl = coord_queue_slot(c->queue, s);
     proto_msg m;
     strata_err e = {0};
     build_task(c, sl, &m);
     if (proto_send(c->wsock, &wk->rid, &m, &e) < 0) {
         coord_log(c, 1, "task %llu to worker %s not sent: %s", (unsigned long long)sl->task,
                   wk->name, e.msg);
-        c->credits[wk->level] -= wk->credits;
-        wk->parked += wk->credits;
-        wk->credits = 0;
-        sl->front = 1;
-        coord_queue_push_raw(c, sl->level, s);
+        coord_registry_park(c->workers, (uint32_t)w);
+        if (coord_queue_push(c->queue, s, 1) < 0)
+            coord_image_failed(c, s, "coordinator out of memory");
         return;
     }
-    wk->credits--;
-    c->credits[wk->level]--;
-    wk->running++;
-    sl->state = COORD_SLOT_RUNNING;
-    sl->worker = wk->serial;
-    sl->job->lv[sl->level].queued--;
-    sl->job->lv[sl->level].running++;
-    sl->job->version++;
+    coord_registry_lease(c->workers, (uint32_t)w);
+    coord_queue_lease(c->queue, s, wk->serial);
+    coord_job_task_leased(sl->job, sl->level);
     coord_log(c, 0, "task %llu attempt %u (%s #%u %s) -> worker %s", (unsigned long long)sl->task,
               sl->attempt, sl->job->id, sl->image, level_name(c, sl->level), wk->name);
 }
@@ -132,45 +143,38 @@ static void send_task(coord_t *c, int w, uint32_t s)
  * failed before starting (a bad init image), -1 when there is none. */
 static int release_image(coord_t *c, int level)
 {
-    coord_job *j = coord_job_next_to_start(c, level);
+    coord_job *j = coord_jobs_next_to_start(c->jobs, level);
     if (!j) return -1;
-    int64_t s = coord_slot_alloc(c);
+    int64_t s = coord_queue_start(c->queue, j, j->next, j->spec.priority, j->arrival, level);
     if (s < 0) {
         coord_log(c, 1, "no memory for another image in flight");
         return -1;
     }
-    coord_slot *sl = &c->slots[s];
-    sl->job = j;
-    sl->image = j->next++;
-    j->active++;
-    coord_slot_new_task(c, (uint32_t)s, level);
+    coord_job_image_started(j);
+    coord_slot *sl = coord_queue_slot(c->queue, (uint32_t)s);
     if (j->first > 0) {
-        char err[600];
-        if (coord_read_init(c, j, sl->image, &sl->cond, &sl->cond_side, err, sizeof err) < 0) {
-            coord_image_failed(c, (uint32_t)s, err);
+        strata_err e = {0};
+        if (coord_read_init(&c->pipe, j, sl->image, &sl->cond, &sl->cond_side, &e) < 0) {
+            coord_image_failed(c, (uint32_t)s, e.msg);
             return 0;
         }
     }
     coord_log(c, 0, "job %s image %u started at %s", j->id, sl->image, level_name(c, level));
-    if (coord_enqueue(c, (uint32_t)s, 0) < 0) {
-        coord_image_failed(c, (uint32_t)s, "coordinator out of memory");
-        return 0;
-    }
-    return 1;
+    return enqueue(c, (uint32_t)s, 0) < 0 ? 0 : 1;
 }
 
 /* Dispatch level while its workers have credits. Queued tasks that wait for a worker that has
  * not failed them are set aside for this pass (at most COORD_SKIP_MAX). */
 static void dispatch_level(coord_t *c, int level)
 {
-    uint32_t skipped[COORD_SKIP_MAX], nskipped = 0, max = coord_max_in_flight(c);
-    while (c->credits[level] > 0) {
-        int64_t s = coord_queue_pop(c, level);
+    uint32_t skipped[COORD_SKIP_MAX], nskipped = 0, max = max_in_flight(c);
+    while (coord_registry_credits(c->workers, level) > 0) {
+        int64_t s = coord_queue_pop(c->queue, level);
         if (s < 0) {
-            if (c->active >= max || release_image(c, level) < 0) break;
+            if (coord_queue_active(c->queue) >= max || release_image(c, level) < 0) break;
             continue;
         }
-        int w = pick_worker(c, level, &c->slots[s]);
+        int w = pick_worker(c, level, coord_queue_slot(c->queue, (uint32_t)s));
         if (w >= 0) {
             send_task(c, w, (uint32_t)s);
             continue;
@@ -185,8 +189,11 @@ static void dispatch_level(coord_t *c, int level)
         skipped[nskipped++] = (uint32_t)s;
         if (w == -2 || nskipped == COORD_SKIP_MAX) break;
     }
-    for (uint32_t i = 0; i < nskipped; i++)
-        coord_queue_push_raw(c, level, skipped[i]);
+    for (uint32_t i = 0; i < nskipped; i++) {
+        uint32_t s = skipped[i];
+        if (coord_queue_push(c->queue, s, coord_queue_slot(c->queue, s)->front) < 0)
+            coord_image_failed(c, s, "coordinator out of memory");
+    }
 }
 
 void coord_dispatch(coord_t *c)
@@ -198,18 +205,16 @@ void coord_dispatch(coord_t *c)
 /* The lease of slot s ended (a RESULT or a lost worker): uncount it as running. */
 static void lease_end(coord_t *c, uint32_t s)
 {
-    coord_slot *sl = &c->slots[s];
-    int w = coord_worker_by_serial(c, sl->worker);
-    if (w >= 0 && c->workers[w].running) c->workers[w].running--;
-    sl->job->lv[sl->level].running--;
-    sl->job->version++;
-    sl->state = COORD_SLOT_QUEUED;
+    const coord_slot *sl = coord_queue_slot(c->queue, s);
+    coord_registry_lease_end(c->workers, sl->worker);
+    coord_job_task_unleased(sl->job, sl->level);
+    coord_queue_lease_end(c->queue, s);
 }
 
 void coord_task_lost(coord_t *c, uint32_t s, const char *why)
 {
     lease_end(c, s);
-    coord_slot *sl = &c->slots[s];
+    coord_slot *sl = coord_queue_slot(c->queue, s);
     if (++sl->losses >= c->o.max_attempts) {
         char reason[128];
         snprintf(reason, sizeof reason, "%s: lost its worker %d times", level_name(c, sl->level),
@@ -222,19 +227,19 @@ void coord_task_lost(coord_t *c, uint32_t s, const char *why)
     sl->attempt++;
     coord_log(c, 1, "task %llu attempt %u re-queued: %s", (unsigned long long)sl->task, sl->attempt,
               why);
-    coord_enqueue(c, s, 1);
+    enqueue(c, s, 1);
 }
 
 /* Slot s's task failed on worker w: retry elsewhere, or fail the image after max_attempts. */
 static void attempt_failed(coord_t *c, uint32_t s, const coord_worker *w, const char *error)
 {
-    coord_slot *sl = &c->slots[s];
+    coord_slot *sl = coord_queue_slot(c->queue, s);
     coord_log(c, 1, "task %llu attempt %u (%s #%u %s) failed on worker %s: %s",
               (unsigned long long)sl->task, sl->attempt, sl->job->id, sl->image,
               level_name(c, sl->level), w->name, error);
     if (!is_excluded(sl, w->rid_hash) && sl->nexcluded < COORD_MAX_EXCLUDE)
         sl->excluded[sl->nexcluded++] = w->rid_hash;
-    uint32_t *strikes = job_strikes(sl->job, w->rid_hash, 1);
+    uint32_t *strikes = coord_job_strikes(sl->job, w->rid_hash, 1);
     if (strikes && ++*strikes == COORD_JOB_STRIKES)
         coord_log(c, 1, "worker %s failed %d tasks of job %s: kept off it", w->name,
                   COORD_JOB_STRIKES, sl->job->id);
@@ -246,25 +251,23 @@ static void attempt_failed(coord_t *c, uint32_t s, const coord_worker *w, const 
         return;
     }
     sl->attempt++;
-    coord_enqueue(c, s, 1);
+    enqueue(c, s, 1);
 }
 
 /* Slot s finished its level with output (side x side x 3): queue its PNGs, then the next
  * level's task or, on the last level, wait for the final PNG to be written. */
 static void level_done(coord_t *c, uint32_t s, const uint8_t *rgb, int side)
 {
-    coord_slot *sl = &c->slots[s];
+    coord_slot *sl = coord_queue_slot(c->queue, s);
     coord_job *j = sl->job;
     int level = sl->level, last = level == j->end - 1;
-    j->lv[level].done++;
-    j->version++;
     if ((j->spec.keep_levels && coord_png_queue(c, s, 0, rgb, side) < 0) ||
         (last && coord_png_queue(c, s, 1, rgb, side) < 0)) {
         coord_image_failed(c, s, "coordinator out of memory");
         return;
     }
     if (last) {
-        sl->state = COORD_SLOT_WRITING;
+        coord_queue_writing(c->queue, s);
         return;
     }
     size_t n = (size_t)side * side * 3;
@@ -277,8 +280,8 @@ static void level_done(coord_t *c, uint32_t s, const uint8_t *rgb, int side)
     free(sl->cond);
     sl->cond = copy;
     sl->cond_side = side;
-    coord_slot_new_task(c, s, level + 1);
-    if (coord_enqueue(c, s, 0) < 0) coord_image_failed(c, s, "coordinator out of memory");
+    coord_queue_new_task(c->queue, s, level + 1);
+    enqueue(c, s, 0);
 }
 
 /* "" when t is a u8 [side, side, 3] tensor, else what is wrong, in buf. */
@@ -295,8 +298,9 @@ static const char *check_output(const proto_tensor *t, int side, char *buf, size
 
 void coord_on_result(coord_t *c, int w, const struct proto_result *r)
 {
-    coord_worker *wk = &c->workers[w];
-    coord_slot *sl = coord_slot_of_task(c, r->task);
+    const coord_worker *wk = coord_registry_at(c->workers, (uint32_t)w);
+    int64_t found = coord_queue_find(c->queue, r->task);
+    coord_slot *sl = found >= 0 ? coord_queue_slot(c->queue, (uint32_t)found) : NULL;
     if (!sl || sl->state != COORD_SLOT_RUNNING || sl->attempt != r->attempt ||
         sl->worker != wk->serial) {
         coord_log(c, 1,
@@ -305,14 +309,14 @@ void coord_on_result(coord_t *c, int w, const struct proto_result *r)
                   (unsigned long long)r->task, r->attempt, wk->name);
         return;
     }
-    uint32_t s = (uint32_t)(sl - c->slots);
+    uint32_t s = (uint32_t)found;
     lease_end(c, s);
     if (!r->ok) {
         attempt_failed(c, s, wk, r->error ? r->error : "failed");
         return;
     }
     char buf[160];
-    int side = coord_job_out_side(c, sl->job, sl->level);
+    int side = out_side(c, sl->job, sl->level);
     const char *bad = check_output(&r->output, side, buf, sizeof buf);
     if (*bad) {
         attempt_failed(c, s, wk, bad);
@@ -321,7 +325,6 @@ void coord_on_result(coord_t *c, int w, const struct proto_result *r)
     coord_log(c, 0, "task %llu attempt %u (%s #%u %s) done by worker %s in %llu ms",
               (unsigned long long)sl->task, sl->attempt, sl->job->id, sl->image,
               level_name(c, sl->level), wk->name, (unsigned long long)r->elapsed_ms);
-    /* a day per task at most: a worker's bogus elapsed_ms cannot wrap the level's sum */
-    sl->job->lv[sl->level].compute_ms += r->elapsed_ms < 86400000u ? r->elapsed_ms : 86400000u;
+    coord_job_task_done(sl->job, sl->level, r->elapsed_ms);
     level_done(c, s, r->output.data, side);
 }

@@ -1,8 +1,9 @@
-/* What the coordinator writes and reads on disk: output PNGs (atomic, with strata:* text
- * chunks), start_level init images, and the manifest. The manifest holds only what the job
+/* What the coordinator writes and reads on disk: the requests for output PNGs (with strata:*
+ * text chunks; writer.c's threads write them), start_level init images, job directories and
+ * the manifest. The manifest holds only what the job
  * determines (no timings, worker names or attempt counts): it is byte-identical for the same job
- * on any farm (DESIGN.md section 2). */
-#include "coordinator/coord_internal.h"
+ * on any farm (docs/design.md section 2). */
+#include "coordinator/outputs.h"
 #include "kernels/kernels.h"
 
 #include <errno.h>
@@ -14,53 +15,47 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int coord_mkdirs(const char *path, char *err, size_t errlen)
+int coord_mkdirs(const char *path, strata_err *e)
 {
     char buf[SPEC_PATH_MAX * 2];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        snprintf(err, errlen, "%s: path too long", path);
-        return -1;
-    }
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return err_set(e, ERR_INPUT, "%s: path too long", path);
     for (char *p = buf + 1;; p++) {
         if (*p != '/' && *p) continue;
         char was = *p;
         *p = 0;
         struct stat st;
-        if (mkdir(buf, 0777) < 0 &&
-            (errno != EEXIST || stat(buf, &st) < 0 || !S_ISDIR(st.st_mode))) {
-            snprintf(err, errlen, "%s: cannot create directory: %s", buf,
-                     errno == EEXIST ? "a file is in the way" : strerror(errno));
-            return -1;
-        }
+        if (mkdir(buf, 0777) < 0 && (errno != EEXIST || stat(buf, &st) < 0 || !S_ISDIR(st.st_mode)))
+            return err_set(e, ERR_IO, "%s: cannot create directory: %s", buf,
+                           errno == EEXIST ? "a file is in the way" : strerror(errno));
         *p = was;
         if (!was) return 0;
     }
 }
 
 /* The names of levels first..last, comma-joined. */
-static void levels_csv(const coord_t *c, int first, int last, char *buf, size_t len)
+static void levels_csv(const pipeline_spec *p, int first, int last, char *buf, size_t len)
 {
     size_t o = 0;
     buf[0] = 0;
     for (int l = first; l <= last && o < len; l++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%s", l > first ? "," : "",
-                              c->pipe.levels[l].name);
+        o += (size_t)snprintf(buf + o, len - o, "%s%s", l > first ? "," : "", p->levels[l].name);
 }
 
-int coord_png_queue(coord_t *c, uint32_t s, int final, const uint8_t *rgb, int side)
+coord_write *coord_png_request(const pipeline_spec *p, const coord_slot *sl, uint32_t s, int final,
+                               const uint8_t *rgb, int side)
 {
-    const coord_slot *sl = &c->slots[s];
-    coord_job *j = sl->job;
+    const coord_job *j = sl->job;
     coord_write *w = calloc(1, sizeof *w);
     size_t n = (size_t)side * side * 3;
     if (w) w->rgb = malloc(n);
     if (!w || !w->rgb) {
         coord_write_free(w);
-        return -1;
+        return NULL;
     }
     memcpy(w->rgb, rgb, n);
     w->side = side;
-    w->job = j;
+    w->job = sl->job;
     w->final = final;
     w->task = sl->task;
     w->slot = s;
@@ -68,69 +63,35 @@ int coord_png_queue(coord_t *c, uint32_t s, int final, const uint8_t *rgb, int s
         snprintf(w->path, sizeof w->path, "%s/%06u.png", j->dir, sl->image);
     else
         snprintf(w->path, sizeof w->path, "%s/%06u.%s.png", j->dir, sl->image,
-                 c->pipe.levels[sl->level].name);
+                 p->levels[sl->level].name);
     snprintf(w->job_id, sizeof w->job_id, "%s", j->id);
     snprintf(w->index, sizeof w->index, "%u", sl->image);
     snprintf(w->seed, sizeof w->seed, "%llu", (unsigned long long)coord_job_seed(j, sl->image));
-    levels_csv(c, j->first, sl->level, w->levels, sizeof w->levels);
-    snprintf(w->pipeline, sizeof w->pipeline, "%s", c->pipe.name);
-    j->pending_writes++;
-    coord_writer_submit(c->writer, w);
-    return 0;
+    levels_csv(p, j->first, sl->level, w->levels, sizeof w->levels);
+    snprintf(w->pipeline, sizeof w->pipeline, "%s", p->name);
+    return w;
 }
 
-/* A finished write: a final image completes (if its slot is still waiting for it: a cancel
- * may have freed it); a keep_levels copy that failed is only reported. */
-static void write_finished(coord_t *c, coord_write *w)
-{
-    coord_job *j = w->job;
-    j->pending_writes--;
-    if (w->final) {
-        coord_slot *sl = coord_slot_of_task(c, w->task);
-        if (sl && sl->state == COORD_SLOT_WRITING) {
-            if (w->ok)
-                coord_image_ok(c, w->slot);
-            else
-                coord_image_failed(c, w->slot, w->err);
-        }
-    } else if (!w->ok) {
-        coord_log(c, 1, "job %s: %s", j->id, w->err);
-    }
-    coord_job_check_end(c, j);
-}
-
-void coord_writes_collect(coord_t *c)
-{
-    for (coord_write *w = coord_writer_take_done(c->writer), *next; w; w = next) {
-        next = w->next;
-        write_finished(c, w);
-        coord_write_free(w);
-    }
-}
-
-int coord_read_init(const coord_t *c, const coord_job *j, uint32_t image, uint8_t **rgb, int *side,
-                    char *err, size_t errlen)
+int coord_read_init(const pipeline_spec *p, const coord_job *j, uint32_t image, uint8_t **rgb,
+                    int *side, strata_err *e)
 {
     char path[SPEC_PATH_MAX + 64];
-    const char *prev = c->pipe.levels[j->first - 1].name;
-    int want = c->pipe.levels[j->first - 1].side, w = 0, h = 0;
-    strata_err e = {0};
+    const char *prev = p->levels[j->first - 1].name;
+    int want = p->levels[j->first - 1].side, w = 0, h = 0, rc;
+    strata_err png = {0};
     *rgb = NULL;
     /* <index>.<previous level>.png first: what --keep-levels wrote, so a picked coarse image
      * from an earlier run works as it is; else <index>.png */
     snprintf(path, sizeof path, "%s/%06u.%s.png", j->spec.init_images, image, prev);
     if (access(path, R_OK) != 0)
         snprintf(path, sizeof path, "%s/%06u.png", j->spec.init_images, image);
-    if (png_read_rgb(path, rgb, &w, &h, &e) < 0) {
-        snprintf(err, errlen, "init image: %s", e.msg);
-        return -1;
-    }
+    if ((rc = png_read_rgb(path, rgb, &w, &h, &png)) < 0)
+        return err_set(e, rc, "init image: %s", png.msg);
     if (w != want || h != want) {
-        snprintf(err, errlen, "init image %s: %dx%d, expected %dx%d (the %s output)", path, w, h,
-                 want, want, prev);
         free(*rgb);
         *rgb = NULL;
-        return -1;
+        return err_set(e, ERR_INPUT, "init image %s: %dx%d, expected %dx%d (the %s output)", path,
+                       w, h, want, want, prev);
     }
     *side = want;
     return 0;
@@ -163,12 +124,12 @@ static int manifest_line(const coord_job *j, json_t *obj, uint32_t i, const coor
 }
 
 /* Write every line of j's manifest into f, sorted by index. */
-static int manifest_lines(const coord_t *c, coord_job *j, FILE *f)
+static int manifest_lines(const pipeline_spec *p, coord_job *j, FILE *f)
 {
     json_t *obj = json_object(), *levels = json_array();
     int rc = obj && levels ? 0 : -1;
     for (int l = j->first; l < j->end && rc == 0; l++)
-        rc = json_array_append_new(levels, json_string(c->pipe.levels[l].name));
+        rc = json_array_append_new(levels, json_string(p->levels[l].name));
     if (rc == 0) rc = json_object_set(obj, "levels", levels);
     if (j->nfails) qsort(j->fails, j->nfails, sizeof *j->fails, by_image);
     uint32_t k = 0;
@@ -193,7 +154,7 @@ static void sync_dir(const char *dir)
     }
 }
 
-int coord_write_manifest(const coord_t *c, coord_job *j, char *err, size_t errlen)
+int coord_write_manifest(const pipeline_spec *p, coord_job *j, strata_err *e)
 {
     char path[sizeof j->dir + 32];
     snprintf(path, sizeof path, "%s/manifest.jsonl", j->dir);
@@ -201,17 +162,12 @@ int coord_write_manifest(const coord_t *c, coord_job *j, char *err, size_t errle
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    int rc = f ? manifest_lines(c, j, f) : -1;
+    int rc = f ? manifest_lines(p, j, f) : -1;
     if (f && fclose(f) != 0) rc = -1;
-    strata_err e = {0};
     if (rc < 0)
-        err_set(&e, ERR_NOMEM, "%s: cannot build the manifest", path);
+        rc = err_set(e, ERR_NOMEM, "%s: cannot build the manifest", path);
     else
-        rc = file_write_atomic(path, &(struct iovec){text, len}, 1, 1, &e);
+        rc = file_write_atomic(path, &(struct iovec){text, len}, 1, 1, e);
     free(text);
-    if (rc < 0) {
-        snprintf(err, errlen, "%s", e.msg);
-        return -1;
-    }
-    return 0;
+    return rc;
 }

@@ -1,33 +1,11 @@
-/* The worker registry: HELLO/WELCOME, credits (READY), liveness (HEARTBEAT both ways), BYE.
- * A worker is known by its routing id from HELLO until it says BYE, re-HELLOs or falls silent
- * for liveness x heartbeat_ms; then its leased tasks are re-queued and it is forgotten. */
+/* Worker messages: HELLO/WELCOME, credits (READY), liveness (HEARTBEAT both ways), BYE, into
+ * the worker registry. A worker is known by its routing id from HELLO until it says BYE,
+ * re-HELLOs or falls silent for liveness x heartbeat_ms; then its leased tasks are re-queued
+ * and it is forgotten. */
 #include "coordinator/coord_internal.h"
 
 #include <stdio.h>
 #include <string.h>
-
-uint64_t coord_rid_hash(const proto_rid *rid)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (unsigned i = 0; i < rid->len; i++)
-        h = (h ^ rid->id[i]) * 1099511628211ull;
-    return h;
-}
-
-int coord_worker_find(const coord_t *c, const proto_rid *rid)
-{
-    uint64_t h = coord_rid_hash(rid);
-    for (uint32_t i = 0; i < c->nworkers; i++)
-        if (c->workers[i].rid_hash == h && proto_rid_equal(&c->workers[i].rid, rid)) return (int)i;
-    return -1;
-}
-
-int coord_worker_by_serial(const coord_t *c, uint32_t serial)
-{
-    for (uint32_t i = 0; i < c->nworkers; i++)
-        if (c->workers[i].serial == serial) return (int)i;
-    return -1;
-}
 
 static int level_by_name(const coord_t *c, const char *name)
 {
@@ -39,21 +17,21 @@ static int level_by_name(const coord_t *c, const char *name)
 /* Forget worker w: its leased tasks go back to the front of their queues. */
 static void worker_forget(coord_t *c, int w, const char *why)
 {
-    coord_worker *wk = &c->workers[w];
+    const coord_worker *wk = coord_registry_at(c->workers, (uint32_t)w);
     uint32_t serial = wk->serial;
     char full[160];
     snprintf(full, sizeof full, "worker %s %s", wk->name, why);
     coord_log(c, !!wk->running, "worker %s (%s) forgotten: %s", wk->name,
               c->pipe.levels[wk->level].name, why);
-    c->credits[wk->level] -= wk->credits;
     /* O(images in flight); workers leave rarely */
     if (wk->running)
-        for (uint32_t s = 0; s < c->nslots; s++)
-            if (c->slots[s].state == COORD_SLOT_RUNNING && c->slots[s].worker == serial)
+        for (uint32_t s = 0; s < coord_queue_slots(c->queue); s++) {
+            const coord_slot *sl = coord_queue_slot(c->queue, s);
+            if (sl->state == COORD_SLOT_RUNNING && sl->worker == serial)
                 coord_task_lost(c, s, full);
-    w = coord_worker_by_serial(c, serial); /* coord_task_lost never removes workers, but be sure */
-    if (w < 0) return;
-    c->workers[w] = c->workers[--c->nworkers];
+        }
+    w = coord_registry_by_serial(c->workers, serial); /* task_lost removes no worker; be sure */
+    if (w >= 0) coord_registry_remove(c->workers, (uint32_t)w);
 }
 
 static void send_to_worker(coord_t *c, const proto_rid *to, const proto_msg *m, const char *name)
@@ -86,7 +64,7 @@ static void send_welcome(coord_t *c, const proto_rid *to, int i, const char *nam
 
 static void on_hello(coord_t *c, const proto_rid *from, const struct proto_hello *h)
 {
-    int old = coord_worker_find(c, from);
+    int old = coord_registry_find(c->workers, from);
     if (old >= 0) worker_forget(c, old, "said HELLO again");
     int level = level_by_name(c, h->level);
     if (level < 0) {
@@ -96,29 +74,14 @@ static void on_hello(coord_t *c, const proto_rid *from, const struct proto_hello
         send_to_worker(c, from, &m, h->worker);
         return;
     }
-    if (coord_grow(&c->workers, &c->capworkers, c->nworkers + 1, sizeof *c->workers) < 0) {
+    int w = coord_registry_add(c->workers, from, h->worker, level, clock_now_ms());
+    if (w < 0) {
         coord_log(c, 1, "worker %s not registered: out of memory", h->worker);
         return;
     }
-    coord_worker *w = &c->workers[c->nworkers++];
-    memset(w, 0, sizeof *w);
-    w->rid = *from;
-    w->rid_hash = coord_rid_hash(from);
-    snprintf(w->name, sizeof w->name, "%s", h->worker);
-    w->serial = ++c->next_serial;
-    w->level = level;
-    w->last_seen_ms = clock_now_ms();
-    coord_log(c, 0, "worker %s (%s) joined from %s pid %u", w->name, h->level, h->host, h->pid);
+    coord_log(c, 0, "worker %s (%s) joined from %s pid %u",
+              coord_registry_at(c->workers, (uint32_t)w)->name, h->level, h->host, h->pid);
     send_welcome(c, from, level, h->worker);
-}
-
-static void on_ready(coord_t *c, coord_worker *w, uint32_t credits)
-{
-    /* bound the sum so a confused worker cannot overflow the counters */
-    uint32_t room = (1u << 20) - w->credits;
-    if (credits > room) credits = room;
-    w->credits += credits;
-    c->credits[w->level] += credits;
 }
 
 void coord_on_worker_msg(coord_t *c, const proto_rid *from, proto_msg *m)
@@ -127,17 +90,17 @@ void coord_on_worker_msg(coord_t *c, const proto_rid *from, proto_msg *m)
         on_hello(c, from, &m->hello);
         return;
     }
-    int w = coord_worker_find(c, from);
+    int w = coord_registry_find(c->workers, from);
     if (w < 0) {
         /* a worker we forgot (or never met): it re-HELLOs once our heartbeats stop */
         coord_log(c, 1, "%s from unknown worker '%.*s' dropped", proto_type_name(m->type),
                   (int)from->len, (const char *)from->id);
         return;
     }
-    c->workers[w].last_seen_ms = clock_now_ms();
+    coord_registry_seen(c->workers, (uint32_t)w, clock_now_ms());
     switch (m->type) {
     case PROTO_READY:
-        on_ready(c, &c->workers[w], m->ready.credits);
+        coord_registry_credit(c->workers, (uint32_t)w, m->ready.credits);
         break;
     case PROTO_RESULT:
         coord_on_result(c, w, &m->result);
@@ -149,7 +112,7 @@ void coord_on_worker_msg(coord_t *c, const proto_rid *from, proto_msg *m)
         break;
     default:
         coord_log(c, 1, "%s from worker %s dropped: not a worker message", proto_type_name(m->type),
-                  c->workers[w].name);
+                  coord_registry_at(c->workers, (uint32_t)w)->name);
     }
 }
 
@@ -167,14 +130,10 @@ static long long stalled_ms(coord_t *c, long long now)
 void coord_workers_tick(coord_t *c, long long now)
 {
     long long limit = (long long)c->o.liveness * c->o.heartbeat_ms, stall = stalled_ms(c, now);
-    for (uint32_t i = 0; i < c->nworkers;) {
-        coord_worker *w = &c->workers[i];
-        w->last_seen_ms += stall;
-        if (w->parked) { /* credits parked by a failed send: try again */
-            w->credits += w->parked;
-            c->credits[w->level] += w->parked;
-            w->parked = 0;
-        }
+    for (uint32_t i = 0; i < coord_registry_size(c->workers);) {
+        coord_registry_forgive(c->workers, i, stall);
+        coord_registry_unpark(c->workers, i); /* credits parked by a failed send: try again */
+        const coord_worker *w = coord_registry_at(c->workers, i);
         if (now - w->last_seen_ms > limit) {
             char why[64];
             snprintf(why, sizeof why, "silent %.1f s", (double)(now - w->last_seen_ms) / 1000.0);
@@ -191,8 +150,9 @@ void coord_workers_tick(coord_t *c, long long now)
 
 void coord_workers_shutdown(coord_t *c)
 {
-    for (uint32_t i = 0; i < c->nworkers; i++) {
+    for (uint32_t i = 0; i < coord_registry_size(c->workers); i++) {
+        const coord_worker *w = coord_registry_at(c->workers, i);
         proto_msg m = {.type = PROTO_SHUTDOWN};
-        send_to_worker(c, &c->workers[i].rid, &m, c->workers[i].name);
+        send_to_worker(c, &w->rid, &m, w->name);
     }
 }

@@ -2,7 +2,7 @@
  * image takes about a second) nor the fsync of each atomic write stalls the event loop. The loop
  * submits requests that carry everything needed (path, pixels, text chunks); finished ones come
  * back on a list and an eventfd wakes the loop's poll. The pool never touches coordinator state. */
-#include "coordinator/coord_internal.h"
+#include "coordinator/writer.h"
 #include "kernels/kernels.h"
 
 #include <errno.h>
@@ -49,7 +49,7 @@ static void writer_do(coord_write *w)
 
 static void *writer_main(void *arg)
 {
-    coord_writer *p = arg;
+    coord_writer_t *p = arg;
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (!p->todo_head && !p->stopping)
@@ -71,10 +71,10 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-int coord_writer_new(int threads, coord_writer **out)
+int coord_writer_new(int threads, coord_writer_t **out)
 {
     *out = NULL;
-    coord_writer *p = calloc(1, sizeof *p);
+    coord_writer_t *p = calloc(1, sizeof *p);
     if (!p) return -1;
     p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (p->efd < 0) {
@@ -88,15 +88,16 @@ int coord_writer_new(int threads, coord_writer **out)
     for (; p->nthreads < threads; p->nthreads++)
         if (pthread_create(&p->threads[p->nthreads], NULL, writer_main, p) != 0) break;
     if (p->nthreads == 0) {
-        coord_writer_free(p);
+        coord_writer_destroy(&p);
         return -1;
     }
     *out = p;
     return 0;
 }
 
-void coord_writer_free(coord_writer *p)
+void coord_writer_destroy(coord_writer_t **pp)
 {
+    coord_writer_t *p = pp ? *pp : NULL;
     if (!p) return;
     pthread_mutex_lock(&p->lock);
     p->stopping = 1;
@@ -112,14 +113,15 @@ void coord_writer_free(coord_writer *p)
     pthread_mutex_destroy(&p->lock);
     close(p->efd);
     free(p);
+    *pp = NULL;
 }
 
-int coord_writer_fd(const coord_writer *p)
+int coord_writer_fd(const coord_writer_t *p)
 {
     return p->efd;
 }
 
-void coord_writer_submit(coord_writer *p, coord_write *w)
+void coord_writer_submit(coord_writer_t *p, coord_write *w)
 {
     w->next = NULL;
     pthread_mutex_lock(&p->lock);
@@ -132,7 +134,7 @@ void coord_writer_submit(coord_writer *p, coord_write *w)
     pthread_mutex_unlock(&p->lock);
 }
 
-coord_write *coord_writer_take_done(coord_writer *p)
+coord_write *coord_writer_take_done(coord_writer_t *p)
 {
     uint64_t n;
     ssize_t r = read(p->efd, &n, sizeof n); /* reset the wake-up; EAGAIN when already 0 */

@@ -1,11 +1,13 @@
 /* The coordinator test harness (see coord_harness.h). */
 #include "tests/coordinator/coord_harness.h"
+#include "kernels/kernels.h"
 #include "tests/test.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <zmq.h>
 
@@ -97,10 +99,9 @@ int harness_parse_job(const char *text, size_t len, const char *origin, job_spec
         char *colon = strstr(line, ": ");
         if (colon) *colon = 0;
         if (!colon || set_field(j, line, colon + 2) < 0) {
-            err_set(e, -2, "%s:%d: %s: bad line", origin, no + 1, line);
             free(j->seeds);
             j->seeds = NULL;
-            return -2;
+            return err_set(e, ERR_INPUT, "%s:%d: %s: bad line", origin, no + 1, line);
         }
     }
     return 0;
@@ -128,9 +129,10 @@ int harness_start(harness *h, const coord_options *in)
     if (!o.liveness) o.liveness = 10;
     if (!o.parse_job) o.parse_job = harness_parse_job;
     o.verbose = getenv("STRATA_TEST_VERBOSE") != NULL;
-    char err[256];
-    if (coord_new(&o, &h->c, err, sizeof err) != 0) {
-        fprintf(stderr, "    coord_new: %s\n", err);
+    o.check = 1; /* every coordinator test verifies the invariants after every message */
+    strata_err e = {0};
+    if (coord_new(&o, &h->c, &e) != 0) {
+        fprintf(stderr, "    coord_new: %s\n", e.msg);
         return -1;
     }
     h->ctx = zmq_ctx_new();
@@ -152,8 +154,8 @@ int harness_stop(harness *h)
 {
     harness_halt(h);
     /* the coordinator first, while its peers can still take its last frames */
-    coord_free(h->c);
-    h->c = NULL;
+    if (h->c) h->checks = coord_checks_run(h->c);
+    coord_destroy(&h->c);
     for (int i = 0; i < h->nsocks; i++)
         proto_sock_close(&h->socks[i]);
     h->nsocks = 0;
@@ -354,27 +356,101 @@ static void farm_client_msgs(farm *f, void *watcher)
     }
 }
 
+int farm_step(harness *h, farm *f, void *watcher, int ms)
+{
+    zmq_pollitem_t items[FAKE_MAX_WORKERS + 1];
+    for (int i = 0; i < f->nw; i++)
+        items[i] = (zmq_pollitem_t){f->w[i].sock, 0, ZMQ_POLLIN, 0};
+    items[f->nw] = (zmq_pollitem_t){watcher, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(items, f->nw + (watcher != NULL), ms) < 0 && zmq_errno() != EINTR) return -1;
+    for (int i = 0; i < f->nw; i++)
+        farm_worker_msgs(h, f, i);
+    if (watcher) farm_client_msgs(f, watcher);
+    if (clock_now_ms() >= f->next_beat) {
+        proto_msg hb = {.type = PROTO_HEARTBEAT};
+        for (int i = 0; i < f->nw; i++)
+            if (!f->w[i].silent) harness_send(f->w[i].sock, &hb);
+        f->next_beat = clock_now_ms() + FARM_TICK_MS;
+    }
+    return 0;
+}
+
 int farm_run(harness *h, farm *f, void *watcher, int timeout_ms)
 {
-    long long deadline = clock_now_ms() + timeout_ms, next_beat = 0;
-    while (!f->done && clock_now_ms() < deadline) {
-        zmq_pollitem_t items[FAKE_MAX_WORKERS + 1];
-        for (int i = 0; i < f->nw; i++)
-            items[i] = (zmq_pollitem_t){f->w[i].sock, 0, ZMQ_POLLIN, 0};
-        items[f->nw] = (zmq_pollitem_t){watcher, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(items, f->nw + (watcher != NULL), FARM_TICK_MS) < 0 && zmq_errno() != EINTR)
-            return -1;
-        for (int i = 0; i < f->nw; i++)
-            farm_worker_msgs(h, f, i);
-        if (watcher) farm_client_msgs(f, watcher);
-        if (clock_now_ms() >= next_beat) {
-            proto_msg hb = {.type = PROTO_HEARTBEAT};
-            for (int i = 0; i < f->nw; i++)
-                if (!f->w[i].silent) harness_send(f->w[i].sock, &hb);
-            next_beat = clock_now_ms() + FARM_TICK_MS;
-        }
-    }
+    long long deadline = clock_now_ms() + timeout_ms;
+    while (!f->done && clock_now_ms() < deadline)
+        if (farm_step(h, f, watcher, FARM_TICK_MS) < 0) return -1;
     return f->done ? 0 : -1;
+}
+
+int harness_png_is(const char *path, uint32_t image, int lvl, int side)
+{
+    uint8_t *rgb = NULL, *want = harness_pixels(image, lvl, side);
+    int w = 0, h = 0, ok = 0;
+    strata_err e = {0};
+    if (want && png_read_rgb(path, &rgb, &w, &h, &e) == 0 && w == side && h == side)
+        ok = memcmp(rgb, want, (size_t)side * side * 3) == 0;
+    free(rgb);
+    free(want);
+    return ok;
+}
+
+int harness_job_ref(void *client, enum proto_type type, const char *job)
+{
+    proto_msg m = {.type = type};
+    m.watch.job = job; /* WATCH, CANCEL and STATUS share the job_ref layout */
+    return harness_send(client, &m);
+}
+
+/* The next message of type want on sock within timeout_ms (others, PROGRESS included, skipped). */
+int harness_recv_type(void *sock, enum proto_type want, proto_msg *m, int timeout_ms)
+{
+    for (int i = 0; i < 64; i++) {
+        if (harness_recv(sock, m, timeout_ms) < 0) return -1;
+        if (m->type == want) return 0;
+        proto_msg_free(m);
+    }
+    return -1;
+}
+
+int harness_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* 1 when the file holds the tEXt chunk key=value. */
+int harness_png_has_text(const char *path, const char *key, const char *value)
+{
+    size_t len, klen = strlen(key), vlen = strlen(value);
+    char *data = harness_read_file(path, &len), pat[256];
+    memcpy(pat, key, klen + 1);
+    memcpy(pat + klen + 1, value, vlen);
+    int ok = data && memmem(data, len, pat, klen + 1 + vlen) != NULL;
+    free(data);
+    return ok;
+}
+
+int harness_get_task(void *sock, struct proto_task *out, int timeout_ms)
+{
+    proto_msg m;
+    if (harness_recv_type(sock, PROTO_TASK, &m, timeout_ms) < 0) return -1;
+    *out = m.task;
+    out->cond = (proto_tensor){0};
+    out->job = out->level = NULL;
+    proto_msg_free(&m);
+    return 0;
+}
+
+/* Re-HELLO on sock and wait for WELCOME: everything sock sent before has been handled. */
+int harness_sync_worker(harness *h, void *sock, const char *name, int level)
+{
+    proto_msg m = {.type = PROTO_HELLO,
+                   .hello = {.worker = name, .level = h->pipe.levels[level].name, .host = "t"}};
+    if (harness_send(sock, &m) < 0 || harness_recv_type(sock, PROTO_WELCOME, &m, 5000) < 0)
+        return -1;
+    proto_msg_free(&m);
+    return 0;
 }
 
 char *harness_read_file(const char *path, size_t *len)

@@ -16,6 +16,7 @@ typedef struct harness {
     coord_t *c;
     pthread_t thread;
     int started, rc;
+    uint64_t checks; /* coord_checks_run when harness_stop freed the coordinator */
     void *ctx;
     pipeline_spec pipe;
     char dir[512];
@@ -52,12 +53,14 @@ typedef struct farm {
     uint8_t started_img[1024], finished_img[1024];
     int progress, done;
     char done_state[32];
+    long long next_beat; /* when the workers that are not silent send HEARTBEAT next */
 } farm;
 
 /* A 3-level pipeline l16 (generate) -> l32 -> l64 (refine); models need not exist. */
 pipeline_spec harness_pipeline(void);
 /* Start a coordinator with o's non-zero fields over the defaults (tiny pipeline, free ports,
- * the test job parser, heartbeat 1000 ms x 10). 0 or -1. */
+ * the test job parser, heartbeat 1000 ms x 10), its invariants checked after every message.
+ * 0 or -1. */
 int harness_start(harness *h, const coord_options *o);
 /* Stop the coordinator (coord_stop, join); the test's sockets stay open. */
 void harness_halt(harness *h);
@@ -86,9 +89,26 @@ int harness_submit(void *client, const char *spec, char *id, size_t idlen);
 /* STATUS for job (NULL: all); 0 and the reply in m (free it), or -1. */
 int harness_status(void *client, const char *job, proto_msg *m);
 
+/* Wait up to ms for messages, let the fake workers answer theirs, read the watcher's (may be
+ * NULL) and send the workers' heartbeats when due. 0, or -1 when polling fails. */
+int farm_step(harness *h, farm *f, void *watcher, int ms);
 /* Run the fake workers and a WATCHing client until DONE or timeout_ms: 0 on DONE. */
 int farm_run(harness *h, farm *f, void *watcher, int timeout_ms);
 
+/* Send WATCH, CANCEL or STATUS (type) for job from client. */
+int harness_job_ref(void *client, enum proto_type type, const char *job);
+/* The next message of type want on sock within timeout_ms (others, PROGRESS included, skipped):
+ * 0 (free m), or -1. */
+int harness_recv_type(void *sock, enum proto_type want, proto_msg *m, int timeout_ms);
+/* The next TASK on sock, its scalar fields only (no cond, params, job or level). 0 or -1. */
+int harness_get_task(void *sock, struct proto_task *out, int timeout_ms);
+/* Re-HELLO on sock and wait for WELCOME: everything sock sent before has been handled. */
+int harness_sync_worker(harness *h, void *sock, const char *name, int level);
+int harness_file_exists(const char *path);
+/* 1 when the PNG at path holds the tEXt chunk key=value. */
+int harness_png_has_text(const char *path, const char *key, const char *value);
+/* 1 when path is a side x side PNG holding harness_pixels(image, level, side). */
+int harness_png_is(const char *path, uint32_t image, int level, int side);
 /* Read a whole file; NULL if missing. */
 char *harness_read_file(const char *path, size_t *len);
 

@@ -1,5 +1,6 @@
 /* `strata coordinator` as a process: usage errors exit 2 naming the culprit; a live one prints
- * its endpoints line, answers a client, and on SIGTERM tells its workers SHUTDOWN and exits 0. */
+ * its endpoints line, answers a client, and on SIGTERM tells its workers SHUTDOWN and exits 0;
+ * with STRATA_COORD_CHECK=1 it verifies its invariants after every message and says how often. */
 #include "proto/proto.h"
 #include "tests/test.h"
 
@@ -32,8 +33,9 @@ TEST(coord_cmd_usage_errors)
     CHECKF(strstr(err, "nonsense"), "%s", err);
 }
 
-/* Start build/strata coordinator on free ports; its pid, and its stdout as a FILE. */
-static pid_t spawn_coordinator(FILE **out)
+/* Start build/strata coordinator on free ports, its invariants checked, its stderr into
+ * err_path; its pid, and its stdout as a FILE. */
+static pid_t spawn_coordinator(FILE **out, const char *err_path)
 {
     const char *bin = getenv("STRATA_BIN");
     int fds[2];
@@ -43,6 +45,9 @@ static pid_t spawn_coordinator(FILE **out)
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
+        FILE *err = fopen(err_path, "w");
+        if (err) dup2(fileno(err), 2);
+        setenv("STRATA_COORD_CHECK", "1", 1);
         execl(bin ? bin : "build/strata", "strata", "coordinator", "--pipeline",
               "configs/pipelines/test-tiny.yaml", "--workers", "tcp://127.0.0.1:*", "--clients",
               "tcp://127.0.0.1:*", "--heartbeat-ms", "200", (char *)NULL);
@@ -89,7 +94,9 @@ static void body_live(pid_t pid, FILE *out, int *test_failed_)
 TEST(coord_cmd_serves_until_sigterm)
 {
     FILE *out = NULL;
-    pid_t pid = spawn_coordinator(&out);
+    char err_path[1100];
+    snprintf(err_path, sizeof err_path, "%s/coordinator.err", test_tmpdir());
+    pid_t pid = spawn_coordinator(&out, err_path);
     CHECK(pid > 0);
     body_live(pid, out, test_failed_);
     int status = 0;
@@ -97,4 +104,15 @@ TEST(coord_cmd_serves_until_sigterm)
     CHECK(waitpid(pid, &status, 0) == pid);
     if (out) fclose(out);
     CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    /* STATUS and HELLO were handled, each followed by a check */
+    char log[4096] = "";
+    FILE *f = fopen(err_path, "r");
+    size_t n = f ? fread(log, 1, sizeof log - 1, f) : 0;
+    if (f) fclose(f);
+    log[n] = 0;
+    const char *line = strstr(log, "coordinator: ");
+    unsigned long long checks = 0;
+    while (line && sscanf(line, "coordinator: %llu invariant checks passed", &checks) != 1)
+        line = strstr(line + 1, "coordinator: ");
+    CHECKF(checks >= 2, "no count of invariant checks in: %s", log);
 }

@@ -1,0 +1,89 @@
+/* The coordinator's event loop: two ROUTER sockets (workers, clients) and the writer pool's fd
+ * polled by one thread; every message is handled to completion, then queued work is dispatched.
+ * With options.check the whole state is verified after each of these steps. */
+#include "coordinator/coord_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <zmq.h>
+
+enum {
+    COORD_WAKE_MS = 100, /* longest poll: how soon coord_stop is noticed */
+};
+
+/* Read up to COORD_DRAIN_BATCH messages from one socket and handle each. */
+static void drain(coord_t *c, void *sock, int workers)
+{
+    for (int i = 0; i < COORD_DRAIN_BATCH && !c->stop; i++) {
+        proto_rid from;
+        proto_msg m;
+        strata_err e = {0};
+        int rc = proto_recv(sock, &from, &m, 0, &e);
+        if (rc == ERR_TIMEOUT || rc == ERR_INTR) break;
+        if (rc < 0) {
+            coord_log(c, 1, "dropped a frame on the %s socket: %s", workers ? "worker" : "client",
+                      e.msg);
+            if (!workers) coord_client_garbage(c, &from, e.msg);
+            proto_msg_free(&m);
+            coord_check_after(c, "a bad frame");
+            if (rc == ERR_IO) break;
+            continue;
+        }
+        if (workers)
+            coord_on_worker_msg(c, &from, &m);
+        else
+            coord_on_client_msg(c, &from, &m);
+        if (c->o.check) coord_check_after(c, proto_type_name(m.type));
+        proto_msg_free(&m);
+    }
+}
+
+/* Heartbeats and watcher flushes; the ms the loop may sleep before the next timer. */
+static int timers(coord_t *c)
+{
+    long long now = clock_now_ms();
+    if (now >= c->next_heartbeat_ms) {
+        coord_workers_tick(c, now);
+        c->next_heartbeat_ms = now + c->o.heartbeat_ms;
+        coord_check_after(c, "the heartbeat tick");
+    }
+    /* at most half a heartbeat (liveness), at most COORD_WAKE_MS (coord_stop from a thread) */
+    int wait = c->o.heartbeat_ms / 2 < COORD_WAKE_MS ? c->o.heartbeat_ms / 2 : COORD_WAKE_MS;
+    if (wait < 1) wait = 1;
+    long long to_hb = c->next_heartbeat_ms - now;
+    if (to_hb < wait) wait = to_hb < 1 ? 1 : (int)to_hb;
+    int to_watch = coord_watchers_flush(c, now);
+    if (to_watch >= 0 && to_watch < wait) wait = to_watch < 1 ? 1 : to_watch;
+    return wait;
+}
+
+int coord_run(coord_t *c)
+{
+    int rc = 0;
+    c->next_heartbeat_ms = clock_now_ms() + c->o.heartbeat_ms;
+    coord_log(c, 0, "serving %s: workers %s, clients %s", c->pipe.name, c->wep, c->cep);
+    while (!c->stop) {
+        int wait = timers(c);
+        zmq_pollitem_t items[3] = {{c->wsock, 0, ZMQ_POLLIN, 0},
+                                   {c->csock, 0, ZMQ_POLLIN, 0},
+                                   {NULL, coord_writer_fd(c->writer), ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 3, wait) < 0) {
+            if (zmq_errno() == EINTR) continue;
+            coord_log(c, 1, "poll: %s", zmq_strerror(zmq_errno()));
+            rc = 1;
+            break;
+        }
+        if (items[0].revents & ZMQ_POLLIN) drain(c, c->wsock, 1);
+        if (items[1].revents & ZMQ_POLLIN) drain(c, c->csock, 0);
+        if (items[2].revents & ZMQ_POLLIN) {
+            coord_writes_collect(c);
+            coord_check_after(c, "finished writes");
+        }
+        coord_dispatch(c);
+        coord_check_after(c, "dispatch");
+    }
+    coord_workers_shutdown(c);
+    if (c->o.check) coord_log(c, 1, "%llu invariant checks passed", (unsigned long long)c->checks);
+    coord_log(c, 0, "stopped");
+    return rc;
+}

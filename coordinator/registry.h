@@ -1,0 +1,82 @@
+/* coordinator internal: the worker registry, an opaque table of the workers that said HELLO,
+ * with their credits (tasks each will take now), leases and liveness. A leaf: it sends nothing
+ * and calls no other part of the coordinator. Each level's credit total (what the scheduler
+ * reads before it looks for a worker) is private: only the functions here change a worker's
+ * credits, and each changes the total with them.
+ *
+ * Workers live in a small array scanned linearly (tens of entries). Removing one moves the last
+ * into its place, as the round-robin cursors of the scheduler expect. */
+#ifndef STRATA_COORD_REGISTRY_H
+#define STRATA_COORD_REGISTRY_H
+
+#include "coordinator/coordinator.h"
+#include "proto/proto.h"
+
+#include <stdint.h>
+
+enum { COORD_MAX_CREDITS = 1 << 20 }; /* one worker's credits are bounded: no counter wraps */
+
+/* One worker, read-only outside registry.c. */
+typedef struct coord_worker {
+    proto_rid rid;
+    uint64_t rid_hash; /* coord_rid_hash(&rid) */
+    char name[64];
+    uint32_t serial; /* unique for the coordinator's life (leases name it) */
+    int level;
+    uint32_t credits; /* tasks it will take now */
+    uint32_t parked;  /* credits held back after a failed send, given back at the next tick */
+    uint32_t running; /* tasks leased to it */
+    long long last_seen_ms;
+} coord_worker;
+
+typedef struct coord_registry coord_registry_t;
+
+/* An empty registry for a pipeline of nlevels. 0, or -1 when out of memory. */
+int coord_registry_new(int nlevels, coord_registry_t **out);
+/* Free it; *r becomes NULL. NULL is fine. */
+void coord_registry_destroy(coord_registry_t **r);
+
+/* FNV-1a of a routing id. */
+uint64_t coord_rid_hash(const proto_rid *rid);
+
+/* Workers known / worker i (i < coord_registry_size; the pointer is good until the next add). */
+uint32_t coord_registry_size(const coord_registry_t *r);
+const coord_worker *coord_registry_at(const coord_registry_t *r, uint32_t i);
+/* Index of the worker with routing id rid / with this serial, or -1. */
+int coord_registry_find(const coord_registry_t *r, const proto_rid *rid);
+int coord_registry_by_serial(const coord_registry_t *r, uint32_t serial);
+
+/* Register a worker of level, seen at now_ms, with no credits: its index, or -1 when out of
+ * memory. */
+int coord_registry_add(coord_registry_t *r, const proto_rid *rid, const char *name, int level,
+                       long long now_ms);
+/* Forget worker i (its credits leave the total); the last worker moves into i. */
+void coord_registry_remove(coord_registry_t *r, uint32_t i);
+
+/* READY: worker i takes n more tasks (bounded by COORD_MAX_CREDITS). */
+void coord_registry_credit(coord_registry_t *r, uint32_t i, uint32_t n);
+/* Worker i got a task: one credit spent, one more task running. */
+void coord_registry_lease(coord_registry_t *r, uint32_t i);
+/* A task leased to the worker with this serial ended; nothing when it is gone. */
+void coord_registry_lease_end(coord_registry_t *r, uint32_t serial);
+/* A send to worker i failed: hold its credits back until coord_registry_unpark (a retry at the
+ * next heartbeat tick, not a busy loop). */
+void coord_registry_park(coord_registry_t *r, uint32_t i);
+void coord_registry_unpark(coord_registry_t *r, uint32_t i);
+
+/* Worker i was heard at now_ms / its silence so far is forgiven by ms (the loop stalled). */
+void coord_registry_seen(coord_registry_t *r, uint32_t i, long long now_ms);
+void coord_registry_forgive(coord_registry_t *r, uint32_t i, long long ms);
+
+/* The credits of level's workers together. */
+uint32_t coord_registry_credits(const coord_registry_t *r, int level);
+/* The scheduler's round-robin cursor of level (a worker index, may be past the end). */
+uint32_t coord_registry_cursor(const coord_registry_t *r, int level);
+void coord_registry_set_cursor(coord_registry_t *r, int level, uint32_t cursor);
+
+/* The registry's own invariants: each level's credit total is the sum of its workers' credits,
+ * levels are in range, serials and routing ids are unique. 0, or -1 naming the first broken
+ * one in e. */
+int coord_registry_check(const coord_registry_t *r, strata_err *e);
+
+#endif

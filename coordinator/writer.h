@@ -1,0 +1,42 @@
+/* coordinator internal: the PNG writer pool, an opaque set of threads that encode and write
+ * output PNGs off the event loop. A leaf: its threads touch nothing but the requests. */
+#ifndef STRATA_COORD_WRITER_H
+#define STRATA_COORD_WRITER_H
+
+#include "coordinator/coordinator.h"
+#include "coordinator/job_table.h"
+
+#include <stdint.h>
+
+/* One PNG to write, self-contained: the writer threads read nothing else. */
+typedef struct coord_write {
+    struct coord_write *next;
+    coord_job *job; /* not freed while it has pending writes */
+    uint64_t task;  /* final image: its slot's task id when queued */
+    uint32_t slot;
+    int final; /* 1: OUT/<job>/<index>.png, which completes the image */
+    int ok;    /* set by the writer */
+    char err[640];
+    char path[SPEC_PATH_MAX + COORD_ID_MAX + 64];
+    char job_id[COORD_ID_MAX], index[16], seed[24];
+    char levels[PIPELINE_MAX_LEVELS * SPEC_NAME_MAX], pipeline[SPEC_NAME_MAX];
+    uint8_t *rgb; /* side x side x 3, owned */
+    int side;
+} coord_write;
+
+typedef struct coord_writer coord_writer_t;
+
+/* Start threads writers; 0 or -1. */
+int coord_writer_new(int threads, coord_writer_t **out);
+/* Finish every queued write, join the threads, free what is left; *p becomes NULL. NULL is
+ * fine. */
+void coord_writer_destroy(coord_writer_t **p);
+/* An fd that polls readable when finished writes wait in coord_writer_take_done. */
+int coord_writer_fd(const coord_writer_t *p);
+/* Queue w (ownership passes to the pool until it comes back from take_done). */
+void coord_writer_submit(coord_writer_t *p, coord_write *w);
+/* Every finished write (a list through next), or NULL; resets the fd. */
+coord_write *coord_writer_take_done(coord_writer_t *p);
+void coord_write_free(coord_write *w);
+
+#endif
