@@ -45,7 +45,7 @@ static int read_level(const char *dir, int image, const char *level, int side, u
     return w == side && h == side ? 0 : -1;
 }
 
-TEST(cascade_l128_consistent_with_l32)
+TEST_TIMEOUT(cascade_l128_consistent_with_l32, 900)
 {
     int n = test_quick() ? 8 : CONSISTENCY_SAMPLES;
     char count[16], err[4096];
