@@ -1,6 +1,6 @@
 /* IEEE half (binary16) and bfloat16 conversions, bit-exact and independent of the FPU's
  * rounding mode (integer arithmetic only). */
-#include "kernels/kernels.h"
+#include "kernels/half.h"
 
 #include <string.h>
 

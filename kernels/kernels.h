@@ -1,6 +1,10 @@
 /* kernels: tensors, the diffusers UNet2DModel forward on OpenBLAS, samplers, Philox noise,
- * safetensors and PNG I/O. The only header other folders include from kernels/.
- * Knows nothing of the network. */
+ * safetensors and PNG I/O. The only header other folders include from kernels/ (the others in
+ * kernels/ are its internal headers). Knows nothing of the network. Its place in the farm and
+ * the determinism it keeps (same bits for any thread count): docs/design.md, sections 2 and 7.
+ *
+ * Sections: set-up and threads; safetensors; Philox noise; images and PNG; UNet2DModel;
+ * schedulers and samplers; benchmarks (strata bench). */
 #ifndef STRATA_KERNELS_H
 #define STRATA_KERNELS_H
 
@@ -9,11 +13,13 @@
 
 #include "common/common.h"
 
+/* ---------------------------------------------------------------- set-up and threads */
+
 /* Call first in main(): re-executes the program once with the OpenBLAS settings that its
  * library reads only when it loads (a user's own values are left alone):
- * - OPENBLAS_NUM_THREADS=1: strata splits GEMMs over its own threads (ops.c, op_gemm), and a
- *   thread pool OpenBLAS starts at load spins on a core for its first fraction of a second,
- *   which made the first 2-thread convolution of `strata bench` 6x slow;
+ * - OPENBLAS_NUM_THREADS=1: strata splits GEMMs over its own threads (kernels/gemm.c, op_gemm), and
+ * a thread pool OpenBLAS starts at load spins on a core for its first fraction of a second, which
+ * made the first 2-thread convolution of `strata bench` 6x slow;
  * - OPENBLAS_CORETYPE on a CPU that Debian's OpenBLAS (0.3.21) does not know and runs its
  *   generic Prescott kernels on, 2x slower: SkylakeX with AVX-512, Haswell with AVX2.
  * Every process of one host makes the same choice, so results stay bitwise the same across
@@ -24,7 +30,6 @@ const char *kernels_blas_core(void);
 
 /* Use n threads for OpenBLAS and for the element-wise loops (n >= 1). */
 void kernels_set_threads(int n);
-int kernels_get_threads(void);
 
 /* ---------------------------------------------------------------- safetensors */
 
@@ -54,8 +59,9 @@ typedef struct st_file st_file_t;
 
 /* Map a safetensors file and parse its header. Errors name the file. */
 int st_open(const char *path, st_file_t **out, strata_err *e);
+/* Unmap f; every st_tensor of it becomes invalid. NULL is a no-op. */
 void st_close(st_file_t *f);
-const char *st_path(const st_file_t *f);
+/* The number of tensors in f, and the i-th of them (0 <= i < st_count(f)), in name order. */
 int st_count(const st_file_t *f);
 const st_tensor *st_at(const st_file_t *f, int i);
 /* The tensor called name, or NULL. */
@@ -69,10 +75,6 @@ void st_to_f32(const st_tensor *t, float *dst);
 int st_read_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape, float *dst,
                 strata_err *e);
 
-/* Drop the mapped pages wholly inside t's data from memory (a loader that has converted t
- * keeps peak memory at one copy of the weights). t stays readable. */
-void st_release(const st_file_t *f, const st_tensor *t);
-
 /* A float32 tensor to write. */
 typedef struct st_out {
     const char *name;
@@ -84,16 +86,7 @@ typedef struct st_out {
 /* Write tensors as a float32 safetensors file, atomically (tmp + rename). */
 int st_write_f32(const char *path, const st_out *tensors, int count, strata_err *e);
 
-/* ---------------------------------------------------------------- half floats */
-
-float f16_to_f32(uint16_t h);
-float bf16_to_f32(uint16_t h);
-uint16_t f32_to_f16(float f);
-
 /* ---------------------------------------------------------------- Philox noise */
-
-/* Philox4x32-10: out = PRF(key, counter). Pure function, no state. */
-void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
 /* Noise streams of one (image, level): the initial noise, one per sampler step, and the
  * noise-conditioning augmentation of the level's input. */
@@ -111,12 +104,10 @@ typedef struct noise_key {
     uint32_t stream; /* step index or a noise_stream value */
 } noise_key;
 
-/* Standard normal value at channel c, global pixel (y, x). */
-float noise_at(const noise_key *k, int c, int y, int x);
 /* Fill a (channels, h, w) block whose top-left corner is global pixel (y0, x0). */
 void noise_fill(const noise_key *k, float *dst, int channels, int h, int w, int y0, int x0);
 
-/* ---------------------------------------------------------------- images */
+/* ---------------------------------------------------------------- images and PNG */
 
 /* Float CHW image in [-1, 1] (3 channels) to interleaved RGB8, rounding as diffusers does:
  * round(clamp(x / 2 + 0.5, 0, 1) * 255). */
@@ -162,7 +153,9 @@ typedef struct unet_info {
 /* Load a diffusers UNet2DModel directory (config.json + diffusion_pytorch_model.safetensors).
  * Errors name the file and the field or tensor. */
 int unet_load(const char *dir, unet_t **out, strata_err *e);
+/* Free m and its weights; NULL is a no-op. */
 void unet_free(unet_t *m);
+/* What m takes and gives; valid while m lives. */
 const unet_info *unet_get_info(const unet_t *m);
 
 /* One forward pass: x is (n, in_channels, h, w), out is (n, out_channels, h, w);
@@ -171,26 +164,7 @@ const unet_info *unet_get_info(const unet_t *m);
 int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,
                  const float *class_labels, float *out, strata_err *e);
 
-/* GFLOP/s of one 3x3 (k=3, padding 1) or 1x1 convolution of batch images of cin x h x w as
- * the UNet runs it (shifted GEMMs or im2col + GEMM, see kernels/ops.c), on `threads` threads. */
-int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int threads, int iters,
-                       double *gflops);
-/* GFLOP/s of one plain OpenBLAS sgemm (m x k times k x n) on `threads` OpenBLAS threads. */
-int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gflops);
-/* One GEMM the engine asked for: row-major (m x k) times (k x n), operands transposed or not. */
-typedef struct kernels_gemm {
-    int m, n, k, trans_a, trans_b;
-} kernels_gemm;
-/* Records the GEMMs of the engine from now on into log (at most cap; NULL stops). Returns how
- * many there were since the last start, even past cap. Not for use while a forward runs. */
-int kernels_trace_gemms(kernels_gemm *log, int cap);
-/* Milliseconds to run these GEMMs one after another as plain OpenBLAS sgemm calls on
- * `threads` threads (the better of OpenBLAS's threading and strata's split), nothing else:
- * what they cost without im2col or any other op. The fastest of iters passes after a warm-up,
- * as bench unet's min_ms. */
-int kernels_bench_gemms(const kernels_gemm *g, int count, int threads, int iters, double *ms);
-
-/* ---------------------------------------------------------------- samplers */
+/* ---------------------------------------------------------------- schedulers and samplers */
 
 typedef enum sched_kind {
     SCHED_DDPM,
@@ -250,8 +224,6 @@ typedef struct sched_config {
 void sched_config_default(sched_kind kind, sched_config *c);
 /* Parse a scheduler_config.json; "_class_name" picks the kind. Errors name file and field. */
 int sched_config_load(const char *path, sched_config *c, strata_err *e);
-/* Refuse settings the samplers do not implement; where names the config in the message. */
-int sched_config_check(const sched_config *c, const char *where, strata_err *e);
 /* Parse a sampler name: "ddpm", "ddim", "dpm++2m". Returns 0 or ERR_INPUT. */
 int sched_kind_parse(const char *name, sched_kind *kind);
 
@@ -261,7 +233,9 @@ typedef struct sampler sampler_t;
  * images of equal size (thresholding works per image). */
 int sampler_new(const sched_config *c, int num_steps, size_t numel, int images, sampler_t **out,
                 strata_err *e);
+/* NULL is a no-op. */
 void sampler_free(sampler_t *s);
+/* The num_steps it was made with. */
 int sampler_num_steps(const sampler_t *s);
 /* The model timestep of step i (0 <= i < num_steps). */
 float sampler_timestep(const sampler_t *s, int i);
@@ -276,5 +250,26 @@ int sampler_step(sampler_t *s, int i, const float *model_out, float *sample, con
 /* Forward diffusion q(x_t | x_0) at training timestep t: out = sqrt(abar) x0 + sqrt(1-abar) n. */
 void sched_add_noise(const sched_config *c, int t, const float *x0, const float *noise, float *out,
                      size_t numel);
+
+/* ---------------------------------------------------------------- benchmarks (strata bench) */
+
+/* GFLOP/s of one 3x3 (k=3, padding 1) or 1x1 convolution of batch images of cin x h x w as
+ * the UNet runs it (shifted GEMMs or im2col + GEMM, see kernels/conv.c), on `threads` threads. */
+int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int threads, int iters,
+                       double *gflops);
+/* GFLOP/s of one plain OpenBLAS sgemm (m x k times k x n) on `threads` OpenBLAS threads. */
+int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gflops);
+/* One GEMM the engine asked for: row-major (m x k) times (k x n), operands transposed or not. */
+typedef struct kernels_gemm {
+    int m, n, k, trans_a, trans_b;
+} kernels_gemm;
+/* Records the GEMMs of the engine from now on into log (at most cap; NULL stops). Returns how
+ * many there were since the last start, even past cap. Not for use while a forward runs. */
+int kernels_trace_gemms(kernels_gemm *log, int cap);
+/* Milliseconds to run these GEMMs one after another as plain OpenBLAS sgemm calls on
+ * `threads` threads (the better of OpenBLAS's threading and strata's split), nothing else:
+ * what they cost without im2col or any other op. The fastest of iters passes after a warm-up,
+ * as bench unet's min_ms. */
+int kernels_bench_gemms(const kernels_gemm *g, int count, int threads, int iters, double *ms);
 
 #endif

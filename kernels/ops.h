@@ -1,7 +1,10 @@
-/* Internal to kernels/: the arena and the tensor operations the UNet forward is built from.
+/* Internal to kernels/: the tensor operations the UNet forward is built from (gemm.c, conv.c,
+ * norm.c, act.c, attention.c, elementwise.c, resample.c), their scratch memory from the arena.
  * All tensors are float32 NCHW, contiguous. Not included outside kernels/. */
 #ifndef STRATA_KERNELS_OPS_H
 #define STRATA_KERNELS_OPS_H
+
+#include "kernels/arena.h"
 
 #include <stddef.h>
 
@@ -16,32 +19,6 @@
 #else
 #define OP_VECTOR_CLONES
 #endif
-
-/* A bump allocator for one forward pass. Allocation past the capacity falls back to the heap
- * and records the need; arena_reset() then grows the block to the peak, so from the second
- * forward of the same shape on there is no allocation at all. */
-typedef struct arena {
-    char *base;
-    size_t cap;
-    size_t used;
-    size_t peak;
-    struct arena_block {
-        void *ptr;
-        size_t offset; /* arena offset the block stands in for */
-    } * overflow;
-    int noverflow;
-    int overflow_cap;
-    int failed;
-} arena;
-
-void arena_init(arena *a);
-void arena_fini(arena *a);
-/* 64-byte aligned, uninitialised; NULL only when the heap is exhausted. */
-float *arena_floats(arena *a, size_t count);
-size_t arena_mark(const arena *a);
-void arena_release(arena *a, size_t mark);
-/* Forget every allocation and grow to the peak seen so far. Returns 0 or -1 (no memory). */
-int arena_reset(arena *a);
 
 /* Row-major C = alpha A B + beta C (B transposed when trans_b), split over threads in chunks
  * that depend on the shape only, so results are bitwise independent of the thread count. */
@@ -105,9 +82,6 @@ void op_add_channel_values(float *x, int n, int c, size_t hw, const float *v, in
 void op_upsample_nearest2(const float *x, int nc, int h, int w, float *y);
 /* 2x2 average pool, stride 2: (n, c, h, w) -> (n, c, h/2, w/2). */
 void op_avgpool2(const float *x, int nc, int h, int w, float *y);
-/* Sinusoidal timestep embedding as diffusers' get_timestep_embedding, float32. */
-void op_timestep_embedding(const float *t, int n, int dim, int flip_sin_to_cos, float freq_shift,
-                           float *y);
 
 /* Multi-head self-attention over the hw positions of (n, c, hw) as diffusers' Attention with
  * 4-D input: optional GroupNorm, q/k/v projections, softmax(q k^T * scale) v, out projection,
@@ -121,6 +95,7 @@ typedef struct attention {
     int residual;
 } attention;
 
+/* y = attention(x), n images; -1 when the arena cannot hold the scratch. */
 int op_attention(const attention *at, const float *x, int n, int hw, float *y, arena *a);
 
 #endif

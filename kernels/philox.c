@@ -1,6 +1,8 @@
 /* Counter-based Gaussian noise: Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy
  * as 1, 2, 3", SC'11; the Random123 reference) followed by one Box-Muller transform per counter.
- * No state: every value is a function of its coordinates (DESIGN.md section 2). */
+ * No state: every value is a function of its coordinates (docs/design.md section 2). */
+#include "kernels/philox.h"
+
 #include "kernels/kernels.h"
 
 #include <assert.h>

@@ -2,7 +2,9 @@
  * Format: 8-byte little-endian header length N, N bytes of JSON
  * {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}},
  * then the data; offsets are relative to the end of the header. */
+#include "kernels/safetensors.h"
 #include "common/common.h"
+#include "kernels/half.h"
 #include "kernels/kernels.h"
 
 #include <assert.h>

@@ -2,6 +2,7 @@
  * DPMSolverMultistepScheduler: parsing (jansson), diffusers' defaults, and the checks that
  * refuse what the samplers do not implement. */
 #include "kernels/kernels.h"
+#include "kernels/sched.h"
 
 #include <errno.h>
 #include <jansson.h>

@@ -1,4 +1,6 @@
 /* The thread setting shared by every kernel, and the OpenBLAS set-up at start. */
+#include "kernels/threads.h"
+
 #include "kernels/kernels.h"
 
 #include <cblas.h>
@@ -17,7 +19,7 @@ void kernels_set_threads(int n)
 {
     if (n < 1) n = 1;
     kernel_threads = n;
-    /* OpenBLAS stays single-threaded: ops.c splits GEMMs itself (see op_gemm) */
+    /* OpenBLAS stays single-threaded: gemm.c splits GEMMs itself (see op_gemm) */
     openblas_set_num_threads(1);
     omp_set_num_threads(n);
 }

@@ -190,7 +190,7 @@ CASES: dict[str, dict] = {
         prediction="v_prediction",
         doc="a refine UNet like the shipped ones (no attention) on a 112x112 canvas: its full-size "
         "3x3 convolutions (im2col 576 x 12544) are built and multiplied in two bands of output "
-        "rows (kernels/ops.c CONV_BAND_FLOATS), the other cases in one.",
+        "rows (kernels/conv.c CONV_BAND_FLOATS), the other cases in one.",
     ),
     "sr_bf16": dict(
         seed=1004,

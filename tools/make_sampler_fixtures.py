@@ -1,4 +1,4 @@
-"""Reference fixtures for the C samplers (kernels/sampler.c), made by diffusers itself.
+"""Reference fixtures for the C samplers (kernels/sampler_steps.c), made by diffusers itself.
 
 For every case this runs the real diffusers scheduler (DDPMScheduler, DDIMScheduler or
 DPMSolverMultistepScheduler) for a few inference steps on a small tensor of 2 images, feeding

@@ -1,6 +1,8 @@
 /* safetensors, half-float and PNG I/O: round trips, files from the Python safetensors library,
  * and corrupt files, which must fail with ERR_INPUT and a message naming file and tensor. */
+#include "kernels/half.h"
 #include "kernels/kernels.h"
+#include "kernels/safetensors.h"
 #include "tests/test.h"
 
 #include <dirent.h>

@@ -1,7 +1,9 @@
 /* Philox4x32-10 against the Random123 known answers, and the noise field built on it: its
  * documented (key, counter) layout, its statistics, and its independence from tiling and
- * thread count (DESIGN.md section 2). */
+ * thread count (docs/design.md section 2). */
 #include "kernels/kernels.h"
+#include "kernels/philox.h"
+#include "kernels/threads.h"
 #include "tests/test.h"
 
 #include <math.h>

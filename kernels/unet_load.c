@@ -1,55 +1,16 @@
-/* The diffusers UNet2DModel forward: built from config.json, weights from safetensors. */
+/* Loading a diffusers UNet2DModel: its config.json read into unet_config, then every layer
+ * built from it with its weights from diffusion_pytorch_model.safetensors. */
+#include "kernels/kernels.h"
 #include "kernels/ops.h"
+#include "kernels/safetensors.h"
 #include "kernels/unet_config.h"
+#include "kernels/unet_model.h"
 
-#include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ResnetBlock2D: norm1, SiLU, [up/down], conv1, + time, norm2, [scale_shift], SiLU, conv2,
- * then (shortcut(x) + h) / output_scale_factor. */
-typedef struct resnet {
-    int cin, cout, up, down, scale_shift;
-    op_act act;
-    groupnorm norm1, norm2;
-    conv2d conv1, conv2, shortcut;
-    int has_shortcut;
-    const float *temb_w, *temb_b;
-    int temb_out;
-    float output_scale;
-} resnet;
-
-/* A down or up block: resnets, optional attentions after each, optional resampler. */
-typedef struct unet_block {
-    int nres, has_attn, cout;
-    resnet res[UNET_MAX_LAYERS];
-    attention attn[UNET_MAX_LAYERS];
-    int resample; /* 0: none, 1: conv, 2: resnet */
-    conv2d resample_conv;
-    resnet resample_res;
-} unet_block;
-
-struct unet {
-    unet_info info;
-    unet_config cfg;
-    int temb_dim, tin_dim;    /* time embedding width, time_proj width */
-    const float *time_proj_w; /* fourier W or learned table */
-    const float *t1_w, *t1_b, *t2_w, *t2_b;
-    const float *class_table;               /* UNET_CLASS_LOOKUP */
-    const float *c1_w, *c1_b, *c2_w, *c2_b; /* UNET_CLASS_TIMESTEP */
-    conv2d conv_in, conv_out;
-    groupnorm norm_out;
-    unet_block down[UNET_MAX_BLOCKS], up[UNET_MAX_BLOCKS];
-    resnet mid_res[2];
-    attention mid_attn;
-    int mid_has_attn;
-    float *weights;
-    arena arena;
-};
-
-/* ---------------------------------------------------------------- weight loading */
 
 /* Runs the model builder twice: a dry pass that checks every tensor and counts floats, then a
  * pass that copies them (converted to float32) into one block. */
@@ -63,6 +24,8 @@ typedef struct loader {
     int rc;
 } loader;
 
+/* The tensor called name, checked to have this shape: counted in the dry pass (NULL returned),
+ * converted into the model's block and released from the mapping in the second. */
 static const float *load(loader *l, const char *name, int ndim, const int64_t *shape)
 {
     if (l->rc) return NULL;
@@ -98,6 +61,8 @@ static const float *loadf(loader *l, int ndim, const int64_t *shape, const char 
     return load(l, name, ndim, shape);
 }
 
+/* A conv2d of the given geometry with weight and bias from prefix.weight / prefix.bias, the
+ * weight reordered taps-major. */
 static void load_conv(loader *l, conv2d *cv, int cin, int cout, int k, int stride, int pad,
                       const char *prefix)
 {
@@ -115,6 +80,7 @@ static void load_conv(loader *l, conv2d *cv, int cin, int cout, int k, int strid
     cv->bias = loadf(l, 1, bs, "%s.bias", prefix);
 }
 
+/* A GroupNorm with gamma and beta from prefix.weight / prefix.bias. */
 static void load_norm(loader *l, groupnorm *gn, int channels, int groups, float eps,
                       const char *prefix)
 {
@@ -126,6 +92,7 @@ static void load_norm(loader *l, groupnorm *gn, int channels, int groups, float 
     gn->beta = loadf(l, 1, s, "%s.bias", prefix);
 }
 
+/* An nn.Linear(in, out): weight [out, in] and bias [out] from prefix. */
 static void load_linear(loader *l, int in, int out, const float **w, const float **b,
                         const char *prefix)
 {
@@ -135,6 +102,7 @@ static void load_linear(loader *l, int in, int out, const float **w, const float
 }
 
 static int config_error(loader *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Fails the load with ERR_INPUT naming config.json (a first error is kept). */
 static int config_error(loader *l, const char *fmt, ...)
 {
     if (l->rc) return l->rc;
@@ -149,6 +117,8 @@ static int config_error(loader *l, const char *fmt, ...)
     return l->rc;
 }
 
+/* A ResnetBlock2D of cin -> cout channels from prefix; a config error when groups do not
+ * divide the channels. */
 static void build_resnet(loader *l, const unet_config *c, resnet *r, int cin, int cout, int groups,
                          int temb_dim, float scale, const char *prefix)
 {
@@ -191,6 +161,8 @@ static const float *load_attn_part(loader *l, int ndim, const int64_t *shape, co
     return load(l, name, ndim, shape);
 }
 
+/* diffusers' Attention over `channels` channels from prefix (GroupNorm when groups > 0); a
+ * config error for a head size or groups that do not fit. */
 static void build_attention(loader *l, const unet_config *c, attention *at, int channels,
                             int head_dim, int groups, float rescale, const char *prefix)
 {
@@ -229,6 +201,7 @@ static void build_attention(loader *l, const unet_config *c, attention *at, int 
     }
 }
 
+/* down_blocks.i: its resnets (and attentions), then its downsampler unless it is the last. */
 static void build_down(loader *l, unet_t *m, int i, int cin)
 {
     const unet_config *c = &m->cfg;
@@ -267,6 +240,7 @@ static void build_down(loader *l, unet_t *m, int i, int cin)
     }
 }
 
+/* up_blocks.i: layers_per_block + 1 resnets on the skips, then its upsampler unless last. */
 static void build_up(loader *l, unet_t *m, int i)
 {
     const unet_config *c = &m->cfg;
@@ -302,6 +276,7 @@ static void build_up(loader *l, unet_t *m, int i)
     load_conv(l, &b->resample_conv, cout, cout, 3, 1, 1, name);
 }
 
+/* mid_block: resnet, optional attention, resnet, at the deepest width. */
 static void build_mid(loader *l, unet_t *m)
 {
     const unet_config *c = &m->cfg;
@@ -321,6 +296,7 @@ static void build_mid(loader *l, unet_t *m)
     build_resnet(l, c, &m->mid_res[1], ch, ch, groups, m->temb_dim, scale, "mid_block.resnets.1");
 }
 
+/* The time projection, TimestepEmbedding and class embedding the config asks for. */
 static void build_embeddings(loader *l, unet_t *m)
 {
     const unet_config *c = &m->cfg;
@@ -345,6 +321,7 @@ static void build_embeddings(loader *l, unet_t *m)
     }
 }
 
+/* Every layer of m in diffusers' order; one pass of the loader (dry or copying). */
 static int build(loader *l, unet_t *m)
 {
     const unet_config *c = &m->cfg;
@@ -364,6 +341,7 @@ static int build(loader *l, unet_t *m)
     return l->rc;
 }
 
+/* m->info from the config, with nparams weights. */
 static void fill_info(unet_t *m, size_t nparams)
 {
     const unet_config *c = &m->cfg;
@@ -378,6 +356,8 @@ static void fill_info(unet_t *m, size_t nparams)
     info->num_params = (int64_t)nparams;
 }
 
+/* Reads DIR/config.json, then builds the model twice over the safetensors file: a dry pass
+ * that checks every tensor and counts the floats, a second that fills one block with them. */
 int unet_load(const char *dir, unet_t **out, strata_err *e)
 {
     char path[4096];
@@ -410,6 +390,7 @@ int unet_load(const char *dir, unet_t **out, strata_err *e)
     return 0;
 }
 
+/* Frees m, its weights and its arena; NULL is a no-op. */
 void unet_free(unet_t *m)
 {
     if (!m) return;
@@ -418,299 +399,8 @@ void unet_free(unet_t *m)
     free(m);
 }
 
+/* What m takes and gives; valid while m lives. */
 const unet_info *unet_get_info(const unet_t *m)
 {
     return &m->info;
-}
-
-/* ---------------------------------------------------------------- forward */
-
-/* A feature map in the arena. */
-typedef struct fmap {
-    float *data;
-    int c, h, w;
-} fmap;
-
-typedef struct fwd {
-    unet_t *m;
-    int n;
-    const float *emb_act; /* (n, temb_dim): act_fn of the time+class embedding */
-    arena *a;
-    int failed;
-} fwd;
-
-static fmap fmap_new(fwd *f, int c, int h, int w)
-{
-    fmap r = {arena_floats(f->a, (size_t)f->n * c * h * w), c, h, w};
-    if (!r.data) f->failed = 1;
-    return r;
-}
-
-static fmap run_conv(fwd *f, const conv2d *cv, fmap x)
-{
-    int oh, ow;
-    conv2d_out_size(cv, x.h, x.w, &oh, &ow);
-    fmap y = fmap_new(f, cv->cout, oh, ow);
-    if (!f->failed && op_conv2d(cv, x.data, f->n, x.h, x.w, y.data, 0, f->a)) f->failed = 1;
-    return y;
-}
-
-static fmap resample_nearest(fwd *f, fmap x, int up)
-{
-    fmap y = fmap_new(f, x.c, up ? 2 * x.h : x.h / 2, up ? 2 * x.w : x.w / 2);
-    if (f->failed) return y;
-    if (up)
-        op_upsample_nearest2(x.data, f->n * x.c, x.h, x.w, y.data);
-    else
-        op_avgpool2(x.data, f->n * x.c, x.h, x.w, y.data);
-    return y;
-}
-
-static fmap run_resnet(fwd *f, const resnet *r, fmap x)
-{
-    int n = f->n, oh = r->up ? 2 * x.h : r->down ? x.h / 2 : x.h;
-    int ow = r->up ? 2 * x.w : r->down ? x.w / 2 : x.w;
-    fmap out = fmap_new(f, r->cout, oh, ow);
-    size_t mark = arena_mark(f->a);
-    fmap h = fmap_new(f, r->cin, x.h, x.w);
-    float *temb = arena_floats(f->a, (size_t)n * r->temb_out);
-    if (f->failed || !temb) return f->failed = 1, out;
-    op_groupnorm(&r->norm1, x.data, n, x.h * x.w, NULL, NULL, 0, r->act, h.data);
-    if (r->up || r->down) {
-        h = resample_nearest(f, h, r->up);
-        x = resample_nearest(f, x, r->up);
-    }
-    fmap h2 = run_conv(f, &r->conv1, h);
-    if (f->failed) return out;
-    op_linear(f->emb_act, n, f->m->temb_dim, r->temb_w, r->temb_b, r->temb_out, temb);
-    size_t hw = (size_t)oh * ow;
-    if (!r->scale_shift) op_add_channel_values(h2.data, n, r->cout, hw, temb, r->temb_out);
-    const float *scale = r->scale_shift ? temb : NULL;
-    const float *shift = r->scale_shift ? temb + r->cout : NULL;
-    op_groupnorm(&r->norm2, h2.data, n, (int)hw, scale, shift, r->temb_out, r->act, h2.data);
-    if (r->has_shortcut) {
-        if (op_conv2d(&r->shortcut, x.data, n, oh, ow, out.data, 0, f->a)) f->failed = 1;
-    } else {
-        op_copy(out.data, x.data, (size_t)n * r->cout * hw);
-    }
-    if (f->failed || op_conv2d(&r->conv2, h2.data, n, oh, ow, out.data, 1, f->a)) f->failed = 1;
-    if (r->output_scale != 1.0f)
-        for (size_t j = 0; j < (size_t)n * r->cout * hw; j++)
-            out.data[j] /= r->output_scale;
-    arena_release(f->a, mark);
-    return out;
-}
-
-static fmap run_attention(fwd *f, const attention *at, fmap x)
-{
-    fmap y = fmap_new(f, x.c, x.h, x.w);
-    if (!f->failed && op_attention(at, x.data, f->n, x.h * x.w, y.data, f->a)) f->failed = 1;
-    return y;
-}
-
-/* [a, b] concatenated on channels, per image. */
-static fmap concat(fwd *f, fmap a, fmap b)
-{
-    if (a.h != b.h || a.w != b.w) { /* cannot happen for sides the model accepts */
-        f->failed = 1;
-        return a;
-    }
-    fmap y = fmap_new(f, a.c + b.c, a.h, a.w);
-    if (f->failed) return y;
-    size_t hw = (size_t)a.h * a.w, na = (size_t)a.c * hw, nb = (size_t)b.c * hw;
-    for (int i = 0; i < f->n; i++) {
-        op_copy(y.data + i * (na + nb), a.data + i * na, na);
-        op_copy(y.data + i * (na + nb) + na, b.data + i * nb, nb);
-    }
-    return y;
-}
-
-/* Upsample2D: nearest x2, then a 3x3 convolution. The upsampled copy stays in the arena
- * below y until the forward ends (a bump allocator frees only from the top). */
-static fmap run_upsample_conv(fwd *f, const conv2d *cv, fmap x)
-{
-    fmap up = resample_nearest(f, x, 1);
-    fmap y = fmap_new(f, cv->cout, up.h, up.w);
-    if (!f->failed && op_conv2d(cv, up.data, f->n, up.h, up.w, y.data, 0, f->a)) f->failed = 1;
-    return y;
-}
-
-enum { UNET_MAX_SKIPS = UNET_MAX_BLOCKS * (UNET_MAX_LAYERS + 1) + 1 };
-
-static fmap run_down_path(fwd *f, fmap h, fmap *skips, int *nskips)
-{
-    unet_t *m = f->m;
-    skips[(*nskips)++] = h;
-    for (int i = 0; i < m->cfg.nblocks; i++) {
-        const unet_block *b = &m->down[i];
-        for (int j = 0; j < b->nres; j++) {
-            h = run_resnet(f, &b->res[j], h);
-            if (b->has_attn) h = run_attention(f, &b->attn[j], h);
-            skips[(*nskips)++] = h;
-        }
-        if (b->resample) {
-            h = b->resample == 2 ? run_resnet(f, &b->resample_res, h)
-                                 : run_conv(f, &b->resample_conv, h);
-            skips[(*nskips)++] = h;
-        }
-    }
-    return h;
-}
-
-static fmap run_up_path(fwd *f, fmap h, fmap *skips, int *nskips)
-{
-    unet_t *m = f->m;
-    for (int i = 0; i < m->cfg.nblocks && !f->failed; i++) {
-        const unet_block *b = &m->up[i];
-        for (int j = 0; j < b->nres; j++) {
-            fmap skip = skips[--(*nskips)];
-            h = run_resnet(f, &b->res[j], concat(f, h, skip));
-            if (b->has_attn) h = run_attention(f, &b->attn[j], h);
-        }
-        if (b->resample == 2) h = run_resnet(f, &b->resample_res, h);
-        if (b->resample == 1) h = run_upsample_conv(f, &b->resample_conv, h);
-    }
-    return h;
-}
-
-/* t_emb (n, tin_dim) for timesteps t, by the configured time projection. */
-static int time_project(const unet_t *m, const float *t, int n, float *out, strata_err *e)
-{
-    const unet_config *c = &m->cfg;
-    int b0 = c->block_out[0];
-    if (c->time_type == UNET_TIME_POSITIONAL) {
-        op_timestep_embedding(t, n, b0, c->flip_sin_to_cos, c->freq_shift, out);
-        return 0;
-    }
-    for (int i = 0; i < n; i++) {
-        if (c->time_type == UNET_TIME_LEARNED) {
-            int k = (int)t[i];
-            if (k < 0 || k >= c->num_train_timesteps || (float)k != t[i])
-                return err_set(e, ERR_INPUT, "timestep %g is not in [0, %d)", t[i],
-                               c->num_train_timesteps);
-            memcpy(out + (size_t)i * b0, m->time_proj_w + (size_t)k * b0, b0 * sizeof(float));
-            continue;
-        }
-        /* GaussianFourierProjection(log=True): [sin(log t * W * 2 pi), cos(...)] */
-        float lt = logf(t[i]);
-        for (int k = 0; k < b0; k++) {
-            float arg = lt * m->time_proj_w[k] * 2.0f * (float)M_PI;
-            out[(size_t)i * 2 * b0 + k] = sinf(arg);
-            out[(size_t)i * 2 * b0 + b0 + k] = cosf(arg);
-        }
-    }
-    return 0;
-}
-
-/* TimestepEmbedding: linear_2(silu(linear_1(x))), (n, in) -> (n, temb_dim). */
-static void timestep_mlp(const unet_t *m, const float *x, int n, const float *w1, const float *b1,
-                         const float *w2, const float *b2, float *hidden, float *out)
-{
-    op_linear(x, n, m->tin_dim, w1, b1, m->temb_dim, hidden);
-    op_activate_all(OP_ACT_SILU, hidden, (size_t)n * m->temb_dim);
-    op_linear(hidden, n, m->temb_dim, w2, b2, m->temb_dim, out);
-}
-
-static int add_class_embedding(const unet_t *m, const float *labels, int n, float *tproj,
-                               float *hidden, float *emb, strata_err *e)
-{
-    const unet_config *c = &m->cfg;
-    size_t d = (size_t)m->temb_dim;
-    if (c->class_type == UNET_CLASS_LOOKUP) {
-        for (int i = 0; i < n; i++) {
-            int k = (int)labels[i];
-            if (k < 0 || k >= c->num_class_embeds || (float)k != labels[i])
-                return err_set(e, ERR_INPUT, "class label %g is not in [0, %d)", labels[i],
-                               c->num_class_embeds);
-            for (size_t j = 0; j < d; j++)
-                emb[i * d + j] += m->class_table[k * d + j];
-        }
-    } else if (c->class_type == UNET_CLASS_TIMESTEP) {
-        int rc = time_project(m, labels, n, tproj, e);
-        if (rc) return rc;
-        float *cls = hidden + (size_t)n * d;
-        timestep_mlp(m, tproj, n, m->c1_w, m->c1_b, m->c2_w, m->c2_b, hidden, cls);
-        for (size_t j = 0; j < (size_t)n * d; j++)
-            emb[j] += cls[j];
-    } else if (c->class_type == UNET_CLASS_IDENTITY) {
-        for (size_t j = 0; j < (size_t)n * d; j++)
-            emb[j] += labels[j];
-    }
-    return 0;
-}
-
-/* emb_act = act_fn(time embedding + class embedding), (n, temb_dim): every resnet applies its
- * nonlinearity to temb first, so it is done once here. */
-static int embed(fwd *f, const float *timesteps, const float *class_labels, float *emb_act,
-                 strata_err *e)
-{
-    unet_t *m = f->m;
-    int n = f->n;
-    float *tproj = arena_floats(f->a, (size_t)n * m->tin_dim);
-    float *hidden = arena_floats(f->a, (size_t)2 * n * m->temb_dim);
-    if (!tproj || !hidden) return err_set(e, ERR_NOMEM, "out of memory");
-    int rc = time_project(m, timesteps, n, tproj, e);
-    if (rc) return rc;
-    timestep_mlp(m, tproj, n, m->t1_w, m->t1_b, m->t2_w, m->t2_b, hidden, emb_act);
-    if (m->info.needs_class_labels && !class_labels)
-        return err_set(e, ERR_INPUT, "this model needs class labels");
-    if (!m->info.needs_class_labels && class_labels)
-        return err_set(e, ERR_INPUT, "this model takes no class labels");
-    if (class_labels && (rc = add_class_embedding(m, class_labels, n, tproj, hidden, emb_act, e)))
-        return rc;
-    op_activate_all((op_act)m->cfg.act, emb_act, (size_t)n * m->temb_dim);
-    return 0;
-}
-
-static int check_shape(const unet_t *m, int n, int h, int w, strata_err *e)
-{
-    int f = m->info.downsample_factor;
-    if (n < 1 || h < 1 || w < 1 || h % f || w % f)
-        return err_set(e, ERR_INPUT, "input %dx%d: sides must be positive multiples of %d", h, w,
-                       f);
-    return 0;
-}
-
-static void finish(fwd *f, fmap h, const float *timesteps, float *out)
-{
-    unet_t *m = f->m;
-    /* UNet2DModel's conv_act is nn.SiLU() whatever act_fn says */
-    op_groupnorm(&m->norm_out, h.data, f->n, h.h * h.w, NULL, NULL, 0, OP_ACT_SILU, h.data);
-    size_t hw = (size_t)h.h * h.w, per = (size_t)m->cfg.out_channels * hw;
-    if (op_conv2d(&m->conv_out, h.data, f->n, h.h, h.w, out, 0, f->a)) f->failed = 1;
-    if (m->cfg.time_type == UNET_TIME_FOURIER)
-        for (int i = 0; i < f->n; i++)
-            for (size_t j = 0; j < per; j++)
-                out[i * per + j] /= timesteps[i];
-}
-
-int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,
-                 const float *class_labels, float *out, strata_err *e)
-{
-    int rc = check_shape(m, n, h, w, e);
-    if (rc) return rc;
-    if (arena_reset(&m->arena)) return err_set(e, ERR_NOMEM, "out of memory");
-    fwd f = {.m = m, .n = n, .a = &m->arena};
-    float *emb = arena_floats(f.a, (size_t)n * m->temb_dim);
-    if (!emb) return err_set(e, ERR_NOMEM, "out of memory");
-    size_t mark = arena_mark(f.a);
-    if ((rc = embed(&f, timesteps, class_labels, emb, e))) return rc;
-    arena_release(f.a, mark);
-    f.emb_act = emb;
-    fmap in = fmap_new(&f, m->cfg.in_channels, h, w);
-    if (f.failed) return err_set(e, ERR_NOMEM, "out of memory");
-    for (size_t j = 0; j < (size_t)n * m->cfg.in_channels * h * w; j++)
-        in.data[j] = m->cfg.center_input_sample ? 2.0f * x[j] - 1.0f : x[j];
-    fmap skips[UNET_MAX_SKIPS];
-    int nskips = 0;
-    fmap cur = run_down_path(&f, run_conv(&f, &m->conv_in, in), skips, &nskips);
-    if (m->cfg.has_mid && !f.failed) {
-        cur = run_resnet(&f, &m->mid_res[0], cur);
-        if (m->mid_has_attn) cur = run_attention(&f, &m->mid_attn, cur);
-        cur = run_resnet(&f, &m->mid_res[1], cur);
-    }
-    cur = run_up_path(&f, cur, skips, &nskips);
-    if (!f.failed) finish(&f, cur, timesteps, out);
-    if (f.failed) return err_set(e, ERR_NOMEM, "out of memory in the UNet forward");
-    return 0;
 }

@@ -1,0 +1,221 @@
+/* The UNet2DModel forward: conv_in, the down path (its outputs kept as skips), the mid block,
+ * the up path, then norm, SiLU and conv_out; every feature map in the model's arena. */
+#include "kernels/arena.h"
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+#include "kernels/unet_config.h"
+#include "kernels/unet_model.h"
+
+#include <stddef.h>
+
+/* A feature map in the arena. */
+typedef struct fmap {
+    float *data;
+    int c, h, w;
+} fmap;
+
+typedef struct fwd {
+    unet_t *m;
+    int n;
+    const float *emb_act; /* (n, temb_dim): act_fn of the time+class embedding */
+    arena *a;
+    int failed;
+} fwd;
+
+/* An uninitialised (n, c, h, w) map on top of the arena; f->failed when it cannot. */
+static fmap fmap_new(fwd *f, int c, int h, int w)
+{
+    fmap r = {arena_floats(f->a, (size_t)f->n * c * h * w), c, h, w};
+    if (!r.data) f->failed = 1;
+    return r;
+}
+
+/* A new map = cv(x). */
+static fmap run_conv(fwd *f, const conv2d *cv, fmap x)
+{
+    int oh, ow;
+    conv2d_out_size(cv, x.h, x.w, &oh, &ow);
+    fmap y = fmap_new(f, cv->cout, oh, ow);
+    if (!f->failed && op_conv2d(cv, x.data, f->n, x.h, x.w, y.data, 0, f->a)) f->failed = 1;
+    return y;
+}
+
+/* A new map: x upsampled (nearest x2) when up, else average-pooled by 2. */
+static fmap resample_nearest(fwd *f, fmap x, int up)
+{
+    fmap y = fmap_new(f, x.c, up ? 2 * x.h : x.h / 2, up ? 2 * x.w : x.w / 2);
+    if (f->failed) return y;
+    if (up)
+        op_upsample_nearest2(x.data, f->n * x.c, x.h, x.w, y.data);
+    else
+        op_avgpool2(x.data, f->n * x.c, x.h, x.w, y.data);
+    return y;
+}
+
+/* A new map = ResnetBlock2D r (x, the time embedding); its scratch released before return. */
+static fmap run_resnet(fwd *f, const resnet *r, fmap x)
+{
+    int n = f->n, oh = r->up ? 2 * x.h : r->down ? x.h / 2 : x.h;
+    int ow = r->up ? 2 * x.w : r->down ? x.w / 2 : x.w;
+    fmap out = fmap_new(f, r->cout, oh, ow);
+    size_t mark = arena_mark(f->a);
+    fmap h = fmap_new(f, r->cin, x.h, x.w);
+    float *temb = arena_floats(f->a, (size_t)n * r->temb_out);
+    if (f->failed || !temb) return f->failed = 1, out;
+    op_groupnorm(&r->norm1, x.data, n, x.h * x.w, NULL, NULL, 0, r->act, h.data);
+    if (r->up || r->down) {
+        h = resample_nearest(f, h, r->up);
+        x = resample_nearest(f, x, r->up);
+    }
+    fmap h2 = run_conv(f, &r->conv1, h);
+    if (f->failed) return out;
+    op_linear(f->emb_act, n, f->m->temb_dim, r->temb_w, r->temb_b, r->temb_out, temb);
+    size_t hw = (size_t)oh * ow;
+    if (!r->scale_shift) op_add_channel_values(h2.data, n, r->cout, hw, temb, r->temb_out);
+    const float *scale = r->scale_shift ? temb : NULL;
+    const float *shift = r->scale_shift ? temb + r->cout : NULL;
+    op_groupnorm(&r->norm2, h2.data, n, (int)hw, scale, shift, r->temb_out, r->act, h2.data);
+    if (r->has_shortcut) {
+        if (op_conv2d(&r->shortcut, x.data, n, oh, ow, out.data, 0, f->a)) f->failed = 1;
+    } else {
+        op_copy(out.data, x.data, (size_t)n * r->cout * hw);
+    }
+    if (f->failed || op_conv2d(&r->conv2, h2.data, n, oh, ow, out.data, 1, f->a)) f->failed = 1;
+    if (r->output_scale != 1.0f)
+        for (size_t j = 0; j < (size_t)n * r->cout * hw; j++)
+            out.data[j] /= r->output_scale;
+    arena_release(f->a, mark);
+    return out;
+}
+
+/* A new map = attention at (x), residual included. */
+static fmap run_attention(fwd *f, const attention *at, fmap x)
+{
+    fmap y = fmap_new(f, x.c, x.h, x.w);
+    if (!f->failed && op_attention(at, x.data, f->n, x.h * x.w, y.data, f->a)) f->failed = 1;
+    return y;
+}
+
+/* [a, b] concatenated on channels, per image. */
+static fmap concat(fwd *f, fmap a, fmap b)
+{
+    if (a.h != b.h || a.w != b.w) { /* cannot happen for sides the model accepts */
+        f->failed = 1;
+        return a;
+    }
+    fmap y = fmap_new(f, a.c + b.c, a.h, a.w);
+    if (f->failed) return y;
+    size_t hw = (size_t)a.h * a.w, na = (size_t)a.c * hw, nb = (size_t)b.c * hw;
+    for (int i = 0; i < f->n; i++) {
+        op_copy(y.data + i * (na + nb), a.data + i * na, na);
+        op_copy(y.data + i * (na + nb) + na, b.data + i * nb, nb);
+    }
+    return y;
+}
+
+/* Upsample2D: nearest x2, then a 3x3 convolution. The upsampled copy stays in the arena
+ * below y until the forward ends (a bump allocator frees only from the top). */
+static fmap run_upsample_conv(fwd *f, const conv2d *cv, fmap x)
+{
+    fmap up = resample_nearest(f, x, 1);
+    fmap y = fmap_new(f, cv->cout, up.h, up.w);
+    if (!f->failed && op_conv2d(cv, up.data, f->n, up.h, up.w, y.data, 0, f->a)) f->failed = 1;
+    return y;
+}
+
+enum { UNET_MAX_SKIPS = UNET_MAX_BLOCKS * (UNET_MAX_LAYERS + 1) + 1 };
+
+/* The down blocks from h; every resnet, attention and downsampler output pushed on skips. */
+static fmap run_down_path(fwd *f, fmap h, fmap *skips, int *nskips)
+{
+    unet_t *m = f->m;
+    skips[(*nskips)++] = h;
+    for (int i = 0; i < m->cfg.nblocks; i++) {
+        const unet_block *b = &m->down[i];
+        for (int j = 0; j < b->nres; j++) {
+            h = run_resnet(f, &b->res[j], h);
+            if (b->has_attn) h = run_attention(f, &b->attn[j], h);
+            skips[(*nskips)++] = h;
+        }
+        if (b->resample) {
+            h = b->resample == 2 ? run_resnet(f, &b->resample_res, h)
+                                 : run_conv(f, &b->resample_conv, h);
+            skips[(*nskips)++] = h;
+        }
+    }
+    return h;
+}
+
+/* The up blocks from h, each resnet taking the last skip off the stack concatenated to h. */
+static fmap run_up_path(fwd *f, fmap h, fmap *skips, int *nskips)
+{
+    unet_t *m = f->m;
+    for (int i = 0; i < m->cfg.nblocks && !f->failed; i++) {
+        const unet_block *b = &m->up[i];
+        for (int j = 0; j < b->nres; j++) {
+            fmap skip = skips[--(*nskips)];
+            h = run_resnet(f, &b->res[j], concat(f, h, skip));
+            if (b->has_attn) h = run_attention(f, &b->attn[j], h);
+        }
+        if (b->resample == 2) h = run_resnet(f, &b->resample_res, h);
+        if (b->resample == 1) h = run_upsample_conv(f, &b->resample_conv, h);
+    }
+    return h;
+}
+
+/* ERR_INPUT unless n >= 1 and both sides are positive multiples of the downsample factor. */
+static int check_shape(const unet_t *m, int n, int h, int w, strata_err *e)
+{
+    int f = m->info.downsample_factor;
+    if (n < 1 || h < 1 || w < 1 || h % f || w % f)
+        return err_set(e, ERR_INPUT, "input %dx%d: sides must be positive multiples of %d", h, w,
+                       f);
+    return 0;
+}
+
+/* out = conv_out(SiLU(norm_out(h))), divided by the timestep for Fourier time embeddings. */
+static void finish(fwd *f, fmap h, const float *timesteps, float *out)
+{
+    unet_t *m = f->m;
+    /* UNet2DModel's conv_act is nn.SiLU() whatever act_fn says */
+    op_groupnorm(&m->norm_out, h.data, f->n, h.h * h.w, NULL, NULL, 0, OP_ACT_SILU, h.data);
+    size_t hw = (size_t)h.h * h.w, per = (size_t)m->cfg.out_channels * hw;
+    if (op_conv2d(&m->conv_out, h.data, f->n, h.h, h.w, out, 0, f->a)) f->failed = 1;
+    if (m->cfg.time_type == UNET_TIME_FOURIER)
+        for (int i = 0; i < f->n; i++)
+            for (size_t j = 0; j < per; j++)
+                out[i * per + j] /= timesteps[i];
+}
+
+/* One forward of n images (see kernels.h); ERR_INPUT for a bad shape, timestep or label,
+ * ERR_NOMEM when the arena cannot grow. */
+int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,
+                 const float *class_labels, float *out, strata_err *e)
+{
+    int rc = check_shape(m, n, h, w, e);
+    if (rc) return rc;
+    if (arena_reset(&m->arena)) return err_set(e, ERR_NOMEM, "out of memory");
+    fwd f = {.m = m, .n = n, .a = &m->arena};
+    float *emb = arena_floats(f.a, (size_t)n * m->temb_dim);
+    if (!emb) return err_set(e, ERR_NOMEM, "out of memory");
+    size_t mark = arena_mark(f.a);
+    if ((rc = unet_embed(m, n, f.a, timesteps, class_labels, emb, e))) return rc;
+    arena_release(f.a, mark);
+    f.emb_act = emb;
+    fmap in = fmap_new(&f, m->cfg.in_channels, h, w);
+    if (f.failed) return err_set(e, ERR_NOMEM, "out of memory");
+    for (size_t j = 0; j < (size_t)n * m->cfg.in_channels * h * w; j++)
+        in.data[j] = m->cfg.center_input_sample ? 2.0f * x[j] - 1.0f : x[j];
+    fmap skips[UNET_MAX_SKIPS];
+    int nskips = 0;
+    fmap cur = run_down_path(&f, run_conv(&f, &m->conv_in, in), skips, &nskips);
+    if (m->cfg.has_mid && !f.failed) {
+        cur = run_resnet(&f, &m->mid_res[0], cur);
+        if (m->mid_has_attn) cur = run_attention(&f, &m->mid_attn, cur);
+        cur = run_resnet(&f, &m->mid_res[1], cur);
+    }
+    cur = run_up_path(&f, cur, skips, &nskips);
+    if (!f.failed) finish(&f, cur, timesteps, out);
+    if (f.failed) return err_set(e, ERR_NOMEM, "out of memory in the UNet forward");
+    return 0;
+}
