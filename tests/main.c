@@ -57,12 +57,14 @@ const char *test_run_dir(void)
     return run_dir;
 }
 
-/* The limit for test i: STRATA_TEST_TIMEOUT (seconds) over the test's own, over the default. */
+/* The limit for test i: STRATA_TEST_TIMEOUT (seconds) when set; else the test's own or the
+ * default, times STRATA_TEST_TIMEOUT_SCALE (for slower builds: `make asan` sets it). */
 static int timeout_s(int i)
 {
-    const char *env = getenv("STRATA_TEST_TIMEOUT");
+    const char *env = getenv("STRATA_TEST_TIMEOUT"), *scale = getenv("STRATA_TEST_TIMEOUT_SCALE");
     if (env && atoi(env) > 0) return atoi(env);
-    return tests[i].timeout_s > 0 ? tests[i].timeout_s : TEST_DEFAULT_TIMEOUT_S;
+    int s = tests[i].timeout_s > 0 ? tests[i].timeout_s : TEST_DEFAULT_TIMEOUT_S;
+    return scale && atoi(scale) > 1 ? s * atoi(scale) : s;
 }
 
 /* The runner's thread count (from /proc), or -1 when it cannot be read. */

@@ -15,8 +15,9 @@ void test_fail(const char *file, int line, const char *fmt, ...)
 /* A test with the default time limit (120 s). */
 #define TEST(name) TEST_TIMEOUT(name, 0)
 
-/* A test that may run for up to `seconds` (0: the default). STRATA_TEST_TIMEOUT=seconds in the
- * environment sets every test's limit instead. A test past its limit is killed, with every
+/* A test that may run for up to `seconds` (0: the default). In the environment,
+ * STRATA_TEST_TIMEOUT=seconds sets every test's limit instead, STRATA_TEST_TIMEOUT_SCALE=n
+ * multiplies each test's own (`make asan`: 3). A test past its limit is killed, with every
  * process of its group, and reported failed. */
 #define TEST_TIMEOUT(name, seconds)                                                                \
     static void test_##name(int *test_failed_);                                                    \
@@ -37,7 +38,8 @@ void test_fail(const char *file, int line, const char *fmt, ...)
         }                                                                                          \
     } while (0)
 
-/* 1 under `make asan` (STRATA_TEST_QUICK=1): slow tests shrink their work. */
+/* 1 under STRATA_TEST_QUICK=1 (`make asan QUICK=1`, for a fast local run): slow tests shrink
+ * their work. */
 int test_quick(void);
 
 /* Run the program argv[0] (a path) with argv, in a process group of its own; returns its exit
