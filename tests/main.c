@@ -136,6 +136,7 @@ static int run_test(int i)
                 "tests: the runner has %d threads before forking %s; nothing may start "
                 "threads (OpenMP, OpenBLAS) outside a test\n",
                 threads, tests[i].name);
+        test_remove_tree(run_dir);
         exit(2);
     }
     long long t0 = clock_now_ms();
@@ -145,6 +146,7 @@ static int run_test(int i)
     pid_t runner = getpid(), pid = fork();
     if (pid < 0) {
         perror("fork");
+        test_remove_tree(run_dir);
         exit(2);
     }
     if (pid == 0) run_child(i, runner);
