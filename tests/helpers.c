@@ -132,6 +132,19 @@ static void join_args(const char *const *argv, char *line, size_t len)
         used += (size_t)snprintf(line + used, len - used, "%s%s", i ? " " : "", argv[i]);
 }
 
+/* Ends err with "timed out: LINE", over the end of what the program wrote if err is full. */
+static void append_note(char *err, size_t errlen, const char *line)
+{
+    char note[1100];
+    if (!err || !errlen) return;
+    int n = snprintf(note, sizeof note, "%stimed out: %s", err[0] ? "\n" : "", line);
+    size_t at = strlen(err), len = n < 0 ? 0 : (size_t)n;
+    if (len >= errlen) len = errlen - 1;
+    if (at + len >= errlen) at = errlen - 1 - len;
+    memcpy(err + at, note, len);
+    err[at + len] = 0;
+}
+
 /* The child's side of test_run_program: its own process group (so the whole of what it starts
  * can be killed), stdout to outfd, stderr to errfd. */
 static void exec_child(const char *const *argv, int outfd, int errfd, pid_t test)
@@ -180,7 +193,7 @@ int test_run_program(const char *const *argv, char *err, size_t errlen, char *ou
         char line[1024];
         join_args(argv, line, sizeof line);
         fprintf(stderr, "    timed out: %s (its process group killed)\n", line);
-        if (err && errlen) snprintf(err, errlen, "timed out: %s", line);
+        append_note(err, errlen, line);
     }
     lseek(outfd, 0, SEEK_SET);
     size_t used = 0;

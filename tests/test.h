@@ -44,9 +44,9 @@ int test_quick(void);
 
 /* Run the program argv[0] (a path) with argv, in a process group of its own; returns its exit
  * code (127: it could not be started), or -1 when it died of a signal or ran past the test's time
- * limit (a little before it: then its whole process group is killed and err says "timed out:
- * ARGV"). Its stderr and stdout come back truncated to the buffer sizes, NUL-terminated; either
- * buffer may be NULL. */
+ * limit (a little before it: then its whole process group is killed and err ends with "timed
+ * out: ARGV"). Its stderr and stdout come back truncated to the buffer sizes, NUL-terminated;
+ * either buffer may be NULL. */
 int test_run_program(const char *const *argv, char *err, size_t errlen, char *out, size_t outlen);
 
 /* test_run_program for build/strata (STRATA_BIN) with args. */

@@ -1,6 +1,9 @@
-/* The runner itself (tests/main.c): a test that hangs and one that crashes each fail by name
- * while the rest of the suite runs, and a test's scratch folder is its own. */
+/* The runner itself (tests/main.c, tests/helpers.c): a test that hangs and one that crashes each
+ * fail by name while the rest of the suite runs, a program that hangs is killed with its process
+ * group before the test's limit, and a test's scratch folder is its own. */
 #include "tests/test.h"
+
+#include "common/common.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -71,4 +74,35 @@ TEST(runner_reports_hang_and_crash_by_name)
     CHECKF(ok[0], "the ordinary test did not pass:\n%s%s", out, err);
     const char *last = last_line(out);
     CHECKF(strcmp(last, "1 passed, 2 failed") == 0, "last line: %s", last);
+}
+
+/* 1 while pid exists and is not a zombie (nobody may reap the orphans here: pid 1 need not). */
+static int process_alive(int pid)
+{
+    char path[64], stat[256] = "";
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = 0;
+    const char *state = strrchr(stat, ')'); /* "pid (comm) S ...": comm may hold anything */
+    return state && state[1] == ' ' && state[2] != 'Z' && state[2] != 'X';
+}
+
+/* A program that never ends, and the child it started in the background, are both killed before
+ * the test's own limit (2 s here), and test_run_program says so. */
+TEST_TIMEOUT(runner_program_past_the_limit_is_killed_with_its_group, 2)
+{
+    char out[64], err[512];
+    const char *argv[] = {"/bin/sh", "-c", "sleep 100000 & echo $!; wait", NULL};
+    long long t0 = clock_now_ms();
+    int rc = test_run_program(argv, err, sizeof err, out, sizeof out);
+    long long ms = clock_now_ms() - t0;
+    CHECKF(rc == -1, "exit %d", rc);
+    CHECKF(strstr(err, "timed out: /bin/sh -c"), "err: %s", err);
+    CHECKF(ms < test_timeout_ms(), "returned after %lld ms, not before the test's limit", ms);
+    int pid = atoi(out);
+    CHECKF(pid > 0, "no pid in the program's output: %s", out);
+    CHECKF(!process_alive(pid), "its background child %d still runs", pid);
 }
