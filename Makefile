@@ -1,6 +1,8 @@
 # strata: one binary (build/strata) and one test runner (build/tests).
 # `make` builds, `make test` runs the default suite, `make asan` runs it under ASan+UBSan,
 # `make bench` prints benchmarks, `make deps` installs what a fresh Debian 12 machine lacks.
+# `make format` formats the tree; `make format-check`, `make check-limits` and
+# `make check-headers` are the checks .ci/run makes before building.
 
 BUILD    ?= build
 CC       ?= cc
@@ -20,7 +22,8 @@ TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all test asan bench eval test-4k deps fixtures format clean
+.PHONY: all test asan bench eval test-4k deps fixtures format format-check check-limits \
+        check-headers clean
 
 all: $(BUILD)/strata $(BUILD)/tests
 
@@ -45,13 +48,16 @@ $(BUILD)/tests: $(TEST_OBJ) $(LIB_OBJ)
 test: all
 	STRATA_COORD_CHECK=1 STRATA_BIN=$(BUILD)/strata ./$(BUILD)/tests $(TESTS)
 
-# Same suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build folder.
-# OpenBLAS's own threads are not instrumented; leak checks cover our allocations.
+# The whole suite, at full size, under AddressSanitizer + UndefinedBehaviorSanitizer, in its own
+# build folder (about 11 minutes on 2 busy cores, the cascade test 9 of them); each test's time
+# limit is tripled. QUICK=1 shrinks the slow tests' work (STRATA_TEST_QUICK) for a fast local run.
+# OpenBLAS's own threads are not instrumented; leak checks cover our allocations, test by test.
+QUICK ?= 0
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
 	  -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined" all
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  STRATA_COORD_CHECK=1 STRATA_BIN=build-asan/strata STRATA_TEST_QUICK=1 ./build-asan/tests $(TESTS)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 STRATA_TEST_TIMEOUT_SCALE=3 \
+	  STRATA_COORD_CHECK=1 STRATA_BIN=build-asan/strata STRATA_TEST_QUICK=$(QUICK) ./build-asan/tests $(TESTS)
 
 # Engine beside PyTorch, then the farm (pipelining, coordinator throughput). Wants an idle machine.
 bench: all
@@ -81,8 +87,36 @@ fixtures:
 	.venv/bin/python tools/make_io_fixtures.py
 	.venv/bin/python tools/make_resize_fixture.py
 
+# ---- checks of what the repository promises (run by .ci/run) ----
+# Every .c and .h of the product folders and of tests/ (all its subfolders), formatted with the
+# repository's .clang-format by clang-format 14 (Debian 12's: tools/deps.sh).
+FORMAT_SRC := $(shell find $(MODULES) tests -name '*.[ch]' | LC_ALL=C sort)
+HEADERS    := $(filter %.h,$(FORMAT_SRC))
+
 format:
-	clang-format -i $(foreach m,$(MODULES) tests tests/*,$(wildcard $(m)/*.[ch]))
+	clang-format -i $(FORMAT_SRC)
+
+# Fails listing the files `make format` would change.
+format-check:
+	@clang-format --version | grep -q 'version 14\.' || \
+	  echo "format-check: warning: the tree is formatted by clang-format 14, this is $$(clang-format --version)"
+	@bad=$$(for f in $(FORMAT_SRC); do clang-format --dry-run -Werror "$$f" >/dev/null 2>&1 || echo "$$f"; done); \
+	if [ -n "$$bad" ]; then echo "format-check: not formatted (make format fixes them):"; \
+	  echo "$$bad" | sed 's/^/  /'; exit 1; fi; \
+	echo "format-check: $(words $(FORMAT_SRC)) files formatted"
+
+# No product file over 500 lines, no function over 60 (tools/check_limits.sh); prints the largest.
+check-limits:
+	@tools/check_limits.sh --top
+
+# Each header (product and tests) compiles on its own, included twice (it includes what it needs and is
+# guarded), with the build's warnings.
+check-headers:
+	@fail=0; for h in $(HEADERS); do \
+	  printf '#include "%s"\n#include "%s"\n' $$h $$h | \
+	    $(CC) $(filter-out -MMD -MP,$(CFLAGS)) -x c -fsyntax-only - || \
+	    { echo "check-headers: $$h does not compile on its own"; fail=1; }; \
+	done; [ $$fail = 0 ] && echo "check-headers: $(words $(HEADERS)) headers compile on their own"
 
 clean:
 	rm -rf build build-asan

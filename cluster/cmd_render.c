@@ -68,6 +68,55 @@ typedef struct render_farm {
     int next_id; /* worker ids only grow: a replacement never takes a live worker's id */
 } render_farm;
 
+/* Applies getopt_long's option c (with optarg) to a: 0, -1 after --help, or a usage exit code. */
+static int render_apply_option(int c, char **argv, render_args *a)
+{
+    switch (c) {
+    case 'p':
+        a->pipeline = optarg;
+        return 0;
+    case 'o':
+        a->out = optarg;
+        return 0;
+    case 'N':
+        a->name = optarg;
+        return 0;
+    case 'w':
+        a->workers = optarg;
+        return 0;
+    case 'S':
+        a->start_level = optarg;
+        return 0;
+    case 'i':
+        a->init = optarg;
+        return 0;
+    case 'g':
+        a->grid = optarg;
+        return 0;
+    case 'v':
+        a->verbose = 1;
+        return 0;
+    case 'k':
+        a->keep_levels = 1;
+        return 0;
+    case 'n':
+        return cli_flag_long("render", "count", optarg, 1, CONFIG_MAX_COUNT, &a->count);
+    case 'r':
+        return cli_flag_long("render", "resolution", optarg, 1, CONFIG_MAX_SIDE, &a->resolution);
+    case 's':
+        return cli_flag_long("render", "seed", optarg, 0, LONG_MAX, &a->seed);
+    case 'j':
+        return cli_flag_long("render", "threads", optarg, 1, 256, &a->threads);
+    case 'c':
+        return cli_flag_long("render", "class-label", optarg, -1, 1 << 20, &a->class_label);
+    case 'h':
+        fputs(render_help, stdout);
+        return -1;
+    default:
+        return cli_usage("render", "unknown or incomplete option '%s'", argv[optind - 1]);
+    }
+}
+
 static int parse_render_args(int argc, char **argv, render_args *a)
 {
     static const struct option opts[] = {{"pipeline", 1, 0, 'p'},    {"count", 1, 0, 'n'},
@@ -87,57 +136,8 @@ static int parse_render_args(int argc, char **argv, render_args *a)
                        .class_label = -1};
     optind = 1;
     opterr = 0;
-    while (!rc && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'p':
-            a->pipeline = optarg;
-            break;
-        case 'o':
-            a->out = optarg;
-            break;
-        case 'N':
-            a->name = optarg;
-            break;
-        case 'w':
-            a->workers = optarg;
-            break;
-        case 'S':
-            a->start_level = optarg;
-            break;
-        case 'i':
-            a->init = optarg;
-            break;
-        case 'g':
-            a->grid = optarg;
-            break;
-        case 'v':
-            a->verbose = 1;
-            break;
-        case 'k':
-            a->keep_levels = 1;
-            break;
-        case 'n':
-            rc = cli_flag_long("render", "count", optarg, 1, CONFIG_MAX_COUNT, &a->count);
-            break;
-        case 'r':
-            rc = cli_flag_long("render", "resolution", optarg, 1, CONFIG_MAX_SIDE, &a->resolution);
-            break;
-        case 's':
-            rc = cli_flag_long("render", "seed", optarg, 0, LONG_MAX, &a->seed);
-            break;
-        case 'j':
-            rc = cli_flag_long("render", "threads", optarg, 1, 256, &a->threads);
-            break;
-        case 'c':
-            rc = cli_flag_long("render", "class-label", optarg, -1, 1 << 20, &a->class_label);
-            break;
-        case 'h':
-            fputs(render_help, stdout);
-            return -1;
-        default:
-            return cli_usage("render", "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
+    while (!rc && (c = getopt_long(argc, argv, "", opts, NULL)) != -1)
+        rc = render_apply_option(c, argv, a);
     if (rc) return rc;
     if (optind < argc) return cli_usage("render", "unexpected argument '%s'", argv[optind]);
     if (!a->start_level != !a->init)

@@ -1,5 +1,6 @@
 /* A small test harness: TEST(name) registers a test, CHECK fails it with file and line.
- * build/tests runs every test (or those whose names contain argv[1]) and ends with the line
+ * build/tests runs every test (or those whose names contain one of its arguments), each in a
+ * forked child under a time limit (TEST_TIMEOUT, STRATA_TEST_TIMEOUT), and ends with the line
  * "N passed, N failed". Tests run from the repository root. */
 #ifndef STRATA_TEST_H
 #define STRATA_TEST_H
@@ -7,15 +8,22 @@
 #include <stddef.h>
 
 typedef void (*test_fn)(int *test_failed_);
-void test_register(const char *name, test_fn fn);
+void test_register(const char *name, test_fn fn, int timeout_s);
 void test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define TEST(name)                                                                                 \
+/* A test with the default time limit (120 s). */
+#define TEST(name) TEST_TIMEOUT(name, 0)
+
+/* A test that may run for up to `seconds` (0: the default). In the environment,
+ * STRATA_TEST_TIMEOUT=seconds sets every test's limit instead, STRATA_TEST_TIMEOUT_SCALE=n
+ * multiplies each test's own (`make asan`: 3). A test past its limit is killed, with every
+ * process of its group, and reported failed. */
+#define TEST_TIMEOUT(name, seconds)                                                                \
     static void test_##name(int *test_failed_);                                                    \
     __attribute__((constructor)) static void test_register_##name(void)                            \
     {                                                                                              \
-        test_register(#name, test_##name);                                                         \
+        test_register(#name, test_##name, seconds);                                                \
     }                                                                                              \
     static void test_##name(int *test_failed_)
 
@@ -30,17 +38,33 @@ void test_fail(const char *file, int line, const char *fmt, ...)
         }                                                                                          \
     } while (0)
 
-/* 1 under `make asan` (STRATA_TEST_QUICK=1): slow tests shrink their work. */
+/* 1 under STRATA_TEST_QUICK=1 (`make asan QUICK=1`, for a fast local run): slow tests shrink
+ * their work. */
 int test_quick(void);
 
-/* Run build/strata (STRATA_BIN) with args; returns its exit code (or -1), and its stderr and
- * stdout (truncated to the buffer sizes, NUL-terminated; either buffer may be NULL). */
+/* Run the program argv[0] (a path) with argv, in a process group of its own; returns its exit
+ * code (127: it could not be started), or -1 when it died of a signal or ran past the test's time
+ * limit (a little before it: then its whole process group is killed and err ends with "timed
+ * out: ARGV"). Its stderr and stdout come back truncated to the buffer sizes, NUL-terminated;
+ * either buffer may be NULL. */
+int test_run_program(const char *const *argv, char *err, size_t errlen, char *out, size_t outlen);
+
+/* test_run_program for build/strata (STRATA_BIN) with args. */
 int test_run_strata(const char *const *args, char *err, size_t errlen, char *out, size_t outlen);
 
-/* A fresh empty directory under $TMPDIR for this test; the path lives until the next call. */
+/* A fresh empty directory for this test inside the run's scratch folder; the path lives until
+ * the next call. The runner removes it when the test ends. */
 const char *test_tmpdir(void);
 
 /* Maximum of |a - b| and of |b| over n floats. */
 void test_max_abs_diff(const float *a, const float *b, size_t n, float *maxdiff, float *maxref);
+
+/* For the runner and the helpers: the running test's deadline and limit (clock_now_ms, 0 when
+ * not under the runner), the run's scratch folder, and removing folders. */
+long long test_deadline_ms(void);
+long long test_timeout_ms(void);
+const char *test_run_dir(void);
+void test_tmpdir_remove(void);
+void test_remove_tree(const char *path);
 
 #endif

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages that building, testing and running strata need.
+# Installs the Debian 12 packages that building, checking, testing and running strata need.
 # Idempotent: does nothing when everything is there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
+# clang-format: Debian 12's is version 14, the one the tree is formatted with (make format-check)
 packages=(
   build-essential pkg-config
   libopenblas-dev libzmq3-dev libmsgpack-dev libopenmpi-dev openmpi-bin
   libyaml-dev libjansson-dev libpng-dev
+  clang-format
 )
 
 missing=()
