@@ -14,11 +14,14 @@ CFLAGS   ?=
 CFLAGS   += -std=c17 $(OPT) -g -Wall -Wextra -Werror -Wno-format-truncation -D_GNU_SOURCE -fopenmp -MMD -MP \
             -ffp-contract=off \
             -I. $(shell pkg-config --cflags $(PKGS))
-LDLIBS   += $(shell pkg-config --libs $(PKGS)) -fopenmp -lm -lpthread
+# MPI (OpenMPI) for worker rank groups: only the files that see mpi.h get its include flags.
+MPI_CFLAGS := $(shell mpicc --showme:compile)
+MPI_LIBS   := $(shell mpicc --showme:link)
+LDLIBS   += $(shell pkg-config --libs $(PKGS)) $(MPI_LIBS) -fopenmp -lm -lpthread
 MODULES  := common kernels proto worker coordinator cluster
 
 LIB_SRC  := $(filter-out cluster/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
-TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*.c))
+TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES) mpi,$(wildcard tests/$(m)/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
@@ -34,6 +37,8 @@ $(BUILD)/obj/%.o: %.c
 
 # The activation loops vectorise only when the compiler may assume finite values.
 $(BUILD)/obj/kernels/act.o: CFLAGS += -ffinite-math-only -fno-signed-zeros
+
+$(BUILD)/obj/worker/rank_group.o $(BUILD)/obj/worker/tile_exchange.o: CFLAGS += $(MPI_CFLAGS)
 
 $(BUILD)/strata: $(BUILD)/obj/cluster/main.o $(LIB_OBJ)
 	@echo '  LINK  $@'

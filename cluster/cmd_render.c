@@ -4,6 +4,7 @@
 #include "cluster/client.h"
 #include "cluster/cluster.h"
 #include "cluster/config.h"
+#include "cluster/render.h"
 #include "kernels/kernels.h"
 
 #include <errno.h>
@@ -25,7 +26,7 @@ static const char render_help[] =
     "usage: strata render [--pipeline FILE] [--count N] [--resolution PX] [--seed S]\n"
     "                     [--out DIR] [--name JOB] [--workers LEVEL=N,...] [--threads N]\n"
     "                     [--class-label L] [--keep-levels] [--start-level LEVEL --init DIR]\n"
-    "                     [--grid FILE] [--verbose]\n\n"
+    "                     [--ranks LEVEL=R,...] [--mpirun-args ARGS] [--grid FILE] [--verbose]\n\n"
     "Renders a job on this machine: a coordinator and a pool of workers per level, as separate\n"
     "processes over loopback ZeroMQ, exactly as a cluster runs it.\n\n"
     "  --pipeline FILE     pipeline YAML (default: configs/pipelines/emoji.yaml of this install)\n"
@@ -37,6 +38,9 @@ static const char render_help[] =
     "  --name JOB          job id (default render)\n"
     "  --workers L=N,...   pool sizes per level (default: the pipeline's pool, else 1)\n"
     "  --threads N         threads per worker process (default 1)\n"
+    "  --ranks L=R,...     run each worker of level L as one MPI group of R ranks (mpirun),\n"
+    "                      sharing its tiles; the images are the same at any R\n"
+    "  --mpirun-args ARGS  options for mpirun (a hostfile...), split at spaces\n"
     "  --class-label L     class of class-conditional first levels (default: the null class)\n"
     "  --keep-levels       also write every level's output as <index>.<level>.png\n"
     "  --start-level L     start at level L from --init DIR/<index>.png instead of level 1\n"
@@ -45,13 +49,14 @@ static const char render_help[] =
     "  --verbose           the coordinator logs every task (with its time) to stderr\n";
 
 typedef struct render_args {
-    const char *pipeline, *out, *name, *workers, *start_level, *init, *grid;
+    const char *pipeline, *out, *name, *workers, *start_level, *init, *grid, *ranks, *mpirun_args;
     long count, resolution, seed, threads, class_label;
     int keep_levels, verbose;
 } render_args;
 
 typedef struct render_child {
     pid_t pid;
+    int k; /* its level's index */
     char level[SPEC_NAME_MAX];
 } render_child;
 
@@ -62,6 +67,7 @@ typedef struct render_farm {
     pipeline_spec pipeline;
     int first, nlevels; /* planned levels [first, nlevels) */
     int pool[PIPELINE_MAX_LEVELS];
+    int ranks[PIPELINE_MAX_LEVELS]; /* MPI ranks per worker (1: a plain process) */
     pid_t coord;
     render_child workers[RENDER_MAX_WORKERS];
     int nworkers;
@@ -93,6 +99,12 @@ static int render_apply_option(int c, char **argv, render_args *a)
     case 'g':
         a->grid = optarg;
         return 0;
+    case 'R':
+        a->ranks = optarg;
+        return 0;
+    case 'M':
+        a->mpirun_args = optarg;
+        return 0;
     case 'v':
         a->verbose = 1;
         return 0;
@@ -119,14 +131,13 @@ static int render_apply_option(int c, char **argv, render_args *a)
 
 static int parse_render_args(int argc, char **argv, render_args *a)
 {
-    static const struct option opts[] = {{"pipeline", 1, 0, 'p'},    {"count", 1, 0, 'n'},
-                                         {"resolution", 1, 0, 'r'},  {"seed", 1, 0, 's'},
-                                         {"out", 1, 0, 'o'},         {"name", 1, 0, 'N'},
-                                         {"workers", 1, 0, 'w'},     {"threads", 1, 0, 'j'},
-                                         {"class-label", 1, 0, 'c'}, {"keep-levels", 0, 0, 'k'},
-                                         {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
-                                         {"grid", 1, 0, 'g'},        {"verbose", 0, 0, 'v'},
-                                         {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"pipeline", 1, 0, 'p'},    {"count", 1, 0, 'n'},       {"resolution", 1, 0, 'r'},
+        {"seed", 1, 0, 's'},        {"out", 1, 0, 'o'},         {"name", 1, 0, 'N'},
+        {"workers", 1, 0, 'w'},     {"threads", 1, 0, 'j'},     {"class-label", 1, 0, 'c'},
+        {"keep-levels", 0, 0, 'k'}, {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
+        {"grid", 1, 0, 'g'},        {"verbose", 0, 0, 'v'},     {"ranks", 1, 0, 'R'},
+        {"mpirun-args", 1, 0, 'M'}, {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c, rc = 0;
     *a = (render_args){.out = "out",
                        .name = "render",
@@ -155,28 +166,17 @@ static void default_pipeline(const char *self, char *out, size_t len)
     if (access(out, R_OK)) snprintf(out, len, "configs/pipelines/emoji.yaml");
 }
 
-/* --workers l32=2,l128=1: pool sizes by level name. */
-static int parse_pools(render_farm *f, const char *spec)
+/* --workers l32=2,l128=1: pool sizes by level name; --ranks l1024=2: ranks per worker. */
+static int parse_pools(render_farm *f)
 {
-    for (int i = 0; i < f->pipeline.nlevels; i++)
+    for (int i = 0; i < f->pipeline.nlevels; i++) {
         f->pool[i] = f->pipeline.levels[i].pool > 0 ? f->pipeline.levels[i].pool : 1;
-    if (!spec) return 0;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", spec);
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
-         tok = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(tok, '=');
-        long n;
-        if (!eq) return cli_usage("render", "--workers: '%s' is not LEVEL=N", tok);
-        *eq = 0;
-        int k = -1;
-        for (int i = 0; i < f->pipeline.nlevels; i++)
-            if (!strcmp(f->pipeline.levels[i].name, tok)) k = i;
-        if (k < 0) return cli_usage("render", "--workers: no level '%s' in the pipeline", tok);
-        if (cli_flag_long("render", "workers", eq + 1, 1, 64, &n)) return CLI_EXIT_USAGE;
-        f->pool[k] = (int)n;
+        f->ranks[i] = 1;
     }
-    return 0;
+    const render_args *a = f->args;
+    int rc = a->workers ? render_parse_counts(&f->pipeline, "workers", a->workers, 64, f->pool) : 0;
+    if (!rc && a->ranks) rc = render_parse_counts(&f->pipeline, "ranks", a->ranks, 256, f->ranks);
+    return rc;
 }
 
 static int plan_farm(render_farm *f)
@@ -196,19 +196,7 @@ static int plan_farm(render_farm *f)
     }
     f->first = plan.first;
     f->nlevels = plan.end;
-    return parse_pools(f, a->workers);
-}
-
-static pid_t spawn(const char *self, char *const *argv, int stdout_fd)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (stdout_fd >= 0) dup2(stdout_fd, 1);
-        execv(self, argv);
-        fprintf(stderr, "strata render: cannot run %s: %s\n", self, strerror(errno));
-        _exit(127);
-    }
-    return pid;
+    return parse_pools(f);
 }
 
 /* Reads the coordinator's "strata coordinator: workers=EP clients=EP" line. */
@@ -247,15 +235,16 @@ static int start_coordinator(render_farm *f)
                     "tcp://127.0.0.1:*",
                     f->args->verbose ? "--verbose" : NULL,
                     NULL};
-    f->coord = spawn(f->self, argv, fds[1]);
+    f->coord = render_spawn(f->self, argv, fds[1], 1, NULL);
     close(fds[1]);
     int rc = f->coord < 0 ? CLI_EXIT_RUNTIME : read_ready_line(f, fds[0]);
     close(fds[0]);
     return rc;
 }
 
-static int start_worker(render_farm *f, const char *level)
+static int start_worker(render_farm *f, int k)
 {
+    const char *level = f->pipeline.levels[k].name;
     if (f->nworkers == RENDER_MAX_WORKERS) return CLI_EXIT_USAGE;
     char threads[32], id[64];
     snprintf(threads, sizeof threads, "%ld", f->args->threads);
@@ -264,8 +253,9 @@ static int start_worker(render_farm *f, const char *level)
                     "--connect", f->worker_ep, "--threads", threads,
                     "--id",      id,           NULL};
     render_child *w = &f->workers[f->nworkers];
-    w->pid = spawn(f->self, argv, -1);
-    snprintf(w->level, sizeof w->level, "%s", level);
+    w->pid = render_spawn(f->self, argv, -1, f->ranks[k], f->args->mpirun_args);
+    w->k = k;
+    memcpy(w->level, level, sizeof w->level);
     if (w->pid < 0) return CLI_EXIT_RUNTIME;
     f->nworkers++;
     return 0;
@@ -273,11 +263,15 @@ static int start_worker(render_farm *f, const char *level)
 
 static int start_pools(render_farm *f)
 {
-    for (int i = f->first; i < f->nlevels; i++)
+    for (int i = f->first; i < f->nlevels; i++) {
+        if (f->ranks[i] > 1)
+            fprintf(stderr, "strata render: %s: %d worker%s of %d MPI ranks each\n",
+                    f->pipeline.levels[i].name, f->pool[i], f->pool[i] > 1 ? "s" : "", f->ranks[i]);
         for (int k = 0; k < f->pool[i]; k++) {
-            int rc = start_worker(f, f->pipeline.levels[i].name);
+            int rc = start_worker(f, i);
             if (rc) return rc;
         }
+    }
     return 0;
 }
 
@@ -358,8 +352,9 @@ static int render_tick(void *ctx)
                 }
                 fprintf(stderr, "strata render: worker %d (%s) exited; starting another\n",
                         (int)pid, level);
+                int k = f->workers[i].k;
                 f->workers[i] = f->workers[--f->nworkers];
-                if (start_worker(f, level) != 0) return CLI_EXIT_RUNTIME;
+                if (start_worker(f, k) != 0) return CLI_EXIT_RUNTIME;
                 break;
             }
     }

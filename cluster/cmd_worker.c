@@ -16,7 +16,9 @@ static const char worker_help[] =
     "Serves one level of a cascade for the coordinator at ENDPOINT (its worker socket, e.g.\n"
     "tcp://host:5555): says HELLO, takes the level's settings from the WELCOME, loads the\n"
     "model once, then runs one task at a time, heartbeating while it computes. It reconnects\n"
-    "by itself when the coordinator restarts, and exits 0 on SHUTDOWN, SIGTERM or SIGINT.\n\n"
+    "by itself when the coordinator restarts, and exits 0 on SHUTDOWN, SIGTERM or SIGINT.\n"
+    "Started under mpirun -np R, the R processes are one worker: rank 0 speaks to the\n"
+    "coordinator, every rank computes a block of the level's tiles (same bytes at any R).\n\n"
     "  --level NAME       the level served (e.g. l128)\n"
     "  --connect ENDPOINT the coordinator's worker endpoint\n"
     "  --threads N        compute threads (default 1: scale with worker processes)\n"
@@ -95,8 +97,12 @@ int cmd_worker(int argc, char **argv)
     o.stop = &worker_stop_flag;
     strata_err e = {0};
     int abandoned = 0;
-    rc = worker_run(&o, &abandoned, &e);
+    /* under mpirun -np R: one worker of R ranks; rank 0 speaks to the coordinator */
+    rc = worker_group_init(&argc, &argv, &e);
+    if (!rc)
+        rc = worker_group_rank() ? worker_group_follow(&o, &e) : worker_run(&o, &abandoned, &e);
     int code = rc ? cli_fail("worker", rc, e.msg) : CLI_EXIT_OK;
+    if (!abandoned) worker_group_finalize();
     if (abandoned) {
         /* a task still computes: leave before OpenBLAS/OpenMP destructors run under it */
         fflush(NULL);

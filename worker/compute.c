@@ -1,6 +1,6 @@
 /* The worker loop's compute thread: loads the level's model and runs its tasks, so that the
  * main thread stays free to heartbeat. It never touches the coordinator's socket. */
-#include "worker/compute.h"
+#include "worker/group.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -135,17 +135,21 @@ static int compute_task(compute *c, compute_cmd *cmd, strata_err *e)
     return 0;
 }
 
-/* Run one command, filling its answer. */
-static void compute_run(compute *c, compute_cmd *cmd)
+void compute_run(compute *c, compute_cmd *cmd)
 {
     strata_err e = {0};
     long long t0 = clock_now_ms();
+    int group = worker_group_size() > 1;
     if (atomic_load(&c->abandon))
         cmd->rc = err_set(&e, ERR_RUNTIME, "abandoned: the worker is stopping");
-    else if (cmd->kind == COMPUTE_LOAD)
-        cmd->rc = compute_load(c, &cmd->config, &e);
-    else
-        cmd->rc = compute_task(c, cmd, &e);
+    else if (group && worker_group_rank() == 0 && (cmd->rc = group_send_cmd(cmd, &e)))
+        ; /* the others never saw it: nothing to agree on */
+    else {
+        cmd->rc = cmd->kind == COMPUTE_LOAD ? compute_load(c, &cmd->config, &e)
+                                            : compute_task(c, cmd, &e);
+        int all = group ? group_agree(cmd->rc) : cmd->rc;
+        if (all && !cmd->rc) cmd->rc = err_set(&e, all, "another rank of the group failed");
+    }
     cmd->elapsed_ms = (uint64_t)(clock_now_ms() - t0);
     if (cmd->rc) snprintf(cmd->error, sizeof cmd->error, "%s", e.msg);
 }
@@ -170,6 +174,11 @@ void *compute_main(void *arg)
             compute_cmd_free(cmd);
             break;
         }
+    }
+    if (worker_group_size() > 1 && !atomic_load(&c->abandon)) {
+        compute_cmd stop = {.kind = COMPUTE_STOP};
+        strata_err e = {0};
+        group_send_cmd(&stop, &e); /* the other ranks leave their loop */
     }
     unet_free(c->model);
     c->model = NULL;

@@ -1,6 +1,6 @@
 /* The level runner: a level's conditioning (upsampled, noised cond; class labels) around the one
  * sampling loop, with the model evaluated in tiles (tiles.c). */
-#include "worker/worker.h"
+#include "worker/group.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +121,8 @@ static int level_loop(level_state *s, float *x, strata_err *e)
     const level_canvas *c = s->c;
     int direct = p->kind == LEVEL_KIND_DIRECT;
     sched_config sched = p->sched;
+    /* under mpirun the windows are spread over the ranks (tile_exchange.c) */
+    tile_group group = {.te = worker_group_size() > 1 ? &s->te : NULL};
     if (direct) sched.timestep_spacing = SCHED_SPACING_TRAILING;
     sample_loop L = {.sched = &sched,
                      .steps = direct ? 1 : p->steps,
@@ -128,15 +130,17 @@ static int level_loop(level_state *s, float *x, strata_err *e)
                      .channels = s->te.oc,
                      .h = c->h,
                      .w = c->w,
-                     .eval = tile_eval_model,
-                     .eval_ctx = &s->te,
+                     .eval = group.te ? tile_group_eval : tile_eval_model,
+                     .eval_ctx = group.te ? (void *)&group : (void *)&s->te,
                      .seed = c->seed,
                      .first_image = c->first_image,
                      .level = p->index,
                      .init_noise = c->init_noise,
                      .progress = c->progress,
                      .progress_ctx = c->progress_ctx};
-    return sample_loop_run(&L, x, e);
+    int rc = sample_loop_run(&L, x, e);
+    tile_group_free(&group);
+    return rc;
 }
 
 int level_sample(unet_t *m, const level_params *p, const level_canvas *c, float *x, strata_err *e)

@@ -109,7 +109,7 @@ static int worker_send_hello(worker_loop *w, strata_err *e)
                              .level = w->o->level,
                              .host = w->host,
                              .slots = 1,
-                             .ranks = 1,
+                             .ranks = (uint32_t)worker_group_size(),
                              .pid = (uint32_t)getpid()}};
     worker_log(w, "HELLO level %s to %s", w->o->level, w->o->connect);
     w->next_hello = clock_now_ms() + (long long)w->liveness * w->heartbeat_ms;

@@ -1,6 +1,6 @@
 /* A level's model evaluation: concat([x, cond]) through the UNet in tile windows blended at
  * every step, with classifier-free guidance; one window covering the canvas when untiled. */
-#include "worker/worker.h"
+#include "worker/group.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -127,17 +127,50 @@ static int tile_forward(tile_eval *t, const float *x, int y0, int x0, float ts, 
     return 0;
 }
 
-/* Add the feathered window output at (y0, x0) into out (n, oc, h, w). */
-static void tile_blend(const tile_eval *t, int y0, int x0, float *out)
+/* Add the feathered window output src (n, oc, th, tw) at (y0, x0) into out (n, oc, h, w). */
+static void tile_blend(const tile_eval *t, const float *src_all, int y0, int x0, float *out)
 {
     for (int i = 0; i < t->n; i++)
         for (int c = 0; c < t->oc; c++)
             for (int y = 0; y < t->th; y++) {
                 float *dst = out + (((size_t)i * t->oc + c) * t->h + y0 + y) * t->w + x0;
-                const float *src = t->out + (((size_t)i * t->oc + c) * t->th + y) * t->tw;
+                const float *src = src_all + (((size_t)i * t->oc + c) * t->th + y) * t->tw;
                 for (int x = 0; x < t->tw; x++)
                     dst[x] += t->fy[y] * t->fx[x] * src[x];
             }
+}
+
+int tile_eval_window(tile_eval *t, const float *x, int k, float ts, float *dst, strata_err *e)
+{
+    int rc = tile_forward(t, x, t->ty[k / t->ntx], t->tx[k % t->ntx], ts, e);
+    if (!rc) memcpy(dst, t->out, tile_window_numel(t) * sizeof(float));
+    return rc;
+}
+
+size_t tile_window_numel(const tile_eval *t)
+{
+    return (size_t)t->n * t->oc * t->th * t->tw;
+}
+
+/* Normalise the accumulated sum by the summed weights (a single window is taken as it is). */
+static void tile_normalise(const tile_eval *t, float *out)
+{
+    size_t plane = (size_t)t->h * t->w, numel = (size_t)t->n * t->oc * plane;
+    for (size_t k = 0; k < numel; k++)
+        out[k] /= t->wsum[k % plane];
+}
+
+void tile_eval_blend(const tile_eval *t, const float *windows, float *out)
+{
+    size_t per = tile_window_numel(t);
+    if (t->nty == 1 && t->ntx == 1) {
+        memcpy(out, windows, per * sizeof(float));
+        return;
+    }
+    memset(out, 0, (size_t)t->n * t->oc * t->h * t->w * sizeof(float));
+    for (int k = 0; k < t->nty * t->ntx; k++)
+        tile_blend(t, windows + k * per, t->ty[k / t->ntx], t->tx[k % t->ntx], out);
+    tile_normalise(t, out);
 }
 
 /* Sum of w * out over the windows covering each pixel, in window order, divided by the sum of
@@ -145,7 +178,7 @@ static void tile_blend(const tile_eval *t, int y0, int x0, float *out)
 int tile_eval_model(void *ctx, int step, float ts, const float *x, float *out, strata_err *e)
 {
     tile_eval *t = ctx;
-    size_t plane = (size_t)t->h * t->w, numel = (size_t)t->n * t->oc * plane;
+    size_t numel = (size_t)t->n * t->oc * t->h * t->w;
     (void)step;
     if (t->nty == 1 && t->ntx == 1) {
         int rc = tile_forward(t, x, 0, 0, ts, e);
@@ -157,9 +190,8 @@ int tile_eval_model(void *ctx, int step, float ts, const float *x, float *out, s
         for (int j = 0; j < t->ntx; j++) {
             int rc = tile_forward(t, x, t->ty[i], t->tx[j], ts, e);
             if (rc) return rc;
-            tile_blend(t, t->ty[i], t->tx[j], out);
+            tile_blend(t, t->out, t->ty[i], t->tx[j], out);
         }
-    for (size_t k = 0; k < numel; k++)
-        out[k] /= t->wsum[k % plane];
+    tile_normalise(t, out);
     return 0;
 }

@@ -1,9 +1,9 @@
 /* worker: the level runner and the worker loop that serves it to a coordinator (loop.c, with
  * its compute thread in compute.c). One sampling loop (sample_loop_run, sample.c) runs
  * `strata sample` and every level task of the farm; the model evaluation is its callback
- * (tile_eval: tiles blended, one tile when untiled). MPI rank groups are not built: one would be
- * another callback, each rank computing its windows and gathering the output, while the loop
- * steps the sampler on the whole canvas. The only header other folders include from worker/. */
+ * (tile_eval: tiles blended, one tile when untiled; tile_group under mpirun: each rank computes
+ * its block of windows and every rank gathers them all, while the loop steps the sampler on the
+ * whole canvas on every rank). The only header other folders include from worker/. */
 #ifndef STRATA_WORKER_H
 #define STRATA_WORKER_H
 
@@ -200,5 +200,21 @@ typedef struct worker_opts {
  * thread and its memory are left to process exit, and the caller should _exit (atexit handlers
  * of OpenBLAS/OpenMP must not run under a thread still computing). */
 int worker_run(const worker_opts *o, int *abandoned, strata_err *e);
+
+/* ---------------------------------------------------------------- MPI rank groups */
+
+/* Under mpirun (OMPI_COMM_WORLD_SIZE or PMIX_RANK set): MPI_Init_thread, so that this process
+ * is one rank of a group serving as one worker (worker/group.h). Otherwise nothing: a single
+ * process, rank 0 of 1. 0 or ERR_RUNTIME. */
+int worker_group_init(int *argc, char ***argv, strata_err *e);
+int worker_group_rank(void);
+int worker_group_size(void);
+
+/* Ranks other than 0: run each command rank 0 broadcasts (load the model, run a task's share
+ * of the windows) until it says stop. Waits sleep rather than spin. 0 or an error code. */
+int worker_group_follow(const worker_opts *o, strata_err *e);
+
+/* MPI_Finalize if MPI was started and not yet finalized. */
+void worker_group_finalize(void);
 
 #endif

@@ -1,0 +1,107 @@
+/* MPI rank groups (issue 14): a level's worker run as `mpirun -np R` ranks sharing its tile
+ * windows gives the same bytes as one process, at any R. A small cascade of the tiny fixture
+ * models with three tiled levels, one per sampler (DDPM, stochastic; DPM-Solver++ 2M; DDIM),
+ * is rendered without --ranks and with every tiled level at 1, 2 and 3 ranks. */
+#include "tests/test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define GEN_MODEL "tests/fixtures/unet/small3/model"
+#define SR_MODEL "tests/fixtures/unet/sr/model"
+
+/* Writes DIR/pipe.yaml: a generator, then three tiled refine levels (9, 25 and 25 windows). */
+static int write_pipeline(const char *dir, char *path, size_t len)
+{
+    char cwd[2048];
+    if (!getcwd(cwd, sizeof cwd)) return -1;
+    snprintf(path, len, "%s/pipe.yaml", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(f,
+            "name: ranks\nlevels:\n"
+            "  - {name: l16, kind: generate, model: %s/" GEN_MODEL ", side: 16, steps: 2}\n"
+            "  - {name: l64, kind: refine, model: %s/" SR_MODEL ", side: 64, steps: 2,"
+            " noise_level: 50, sampler: ddpm, tile: 32, overlap: 8}\n"
+            "  - {name: l128, kind: refine, model: %s/" SR_MODEL ", side: 128, steps: 3,"
+            " noise_level: 20, sampler: dpm++2m, tile: 32, overlap: 8}\n"
+            "  - {name: l256, kind: refine, model: %s/" SR_MODEL ", side: 256, steps: 2,"
+            " sampler: ddim, tile: 64, overlap: 16}\n",
+            cwd, cwd, cwd, cwd);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* 1 when the two files hold the same bytes, 0 when not, -1 when one cannot be read. */
+static int same_file(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb ? 1 : -1;
+    for (int ca = 0, cb = 0; same == 1 && ca != EOF;) {
+        ca = getc(fa);
+        cb = getc(fb);
+        if (ca != cb) same = 0;
+    }
+    if (same < 0) fprintf(stderr, "  cannot read %s or %s\n", a, b);
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+/* 1 when mpirun can be run here. */
+static int have_mpirun(void)
+{
+    const char *argv[] = {"/bin/sh", "-c", "command -v mpirun", NULL};
+    return test_run_program(argv, NULL, 0, NULL, 0) == 0;
+}
+
+/* Render the pipeline's 256 image (with every level kept) into DIR/j/; ranks: NULL or the
+ * value of --ranks. Returns the exit code; err gets stderr. */
+static int render(const char *pipe, const char *dir, const char *ranks, char *err, size_t errlen)
+{
+    const char *args[24] = {"render", pipe ? "--pipeline" : NULL,
+                            pipe,     "--count",
+                            "1",      "--seed",
+                            "11",     "--resolution",
+                            "256",    "--keep-levels",
+                            "--out",  dir,
+                            "--name", "j",
+                            NULL};
+    if (ranks) {
+        args[14] = "--ranks";
+        args[15] = ranks;
+        args[16] = NULL;
+    }
+    return test_run_strata(args, err, errlen, NULL, 0);
+}
+
+TEST_TIMEOUT(rank_groups_give_the_same_bytes_at_any_rank_count, 240)
+{
+    if (!have_mpirun()) {
+        fprintf(stderr, "  skipped: no mpirun on this machine (tools/deps.sh installs it)\n");
+        return;
+    }
+    char pipe[4096], err[8192], a[4200], b[4200];
+    const char *dir = test_tmpdir();
+    CHECK(write_pipeline(dir, pipe, sizeof pipe) == 0);
+    snprintf(a, sizeof a, "%s/base", dir);
+    int rc = render(pipe, a, NULL, err, sizeof err);
+    CHECKF(rc == 0, "render exit %d: %s", rc, err);
+    static const char *const ranks[] = {"l64=1,l128=1,l256=1", "l64=2,l128=2,l256=2",
+                                        "l64=3,l128=3,l256=3"};
+    static const char *const files[] = {"000000.l64.png", "000000.l128.png", "000000.png"};
+    for (int r = 0; r < 3; r++) {
+        char out[4096];
+        snprintf(out, sizeof out, "%s/r%d", dir, r + 1);
+        rc = render(pipe, out, ranks[r], err, sizeof err);
+        CHECKF(rc == 0, "render --ranks %s exit %d: %s", ranks[r], rc, err);
+        if (r) CHECKF(strstr(err, "of 2 MPI ranks") || strstr(err, "of 3 MPI ranks"), "%s", err);
+        for (int k = 0; k < 3; k++) {
+            snprintf(a, sizeof a, "%s/base/j/%s", dir, files[k]);
+            snprintf(b, sizeof b, "%s/j/%s", out, files[k]);
+            CHECKF(same_file(a, b) == 1, "--ranks %s: %s differs from the run without ranks",
+                   ranks[r], files[k]);
+        }
+    }
+}
