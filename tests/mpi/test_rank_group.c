@@ -105,3 +105,60 @@ TEST_TIMEOUT(rank_groups_give_the_same_bytes_at_any_rank_count, 240)
         }
     }
 }
+
+/* The path of build/strata (STRATA_BIN, as test_run_strata runs it). */
+static const char *strata_bin(void)
+{
+    const char *bin = getenv("STRATA_BIN");
+    return bin && *bin ? bin : "build/strata";
+}
+
+TEST_TIMEOUT(rank_group_idle_costs_no_cpu, 60)
+{
+    if (!have_mpirun()) {
+        fprintf(stderr, "  skipped: no mpirun on this machine (tools/deps.sh installs it)\n");
+        return;
+    }
+    char pipe[4096], out[4096], err[4096];
+    const char *dir = test_tmpdir();
+    CHECK(write_pipeline(dir, pipe, sizeof pipe) == 0);
+    const char *argv[] = {"tests/mpi/idle_cpu.sh", strata_bin(), pipe, "l256", "3", "3", dir, NULL};
+    int rc = test_run_program(argv, err, sizeof err, out, sizeof out);
+    CHECKF(rc == 0, "idle_cpu.sh exit %d: %s", rc, err);
+    int ranks = 0, tck = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        int pid, ticks;
+        if (sscanf(line, "clk_tck %d", &tck) == 1) continue;
+        if (sscanf(line, "rank %d %d", &pid, &ticks) != 2) continue;
+        ranks++;
+        fprintf(stderr, "  idle rank (pid %d): %d ticks of CPU in 3 s\n", pid, ticks);
+        /* 3% of a core at most (measured: 0 or 1 tick; a busy-polling rank takes ~300) */
+        CHECKF(ticks <= 9, "an idle rank used %d ticks of CPU in 3 s", ticks);
+    }
+    CHECKF(ranks == 3 && tck > 0, "expected 3 ranks: %s", out);
+}
+
+TEST_TIMEOUT(rank_group_killed_rank_restarts_with_the_same_bytes, 240)
+{
+    if (!have_mpirun()) {
+        fprintf(stderr, "  skipped: no mpirun on this machine (tools/deps.sh installs it)\n");
+        return;
+    }
+    char pipe[4096], err[16384], a[4200], b[4200], base[4096], killed[4096];
+    const char *dir = test_tmpdir();
+    CHECK(write_pipeline(dir, pipe, sizeof pipe) == 0);
+    snprintf(base, sizeof base, "%s/base", dir);
+    snprintf(killed, sizeof killed, "%s/killed", dir);
+    int rc = render(pipe, base, NULL, err, sizeof err);
+    CHECKF(rc == 0, "render exit %d: %s", rc, err);
+    const char *argv[] = {"tests/mpi/rank_kill.sh", strata_bin(), pipe, killed, "l256", NULL};
+    rc = test_run_program(argv, err, sizeof err, NULL, 0);
+    CHECKF(rc == 0, "rank_kill.sh exit %d: %s", rc, err);
+    CHECKF(strstr(err, "killed rank 1") && strstr(err, "starting another"), "%s", err);
+    snprintf(a, sizeof a, "%s/j/000000.png", base);
+    snprintf(b, sizeof b, "%s/j/000000.png", killed);
+    CHECKF(same_file(a, b) == 1, "the image differs after a rank was killed: %s", err);
+    snprintf(a, sizeof a, "%s/j/manifest.jsonl", base);
+    snprintf(b, sizeof b, "%s/j/manifest.jsonl", killed);
+    CHECKF(same_file(a, b) == 1, "the manifest differs after a rank was killed");
+}
