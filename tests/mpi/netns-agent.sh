@@ -26,4 +26,5 @@ if ! ip netns list | grep -q "^$host\( \|$\)"; then
   exit 2
 fi
 # "$*": mpirun hands over one shell command line, possibly split over several words (as ssh joins them).
+# shellcheck disable=SC2016 # $0 and $1 expand in the inner shell
 exec ip netns exec "$host" unshare --uts /bin/sh -c 'hostname "$0" && exec /bin/sh -c "$1"' "$host" "$*"

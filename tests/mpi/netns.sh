@@ -69,6 +69,7 @@ skip() {
 # Kills what is left of the command and every process inside the bed's namespaces, deletes the
 # namespaces (their veth ends go with them), the host ends, the bridge and the files; then checks
 # that none is left and says so. Every wait is bounded (5 s).
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   local rc=$? ns i left=
   trap - EXIT INT TERM
@@ -134,7 +135,9 @@ done
 [ -n "$net" ] || skip "no free /24 in 10.88.100-199.0"
 ip link add "$bridge" type bridge 2>"/dev/null" || skip "cannot make a bridge (ip link add type bridge)"
 made_bridge=1
-ip addr add "$net.1/24" dev "$bridge" && ip link set "$bridge" up || skip "cannot address bridge $bridge"
+if ! ip addr add "$net.1/24" dev "$bridge" || ! ip link set "$bridge" up; then
+  skip "cannot address bridge $bridge"
+fi
 exec 9>&-
 
 # ---- the nodes: a namespace each, its veth end renamed eth0, lo up ----
@@ -145,12 +148,15 @@ for i in $(seq "$nodes"); do
   ip link add "snv$$-$i" type veth peer name "snp$$-$i" 2>/dev/null ||
     skip "cannot make veth pairs (ip link add type veth)"
   links+=("snv$$-$i")
-  ip link set "snp$$-$i" netns "$ns" &&
+  if ! { ip link set "snp$$-$i" netns "$ns" &&
     ip link set "snv$$-$i" master "$bridge" up &&
     ip -n "$ns" link set lo up &&
     ip -n "$ns" link set "snp$$-$i" name eth0 &&
     ip -n "$ns" addr add "$net.$((10 + i))/24" dev eth0 &&
-    ip -n "$ns" link set eth0 up || { echo "netns: could not set up node $ns" >&2; exit 1; }
+    ip -n "$ns" link set eth0 up; }; then
+    echo "netns: could not set up node $ns" >&2
+    exit 1
+  fi
 done
 
 # Bounded wait until every link carries traffic (carrier up, bridge port forwarding).
@@ -195,7 +201,7 @@ cmd_pid=
 [ "$rc" = 124 ] && echo "netns: the command ran past --timeout $limit s and was killed" >&2
 for j in $(seq "$nodes"); do
   s=/sys/class/net/snv$$-$j/statistics
-  echo "netns: node $tag-$j $net.$((10 + j)) sent $(cat $s/rx_bytes) bytes," \
-    "received $(cat $s/tx_bytes) over its link" >&2
+  echo "netns: node $tag-$j $net.$((10 + j)) sent $(cat "$s/rx_bytes") bytes," \
+    "received $(cat "$s/tx_bytes") over its link" >&2
 done
 exit "$rc"
