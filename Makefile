@@ -90,19 +90,22 @@ fixtures:
 # ---- test-netns: the multi-node test bed (tests/mpi/netns.sh; docs/cluster.md) ----
 # Network namespaces on a veth bridge stand for nodes; an MPI ring (tests/mpi/ring.c, no strata
 # code) runs across 2 then 3 of them over TCP and must see one address per rank; then the same
-# through the `--` hook that strata's rank groups will use. Needs root and OpenMPI, else it says
-# "skip: ..." (netns.sh's status 77) and passes.
+# through the `--` hook that strata's rank groups will use; then a job of the tiny cascade through
+# a coordinator on the bridge address and workers on the nodes (tests/mpi/netns_farm.sh) must
+# give strata render's bytes. Needs root and OpenMPI, else it says "skip: ..." (netns.sh's
+# status 77) and passes.
 .PHONY: test-netns
 $(BUILD)/mpi/ring: tests/mpi/ring.c
 	@mkdir -p $(dir $@)
 	mpicc -std=c17 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE $< -o $@
-test-netns:
+test-netns: $(BUILD)/strata
 	@command -v mpicc >/dev/null || { echo "skip: no mpicc (OpenMPI: make deps)"; exit 0; }; \
 	$(MAKE) --no-print-directory $(BUILD)/mpi/ring || exit 1; \
 	for n in 2 3; do tests/mpi/netns.sh --nodes $$n --timeout 60 mpi $(BUILD)/mpi/ring --distinct; \
 	  rc=$$?; [ $$rc = 77 ] && exit 0; [ $$rc = 0 ] || exit $$rc; done; \
 	tests/mpi/netns.sh --timeout 60 -- sh -c \
-	  'mpirun $$STRATA_NETNS_MPIRUN_ARGS -np 2 $(BUILD)/mpi/ring --distinct'
+	  'mpirun $$STRATA_NETNS_MPIRUN_ARGS -np 2 $(BUILD)/mpi/ring --distinct' && \
+	tests/mpi/netns.sh --timeout 120 -- tests/mpi/netns_farm.sh $(BUILD)/strata
 # ---- end test-netns ----
 
 # ---- checks of what the repository promises (run by .ci/run) ----
