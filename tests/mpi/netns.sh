@@ -25,7 +25,8 @@
 # Exit status: CMD's or PROG's (mpirun's); 124 when --timeout ran out; 77 with one line
 # "skip: REASON" when the bed cannot be made here (not root, no `ip netns`, no bridge or veth
 # support, no mpirun for `mpi`); 1 when something could not be cleaned up (it says what).
-# Every namespace, link, process and file it made is removed on exit, Ctrl-C and TERM included.
+# Every namespace, link, process and file it made is removed on exit, Ctrl-C and TERM included;
+# what a run killed by SIGKILL left (its pid, in the names, gone) the next run removes.
 set -u
 
 SKIP=77
@@ -124,6 +125,20 @@ fi
 # ---- a free /24 and the bridge, chosen and made under a lock (runs side by side don't clash) ----
 exec 9>/run/lock/strata-netns.lock || skip "cannot open /run/lock/strata-netns.lock"
 flock -w 10 9 || skip "the lock /run/lock/strata-netns.lock stayed taken for 10 s"
+# What an earlier run killed with SIGKILL left (its pid, in the names, is gone): removed first.
+for ns in $(ip netns list 2>/dev/null | grep -o '^strata-nn[0-9]*-[0-9]*'); do
+  p=${ns#strata-nn}
+  p=${p%%-*}
+  kill -0 "$p" 2>/dev/null && continue
+  # shellcheck disable=SC2046 # one pid per word
+  kill -KILL $(ip netns pids "$ns") 2>/dev/null
+  ip netns del "$ns" 2>/dev/null && echo "netns: removed $ns, left by a run that was killed" >&2
+done
+for l in $(ip -o link show 2>/dev/null | grep -o ' sn[bv][0-9]*[-0-9]*[@:]' | tr -d ' @:'); do
+  p=${l#sn?}
+  p=${p%%-*}
+  kill -0 "$p" 2>/dev/null || { ip link del "$l" 2>/dev/null && echo "netns: removed link $l, left by a run that was killed" >&2; }
+done
 net=
 for i in $(seq 0 99); do
   x=$((100 + ($$ + i) % 100))
