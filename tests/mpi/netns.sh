@@ -139,6 +139,11 @@ for l in $(ip -o link show 2>/dev/null | grep -o ' sn[bv][0-9]*[-0-9]*[@:]' | tr
   p=${p%%-*}
   kill -0 "$p" 2>/dev/null || { ip link del "$l" 2>/dev/null && echo "netns: removed link $l, left by a run that was killed" >&2; }
 done
+for d in /tmp/strata-netns.[0-9]*.*; do
+  p=${d#/tmp/strata-netns.}
+  p=${p%%.*}
+  [ -d "$d" ] && ! kill -0 "$p" 2>/dev/null && rm -rf "$d"
+done
 net=
 for i in $(seq 0 99); do
   x=$((100 + ($$ + i) % 100))
@@ -187,7 +192,7 @@ for i in $(seq 100); do
 done
 [ "$ready" = 1 ] || { echo "netns: the links did not come up in 5 s" >&2; exit 1; }
 
-tmp=$(mktemp -d /tmp/strata-netns.XXXXXX)
+tmp=$(mktemp -d "/tmp/strata-netns.$$.XXXXXX")
 hosts=
 slots=$(((np + nodes - 1) / nodes))
 for ns in "${namespaces[@]}"; do
