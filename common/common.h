@@ -8,9 +8,10 @@
 
 /* ---------------------------------------------------------------- errors */
 
-/* Error codes are negative and shared by every folder. ERR_INPUT (and the frame codes, which
- * are bad input from a peer) mean the caller gave something bad; the command line exits with 2
- * for ERR_INPUT and 1 for anything else (err_exit_code). */
+/* Error codes are negative and shared by every folder. ERR_INPUT means the user gave something
+ * bad (a file, flag or config): the command line exits with 2 for it and 1 for anything else
+ * (err_exit_code). The frame codes (ERR_FRAME .. ERR_UNKNOWN) are a peer's bad message: the
+ * process that receives one drops it and goes on, or fails with 1. */
 enum err_code {
     ERR_OK = 0,
     ERR_RUNTIME = -1, /* the operation failed for a reason outside the caller's input */
