@@ -55,9 +55,9 @@ double clock_now_s(void);
 
 /* ---------------------------------------------------------------- files */
 
-/* Write the n pieces, in order, to path atomically: PATH.tmp.PID, then rename, so a reader sees
- * the old file or the whole new one. With sync, the file and then its directory are fsync'd too,
- * so the write survives a power failure. Errors name the path. */
+/* Write the n pieces, in order, to path atomically: DIR/.NAME.tmp.PID, then rename, so a reader
+ * sees the old file or the whole new one. With sync, the file and then its directory are fsync'd
+ * too, so the write survives a power failure. Errors name the path. */
 int file_write_atomic(const char *path, const struct iovec *parts, int n, int sync, strata_err *e);
 
 #endif
