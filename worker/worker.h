@@ -90,8 +90,9 @@ typedef struct level_canvas {
     uint32_t first_image;
     const uint8_t *cond; /* the previous level's RGB8 image (cond_h x cond_w), or NULL */
     int cond_h, cond_w;
-    int class_label;         /* -1: none (class-conditional models get their null class) */
-    const float *init_noise; /* (n, 3, h, w) instead of the drawn initial noise, or NULL */
+    int class_label; /* -1: none (class-conditional models get their null class) */
+    const float
+        *init_noise; /* (n, out_channels, h, w) instead of the drawn initial noise, or NULL */
     void (*progress)(void *ctx, int step, int steps);
     void *progress_ctx;
 } level_canvas;
