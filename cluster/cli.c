@@ -12,7 +12,7 @@
 int cli_fail(const char *cmd, int code, const char *msg)
 {
     fprintf(stderr, "strata %s: %s\n", cmd, msg);
-    return code == ERR_INPUT ? CLI_EXIT_USAGE : CLI_EXIT_RUNTIME;
+    return err_exit_code(code < 0 ? code : ERR_RUNTIME);
 }
 
 int cli_usage(const char *cmd, const char *fmt, ...)

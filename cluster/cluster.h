@@ -5,7 +5,7 @@
 
 #define STRATA_VERSION "0.1.0"
 
-/* Exit codes of every command (DESIGN.md section 8). */
+/* Exit codes of every command (docs/design.md section 9). */
 enum cli_exit {
     CLI_EXIT_OK = 0,
     CLI_EXIT_RUNTIME = 1,

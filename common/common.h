@@ -8,9 +8,10 @@
 
 /* ---------------------------------------------------------------- errors */
 
-/* Error codes are negative and shared by every folder. ERR_INPUT (and the frame codes, which
- * are bad input from a peer) mean the caller gave something bad; the command line exits with 2
- * for ERR_INPUT and 1 for anything else (err_exit_code). */
+/* Error codes are negative and shared by every folder. ERR_INPUT means the user gave something
+ * bad (a file, flag or config): the command line exits with 2 for it and 1 for anything else
+ * (err_exit_code). The frame codes (ERR_FRAME .. ERR_UNKNOWN) are a peer's bad message: the
+ * process that receives one drops it and goes on, or fails with 1. */
 enum err_code {
     ERR_OK = 0,
     ERR_RUNTIME = -1, /* the operation failed for a reason outside the caller's input */
@@ -54,9 +55,9 @@ double clock_now_s(void);
 
 /* ---------------------------------------------------------------- files */
 
-/* Write the n pieces, in order, to path atomically: PATH.tmp.PID, then rename, so a reader sees
- * the old file or the whole new one. With sync, the file and then its directory are fsync'd too,
- * so the write survives a power failure. Errors name the path. */
+/* Write the n pieces, in order, to path atomically: DIR/.NAME.tmp.PID, then rename, so a reader
+ * sees the old file or the whole new one. With sync, the file and then its directory are fsync'd
+ * too, so the write survives a power failure. Errors name the path. */
 int file_write_atomic(const char *path, const struct iovec *parts, int n, int sync, strata_err *e);
 
 #endif

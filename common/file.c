@@ -51,8 +51,11 @@ static int write_parts(int fd, const struct iovec *parts, int n)
 
 int file_write_atomic(const char *path, const struct iovec *parts, int n, int sync, strata_err *e)
 {
+    /* DIR/.NAME.tmp.PID: hidden, so a crash mid-write leaves nothing that looks like an output */
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+    const char *slash = strrchr(path, '/'), *name = slash ? slash + 1 : path;
+    if (snprintf(tmp, sizeof tmp, "%.*s.%s.tmp.%ld", (int)(name - path), path, name,
+                 (long)getpid()) >= (int)sizeof tmp)
         return err_set(e, ERR_INPUT, "%s: path too long", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return err_set(e, ERR_RUNTIME, "%s: cannot create: %s", tmp, strerror(errno));

@@ -115,6 +115,15 @@ static void build_task(const coord_t *c, const coord_slot *sl, proto_msg *m)
         t->params.resize = (uint32_t)j->spec.resolution;
 }
 
+/* Fail the image of slot s, a task popped from its queue and not leased: it no longer counts as
+ * queued at its level. */
+static void fail_unqueued(coord_t *c, uint32_t s, const char *reason)
+{
+    coord_slot *sl = coord_queue_slot(c->queue, s);
+    coord_job_task_unqueued(sl->job, sl->level);
+    coord_image_failed(c, s, reason);
+}
+
 /* Lease slot s to worker w. A failed send puts it back in front and parks w's credits until
  * the next heartbeat tick (a retry, not a busy loop; liveness decides whether w is gone). */
 static void send_task(coord_t *c, int w, uint32_t s)
@@ -128,8 +137,7 @@ static void send_task(coord_t *c, int w, uint32_t s)
         coord_log(c, 1, "task %llu to worker %s not sent: %s", (unsigned long long)sl->task,
                   wk->name, e.msg);
         coord_registry_park(c->workers, (uint32_t)w);
-        if (coord_queue_push(c->queue, s, 1) < 0)
-            coord_image_failed(c, s, "coordinator out of memory");
+        if (coord_queue_push(c->queue, s, 1) < 0) fail_unqueued(c, s, "coordinator out of memory");
         return;
     }
     coord_registry_lease(c->workers, (uint32_t)w);
@@ -183,7 +191,7 @@ static void dispatch_level(coord_t *c, int level)
             char reason[128];
             snprintf(reason, sizeof reason, "%s: every worker was kept off this job",
                      level_name(c, level));
-            coord_image_failed(c, (uint32_t)s, reason);
+            fail_unqueued(c, (uint32_t)s, reason);
             continue;
         }
         skipped[nskipped++] = (uint32_t)s;
@@ -192,7 +200,7 @@ static void dispatch_level(coord_t *c, int level)
     for (uint32_t i = 0; i < nskipped; i++) {
         uint32_t s = skipped[i];
         if (coord_queue_push(c->queue, s, coord_queue_slot(c->queue, s)->front) < 0)
-            coord_image_failed(c, s, "coordinator out of memory");
+            fail_unqueued(c, s, "coordinator out of memory");
     }
 }
 

@@ -103,6 +103,12 @@ void coord_job_task_leased(coord_job *j, int level)
     j->version++;
 }
 
+void coord_job_task_unqueued(coord_job *j, int level)
+{
+    j->lv[level].queued--;
+    j->version++;
+}
+
 void coord_job_task_unleased(coord_job *j, int level)
 {
     j->lv[level].running--;
@@ -307,8 +313,9 @@ static int check_job(const coord_job *j, strata_err *e)
     for (int l = 0; l < PIPELINE_MAX_LEVELS; l++)
         in_flight |= j->lv[l].queued | j->lv[l].running;
     if (j->state != COORD_JOB_RUNNING && (in_flight || j->active))
-        return err_set(e, ERR_RUNTIME, "job %s: %s but %u images in flight", j->id,
-                       coord_job_state_name(j->state), j->active);
+        return err_set(
+            e, ERR_RUNTIME, "job %s: %s but %u images in flight (a level counts %s tasks)", j->id,
+            coord_job_state_name(j->state), j->active, in_flight ? "queued or running" : "no");
     if (j->state == COORD_JOB_RUNNING &&
         ((uint64_t)j->done + j->failed + j->active != j->next || j->next > j->count))
         return err_set(e, ERR_RUNTIME,

@@ -74,9 +74,11 @@ uint32_t coord_job_image_started(coord_job *j);
 void coord_job_image_finished(coord_job *j, int ok);
 /* Keep that image failed for reason (for the manifest); -1 when out of memory. */
 int coord_job_fail_image(coord_job *j, uint32_t image, const char *reason);
-/* A task at level was queued / leased to a worker / lost its lease (it is queued again or its
- * image fails next) / done, its worker having reported elapsed_ms. */
+/* A task at level was queued / taken out of the queue without a lease (its image fails next) /
+ * leased to a worker / lost its lease (it is queued again or its image fails next) / done, its
+ * worker having reported elapsed_ms. */
 void coord_job_task_queued(coord_job *j, int level);
+void coord_job_task_unqueued(coord_job *j, int level);
 void coord_job_task_leased(coord_job *j, int level);
 void coord_job_task_unleased(coord_job *j, int level);
 void coord_job_task_done(coord_job *j, int level, uint64_t elapsed_ms);

@@ -98,10 +98,11 @@ static int level_cond(level_state *s, strata_err *e)
         image_to_tensor(c->cond, c->cond_h, c->cond_w, small);
         image_resize_bilinear(small, 3, c->cond_h, c->cond_w, s->cond, c->h, c->w);
     }
-    for (int i = 0; i < c->n && !rc; i++) {
+    /* every copy from the clean upsample first: image 0's copy is noised in place below */
+    for (int i = 1; i < c->n && !rc; i++)
+        memcpy(s->cond + i * per, s->cond, per * sizeof(float));
+    for (int i = 0; i < c->n && !rc && s->p->noise_level > 0; i++) {
         float *ci = s->cond + i * per;
-        if (i) memcpy(ci, s->cond, per * sizeof(float));
-        if (s->p->noise_level <= 0) continue;
         noise_key k = {c->seed, c->first_image + (uint32_t)i, s->p->index, NOISE_STREAM_AUG};
         noise_fill(&k, noise, 3, c->h, c->w, 0, 0);
         sched_add_noise(&s->p->sched, s->p->noise_level, ci, noise, ci, per);

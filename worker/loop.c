@@ -21,7 +21,8 @@
 #include <zmq.h>
 
 enum {
-    WORKER_DEFAULT_HEARTBEAT_MS = 1000, /* until a WELCOME says otherwise (DESIGN.md 6) */
+    WORKER_DEFAULT_HEARTBEAT_MS =
+        1000, /* until a WELCOME says otherwise (docs/design.md section 6) */
     WORKER_DEFAULT_LIVENESS = 3,
     WORKER_SEND_TIMEOUT_MS = 100, /* a send never holds up heartbeats for long */
     WORKER_JOIN_GRACE_MS = 1000,  /* how long a stop waits for a running task */

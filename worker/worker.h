@@ -47,7 +47,7 @@ typedef struct sample_loop {
 
 /* The sampling loop: x <- initial noise x init_sigma, then for each step x <- step(eval(x, t),
  * x, noise). x is the canvas (n, channels, h, w). Deterministic: every random number comes from
- * the Philox key above (DESIGN.md section 2) unless L->noise replaces it. */
+ * the Philox key above (docs/design.md section 2) unless L->noise replaces it. */
 int sample_loop_run(const sample_loop *L, float *x, strata_err *e);
 
 /* ---------------------------------------------------------------- levels */
@@ -90,8 +90,9 @@ typedef struct level_canvas {
     uint32_t first_image;
     const uint8_t *cond; /* the previous level's RGB8 image (cond_h x cond_w), or NULL */
     int cond_h, cond_w;
-    int class_label;         /* -1: none (class-conditional models get their null class) */
-    const float *init_noise; /* (n, 3, h, w) instead of the drawn initial noise, or NULL */
+    int class_label; /* -1: none (class-conditional models get their null class) */
+    const float
+        *init_noise; /* (n, out_channels, h, w) instead of the drawn initial noise, or NULL */
     void (*progress)(void *ctx, int step, int steps);
     void *progress_ctx;
 } level_canvas;
@@ -101,7 +102,7 @@ typedef struct level_canvas {
 int level_sample(unet_t *m, const level_params *p, const level_canvas *c, float *x, strata_err *e);
 
 /* Run one image through a level (level_sample with n = 1 on side x side); out is side x side
- * RGB8. Tiles are blended at every step (DESIGN.md section 3); the result does not depend on
+ * RGB8. Tiles are blended at every step (docs/design.md section 3); the result does not depend on
  * threads or on how tiles are batched. */
 int level_run(unet_t *m, const level_params *p, const level_task *t, uint8_t *out, strata_err *e);
 
@@ -119,7 +120,7 @@ int tile_positions(int side, int tile, int overlap, int *pos, int max);
 
 /* A level's model evaluation, the sampling loop's eval callback: over a canvas of n images the
  * model sees concat([x, cond]) in tile windows whose outputs are blended with a raised-cosine
- * feather into one global output (DESIGN.md section 3); one window covering the canvas is the
+ * feather into one global output (docs/design.md section 3); one window covering the canvas is the
  * untiled level. Guided, each window runs as one batch of the n conditional images and the n
  * null-class ones, and out = uncond + guidance (cond - uncond). Fill the fields down to
  * `overlap`, then tile_eval_init. */

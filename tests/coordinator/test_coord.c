@@ -262,3 +262,28 @@ TEST(coord_worker_failing_three_tasks_is_kept_off_the_job)
     body_bad_worker(&h, test_failed_);
     CHECK(harness_stop(&h) == 0);
 }
+
+/* The only worker of a level fails every task: once it is kept off the job, the images still
+ * queued fail without a lease, and the level's counts (coord_check, on in the harness) and the
+ * job's end stay right. It once left them counted as queued and the check aborted. */
+static void body_only_bad_worker(harness *h, int *test_failed_)
+{
+    farm f = {.first_level = 0, .last_level = 0, .nw = 1};
+    char spec[1024], id[256];
+    CHECK(harness_worker(h, &f.w[0], "bad", 0, 1) == 0);
+    f.w[0].fail_image = FAKE_FAIL_ALL;
+    void *cl = harness_dealer(h, 0, "client");
+    snprintf(spec, sizeof spec, "name: kept2\ncount: 4\nresolution: 16\nout: %s\n", h->dir);
+    CHECKF(harness_submit(cl, spec, id, sizeof id) == 0, "%s", id);
+    CHECK(harness_job_ref(cl, PROTO_WATCH, "kept2") == 0);
+    int rc = farm_run(h, &f, cl, 10000);
+    CHECKF(rc == 0 && !strcmp(f.done_state, "failed"), "farm_run %d state %s", rc, f.done_state);
+}
+
+TEST(coord_only_worker_kept_off_fails_the_rest_cleanly)
+{
+    harness h;
+    CHECK(harness_start(&h, NULL) == 0);
+    body_only_bad_worker(&h, test_failed_);
+    CHECK(harness_stop(&h) == 0);
+}

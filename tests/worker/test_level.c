@@ -150,3 +150,40 @@ TEST(level_sample_batch_equals_single_runs)
     unet_free(gen);
     CHECKF(rc == 0, "rc %d: %s", rc, rc > 0 ? e.msg : "an image of the batch differs");
 }
+
+/* A refine batch noises each image's cond once, with its own key: image 1 of a batch equals its
+ * own level_run (it once got image 0's noised cond noised again). */
+TEST(level_sample_refine_batch_equals_single_runs)
+{
+    unet_t *sr;
+    strata_err e = {0};
+    CHECK(unet_load(SR_MODEL, &sr, &e) == 0);
+    level_params p;
+    level_defaults(&p, LEVEL_KIND_REFINE, 32, 2);
+    p.index = 1;
+    p.noise_level = 50;
+    static uint8_t low[16 * 16 * 3];
+    for (int i = 0; i < (int)sizeof low; i++)
+        low[i] = (uint8_t)(i * 37);
+    static float x[2 * 3 * 32 * 32];
+    uint8_t batch[32 * 32 * 3], single[32 * 32 * 3];
+    level_canvas c = {.n = 2,
+                      .h = 32,
+                      .w = 32,
+                      .seed = 42,
+                      .first_image = 3,
+                      .class_label = -1,
+                      .cond = low,
+                      .cond_h = 16,
+                      .cond_w = 16};
+    int rc = level_sample(sr, &p, &c, x, &e);
+    for (int k = 0; k < 2 && !rc; k++) {
+        level_task t = {
+            .seed = 42, .image = 3 + (uint32_t)k, .cond = low, .cond_side = 16, .class_label = -1};
+        rc = level_run(sr, &p, &t, single, &e);
+        image_from_tensor(x + k * 3 * 32 * 32, 32, 32, batch);
+        if (!rc && memcmp(batch, single, sizeof batch) != 0) rc = -1 - k;
+    }
+    unet_free(sr);
+    CHECKF(rc == 0, "rc %d: %s", rc, rc > 0 ? e.msg : "an image of the batch differs");
+}

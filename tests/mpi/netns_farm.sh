@@ -1,0 +1,93 @@
+#!/bin/bash
+# The farm across the test bed's nodes, with today's single-process workers: run through the hook
+#
+#   tests/mpi/netns.sh --timeout 120 -- tests/mpi/netns_farm.sh [build/strata]
+#
+# A coordinator stands on the bridge address (STRATA_NETNS_BRIDGE), one mpirun starts the tiny
+# cascade's workers on the nodes (l16 on the first, l32 on the second: MPMD, the launch line of
+# cluster/hostfile.example with the bed's hostfile), `strata submit --wait` runs a 2-image job
+# through them, and the PNGs and manifest must be byte-identical to `strata render`'s of the same
+# job on this host. The coordinator's log must show workers joining from two different nodes.
+# When rank groups land (issue "Fine levels across nodes") the same shape runs a level as one
+# group: `-np 2 strata worker --level L` across both nodes.
+# Exits 0 and prints "netns_farm: ok ..." or says what failed and exits 1. Every wait is bounded;
+# everything it started is stopped on exit.
+set -u
+strata=${1:-build/strata}
+pipeline=configs/pipelines/test-tiny.yaml
+if [ -z "${STRATA_NETNS_BRIDGE:-}" ]; then
+  echo "netns_farm: run through the bed: tests/mpi/netns.sh -- $0" >&2
+  exit 2
+fi
+b=$STRATA_NETNS_BRIDGE
+dir=$(mktemp -d /tmp/strata-netns-farm.XXXXXX)
+coord=
+pool=
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+stop() {
+  local rc=$? p
+  trap - EXIT INT TERM
+  for p in $coord $pool; do kill -TERM "$p" 2>/dev/null; done
+  for p in $coord $pool; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+  done
+  rm -rf "$dir"
+  exit "$rc"
+}
+trap stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+fail() {
+  echo "netns_farm: FAILED: $*" >&2
+  [ -f "$dir/coord.log" ] && sed 's/^/  coordinator: /' "$dir/coord.log" | tail -20 >&2
+  exit 1
+}
+
+# The kernels this host picks, pinned for every process (the nodes are this same CPU, but a
+# real cluster must pin them: docs/cluster.md).
+OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$("$strata" --version | sed -n 's/.*OpenBLAS kernels: \([A-Za-z0-9]*\).*/\1/p')}
+export OPENBLAS_CORETYPE
+
+"$strata" coordinator --pipeline "$pipeline" --workers "tcp://$b:5555" --clients "tcp://$b:5556" \
+  --verbose >"$dir/coord.out" 2>"$dir/coord.log" &
+coord=$!
+for _ in $(seq 100); do
+  grep -q "strata coordinator: workers=" "$dir/coord.out" && break
+  kill -0 "$coord" 2>/dev/null || fail "the coordinator exited"
+  sleep 0.1
+done
+grep -q "strata coordinator: workers=tcp://$b:5555" "$dir/coord.out" ||
+  fail "the coordinator did not bind tcp://$b:5555 in 10 s"
+
+# shellcheck disable=SC2086 # the bed's arguments are split on purpose
+mpirun $STRATA_NETNS_MPIRUN_ARGS --map-by node -x OPENBLAS_CORETYPE \
+  -np 1 "$strata" worker --level l16 --connect "tcp://$b:5555" : \
+  -np 1 "$strata" worker --level l32 --connect "tcp://$b:5555" >"$dir/pool.log" 2>&1 &
+pool=$!
+
+cat >"$dir/job.yaml" <<EOF
+pipeline: $pipeline
+name: netns
+count: 2
+seed: 7
+resolution: 32
+out: $dir/farm/
+EOF
+timeout 60 "$strata" submit "$dir/job.yaml" --wait --coordinator "tcp://$b:5556" >"$dir/submit.log" 2>&1 ||
+  { cat "$dir/submit.log" "$dir/pool.log" >&2; fail "the job did not finish through the nodes"; }
+timeout 60 "$strata" render --pipeline "$pipeline" --name netns --count 2 --seed 7 \
+  --resolution 32 --out "$dir/render" >"$dir/render.log" 2>&1 ||
+  { cat "$dir/render.log" >&2; fail "strata render failed"; }
+
+n=0
+for f in "$dir"/render/netns/*; do
+  cmp -s "$f" "$dir/farm/netns/$(basename "$f")" || fail "$(basename "$f") differs from strata render's"
+  n=$((n + 1))
+done
+[ "$n" -ge 3 ] || fail "strata render wrote $n files, want 2 PNGs and the manifest"
+nodes=$(grep -o "joined from strata-nn[0-9]*-[0-9]*" "$dir/coord.log" | sort -u)
+for w in $nodes; do [ "$w" = joined ] || [ "$w" = from ] || echo "netns_farm: a worker joined from $w"; done
+[ "$(echo "$nodes" | grep -c .)" = 2 ] || fail "want workers joining from 2 nodes"
+echo "netns_farm: ok: coordinator on $b, workers on 2 nodes, $n files byte-identical to strata render's"
