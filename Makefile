@@ -21,7 +21,9 @@ LDLIBS   += $(shell pkg-config --libs $(PKGS)) $(MPI_LIBS) -fopenmp -lm -lpthrea
 MODULES  := common kernels proto worker coordinator cluster
 
 LIB_SRC  := $(filter-out cluster/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
-TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES) mpi,$(wildcard tests/$(m)/*.c))
+# tests/mpi: the rank group tests (test_*.c); ring.c is the test bed's own MPI program.
+TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*.c)) \
+            $(wildcard tests/mpi/test_*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
