@@ -175,7 +175,8 @@ void *compute_main(void *arg)
             break;
         }
     }
-    if (worker_group_size() > 1 && !atomic_load(&c->abandon)) {
+    /* the loop sets abandon before every stop: the thread is here, so nothing runs any more */
+    if (worker_group_size() > 1) {
         compute_cmd stop = {.kind = COMPUTE_STOP};
         strata_err e = {0};
         group_send_cmd(&stop, &e); /* the other ranks leave their loop */

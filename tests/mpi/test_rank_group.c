@@ -162,3 +162,30 @@ TEST_TIMEOUT(rank_group_killed_rank_restarts_with_the_same_bytes, 240)
     snprintf(b, sizeof b, "%s/j/manifest.jsonl", killed);
     CHECKF(same_file(a, b) == 1, "the manifest differs after a rank was killed");
 }
+
+TEST_TIMEOUT(rank_group_refusing_its_level_ends_the_render_with_2, 60)
+{
+    if (!have_mpirun()) {
+        fprintf(stderr, "  skipped: no mpirun on this machine (tools/deps.sh installs it)\n");
+        return;
+    }
+    char pipe[4096], err[8192], cwd[2048];
+    const char *dir = test_tmpdir();
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    snprintf(pipe, sizeof pipe, "%s/bad.yaml", dir);
+    FILE *f = fopen(pipe, "w");
+    CHECK(f != NULL);
+    /* l64 refines with a model that takes no cond: every rank refuses it when loading */
+    fprintf(f,
+            "name: bad\nlevels:\n"
+            "  - {name: l16, kind: generate, model: %s/" GEN_MODEL ", side: 16, steps: 2}\n"
+            "  - {name: l64, kind: refine, model: %s/" GEN_MODEL ", side: 64, steps: 2,"
+            " tile: 32, overlap: 8}\n",
+            cwd, cwd);
+    CHECK(fclose(f) == 0);
+    const char *args[] = {"render", "--pipeline", pipe, "--count", "1",     "--resolution",
+                          "64",     "--out",      dir,  "--ranks", "l64=2", NULL};
+    int rc = test_run_strata(args, err, sizeof err, NULL, 0);
+    CHECKF(rc == 2, "render exit %d (expected 2): %s", rc, err);
+    CHECKF(strstr(err, "the l64 worker refused its level"), "%s", err);
+}
