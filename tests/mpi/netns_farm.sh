@@ -1,15 +1,16 @@
 #!/bin/bash
-# The farm across the test bed's nodes, with today's single-process workers: run through the hook
+# The farm across the test bed's nodes, its refine level one MPI rank group spanning two nodes:
+# run through the hook
 #
 #   tests/mpi/netns.sh --timeout 120 -- tests/mpi/netns_farm.sh [build/strata]
 #
-# A coordinator stands on the bridge address (STRATA_NETNS_BRIDGE), one mpirun starts the tiny
-# cascade's workers on the nodes (l16 on the first, l32 on the second: MPMD, the launch line of
-# cluster/hostfile.example with the bed's hostfile), `strata submit --wait` runs a 2-image job
-# through them, and the PNGs and manifest must be byte-identical to `strata render`'s of the same
-# job on this host. The coordinator's log must show workers joining from two different nodes.
-# When rank groups land (issue "Fine levels across nodes") the same shape runs a level as one
-# group: `-np 2 strata worker --level L` across both nodes.
+# A coordinator stands on the bridge address (STRATA_NETNS_BRIDGE); the tiny cascade's l16
+# worker runs on this host, and one mpirun (the launch line of cluster/hostfile.example with the
+# bed's hostfile) starts l32 as one rank group of 2 ranks, one per node, so the task's broadcast
+# and the gathered model outputs cross the veth link over TCP. `strata submit --wait` runs a
+# 2-image job through them, and the PNGs and manifest must be byte-identical to `strata
+# render`'s of the same job on this host. The coordinator's log must show the group's rank 0
+# joining from a node.
 # Exits 0 and prints "netns_farm: ok ..." or says what failed and exits 1. Every wait is bounded;
 # everything it started is stopped on exit.
 set -u
@@ -23,13 +24,14 @@ b=$STRATA_NETNS_BRIDGE
 dir=$(mktemp -d /tmp/strata-netns-farm.XXXXXX)
 coord=
 pool=
+pool16=
 
 # shellcheck disable=SC2317 # called by the EXIT trap
 stop() {
   local rc=$? p
   trap - EXIT INT TERM
-  for p in $coord $pool; do kill -TERM "$p" 2>/dev/null; done
-  for p in $coord $pool; do
+  for p in $coord $pool $pool16; do kill -TERM "$p" 2>/dev/null; done
+  for p in $coord $pool $pool16; do
     for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null
   done
@@ -63,9 +65,10 @@ grep -q "strata coordinator: workers=tcp://$b:5555" "$dir/coord.out" ||
 
 # shellcheck disable=SC2086 # the bed's arguments are split on purpose
 mpirun $STRATA_NETNS_MPIRUN_ARGS --map-by node -x OPENBLAS_CORETYPE \
-  -np 1 "$strata" worker --level l16 --connect "tcp://$b:5555" : \
-  -np 1 "$strata" worker --level l32 --connect "tcp://$b:5555" >"$dir/pool.log" 2>&1 &
+  -np 2 "$strata" worker --level l32 --connect "tcp://$b:5555" >"$dir/pool.log" 2>&1 &
 pool=$!
+"$strata" worker --level l16 --connect "tcp://$b:5555" >"$dir/pool16.log" 2>&1 &
+pool16=$!
 
 cat >"$dir/job.yaml" <<EOF
 pipeline: $pipeline
@@ -89,5 +92,5 @@ done
 [ "$n" -ge 3 ] || fail "strata render wrote $n files, want 2 PNGs and the manifest"
 nodes=$(grep -o "joined from strata-nn[0-9]*-[0-9]*" "$dir/coord.log" | sort -u)
 for w in $nodes; do [ "$w" = joined ] || [ "$w" = from ] || echo "netns_farm: a worker joined from $w"; done
-[ "$(echo "$nodes" | grep -c .)" = 2 ] || fail "want workers joining from 2 nodes"
-echo "netns_farm: ok: coordinator on $b, workers on 2 nodes, $n files byte-identical to strata render's"
+[ "$(echo "$nodes" | grep -c .)" = 1 ] || fail "want the l32 rank group joining from a node"
+echo "netns_farm: ok: coordinator on $b, l32 as one 2-rank group across 2 nodes, $n files byte-identical to strata render's"
