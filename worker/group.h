@@ -15,7 +15,8 @@ int group_send_cmd(const compute_cmd *cmd, strata_err *e);
  * cond allocated, its answer fields cleared). 0 or an error code. */
 int group_recv_cmd(compute_cmd *cmd, strata_err *e);
 
-/* Every rank passes its rc; all get the largest (0 when every rank succeeded). */
+/* Every rank passes its rc (0 or a negative code); all get the smallest: 0 only when every rank
+ * succeeded, else one rank's error code. */
 int group_agree(int rc);
 
 /* Wait for an MPI request (an MPI_Request *) by testing it with sleeps growing up to max_us,

@@ -66,7 +66,8 @@ int group_agree(int rc)
     if (group_n < 2) return rc;
     int all = rc;
     MPI_Request r;
-    MPI_Iallreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &r);
+    /* codes are negative: MIN, so one failing rank is never outvoted by the 0s */
+    MPI_Iallreduce(&rc, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &r);
     if (group_wait(&r, 1000)) return ERR_RUNTIME;
     return all;
 }
