@@ -214,3 +214,18 @@ int test_run_strata(const char *const *args, char *err, size_t errlen, char *out
     argv[n] = NULL;
     return test_run_program(argv, err, errlen, out, outlen);
 }
+
+int test_write_pipeline(const char *dir, const char *text, char *path, size_t len)
+{
+    char cwd[2048];
+    if (!getcwd(cwd, sizeof cwd)) return -1;
+    snprintf(path, len, "%s/pipe.yaml", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    for (const char *c = text; *c; c++)
+        if (c[0] == '@' && c[1] == '/')
+            fprintf(f, "%s", cwd);
+        else
+            fputc(*c, f);
+    return fclose(f) == 0 ? 0 : -1;
+}

@@ -56,6 +56,11 @@ int test_run_strata(const char *const *args, char *err, size_t errlen, char *out
  * the next call. The runner removes it when the test ends. */
 const char *test_tmpdir(void);
 
+/* Write DIR/pipe.yaml from text, "@/" standing for the repository root (the tests' working
+ * directory), so a pipeline written elsewhere finds the fixture models. Its path goes to path.
+ * 0, or -1 when it cannot be written. */
+int test_write_pipeline(const char *dir, const char *text, char *path, size_t len);
+
 /* Maximum of |a - b| and of |b| over n floats. */
 void test_max_abs_diff(const float *a, const float *b, size_t n, float *maxdiff, float *maxref);
 

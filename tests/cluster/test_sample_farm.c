@@ -13,27 +13,17 @@
 #define GEN_MODEL "tests/fixtures/unet/small3/model"
 #define SR_MODEL "tests/fixtures/unet/sr/model"
 
-/* Writes DIR/pipe.yaml: every level kind, tiny models (absolute paths: the file is elsewhere). */
-static int write_pipeline(const char *dir, char *path, size_t len)
-{
-    char cwd[2048];
-    if (!getcwd(cwd, sizeof cwd)) return -1;
-    snprintf(path, len, "%s/pipe.yaml", dir);
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    fprintf(f,
-            "name: kinds\nlevels:\n"
-            "  - {name: l16, kind: generate, model: %s/" GEN_MODEL ", side: 16, steps: 3,"
-            " guidance: 3.0}\n"
-            "  - {name: l32, kind: refine, model: %s/" SR_MODEL ", side: 32, steps: 2,"
-            " noise_level: 50, sampler: ddpm}\n"
-            "  - {name: l64, kind: refine, model: %s/" SR_MODEL ", side: 64, steps: 2,"
-            " noise_level: 20, tile: 32, overlap: 8}\n"
-            "  - {name: l128, kind: direct, model: %s/" SR_MODEL ", side: 128, steps: 1,"
-            " noise_level: 10}\n",
-            cwd, cwd, cwd, cwd);
-    return fclose(f) == 0 ? 0 : -1;
-}
+/* Every level kind, tiny models (absolute paths: the file is written elsewhere). */
+static const char pipeline_text[] =
+    "name: kinds\nlevels:\n"
+    "  - {name: l16, kind: generate, model: @/" GEN_MODEL ", side: 16, steps: 3,"
+    " guidance: 3.0}\n"
+    "  - {name: l32, kind: refine, model: @/" SR_MODEL ", side: 32, steps: 2,"
+    " noise_level: 50, sampler: ddpm}\n"
+    "  - {name: l64, kind: refine, model: @/" SR_MODEL ", side: 64, steps: 2,"
+    " noise_level: 20, tile: 32, overlap: 8}\n"
+    "  - {name: l128, kind: direct, model: @/" SR_MODEL ", side: 128, steps: 1,"
+    " noise_level: 10}\n";
 
 /* 1 when the two PNGs decode to the same pixels, 0 when not, -1 when one cannot be read. */
 static int same_pixels(const char *a, const char *b)
@@ -67,7 +57,7 @@ TEST(sample_reproduces_every_level_kind_of_the_farm)
 {
     char pipe[4096], err[4096], farm[4096], out[4096], cond[4096], a[4096], b[4096];
     const char *dir = test_tmpdir();
-    CHECK(write_pipeline(dir, pipe, sizeof pipe) == 0);
+    CHECK(test_write_pipeline(dir, pipeline_text, pipe, sizeof pipe) == 0);
     snprintf(a, sizeof a, "%s/a", dir);
     snprintf(b, sizeof b, "%s/b", dir);
     /* a: guided generate, refine, tiled refine, direct; b: the unguided generate alone */

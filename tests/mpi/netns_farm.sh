@@ -14,6 +14,8 @@
 # Exits 0 and prints "netns_farm: ok ..." or says what failed and exits 1. Every wait is bounded;
 # everything it started is stopped on exit.
 set -u
+# shellcheck source=tests/mpi/lib.sh
+. "$(dirname "$0")/lib.sh"
 strata=${1:-build/strata}
 pipeline=configs/pipelines/test-tiny.yaml
 if [ -z "${STRATA_NETNS_BRIDGE:-}" ]; then
@@ -28,13 +30,10 @@ pool16=
 
 # shellcheck disable=SC2317 # called by the EXIT trap
 stop() {
-  local rc=$? p
+  local rc=$?
   trap - EXIT INT TERM
-  for p in $coord $pool $pool16; do kill -TERM "$p" 2>/dev/null; done
-  for p in $coord $pool $pool16; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null
-  done
+  # shellcheck disable=SC2086 # empty ones drop out
+  stop_pids $coord $pool $pool16
   rm -rf "$dir"
   exit "$rc"
 }

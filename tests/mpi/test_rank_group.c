@@ -12,26 +12,16 @@
 #define GEN_MODEL "tests/fixtures/unet/small3/model"
 #define SR_MODEL "tests/fixtures/unet/sr/model"
 
-/* Writes DIR/pipe.yaml: a generator, then three tiled refine levels (9, 25 and 25 windows). */
-static int write_pipeline(const char *dir, char *path, size_t len)
-{
-    char cwd[2048];
-    if (!getcwd(cwd, sizeof cwd)) return -1;
-    snprintf(path, len, "%s/pipe.yaml", dir);
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    fprintf(f,
-            "name: ranks\nlevels:\n"
-            "  - {name: l16, kind: generate, model: %s/" GEN_MODEL ", side: 16, steps: 2}\n"
-            "  - {name: l64, kind: refine, model: %s/" SR_MODEL ", side: 64, steps: 2,"
-            " noise_level: 50, sampler: ddpm, tile: 32, overlap: 8}\n"
-            "  - {name: l128, kind: refine, model: %s/" SR_MODEL ", side: 128, steps: 3,"
-            " noise_level: 20, sampler: dpm++2m, tile: 32, overlap: 8}\n"
-            "  - {name: l256, kind: refine, model: %s/" SR_MODEL ", side: 256, steps: 2,"
-            " sampler: ddim, tile: 64, overlap: 16}\n",
-            cwd, cwd, cwd, cwd);
-    return fclose(f) == 0 ? 0 : -1;
-}
+/* A generator, then three tiled refine levels (9, 25 and 25 windows). */
+static const char pipeline_text[] =
+    "name: ranks\nlevels:\n"
+    "  - {name: l16, kind: generate, model: @/" GEN_MODEL ", side: 16, steps: 2}\n"
+    "  - {name: l64, kind: refine, model: @/" SR_MODEL ", side: 64, steps: 2,"
+    " noise_level: 50, sampler: ddpm, tile: 32, overlap: 8}\n"
+    "  - {name: l128, kind: refine, model: @/" SR_MODEL ", side: 128, steps: 3,"
+    " noise_level: 20, sampler: dpm++2m, tile: 32, overlap: 8}\n"
+    "  - {name: l256, kind: refine, model: @/" SR_MODEL ", side: 256, steps: 2,"
+    " sampler: ddim, tile: 64, overlap: 16}\n";
 
 /* 1 when the two files hold the same bytes, 0 when not, -1 when one cannot be read. */
 static int same_file(const char *a, const char *b)
@@ -84,7 +74,7 @@ TEST_TIMEOUT(rank_groups_give_the_same_bytes_at_any_rank_count, 240)
     }
     char pipe[4096], err[8192], a[4200], b[4200];
     const char *dir = test_tmpdir();
-    CHECK(write_pipeline(dir, pipe, sizeof pipe) == 0);
+    CHECK(test_write_pipeline(dir, pipeline_text, pipe, sizeof pipe) == 0);
     snprintf(a, sizeof a, "%s/base", dir);
     int rc = render(pipe, a, NULL, err, sizeof err);
     CHECKF(rc == 0, "render exit %d: %s", rc, err);
@@ -121,7 +111,7 @@ TEST_TIMEOUT(rank_group_idle_costs_no_cpu, 60)
     }
     char pipe[4096], out[4096], err[4096];
     const char *dir = test_tmpdir();
-    CHECK(write_pipeline(dir, pipe, sizeof pipe) == 0);
+    CHECK(test_write_pipeline(dir, pipeline_text, pipe, sizeof pipe) == 0);
     const char *argv[] = {"tests/mpi/idle_cpu.sh", strata_bin(), pipe, "l256", "3", "3", dir, NULL};
     int rc = test_run_program(argv, err, sizeof err, out, sizeof out);
     CHECKF(rc == 0, "idle_cpu.sh exit %d: %s", rc, err);
@@ -146,7 +136,7 @@ TEST_TIMEOUT(rank_group_killed_rank_restarts_with_the_same_bytes, 240)
     }
     char pipe[4096], err[16384], a[4200], b[4200], base[4096], killed[4096];
     const char *dir = test_tmpdir();
-    CHECK(write_pipeline(dir, pipe, sizeof pipe) == 0);
+    CHECK(test_write_pipeline(dir, pipeline_text, pipe, sizeof pipe) == 0);
     snprintf(base, sizeof base, "%s/base", dir);
     snprintf(killed, sizeof killed, "%s/killed", dir);
     int rc = render(pipe, base, NULL, err, sizeof err);
