@@ -33,7 +33,7 @@ static void drain(coord_t *c, void *sock, int workers)
             coord_on_worker_msg(c, &from, &m);
         else
             coord_on_client_msg(c, &from, &m);
-        if (c->o.check) coord_check_after(c, proto_type_name(m.type));
+        coord_check_after(c, proto_type_name(m.type));
         proto_msg_free(&m);
     }
 }
