@@ -40,7 +40,7 @@ $(BUILD)/obj/%.o: %.c
 # The activation loops vectorise only when the compiler may assume finite values.
 $(BUILD)/obj/kernels/act.o: CFLAGS += -ffinite-math-only -fno-signed-zeros
 
-$(BUILD)/obj/worker/rank_group.o $(BUILD)/obj/worker/tile_exchange.o: CFLAGS += $(MPI_CFLAGS)
+$(BUILD)/obj/worker/rank_group.o $(BUILD)/obj/worker/tile_exchange.o $(BUILD)/obj/worker/tile_group.o: CFLAGS += $(MPI_CFLAGS)
 
 $(BUILD)/strata: $(BUILD)/obj/cluster/main.o $(LIB_OBJ)
 	@echo '  LINK  $@'

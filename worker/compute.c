@@ -147,8 +147,7 @@ void compute_run(compute *c, compute_cmd *cmd)
     else {
         cmd->rc = cmd->kind == COMPUTE_LOAD ? compute_load(c, &cmd->config, &e)
                                             : compute_task(c, cmd, &e);
-        int all = group ? group_agree(cmd->rc) : cmd->rc;
-        if (all && !cmd->rc) cmd->rc = err_set(&e, all, "another rank of the group failed");
+        if (group) cmd->rc = group_agree_err(cmd->rc, &e);
     }
     cmd->elapsed_ms = (uint64_t)(clock_now_ms() - t0);
     if (cmd->rc) snprintf(cmd->error, sizeof cmd->error, "%s", e.msg);

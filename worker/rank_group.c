@@ -46,13 +46,12 @@ void worker_group_finalize(void)
     if (up && !down) MPI_Finalize();
 }
 
-int group_wait(void *request, int max_us)
+int group_wait_all(void *requests, int count, int max_us)
 {
-    MPI_Request *r = request;
     long us = 20;
     for (;;) {
         int done = 0;
-        int rc = MPI_Test(r, &done, MPI_STATUS_IGNORE);
+        int rc = MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS) return rc;
         if (done) return 0;
         struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
@@ -68,7 +67,14 @@ int group_agree(int rc)
     MPI_Request r;
     /* codes are negative: MIN, so one failing rank is never outvoted by the 0s */
     MPI_Iallreduce(&rc, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &r);
-    if (group_wait(&r, 1000)) return ERR_RUNTIME;
+    if (group_wait_all(&r, 1, 1000)) return ERR_RUNTIME;
+    return all;
+}
+
+int group_agree_err(int rc, strata_err *e)
+{
+    int all = group_agree(rc);
+    if (all && !rc) err_set(e, all, "another rank of the group failed");
     return all;
 }
 
@@ -85,7 +91,7 @@ int group_send_cmd(const compute_cmd *cmd, strata_err *e)
     if (group_n < 2) return 0;
     MPI_Request r;
     if (MPI_Ibcast((void *)cmd, (int)sizeof *cmd, MPI_BYTE, 0, MPI_COMM_WORLD, &r) ||
-        group_wait(&r, 1000))
+        group_wait_all(&r, 1, 1000))
         return err_set(e, ERR_RUNTIME, "rank group: broadcasting a command failed");
     size_t n = group_cond_bytes(cmd);
     if (n && MPI_Bcast(cmd->cond, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD))
@@ -97,7 +103,7 @@ int group_recv_cmd(compute_cmd *cmd, strata_err *e)
 {
     MPI_Request r;
     if (MPI_Ibcast(cmd, (int)sizeof *cmd, MPI_BYTE, 0, MPI_COMM_WORLD, &r) ||
-        group_wait(&r, GROUP_IDLE_MAX_US))
+        group_wait_all(&r, 1, GROUP_IDLE_MAX_US))
         return err_set(e, ERR_RUNTIME, "rank group: receiving a command failed");
     size_t n = group_cond_bytes(cmd);
     cmd->cond = NULL;

@@ -7,7 +7,7 @@
 #include <string.h>
 
 /* Stream `stream` of the canvas: L->noise, else Philox per image at global pixel coordinates
- * (the canvas is the whole image, so its corner is (0, 0)). */
+ * (the canvas's first row is global row L->y0). */
 static void loop_noise(const sample_loop *L, uint32_t stream, float *dst)
 {
     if (L->noise) {
@@ -17,7 +17,7 @@ static void loop_noise(const sample_loop *L, uint32_t stream, float *dst)
     size_t per = (size_t)L->channels * L->h * L->w;
     for (int i = 0; i < L->n; i++) {
         noise_key k = {L->seed, L->first_image + (uint32_t)i, L->level, stream};
-        noise_fill(&k, dst + i * per, L->channels, L->h, L->w, 0, 0);
+        noise_fill(&k, dst + i * per, L->channels, L->h, L->w, L->y0, 0);
     }
 }
 
@@ -53,9 +53,10 @@ int sample_loop_run(const sample_loop *L, float *x, strata_err *e)
     sampler_t *s = NULL;
     if ((rc = sampler_new(L->sched, L->steps, numel, L->n, &s, e))) return rc;
     float *out = malloc(numel * sizeof(float)), *noise = malloc(numel * sizeof(float));
-    if (!out || !noise) {
+    if (!out || !noise)
         rc = err_set(e, ERR_NOMEM, "out of memory for a canvas of %zu values", numel);
-    } else {
+    if (L->ready) rc = L->ready(rc, e);
+    if (!rc) {
         if (L->init_noise)
             memcpy(x, L->init_noise, numel * sizeof(float));
         else

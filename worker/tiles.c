@@ -60,7 +60,7 @@ static int tile_grid(tile_eval *t, int f, strata_err *e)
     return 0;
 }
 
-int tile_eval_init(tile_eval *t, strata_err *e)
+int tile_eval_grid(tile_eval *t, strata_err *e)
 {
     const unet_info *info = unet_get_info(t->model);
     t->oc = info->out_channels;
@@ -69,11 +69,16 @@ int tile_eval_init(tile_eval *t, strata_err *e)
     if (t->n < 1 || t->h < 1 || t->w < 1)
         return err_set(e, ERR_INPUT, "canvas of %d images of %dx%d: sides must be positive", t->n,
                        t->h, t->w);
+    return tile_grid(t, info->downsample_factor, e);
+}
+
+int tile_eval_init(tile_eval *t, strata_err *e)
+{
+    int rc = tile_eval_grid(t, e);
+    if (rc) return rc;
     if (t->cc < 0 || (t->cc > 0) != (t->cond != NULL))
         return err_set(e, ERR_INPUT, "model takes %d input channels: %d (x_t) + %d (cond), but %s",
-                       info->in_channels, t->oc, t->cc, t->cond ? "a cond is given" : "none is");
-    int rc = tile_grid(t, info->downsample_factor, e);
-    if (rc) return rc;
+                       t->oc + t->cc, t->oc, t->cc, t->cond ? "a cond is given" : "none is");
     size_t tplane = (size_t)t->th * t->tw, batch = (size_t)t->n * (t->guided ? 2 : 1);
     t->fy = malloc((size_t)t->th * sizeof(float));
     t->fx = malloc((size_t)t->tw * sizeof(float));
@@ -103,17 +108,18 @@ static void crop(const float *src, int channels, int h, int w, int y0, int x0, i
                    (size_t)tw * sizeof(float));
 }
 
-/* Model output of the window at (y0, x0) for every image, guided if asked, into t->out. */
+/* Model output of the window at (y0, x0) for every image, guided if asked, into t->out. x and
+ * t->cond hold the rows [t->y_lo, t->y_lo + t->rows) of the canvas. */
 static int tile_forward(tile_eval *t, const float *x, int y0, int x0, float ts, strata_err *e)
 {
-    int ic = t->oc + t->cc, batch = t->n * (t->guided ? 2 : 1);
-    size_t tplane = (size_t)t->th * t->tw, plane = (size_t)t->h * t->w;
+    int ic = t->oc + t->cc, batch = t->n * (t->guided ? 2 : 1), rows = t->rows ? t->rows : t->h;
+    size_t tplane = (size_t)t->th * t->tw, plane = (size_t)rows * t->w;
     for (int b = 0; b < batch; b++) {
         int i = b % t->n; /* guided: the n null-class images repeat the n conditional ones */
         float *in = t->in + (size_t)b * ic * tplane;
-        crop(x + i * t->oc * plane, t->oc, t->h, t->w, y0, x0, t->th, t->tw, in);
+        crop(x + i * t->oc * plane, t->oc, rows, t->w, y0 - t->y_lo, x0, t->th, t->tw, in);
         if (t->cc)
-            crop(t->cond + i * t->cc * plane, t->cc, t->h, t->w, y0, x0, t->th, t->tw,
+            crop(t->cond + i * t->cc * plane, t->cc, rows, t->w, y0 - t->y_lo, x0, t->th, t->tw,
                  in + t->oc * tplane);
         t->ts[b] = ts;
     }
@@ -127,17 +133,28 @@ static int tile_forward(tile_eval *t, const float *x, int y0, int x0, float ts, 
     return 0;
 }
 
-/* Add the feathered window output src (n, oc, th, tw) at (y0, x0) into out (n, oc, h, w). */
-static void tile_blend(const tile_eval *t, const float *src_all, int y0, int x0, float *out)
+void tile_blend_rows(const tile_eval *t, const tile_rows *src, int k, int a, int b,
+                     const tile_rows *dst)
 {
+    int y0 = t->ty[k / t->ntx], x0 = t->tx[k % t->ntx];
     for (int i = 0; i < t->n; i++)
         for (int c = 0; c < t->oc; c++)
-            for (int y = 0; y < t->th; y++) {
-                float *dst = out + (((size_t)i * t->oc + c) * t->h + y0 + y) * t->w + x0;
-                const float *src = src_all + (((size_t)i * t->oc + c) * t->th + y) * t->tw;
+            for (int y = a; y < b; y++) {
+                size_t plane = (size_t)i * t->oc + c;
+                float *d = dst->v + (plane * dst->rows + y - dst->y0) * t->w + x0;
+                const float *s = src->v + (plane * src->rows + y - src->y0) * t->tw;
+                float fy = t->fy[y - y0];
                 for (int x = 0; x < t->tw; x++)
-                    dst[x] += t->fy[y] * t->fx[x] * src[x];
+                    d[x] += fy * t->fx[x] * s[x];
             }
+}
+
+void tile_normalise_rows(const tile_eval *t, const tile_rows *out)
+{
+    size_t plane = (size_t)out->rows * t->w, numel = (size_t)t->n * t->oc * plane;
+    const float *wsum = t->wsum + (size_t)out->y0 * t->w;
+    for (size_t k = 0; k < numel; k++)
+        out->v[k] /= wsum[k % plane];
 }
 
 int tile_eval_window(tile_eval *t, const float *x, int k, float ts, float *dst, strata_err *e)
@@ -150,27 +167,6 @@ int tile_eval_window(tile_eval *t, const float *x, int k, float ts, float *dst, 
 size_t tile_window_numel(const tile_eval *t)
 {
     return (size_t)t->n * t->oc * t->th * t->tw;
-}
-
-/* Normalise the accumulated sum by the summed weights (a single window is taken as it is). */
-static void tile_normalise(const tile_eval *t, float *out)
-{
-    size_t plane = (size_t)t->h * t->w, numel = (size_t)t->n * t->oc * plane;
-    for (size_t k = 0; k < numel; k++)
-        out[k] /= t->wsum[k % plane];
-}
-
-void tile_eval_blend(const tile_eval *t, const float *windows, float *out)
-{
-    size_t per = tile_window_numel(t);
-    if (t->nty == 1 && t->ntx == 1) {
-        memcpy(out, windows, per * sizeof(float));
-        return;
-    }
-    memset(out, 0, (size_t)t->n * t->oc * t->h * t->w * sizeof(float));
-    for (int k = 0; k < t->nty * t->ntx; k++)
-        tile_blend(t, windows + k * per, t->ty[k / t->ntx], t->tx[k % t->ntx], out);
-    tile_normalise(t, out);
 }
 
 /* Sum of w * out over the windows covering each pixel, in window order, divided by the sum of
@@ -186,12 +182,12 @@ int tile_eval_model(void *ctx, int step, float ts, const float *x, float *out, s
         return rc;
     }
     memset(out, 0, numel * sizeof(float));
-    for (int i = 0; i < t->nty; i++)
-        for (int j = 0; j < t->ntx; j++) {
-            int rc = tile_forward(t, x, t->ty[i], t->tx[j], ts, e);
-            if (rc) return rc;
-            tile_blend(t, t->out, t->ty[i], t->tx[j], out);
-        }
-    tile_normalise(t, out);
+    tile_rows whole = {out, 0, t->h};
+    for (int k = 0; k < t->nty * t->ntx; k++) {
+        int y0 = t->ty[k / t->ntx], rc = tile_forward(t, x, y0, t->tx[k % t->ntx], ts, e);
+        if (rc) return rc;
+        tile_blend_rows(t, &(tile_rows){t->out, y0, t->th}, k, y0, y0 + t->th, &whole);
+    }
+    tile_normalise_rows(t, &whole);
     return 0;
 }

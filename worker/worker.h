@@ -1,9 +1,10 @@
 /* worker: the level runner and the worker loop that serves it to a coordinator (loop.c, with
  * its compute thread in compute.c). One sampling loop (sample_loop_run, sample.c) runs
  * `strata sample` and every level task of the farm; the model evaluation is its callback
- * (tile_eval: tiles blended, one tile when untiled; tile_group under mpirun: each rank computes
- * its block of windows and every rank gathers them all, while the loop steps the sampler on the
- * whole canvas on every rank). The only header other folders include from worker/. */
+ * (tile_eval: tiles blended, one tile when untiled). Under mpirun a level task runs on a rank
+ * group (worker/group.h): each rank steps the sampler on the rows it owns and computes its block
+ * of windows, exchanging rows and window outputs with the others. The only header other folders
+ * include from worker/. */
 #ifndef STRATA_WORKER_H
 #define STRATA_WORKER_H
 
@@ -15,10 +16,10 @@
 
 /* ---------------------------------------------------------------- the sampling loop */
 
-/* The model's output for the whole canvas x (n images of channels x h x w) at step `step`,
- * timestep t, into out (same shape). How it is computed (one forward, tiles blended, tiles spread
- * over ranks that each compute their part and gather) is the callback's business: the loop only
- * steps the sampler. Returns 0 or a strata_err code with e filled. */
+/* The model's output for the canvas x (n images of channels x h x w) at step `step`, timestep
+ * t, into out (same shape). How it is computed (one forward, tiles blended, a rank group's
+ * exchange for the rows this rank owns) is the callback's business: the loop only steps the
+ * sampler. Returns 0 or a strata_err code with e filled. */
 typedef int (*sample_eval_fn)(void *ctx, int step, float t, const float *x, float *out,
                               strata_err *e);
 
@@ -30,6 +31,7 @@ typedef struct sample_loop {
     const sched_config *sched;
     int steps;
     int n, channels, h, w;
+    int y0; /* the canvas is rows [y0, y0 + h) of the image (a rank's band); 0: the whole */
     sample_eval_fn eval;
     void *eval_ctx;
     /* noise: image i's value at (c, y, x) is noise_at(key (seed, first_image + i, level, stream),
@@ -43,6 +45,9 @@ typedef struct sample_loop {
     void *noise_ctx;
     void (*progress)(void *ctx, int step, int steps); /* after each step, or NULL */
     void *progress_ctx;
+    /* once the loop's buffers are allocated, before the first step: given 0 or the allocation's
+     * error, returns the code to go on with (a rank group agrees on it); NULL: none */
+    int (*ready)(int rc, strata_err *e);
 } sample_loop;
 
 /* The sampling loop: x <- initial noise x init_sigma, then for each step x <- step(eval(x, t),
@@ -127,12 +132,14 @@ int tile_positions(int side, int tile, int overlap, int *pos, int max);
 typedef struct tile_eval {
     unet_t *model;
     int n, h, w;
-    const float *cond;   /* (n, in_channels - out_channels, h, w), or NULL when that is 0 */
+    const float *cond;   /* (n, in_channels - out_channels, rows, w), or NULL when that is 0 */
     const float *labels; /* class labels of one window's batch (n, then n null-class ones when
                             guided) x class_label_dim, or NULL for models without classes */
     int guided;
     float guidance;
     int tile, overlap; /* tile side (0, or >= a canvas side: one window along it) and overlap */
+    /* x and cond hold canvas rows [y_lo, y_lo + rows) only (a rank's band); rows 0: all h */
+    int y_lo, rows;
     /* set by tile_eval_init */
     int oc, cc, th, tw, nty, ntx;
     int ty[TILE_MAX_PER_AXIS], tx[TILE_MAX_PER_AXIS];

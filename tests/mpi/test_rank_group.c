@@ -1,5 +1,6 @@
 /* MPI rank groups (issue 14): a level's worker run as `mpirun -np R` ranks sharing its tile
- * windows gives the same bytes as one process, at any R. A small cascade of the tiny fixture
+ * windows (each owning rows, exchanging rows and window outputs) gives the same bytes as one
+ * process, at any R. A small cascade of the tiny fixture
  * models with three tiled levels, one per sampler (DDPM, stochastic; DPM-Solver++ 2M; DDIM),
  * is rendered without --ranks and with every tiled level at 1, 2 and 3 ranks. */
 #include "tests/test.h"
@@ -78,15 +79,17 @@ TEST_TIMEOUT(rank_groups_give_the_same_bytes_at_any_rank_count, 240)
     snprintf(a, sizeof a, "%s/base", dir);
     int rc = render(pipe, a, NULL, err, sizeof err);
     CHECKF(rc == 0, "render exit %d: %s", rc, err);
+    /* the last: an untiled level on 2 ranks (one has no window), 4 ranks over a 3 x 3 grid (two
+     * share a row of windows), 5 over 5 x 5 */
     static const char *const ranks[] = {"l64=1,l128=1,l256=1", "l64=2,l128=2,l256=2",
-                                        "l64=3,l128=3,l256=3"};
+                                        "l64=3,l128=3,l256=3", "l16=2,l64=4,l128=5,l256=2"};
     static const char *const files[] = {"000000.l64.png", "000000.l128.png", "000000.png"};
-    for (int r = 0; r < 3; r++) {
+    for (int r = 0; r < 4; r++) {
         char out[4096];
         snprintf(out, sizeof out, "%s/r%d", dir, r + 1);
         rc = render(pipe, out, ranks[r], err, sizeof err);
         CHECKF(rc == 0, "render --ranks %s exit %d: %s", ranks[r], rc, err);
-        if (r) CHECKF(strstr(err, "of 2 MPI ranks") || strstr(err, "of 3 MPI ranks"), "%s", err);
+        if (r) CHECKF(strstr(err, "MPI ranks"), "%s", err);
         for (int k = 0; k < 3; k++) {
             snprintf(a, sizeof a, "%s/base/j/%s", dir, files[k]);
             snprintf(b, sizeof b, "%s/j/%s", out, files[k]);
