@@ -27,7 +27,7 @@ TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all test asan bench eval test-4k test-4k-ranks deps fixtures format format-check check-limits \
+.PHONY: all test asan bench eval test-4k test-4k-ranks bench-mpi deps fixtures format format-check check-limits \
         check-headers clean
 
 all: $(BUILD)/strata $(BUILD)/tests
@@ -83,6 +83,10 @@ test-4k: all
 # (byte-identical PNGs; about 3 minutes on 2 cores; the default suite runs a smaller cascade).
 test-4k-ranks: all
 	tests/mpi/test_4k_ranks.sh $(BUILD)/strata $(BUILD)/test-4k-ranks
+
+# Strong scaling of a rank group, 1 -> 2 ranks, and its memory at 4096 (README, "Rank groups").
+bench-mpi: all
+	tests/mpi/bench_mpi.sh $(BUILD)/strata $(BUILD)/bench-mpi
 
 # Checks of the shipped cascade's quality (needs the venv and tools/data_emoji.py's data).
 eval: all

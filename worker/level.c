@@ -182,6 +182,10 @@ int level_sample(unet_t *m, const level_params *p, const level_canvas *c, float 
  * set up after the shares are planned. A rank without windows holds nothing. */
 static int level_group_setup(level_state *s, tile_group *g, float **x, strata_err *e)
 {
+    if (s->p->sched.thresholding)
+        return err_set(e, ERR_INPUT,
+                       "a rank group cannot run a sampler with thresholding: its "
+                       "quantiles are per image, and each rank holds only rows");
     int rc = level_check(s, e);
     if (!rc) rc = level_labels(s, e);
     if (!rc) rc = tile_eval_grid(&s->te, e);
@@ -239,7 +243,7 @@ int level_run(unet_t *m, const level_params *p, const level_task *t, uint8_t *ou
                       .cond_w = t->cond_side,
                       .class_label = t->class_label};
     level_state s = level_state_of(m, p, &c);
-    if (worker_group_size() > 1) {
+    if (worker_group_on()) { /* one rank too: the same path, and its stats for benchmarks */
         int rc = level_group_run(&s, out, e);
         tile_eval_free(&s.te), free(s.cond), free(s.labels);
         return rc;

@@ -10,7 +10,7 @@
 
 enum { GROUP_IDLE_MAX_US = 20000 };
 
-static int group_r, group_n = 1;
+static int group_r, group_n = 1, group_on;
 
 int worker_group_init(int *argc, char ***argv, strata_err *e)
 {
@@ -25,6 +25,7 @@ int worker_group_init(int *argc, char ***argv, strata_err *e)
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &group_r);
     MPI_Comm_size(MPI_COMM_WORLD, &group_n);
+    group_on = 1;
     return 0;
 }
 
@@ -36,6 +37,11 @@ int worker_group_rank(void)
 int worker_group_size(void)
 {
     return group_n;
+}
+
+int worker_group_on(void)
+{
+    return group_on;
 }
 
 void worker_group_finalize(void)

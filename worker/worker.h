@@ -217,6 +217,8 @@ int worker_run(const worker_opts *o, int *abandoned, strata_err *e);
 int worker_group_init(int *argc, char ***argv, strata_err *e);
 int worker_group_rank(void);
 int worker_group_size(void);
+/* 1 when this process is a rank of a group (of any size, 1 included) under mpirun. */
+int worker_group_on(void);
 
 /* Ranks other than 0: run each command rank 0 broadcasts (load the model, run a task's share
  * of the windows) until it says stop. Waits sleep rather than spin. 0 or an error code. */
