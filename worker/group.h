@@ -44,8 +44,8 @@ void tile_normalise_rows(const tile_eval *t, const tile_rows *out);
 /* The window grid alone (what tile_eval_init sets first): no buffers, no cond yet. */
 int tile_eval_grid(tile_eval *t, strata_err *e);
 
-/* Window k's model output (n, oc, th, tw: tile_window_numel values) into dst. */
-int tile_eval_window(tile_eval *t, const float *x, int k, float ts, float *dst, strata_err *e);
+/* Window k's model output (n, oc, th, tw: tile_window_numel values) into t->out. */
+int tile_eval_window(tile_eval *t, const float *x, int k, float ts, strata_err *e);
 size_t tile_window_numel(const tile_eval *t);
 
 /* One rank's share of a level's window grid (tile_plan.c). Windows go to ranks in contiguous
@@ -75,13 +75,17 @@ typedef struct group_stats {
  * this rank owns). Every step: owners send their rows of x to the ranks whose band reads them;
  * each rank computes its windows; each window's output on rows another rank owns goes to that
  * owner, per window, never summed first; each owner blends its rows in window order, exactly as
- * tile_eval_model does, so the bytes do not depend on the rank count. */
+ * tile_eval_model does, so the bytes do not depend on the rank count. Own windows are blended
+ * as they are computed on the rows no lower rank's window reaches (rows from early_hi on); on
+ * the rows above, their outputs wait in the stash until the lower ranks' outputs are in. */
 typedef struct tile_group {
     tile_eval *te;
     int R, r;
     rank_share *share; /* every rank's share */
+    int early_hi;      /* the rows below it are read by windows of lower ranks */
     float *band;       /* this rank's band of x: (n, oc, band rows, w) */
-    float *windows;    /* this rank's window outputs, window after window */
+    float *stash;      /* own window k's output on its owned rows above early_hi */
+    size_t *stash_at;  /* window klo + j's values are stash[stash_at[j], stash_at[j + 1]) */
     float *inbox;      /* other ranks' window outputs on the rows this rank owns */
     size_t *inbox_at;  /* window k's values are inbox[inbox_at[k], inbox_at[k + 1]) */
     group_stats stats;

@@ -8,21 +8,35 @@
 #include <string.h>
 #include <sys/resource.h>
 
-/* Where window k's output on this rank's owned rows goes in the inbox (a cumulative offset). */
-static void inbox_layout(tile_group *g)
+/* Rows [lo, hi) of window k's rows [y0, y0 + th) that fall in [a, b); 0 when none. */
+static int rows_in(const tile_eval *t, int k, int a, int b, int *lo, int *hi)
+{
+    int y0 = t->ty[k / t->ntx];
+    *lo = y0 > a ? y0 : a;
+    *hi = y0 + t->th < b ? y0 + t->th : b;
+    return *hi > *lo;
+}
+
+/* Where each window's values wait (cumulative offsets): other ranks' windows on the owned rows
+ * in the inbox, own windows on the owned rows above early_hi in the stash. */
+static void group_layout(tile_group *g)
 {
     const tile_eval *t = g->te;
     const rank_share *me = &g->share[g->r];
-    size_t at = 0;
+    size_t in = 0, st = 0, plane = (size_t)t->n * t->oc * t->tw;
+    int lo, hi;
+    g->early_hi = me->klo > 0 ? t->ty[(me->klo - 1) / t->ntx] + t->th : 0;
     for (int k = 0; k < t->nty * t->ntx; k++) {
-        int y0 = t->ty[k / t->ntx];
-        int lo = y0 > me->own_lo ? y0 : me->own_lo;
-        int hi = y0 + t->th < me->own_hi ? y0 + t->th : me->own_hi;
-        g->inbox_at[k] = at;
-        if (hi > lo && (k < me->klo || k >= me->khi))
-            at += (size_t)t->n * t->oc * (hi - lo) * t->tw;
+        int mine = k >= me->klo && k < me->khi;
+        g->inbox_at[k] = in;
+        if (mine) g->stash_at[k - me->klo] = st;
+        if (!mine && rows_in(t, k, me->own_lo, me->own_hi, &lo, &hi))
+            in += plane * (size_t)(hi - lo);
+        int top = me->own_hi < g->early_hi ? me->own_hi : g->early_hi;
+        if (mine && rows_in(t, k, me->own_lo, top, &lo, &hi)) st += plane * (size_t)(hi - lo);
     }
-    g->inbox_at[t->nty * t->ntx] = at;
+    g->inbox_at[t->nty * t->ntx] = in;
+    g->stash_at[me->khi - me->klo] = st;
 }
 
 int tile_group_init(tile_group *g, tile_eval *te, strata_err *e)
@@ -31,16 +45,17 @@ int tile_group_init(tile_group *g, tile_eval *te, strata_err *e)
     int nt = te->nty * te->ntx;
     g->share = malloc((size_t)g->R * sizeof *g->share);
     g->inbox_at = malloc((size_t)(nt + 1) * sizeof *g->inbox_at);
-    if (!g->share || !g->inbox_at) return err_set(e, ERR_NOMEM, "out of memory");
+    g->stash_at = malloc((size_t)(nt + 1) * sizeof *g->stash_at);
+    if (!g->share || !g->inbox_at || !g->stash_at) return err_set(e, ERR_NOMEM, "out of memory");
     int rc = tile_plan_shares(te, g->R, g->share, e);
     if (rc) return rc;
     const rank_share *me = &g->share[g->r];
-    inbox_layout(g);
+    group_layout(g);
     size_t plane = (size_t)te->n * te->oc * te->w;
     g->band = malloc((plane * (me->band_hi - me->band_lo) + 1) * sizeof(float));
-    g->windows = malloc((tile_window_numel(te) * (me->khi - me->klo) + 1) * sizeof(float));
+    g->stash = malloc((g->stash_at[me->khi - me->klo] + 1) * sizeof(float));
     g->inbox = malloc((g->inbox_at[nt] + 1) * sizeof(float));
-    if (!g->band || !g->windows || !g->inbox)
+    if (!g->band || !g->stash || !g->inbox)
         return err_set(e, ERR_NOMEM, "out of memory for rows %d to %d of a %dx%d canvas",
                        me->band_lo, me->band_hi, te->h, te->w);
     te->y_lo = me->band_lo;
@@ -91,6 +106,7 @@ void tile_group_report(const tile_group *g)
 
 void tile_group_free(tile_group *g)
 {
-    free(g->share), free(g->inbox_at), free(g->band), free(g->windows), free(g->inbox);
-    g->share = NULL, g->inbox_at = NULL, g->band = g->windows = g->inbox = NULL;
+    free(g->share), free(g->inbox_at), free(g->stash_at);
+    free(g->band), free(g->stash), free(g->inbox);
+    g->share = NULL, g->inbox_at = g->stash_at = NULL, g->band = g->stash = g->inbox = NULL;
 }

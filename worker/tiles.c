@@ -27,17 +27,21 @@ static void feather_1d(float *w, int n)
         w[i] = 0.5f - 0.5f * cosf(2.0f * (float)M_PI * ((float)i + 0.5f) / (float)n);
 }
 
-/* Sum of the window weights over each canvas pixel, in window order. */
+/* Sum of the window weights over each pixel of the rows held (y_lo, rows), in window order. */
 static void tile_weights(tile_eval *t)
 {
+    int rows = t->rows ? t->rows : t->h;
     feather_1d(t->fy, t->th);
     feather_1d(t->fx, t->tw);
-    memset(t->wsum, 0, (size_t)t->h * t->w * sizeof(float));
+    memset(t->wsum, 0, (size_t)rows * t->w * sizeof(float));
     for (int i = 0; i < t->nty; i++)
         for (int j = 0; j < t->ntx; j++)
-            for (int y = 0; y < t->th; y++)
+            for (int y = 0; y < t->th; y++) {
+                int row = t->ty[i] + y - t->y_lo;
+                if (row < 0 || row >= rows) continue;
                 for (int x = 0; x < t->tw; x++)
-                    t->wsum[(size_t)(t->ty[i] + y) * t->w + t->tx[j] + x] += t->fy[y] * t->fx[x];
+                    t->wsum[(size_t)row * t->w + t->tx[j] + x] += t->fy[y] * t->fx[x];
+            }
 }
 
 /* The window grid and its checks against the model's downsampling. */
@@ -82,7 +86,7 @@ int tile_eval_init(tile_eval *t, strata_err *e)
     size_t tplane = (size_t)t->th * t->tw, batch = (size_t)t->n * (t->guided ? 2 : 1);
     t->fy = malloc((size_t)t->th * sizeof(float));
     t->fx = malloc((size_t)t->tw * sizeof(float));
-    t->wsum = malloc((size_t)t->h * t->w * sizeof(float));
+    t->wsum = malloc((size_t)(t->rows ? t->rows : t->h) * t->w * sizeof(float));
     t->in = malloc(batch * (t->oc + t->cc) * tplane * sizeof(float));
     t->out = malloc(batch * t->oc * tplane * sizeof(float));
     t->ts = malloc(batch * sizeof(float));
@@ -152,16 +156,14 @@ void tile_blend_rows(const tile_eval *t, const tile_rows *src, int k, int a, int
 void tile_normalise_rows(const tile_eval *t, const tile_rows *out)
 {
     size_t plane = (size_t)out->rows * t->w, numel = (size_t)t->n * t->oc * plane;
-    const float *wsum = t->wsum + (size_t)out->y0 * t->w;
+    const float *wsum = t->wsum + (size_t)(out->y0 - t->y_lo) * t->w;
     for (size_t k = 0; k < numel; k++)
         out->v[k] /= wsum[k % plane];
 }
 
-int tile_eval_window(tile_eval *t, const float *x, int k, float ts, float *dst, strata_err *e)
+int tile_eval_window(tile_eval *t, const float *x, int k, float ts, strata_err *e)
 {
-    int rc = tile_forward(t, x, t->ty[k / t->ntx], t->tx[k % t->ntx], ts, e);
-    if (!rc) memcpy(dst, t->out, tile_window_numel(t) * sizeof(float));
-    return rc;
+    return tile_forward(t, x, t->ty[k / t->ntx], t->tx[k % t->ntx], ts, e);
 }
 
 size_t tile_window_numel(const tile_eval *t)

@@ -3,7 +3,7 @@
 # of the shipped models (tests/mpi/bench-mpi.yaml). l2048 (16 windows of 544, 2 steps) runs as
 # a group of 1 rank, then of 2, one thread per rank; every rank writes its time split and bytes
 # (STRATA_GROUP_STATS, worker/tile_group.c). Then l4096 at 4096x4096 (16 windows of 1056, 1 step)
-# on 2 ranks, for the peak RSS per rank. The images of 1 and 2 ranks must be the same bytes.
+# on 2 ranks from the l2048 image, for the peak RSS per rank. The images of 1 and 2 ranks must be the same bytes.
 # usage: bench_mpi.sh STRATA OUTDIR
 S=$1 OUT=$2
 PIPE=tests/mpi/bench-mpi.yaml
@@ -28,7 +28,7 @@ for r in 1 2; do
 done
 cmp "$OUT/r1/000000.png" "$OUT/r2/000000.png" ||
   { echo "FAIL: 2 ranks made other bytes than 1" >&2; exit 1; }
-render big 4096 --start-level l4096 --init "$OUT/init" --ranks "l4096=2" || exit 1
+render big 4096 --start-level l4096 --init "$OUT/r2" --ranks "l4096=2" || exit 1
 
 echo "bench-mpi: l2048 of the shipped l512 model, 16 windows of 544 (8 a rank at 2), one thread a rank"
 echo "ranks  rank  compute s/step  exchange s/step  wait s/step  MB sent/step  peak RSS MB"
