@@ -109,7 +109,11 @@ fixtures:
 # the `--` hook that strata's rank groups will use; a job of the tiny cascade through a coordinator
 # on the bridge and workers on the nodes must give strata render's bytes (netns_farm.sh); the
 # Slurm script, with a stand-in for Slurm, must start a pool on both nodes with pinned kernels
-# (netns_slurm.sh). Needs root and OpenMPI, else it says "skip: ..." (status 77) and passes.
+# (netns_slurm.sh); `strata render --bind BRIDGE --ranks l1024=2` with a rank per node must give
+# the bytes of the render without --ranks (netns_render.sh); a standing coordinator's 2-node
+# l1024 group losing rank 1 to SIGKILL mid-task, restarted, must still give render's bytes and
+# list the image once (netns_farm_kill.sh). The last two render test-4k at 1024: ~5 minutes.
+# Needs root and OpenMPI, else it says "skip: ..." (status 77) and passes.
 .PHONY: test-netns
 $(BUILD)/mpi/ring: tests/mpi/ring.c
 	@mkdir -p $(dir $@)
@@ -122,7 +126,9 @@ test-netns: $(BUILD)/strata
 	tests/mpi/netns.sh --timeout 60 -- sh -c \
 	  'mpirun $$STRATA_NETNS_MPIRUN_ARGS -np 2 $(BUILD)/mpi/ring --distinct' && \
 	tests/mpi/netns.sh --timeout 120 -- tests/mpi/netns_farm.sh $(BUILD)/strata && \
-	tests/mpi/netns.sh --timeout 120 -- tests/mpi/netns_slurm.sh $(BUILD)/strata
+	tests/mpi/netns.sh --timeout 120 -- tests/mpi/netns_slurm.sh $(BUILD)/strata && \
+	tests/mpi/netns.sh --timeout 400 -- tests/mpi/netns_render.sh $(BUILD)/strata && \
+	tests/mpi/netns.sh --timeout 400 -- tests/mpi/netns_farm_kill.sh $(BUILD)/strata
 # ---- end test-netns ----
 
 # ---- checks of what the repository promises (run by .ci/run) ----

@@ -39,7 +39,8 @@ int client_call(client *c, const proto_msg *req, proto_msg *reply, int timeout_m
     return rc;
 }
 
-/* One job's progress as plain text, or as bars redrawn in place on a terminal. */
+/* One job's progress as plain text, or as bars redrawn in place on a terminal. A level whose
+ * workers are MPI rank groups says how many ranks (the largest group of the level). */
 static void draw_progress(const struct proto_job_status *s, FILE *to, int tty, int *drawn)
 {
     if (tty && *drawn) fprintf(to, "\x1b[%dA", *drawn);
@@ -53,11 +54,15 @@ static void draw_progress(const struct proto_job_status *s, FILE *to, int tty, i
             for (int k = 0; k < width; k++)
                 bar[k] = k < full ? '#' : '.';
             bar[width] = 0;
-            fprintf(to, "  %-6s [%s] %u/%u run %u queue %u %.0fs\x1b[K\n", l->name, bar, l->done,
-                    s->count, l->running, l->queued, (double)l->compute_ms / 1000);
-        } else {
-            fprintf(to, "  %s done=%u running=%u queued=%u compute=%.1fs\n", l->name, l->done,
+            fprintf(to, "  %-6s [%s] %u/%u run %u queue %u %.0fs", l->name, bar, l->done, s->count,
                     l->running, l->queued, (double)l->compute_ms / 1000);
+            if (l->ranks > 1) fprintf(to, " (%u ranks)", l->ranks);
+            fputs("\x1b[K\n", to);
+        } else {
+            fprintf(to, "  %s done=%u running=%u queued=%u compute=%.1fs", l->name, l->done,
+                    l->running, l->queued, (double)l->compute_ms / 1000);
+            if (l->ranks > 1) fprintf(to, " ranks=%u", l->ranks);
+            fputc('\n', to);
         }
     }
     *drawn = 1 + (s->failed ? 1 : 0) + (int)s->nlevels;

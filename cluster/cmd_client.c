@@ -124,11 +124,12 @@ static json_t *status_json(const struct proto_job_status *s)
     json_t *levels = json_array();
     for (uint32_t i = 0; i < s->nlevels; i++)
         json_array_append_new(levels,
-                              json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", s->levels[i].name,
+                              json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name", s->levels[i].name,
                                         "queued", (json_int_t)s->levels[i].queued, "running",
                                         (json_int_t)s->levels[i].running, "done",
                                         (json_int_t)s->levels[i].done, "compute_ms",
-                                        (json_int_t)s->levels[i].compute_ms));
+                                        (json_int_t)s->levels[i].compute_ms, "ranks",
+                                        (json_int_t)s->levels[i].ranks));
     return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o}", "id", s->id, "state", s->state, "count",
                      (json_int_t)s->count, "done", (json_int_t)s->done, "failed",
                      (json_int_t)s->failed, "levels", levels);
@@ -151,10 +152,13 @@ static void print_status(const struct proto_status_reply *r, int as_json)
         const struct proto_job_status *s = &r->jobs[i];
         printf("%-24s %-10s %u/%u done, %u failed\n", s->id, s->state, s->done, s->count,
                s->failed);
-        for (uint32_t k = 0; k < s->nlevels; k++)
-            printf("  %-8s queued %u  running %u  done %u  compute %.1f s\n", s->levels[k].name,
-                   s->levels[k].queued, s->levels[k].running, s->levels[k].done,
-                   (double)s->levels[k].compute_ms / 1000);
+        for (uint32_t k = 0; k < s->nlevels; k++) {
+            const struct proto_level_status *l = &s->levels[k];
+            printf("  %-8s queued %u  running %u  done %u  compute %.1f s", l->name, l->queued,
+                   l->running, l->done, (double)l->compute_ms / 1000);
+            if (l->ranks > 1) printf("  ranks %u", l->ranks);
+            putchar('\n');
+        }
     }
 }
 

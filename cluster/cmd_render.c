@@ -1,6 +1,7 @@
 /* `strata render`: the embedded farm. Starts a coordinator and one pool per planned level on
- * this machine, as real processes talking ZeroMQ over loopback, submits one job, follows it,
- * and shuts everything down when the images are written. */
+ * this machine, as real processes talking ZeroMQ over loopback (the workers' side on --bind's
+ * address instead, for rank groups on other nodes), submits one job, follows it, and shuts
+ * everything down when the images are written. */
 #include "cluster/client.h"
 #include "cluster/cluster.h"
 #include "cluster/config.h"
@@ -26,7 +27,8 @@ static const char render_help[] =
     "usage: strata render [--pipeline FILE] [--count N] [--resolution PX] [--seed S]\n"
     "                     [--out DIR] [--name JOB] [--workers LEVEL=N,...] [--threads N]\n"
     "                     [--class-label L] [--keep-levels] [--start-level LEVEL --init DIR]\n"
-    "                     [--ranks LEVEL=R,...] [--mpirun-args ARGS] [--grid FILE] [--verbose]\n\n"
+    "                     [--ranks LEVEL=R,...] [--mpirun-args ARGS] [--bind ADDR] [--grid FILE]\n"
+    "                     [--verbose]\n\n"
     "Renders a job on this machine: a coordinator and a pool of workers per level, as separate\n"
     "processes over loopback ZeroMQ, exactly as a cluster runs it.\n\n"
     "  --pipeline FILE     pipeline YAML (default: configs/pipelines/emoji.yaml of this install)\n"
@@ -41,6 +43,9 @@ static const char render_help[] =
     "  --ranks L=R,...     run each worker of level L as one MPI group of R ranks (mpirun),\n"
     "                      sharing its tiles; the images are the same at any R\n"
     "  --mpirun-args ARGS  options for mpirun (a hostfile...), split at spaces\n"
+    "  --bind ADDR         the coordinator takes workers on ADDR, this host's address on the\n"
+    "                      nodes' network, instead of loopback: needed when --mpirun-args puts\n"
+    "                      ranks on other nodes (default 127.0.0.1; clients stay on loopback)\n"
     "  --class-label L     class of class-conditional first levels (default: the null class)\n"
     "  --keep-levels       also write every level's output as <index>.<level>.png\n"
     "  --start-level L     start at level L from --init DIR/<index>.png instead of level 1\n"
@@ -50,6 +55,7 @@ static const char render_help[] =
 
 typedef struct render_args {
     const char *pipeline, *out, *name, *workers, *start_level, *init, *grid, *ranks, *mpirun_args;
+    const char *bind;
     long count, resolution, seed, threads, class_label;
     int keep_levels, verbose;
 } render_args;
@@ -105,6 +111,9 @@ static int render_apply_option(int c, char **argv, render_args *a)
     case 'M':
         a->mpirun_args = optarg;
         return 0;
+    case 'b':
+        a->bind = optarg;
+        return 0;
     case 'v':
         a->verbose = 1;
         return 0;
@@ -131,13 +140,25 @@ static int render_apply_option(int c, char **argv, render_args *a)
 
 static int parse_render_args(int argc, char **argv, render_args *a)
 {
-    static const struct option opts[] = {
-        {"pipeline", 1, 0, 'p'},    {"count", 1, 0, 'n'},       {"resolution", 1, 0, 'r'},
-        {"seed", 1, 0, 's'},        {"out", 1, 0, 'o'},         {"name", 1, 0, 'N'},
-        {"workers", 1, 0, 'w'},     {"threads", 1, 0, 'j'},     {"class-label", 1, 0, 'c'},
-        {"keep-levels", 0, 0, 'k'}, {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
-        {"grid", 1, 0, 'g'},        {"verbose", 0, 0, 'v'},     {"ranks", 1, 0, 'R'},
-        {"mpirun-args", 1, 0, 'M'}, {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"pipeline", 1, 0, 'p'},
+                                         {"count", 1, 0, 'n'},
+                                         {"resolution", 1, 0, 'r'},
+                                         {"seed", 1, 0, 's'},
+                                         {"out", 1, 0, 'o'},
+                                         {"name", 1, 0, 'N'},
+                                         {"workers", 1, 0, 'w'},
+                                         {"threads", 1, 0, 'j'},
+                                         {"class-label", 1, 0, 'c'},
+                                         {"keep-levels", 0, 0, 'k'},
+                                         {"start-level", 1, 0, 'S'},
+                                         {"init", 1, 0, 'i'},
+                                         {"grid", 1, 0, 'g'},
+                                         {"verbose", 0, 0, 'v'},
+                                         {"ranks", 1, 0, 'R'},
+                                         {"mpirun-args", 1, 0, 'M'},
+                                         {"bind", 1, 0, 'b'},
+                                         {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c, rc = 0;
     *a = (render_args){.out = "out",
                        .name = "render",
@@ -224,20 +245,23 @@ static int read_ready_line(render_farm *f, int fd)
 static int start_coordinator(render_farm *f)
 {
     int fds[2];
+    char workers[256];
+    int rc = render_worker_endpoint(f->args->bind, workers, sizeof workers);
+    if (rc) return rc;
     if (pipe(fds)) return CLI_EXIT_RUNTIME;
     char *argv[] = {f->self,
                     "coordinator",
                     "--pipeline",
                     f->pipeline.path,
                     "--workers",
-                    "tcp://127.0.0.1:*",
+                    workers,
                     "--clients",
                     "tcp://127.0.0.1:*",
                     f->args->verbose ? "--verbose" : NULL,
                     NULL};
     f->coord = render_spawn(f->self, argv, fds[1], 1, NULL);
     close(fds[1]);
-    int rc = f->coord < 0 ? CLI_EXIT_RUNTIME : read_ready_line(f, fds[0]);
+    rc = f->coord < 0 ? CLI_EXIT_RUNTIME : read_ready_line(f, fds[0]);
     close(fds[0]);
     return rc;
 }
@@ -413,62 +437,20 @@ static void stop_farm(render_farm *f)
         reap(f->workers[i].pid, RENDER_STOP_MS);
 }
 
-enum { GRID_MAX_IMAGES = 16, GRID_ROW_MAX = 8 };
-
-/* Copy a side x side RGB image into cell (row, col) of the grid, scaled by nearest neighbour
- * to cell x cell. */
-static void grid_put(uint8_t *grid, int grid_w, int cell, int row, int col, const uint8_t *img,
-                     int side)
-{
-    for (int y = 0; y < cell; y++)
-        for (int x = 0; x < cell; x++) {
-            const uint8_t *src = img + ((size_t)(y * side / cell) * side + x * side / cell) * 3;
-            uint8_t *dst = grid + ((size_t)(row * cell + y) * grid_w + col * cell + x) * 3;
-            memcpy(dst, src, 3);
-        }
-}
-
-/* One cell's image: <index>.<level>.png with --keep-levels, else <index>.png. */
-static int grid_cell(const render_farm *f, int image, int level, uint8_t **rgb, int *side,
-                     strata_err *e)
-{
-    char path[PATH_MAX + 64];
-    int w, h;
-    const render_args *a = f->args;
-    if (a->keep_levels)
-        snprintf(path, sizeof path, "%s/%s/%06d.%s.png", a->out, a->name, image,
-                 f->pipeline.levels[level].name);
-    else
-        snprintf(path, sizeof path, "%s/%s/%06d.png", a->out, a->name, image);
-    int rc = png_read_rgb(path, rgb, &w, &h, e);
-    if (!rc && w != h) rc = err_set(e, ERR_INPUT, "%s: not square", path);
-    *side = w;
-    return rc;
-}
-
-/* --grid FILE: the first images side by side (levels as columns with --keep-levels). */
+/* --grid FILE, from the images the render wrote. */
 static int write_grid(const render_farm *f)
 {
     const render_args *a = f->args;
-    int images = a->count < GRID_MAX_IMAGES ? (int)a->count : GRID_MAX_IMAGES;
-    int levels = a->keep_levels ? f->nlevels - f->first : 1, cell = (int)a->resolution;
-    int cols = a->keep_levels ? levels : (images < GRID_ROW_MAX ? images : GRID_ROW_MAX);
-    int rows = a->keep_levels ? images : (images + cols - 1) / cols;
-    uint8_t *grid = calloc((size_t)rows * cols * cell * cell, 3);
-    strata_err e = {0};
-    int rc = grid ? 0 : err_set(&e, ERR_NOMEM, "out of memory for the grid");
-    for (int i = 0; i < images && !rc; i++)
-        for (int k = 0; k < levels && !rc; k++) {
-            uint8_t *img;
-            int side;
-            if ((rc = grid_cell(f, i, f->first + k, &img, &side, &e))) break;
-            grid_put(grid, cols * cell, cell, a->keep_levels ? i : i / cols,
-                     a->keep_levels ? k : i % cols, img, side);
-            free(img);
-        }
-    if (!rc) rc = png_write_rgb(a->grid, grid, cols * cell, rows * cell, NULL, 0, &e);
-    free(grid);
-    return rc ? cli_fail("render", rc, e.msg) : 0;
+    render_grid g = {.path = a->grid,
+                     .out = a->out,
+                     .job = a->name,
+                     .count = a->count,
+                     .resolution = a->resolution,
+                     .keep_levels = a->keep_levels,
+                     .pipeline = &f->pipeline,
+                     .first = f->first,
+                     .end = f->nlevels};
+    return render_write_grid(&g);
 }
 
 int cmd_render(int argc, char **argv)

@@ -1,10 +1,12 @@
-/* cluster internals: the parts of `strata render` outside cmd_render.c (render_ranks.c): per
- * level counts (--workers, --ranks) and how a worker is started, alone or as an MPI rank group. */
+/* cluster internals: the parts of `strata render` outside cmd_render.c: per level counts
+ * (--workers, --ranks), where its coordinator listens for workers (--bind) and how a worker is
+ * started, alone or as an MPI rank group (render_ranks.c); the --grid picture (render_grid.c). */
 #ifndef STRATA_CLUSTER_RENDER_H
 #define STRATA_CLUSTER_RENDER_H
 
 #include "cluster/config.h"
 
+#include <stddef.h>
 #include <sys/types.h>
 
 /* "L=N[,L=N]" (the value of --flag) into counts[level index] for levels of p, each N in
@@ -17,5 +19,24 @@ int render_parse_counts(const pipeline_spec *p, const char *flag, const char *sp
  * program. stdout_fd >= 0 becomes the child's stdout. The child's pid (mpirun's), or -1. */
 pid_t render_spawn(const char *self, char *const *argv, int stdout_fd, int ranks,
                    const char *mpirun_args);
+
+/* The coordinator's worker endpoint for --bind ADDR: "tcp://ADDR:*" (a free port), or
+ * "tcp://127.0.0.1:*" when addr is NULL. ADDR must be an address (or name) of this host that
+ * every worker, rank groups on other nodes included, can connect to: a host name or IPv4
+ * address, not a wildcard. 0, or CLI_EXIT_USAGE after saying what is wrong. */
+int render_worker_endpoint(const char *addr, char *out, size_t len);
+
+/* What --grid draws: the first images of DIR out/job/ (count of them, each resolution wide),
+ * with keep_levels one column per planned level [first, end) of pipeline. */
+typedef struct render_grid {
+    const char *path, *out, *job;
+    long count, resolution;
+    int keep_levels;
+    const pipeline_spec *pipeline;
+    int first, end;
+} render_grid;
+
+/* Write the grid PNG to g->path: 0, or an exit code after saying what failed. */
+int render_write_grid(const render_grid *g);
 
 #endif

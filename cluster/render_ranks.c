@@ -91,3 +91,21 @@ pid_t render_spawn(const char *self, char *const *argv, int stdout_fd, int ranks
     fprintf(stderr, "strata render: cannot run mpirun: %s\n", strerror(errno));
     _exit(127);
 }
+
+int render_worker_endpoint(const char *addr, char *out, size_t len)
+{
+    if (!addr) addr = "127.0.0.1";
+    size_t n = strlen(addr);
+    if (n == 0 || n > 200 ||
+        strspn(addr, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789.-_") != n)
+        return cli_usage("render", "--bind: '%s' is not a host name or IPv4 address", addr);
+    /* a wildcard would be printed back as the workers' endpoint, which they cannot connect to */
+    if (!strcmp(addr, "0.0.0.0"))
+        return cli_usage("render",
+                         "--bind: %s is no address to connect to; give this host's "
+                         "address on the workers' network",
+                         addr);
+    snprintf(out, len, "tcp://%s:*", addr);
+    return 0;
+}

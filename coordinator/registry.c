@@ -77,8 +77,22 @@ int coord_registry_add(coord_registry_t *r, const proto_rid *rid, const char *na
     snprintf(w->name, sizeof w->name, "%s", name);
     w->serial = ++r->next_serial;
     w->level = level;
+    w->ranks = 1;
     w->last_seen_ms = now_ms;
     return (int)r->n++;
+}
+
+void coord_registry_set_ranks(coord_registry_t *r, uint32_t i, uint32_t ranks)
+{
+    r->w[i].ranks = ranks ? ranks : 1;
+}
+
+uint32_t coord_registry_ranks(const coord_registry_t *r, int level)
+{
+    uint32_t most = 0;
+    for (uint32_t i = 0; i < r->n; i++)
+        if (r->w[i].level == level && r->w[i].ranks > most) most = r->w[i].ranks;
+    return most;
 }
 
 void coord_registry_remove(coord_registry_t *r, uint32_t i)

@@ -26,6 +26,7 @@ typedef struct coord_worker {
     uint32_t credits; /* tasks it will take now */
     uint32_t parked;  /* credits held back after a failed send, given back at the next tick */
     uint32_t running; /* tasks leased to it */
+    uint32_t ranks;   /* HELLO's: the MPI ranks it is made of (1: one process) */
     long long last_seen_ms;
 } coord_worker;
 
@@ -50,6 +51,10 @@ int coord_registry_by_serial(const coord_registry_t *r, uint32_t serial);
  * memory. */
 int coord_registry_add(coord_registry_t *r, const proto_rid *rid, const char *name, int level,
                        long long now_ms);
+/* Worker i is a group of ranks MPI ranks (HELLO's ranks; 0 counts as 1). */
+void coord_registry_set_ranks(coord_registry_t *r, uint32_t i, uint32_t ranks);
+/* The most ranks of one worker of level (0 when the level has none). */
+uint32_t coord_registry_ranks(const coord_registry_t *r, int level);
 /* Forget worker i (its credits leave the total); the last worker moves into i. */
 void coord_registry_remove(coord_registry_t *r, uint32_t i);
 

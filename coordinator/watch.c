@@ -25,11 +25,13 @@ void coord_job_status(const coord_t *c, const coord_job *j, struct proto_job_sta
                                     .nlevels = (uint32_t)(j->end - j->first),
                                     .levels = lv};
     for (int l = j->first; l < j->end; l++)
-        lv[l - j->first] = (struct proto_level_status){.name = c->pipe.levels[l].name,
-                                                       .queued = j->lv[l].queued,
-                                                       .running = j->lv[l].running,
-                                                       .done = j->lv[l].done,
-                                                       .compute_ms = j->lv[l].compute_ms};
+        lv[l - j->first] =
+            (struct proto_level_status){.name = c->pipe.levels[l].name,
+                                        .queued = j->lv[l].queued,
+                                        .running = j->lv[l].running,
+                                        .done = j->lv[l].done,
+                                        .compute_ms = j->lv[l].compute_ms,
+                                        .ranks = coord_registry_ranks(c->workers, l)};
 }
 
 static int send_progress(coord_t *c, coord_watcher *w, long long now)

@@ -79,8 +79,10 @@ static void on_hello(coord_t *c, const proto_rid *from, const struct proto_hello
         coord_log(c, 1, "worker %s not registered: out of memory", h->worker);
         return;
     }
-    coord_log(c, 0, "worker %s (%s) joined from %s pid %u",
-              coord_registry_at(c->workers, (uint32_t)w)->name, h->level, h->host, h->pid);
+    coord_registry_set_ranks(c->workers, (uint32_t)w, h->ranks);
+    coord_log(c, 0, "worker %s (%s) joined from %s pid %u ranks %u",
+              coord_registry_at(c->workers, (uint32_t)w)->name, h->level, h->host, h->pid,
+              h->ranks);
     send_welcome(c, from, level, h->worker);
 }
 

@@ -88,6 +88,7 @@ static const struct field level_f[] = {
     REQ(struct proto_level_status, running, F_U32),
     REQ(struct proto_level_status, done, F_U32),
     OPT(struct proto_level_status, compute_ms, F_U64),
+    OPT(struct proto_level_status, ranks, F_U32),
 };
 static const struct record level_rec = RECORD(struct proto_level_status, level_f);
 static const struct field job_f[] = {

@@ -30,7 +30,7 @@
  *     CANCEL       job:str                    CANCELLED job:str           or ERROR
  *                                             DONE       job:str state:str
  *   job entry:   {id:str state:str count:uint done:uint failed:uint levels:[level entry]}
- *   level entry: {name:str queued:uint running:uint done:uint [compute_ms:uint]}
+ *   level entry: {name:str queued:uint running:uint done:uint [compute_ms:uint] [ranks:uint]}
  *   tensor:      {dtype:"u8"|"f32" shape:[uint, up to 4] data:bin}, len(data) == prod(shape)*size
  *   level config: {model:str mode:str index:uint side:int steps:int [sampler:str] [eta:num]
  *                 [noise_level:int] [guidance:num] [tile:int] [overlap:int] [heartbeat_ms:int]
@@ -251,6 +251,8 @@ struct proto_level_status {
     const char *name;
     uint32_t queued, running, done;
     uint64_t compute_ms; /* optional on the wire (0 when absent): workers' time on done tasks */
+    uint32_t ranks;      /* optional (0 when absent): the most MPI ranks of one worker of the
+                          * level now joined (HELLO's ranks; 1: plain processes, 0: none joined) */
 };
 
 /* One job's progress: an entry of STATUS_REPLY, and the body of PROGRESS. */

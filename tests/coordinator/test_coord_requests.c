@@ -144,6 +144,52 @@ TEST(coord_status_counts_and_submit_errors)
     CHECK(harness_stop(&h) == 0);
 }
 
+/* A level whose worker said HELLO with ranks 3 (an MPI rank group) reports ranks 3 in STATUS,
+ * a level of plain workers 1, a level with no worker 0; the group leaving takes it back to 0. */
+static void body_status_ranks(harness *h, int *test_failed_)
+{
+    fake_worker plain;
+    proto_msg m = {.type = PROTO_HELLO,
+                   .hello = {.worker = "group",
+                             .level = h->pipe.levels[1].name,
+                             .host = "test",
+                             .slots = 1,
+                             .ranks = 3,
+                             .pid = 2}};
+    CHECK(harness_worker(h, &plain, "plain", 0, 1) == 0);
+    void *group = harness_dealer(h, 1, "group"), *cl = harness_dealer(h, 0, "client");
+    CHECK(harness_send(group, &m) == 0);
+    CHECK(harness_recv(group, &m, 5000) == 0 && m.type == PROTO_WELCOME);
+    proto_msg_free(&m);
+    char spec[1024], id[256];
+    snprintf(spec, sizeof spec, "name: rk\ncount: 1\nresolution: 64\nout: %s\n", h->dir);
+    CHECKF(harness_submit(cl, spec, id, sizeof id) == 0, "%s", id);
+    CHECK(harness_status(cl, "rk", &m) == 0 && m.type == PROTO_STATUS_REPLY);
+    const struct proto_level_status *lv = m.status_reply.jobs[0].levels;
+    CHECKF(m.status_reply.jobs[0].nlevels == 3 && lv[0].ranks == 1 && lv[1].ranks == 3 &&
+               lv[2].ranks == 0,
+           "ranks %u %u %u", lv[0].ranks, lv[1].ranks, lv[2].ranks);
+    proto_msg_free(&m);
+    m = (proto_msg){.type = PROTO_BYE};
+    CHECK(harness_send(group, &m) == 0);
+    for (int i = 0; i < 100; i++) { /* BYE and STATUS travel on different sockets */
+        CHECK(harness_status(cl, "rk", &m) == 0 && m.type == PROTO_STATUS_REPLY);
+        uint32_t r = m.status_reply.jobs[0].levels[1].ranks;
+        proto_msg_free(&m);
+        if (r == 0) break;
+        CHECK(i < 99);
+        harness_recv(cl, &m, 20); /* nothing comes: a 20 ms pause between polls */
+    }
+}
+
+TEST(coord_status_names_a_levels_rank_groups)
+{
+    harness h;
+    CHECK(harness_start(&h, NULL) == 0);
+    body_status_ranks(&h, test_failed_);
+    CHECK(harness_stop(&h) == 0);
+}
+
 /* ---------------------------------------------------------------- bad frames */
 
 enum { SMALL_FRAME = 4096 };

@@ -40,6 +40,21 @@ static int same_file(const char *a, const char *b)
     return same;
 }
 
+/* 1 when render's progress (err) has a line of level with "ranks=R" (the level's workers are
+ * groups of R ranks), as strata's client prints it. */
+static int progress_names_ranks(const char *err, const char *level, int ranks)
+{
+    char head[64], tail[32];
+    snprintf(head, sizeof head, "\n  %s done=", level);
+    snprintf(tail, sizeof tail, " ranks=%d\n", ranks);
+    for (const char *p = strstr(err, head); p; p = strstr(p + 1, head)) {
+        const char *end = strchr(p + 1, '\n');
+        const char *r = strstr(p, tail);
+        if (r && end && r == end - strlen(tail) + 1) return 1;
+    }
+    return 0;
+}
+
 /* 1 when mpirun can be run here. */
 static int have_mpirun(void)
 {
@@ -73,12 +88,13 @@ TEST_TIMEOUT(rank_groups_give_the_same_bytes_at_any_rank_count, 240)
         fprintf(stderr, "  skipped: no mpirun on this machine (tools/deps.sh installs it)\n");
         return;
     }
-    char pipe[4096], err[8192], a[4200], b[4200];
+    char pipe[4096], err[32768], a[4200], b[4200];
     const char *dir = test_tmpdir();
     CHECK(test_write_pipeline(dir, pipeline_text, pipe, sizeof pipe) == 0);
     snprintf(a, sizeof a, "%s/base", dir);
     int rc = render(pipe, a, NULL, err, sizeof err);
     CHECKF(rc == 0, "render exit %d: %s", rc, err);
+    CHECKF(!strstr(err, " ranks="), "progress names ranks of plain workers: %s", err);
     /* the last: an untiled level on 2 ranks (one has no window), 4 ranks over a 3 x 3 grid (two
      * share a row of windows), 5 over 5 x 5 */
     static const char *const ranks[] = {"l64=1,l128=1,l256=1", "l64=2,l128=2,l256=2",
@@ -90,6 +106,13 @@ TEST_TIMEOUT(rank_groups_give_the_same_bytes_at_any_rank_count, 240)
         rc = render(pipe, out, ranks[r], err, sizeof err);
         CHECKF(rc == 0, "render --ranks %s exit %d: %s", ranks[r], rc, err);
         if (r) CHECKF(strstr(err, "MPI ranks"), "%s", err);
+        /* the progress line of a level run as rank groups names its ranks (none at 1 rank) */
+        static const int l256_ranks[] = {1, 2, 3, 2};
+        if (r)
+            CHECKF(progress_names_ranks(err, "l256", l256_ranks[r]),
+                   "no l256 line with ranks=%d: %s", l256_ranks[r], err);
+        else
+            CHECKF(!strstr(err, " ranks="), "--ranks ...=1 shows ranks: %s", err);
         for (int k = 0; k < 3; k++) {
             snprintf(a, sizeof a, "%s/base/j/%s", dir, files[k]);
             snprintf(b, sizeof b, "%s/j/%s", out, files[k]);

@@ -264,7 +264,7 @@ TEST(proto_roundtrip_empty_params_map_on_the_wire)
 
 /* A STATUS_REPLY of two jobs, the second without levels. */
 static const struct proto_level_status levels[] = {
-    {"l32", 1, 2, 3, 0}, {"l128", 4, 5, 6, 7}, {"l512", 0, 0, UINT32_MAX, UINT64_MAX}};
+    {"l32", 1, 2, 3, 0, 0}, {"l128", 4, 5, 6, 7, 1}, {"l512", 0, 0, UINT32_MAX, UINT64_MAX, 3}};
 static const struct proto_job_status jobs[] = {
     {"job-a", "running", 100, 40, 1, 3, levels},
     {"job-b", "queued", 5, 0, 0, 0, NULL},
@@ -278,7 +278,7 @@ static int job_equal(const struct proto_job_status *a, const struct proto_job_st
     for (uint32_t i = 0; i < a->nlevels; i++) {
         const struct proto_level_status *x = &a->levels[i], *y = &b->levels[i];
         if (!streq(x->name, y->name) || x->queued != y->queued || x->running != y->running ||
-            x->done != y->done || x->compute_ms != y->compute_ms)
+            x->done != y->done || x->compute_ms != y->compute_ms || x->ranks != y->ranks)
             return 0;
     }
     return 1;
