@@ -1,5 +1,6 @@
 /* The UNet2DModel forward: conv_in, the down path (its outputs kept as skips), the mid block,
- * the up path, then norm, SiLU and conv_out; every feature map in the model's arena. */
+ * the up path, then norm, SiLU and conv_out; every feature map in the model's arena, freed
+ * after its last reader so that the arena holds only the maps alive at once. */
 #include "kernels/arena.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
@@ -30,13 +31,20 @@ static fmap fmap_new(fwd *f, int c, int h, int w)
     return r;
 }
 
-/* A new map = cv(x). */
-static fmap run_conv(fwd *f, const conv2d *cv, fmap x)
+/* Frees x: its last reader is done. */
+static void fmap_free(fwd *f, fmap x)
+{
+    arena_free(f->a, x.data);
+}
+
+/* A new map = cv(x); x freed unless keep (it has readers still to come). */
+static fmap run_conv(fwd *f, const conv2d *cv, fmap x, int keep)
 {
     int oh, ow;
     conv2d_out_size(cv, x.h, x.w, &oh, &ow);
     fmap y = fmap_new(f, cv->cout, oh, ow);
     if (!f->failed && op_conv2d(cv, x.data, f->n, x.h, x.w, y.data, 0, f->a)) f->failed = 1;
+    if (!keep) fmap_free(f, x);
     return y;
 }
 
@@ -52,47 +60,78 @@ static fmap resample_nearest(fwd *f, fmap x, int up)
     return y;
 }
 
-/* A new map = ResnetBlock2D r (x, the time embedding); its scratch released before return. */
-static fmap run_resnet(fwd *f, const resnet *r, fmap x)
+/* out (holding the shortcut of x already) += conv2(norm2(conv1(h) + time)), then the output
+ * scale: the rest of a ResnetBlock2D after norm1. Frees h. */
+static fmap resnet_finish(fwd *f, const resnet *r, fmap h, fmap out)
 {
-    int n = f->n, oh = r->up ? 2 * x.h : r->down ? x.h / 2 : x.h;
-    int ow = r->up ? 2 * x.w : r->down ? x.w / 2 : x.w;
-    fmap out = fmap_new(f, r->cout, oh, ow);
-    size_t mark = arena_mark(f->a);
-    fmap h = fmap_new(f, r->cin, x.h, x.w);
+    int n = f->n;
+    fmap h2 = run_conv(f, &r->conv1, h, 0);
     float *temb = arena_floats(f->a, (size_t)n * r->temb_out);
     if (f->failed || !temb) return f->failed = 1, out;
-    op_groupnorm(&r->norm1, x.data, n, x.h * x.w, NULL, NULL, 0, r->act, h.data);
-    if (r->up || r->down) {
-        h = resample_nearest(f, h, r->up);
-        x = resample_nearest(f, x, r->up);
-    }
-    fmap h2 = run_conv(f, &r->conv1, h);
-    if (f->failed) return out;
     op_linear(f->emb_act, n, f->m->temb_dim, r->temb_w, r->temb_b, r->temb_out, temb);
-    size_t hw = (size_t)oh * ow;
+    size_t hw = (size_t)out.h * out.w;
     if (!r->scale_shift) op_add_channel_values(h2.data, n, r->cout, hw, temb, r->temb_out);
     const float *scale = r->scale_shift ? temb : NULL;
     const float *shift = r->scale_shift ? temb + r->cout : NULL;
     op_groupnorm(&r->norm2, h2.data, n, (int)hw, scale, shift, r->temb_out, r->act, h2.data);
-    if (r->has_shortcut) {
-        if (op_conv2d(&r->shortcut, x.data, n, oh, ow, out.data, 0, f->a)) f->failed = 1;
-    } else {
-        op_copy(out.data, x.data, (size_t)n * r->cout * hw);
-    }
-    if (f->failed || op_conv2d(&r->conv2, h2.data, n, oh, ow, out.data, 1, f->a)) f->failed = 1;
+    arena_free(f->a, temb);
+    if (op_conv2d(&r->conv2, h2.data, n, out.h, out.w, out.data, 1, f->a)) f->failed = 1;
+    fmap_free(f, h2);
     if (r->output_scale != 1.0f)
         for (size_t j = 0; j < (size_t)n * r->cout * hw; j++)
             out.data[j] /= r->output_scale;
-    arena_release(f->a, mark);
     return out;
 }
 
-/* A new map = attention at (x), residual included. */
-static fmap run_attention(fwd *f, const attention *at, fmap x)
+/* out = the shortcut of x (a 1x1 convolution, or x itself). */
+static void resnet_shortcut(fwd *f, const resnet *r, fmap x, fmap out)
+{
+    if (r->has_shortcut) {
+        if (op_conv2d(&r->shortcut, x.data, f->n, x.h, x.w, out.data, 0, f->a)) f->failed = 1;
+    } else {
+        op_copy(out.data, x.data, (size_t)f->n * r->cout * x.h * x.w);
+    }
+}
+
+/* A ResnetBlock2D with up or down: norm1, then h and x resampled, the shortcut from the
+ * resampled x. x freed unless keep. */
+static fmap run_resnet_resampling(fwd *f, const resnet *r, fmap x, int keep)
+{
+    fmap h = fmap_new(f, r->cin, x.h, x.w);
+    if (f->failed) return h;
+    op_groupnorm(&r->norm1, x.data, f->n, x.h * x.w, NULL, NULL, 0, r->act, h.data);
+    fmap hr = resample_nearest(f, h, r->up);
+    fmap_free(f, h);
+    fmap xr = resample_nearest(f, x, r->up);
+    if (!keep) fmap_free(f, x);
+    fmap out = fmap_new(f, r->cout, xr.h, xr.w);
+    if (f->failed) return out;
+    resnet_shortcut(f, r, xr, out);
+    fmap_free(f, xr);
+    return resnet_finish(f, r, hr, out);
+}
+
+/* A new map = ResnetBlock2D r (x, the time embedding). x freed unless keep; when it goes, norm1
+ * overwrites it in place, after the shortcut has read it (the same operations, in less
+ * memory). */
+static fmap run_resnet(fwd *f, const resnet *r, fmap x, int keep)
+{
+    if (r->up || r->down) return run_resnet_resampling(f, r, x, keep);
+    fmap out = fmap_new(f, r->cout, x.h, x.w);
+    if (f->failed) return out;
+    resnet_shortcut(f, r, x, out);
+    fmap h = keep ? fmap_new(f, r->cin, x.h, x.w) : x;
+    if (f->failed) return out;
+    op_groupnorm(&r->norm1, x.data, f->n, x.h * x.w, NULL, NULL, 0, r->act, h.data);
+    return resnet_finish(f, r, h, out);
+}
+
+/* A new map = attention at (x), residual included. x freed unless keep. */
+static fmap run_attention(fwd *f, const attention *at, fmap x, int keep)
 {
     fmap y = fmap_new(f, x.c, x.h, x.w);
     if (!f->failed && op_attention(at, x.data, f->n, x.h * x.w, y.data, f->a)) f->failed = 1;
+    if (!keep) fmap_free(f, x);
     return y;
 }
 
@@ -101,7 +140,7 @@ static fmap concat(fwd *f, fmap a, fmap b)
 {
     if (a.h != b.h || a.w != b.w) { /* cannot happen for sides the model accepts */
         f->failed = 1;
-        return a;
+        return (fmap){NULL, 0, 0, 0};
     }
     fmap y = fmap_new(f, a.c + b.c, a.h, a.w);
     if (f->failed) return y;
@@ -113,19 +152,18 @@ static fmap concat(fwd *f, fmap a, fmap b)
     return y;
 }
 
-/* Upsample2D: nearest x2, then a 3x3 convolution. The upsampled copy stays in the arena
- * below y until the forward ends (a bump allocator frees only from the top). */
+/* Upsample2D: nearest x2, then a 3x3 convolution; x and the upsampled copy freed. */
 static fmap run_upsample_conv(fwd *f, const conv2d *cv, fmap x)
 {
     fmap up = resample_nearest(f, x, 1);
-    fmap y = fmap_new(f, cv->cout, up.h, up.w);
-    if (!f->failed && op_conv2d(cv, up.data, f->n, up.h, up.w, y.data, 0, f->a)) f->failed = 1;
-    return y;
+    fmap_free(f, x);
+    return run_conv(f, cv, up, 0);
 }
 
 enum { UNET_MAX_SKIPS = UNET_MAX_BLOCKS * (UNET_MAX_LAYERS + 1) + 1 };
 
-/* The down blocks from h; every resnet, attention and downsampler output pushed on skips. */
+/* The down blocks from h; every resnet, attention and downsampler output pushed on skips,
+ * which the up path frees, so every map read here is kept. */
 static fmap run_down_path(fwd *f, fmap h, fmap *skips, int *nskips)
 {
     unet_t *m = f->m;
@@ -133,31 +171,34 @@ static fmap run_down_path(fwd *f, fmap h, fmap *skips, int *nskips)
     for (int i = 0; i < m->cfg.nblocks; i++) {
         const unet_block *b = &m->down[i];
         for (int j = 0; j < b->nres; j++) {
-            h = run_resnet(f, &b->res[j], h);
-            if (b->has_attn) h = run_attention(f, &b->attn[j], h);
+            h = run_resnet(f, &b->res[j], h, 1);
+            if (b->has_attn) h = run_attention(f, &b->attn[j], h, 0);
             skips[(*nskips)++] = h;
         }
         if (b->resample) {
-            h = b->resample == 2 ? run_resnet(f, &b->resample_res, h)
-                                 : run_conv(f, &b->resample_conv, h);
+            h = b->resample == 2 ? run_resnet(f, &b->resample_res, h, 1)
+                                 : run_conv(f, &b->resample_conv, h, 1);
             skips[(*nskips)++] = h;
         }
     }
     return h;
 }
 
-/* The up blocks from h, each resnet taking the last skip off the stack concatenated to h. */
+/* The up blocks from h, each resnet taking the last skip off the stack concatenated to h; each
+ * map freed after its last reader. h is the last skip itself in a model without mid block. */
 static fmap run_up_path(fwd *f, fmap h, fmap *skips, int *nskips)
 {
     unet_t *m = f->m;
     for (int i = 0; i < m->cfg.nblocks && !f->failed; i++) {
         const unet_block *b = &m->up[i];
         for (int j = 0; j < b->nres; j++) {
-            fmap skip = skips[--(*nskips)];
-            h = run_resnet(f, &b->res[j], concat(f, h, skip));
-            if (b->has_attn) h = run_attention(f, &b->attn[j], h);
+            fmap skip = skips[--(*nskips)], cat = concat(f, h, skip);
+            fmap_free(f, skip);
+            if (h.data != skip.data) fmap_free(f, h);
+            h = run_resnet(f, &b->res[j], cat, 0);
+            if (b->has_attn) h = run_attention(f, &b->attn[j], h, 0);
         }
-        if (b->resample == 2) h = run_resnet(f, &b->resample_res, h);
+        if (b->resample == 2) h = run_resnet(f, &b->resample_res, h, 0);
         if (b->resample == 1) h = run_upsample_conv(f, &b->resample_conv, h);
     }
     return h;
@@ -187,19 +228,16 @@ static void finish(fwd *f, fmap h, const float *timesteps, float *out)
                 out[i * per + j] /= timesteps[i];
 }
 
-/* One forward of n images (see kernels.h); ERR_INPUT for a bad shape, timestep or label,
- * ERR_NOMEM when the arena cannot grow. */
-int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,
-                 const float *class_labels, float *out, strata_err *e)
+/* The forward itself, every map in the arena (which the caller empties afterwards). */
+static int forward_pass(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,
+                        const float *class_labels, float *out, strata_err *e)
 {
-    int rc = check_shape(m, n, h, w, e);
-    if (rc) return rc;
-    if (arena_reset(&m->arena)) return err_set(e, ERR_NOMEM, "out of memory");
     fwd f = {.m = m, .n = n, .a = &m->arena};
     float *emb = arena_floats(f.a, (size_t)n * m->temb_dim);
     if (!emb) return err_set(e, ERR_NOMEM, "out of memory");
     size_t mark = arena_mark(f.a);
-    if ((rc = unet_embed(m, n, f.a, timesteps, class_labels, emb, e))) return rc;
+    int rc = unet_embed(m, n, f.a, timesteps, class_labels, emb, e);
+    if (rc) return rc;
     arena_release(f.a, mark);
     f.emb_act = emb;
     fmap in = fmap_new(&f, m->cfg.in_channels, h, w);
@@ -208,14 +246,27 @@ int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *ti
         in.data[j] = m->cfg.center_input_sample ? 2.0f * x[j] - 1.0f : x[j];
     fmap skips[UNET_MAX_SKIPS];
     int nskips = 0;
-    fmap cur = run_down_path(&f, run_conv(&f, &m->conv_in, in), skips, &nskips);
-    if (m->cfg.has_mid && !f.failed) {
-        cur = run_resnet(&f, &m->mid_res[0], cur);
-        if (m->mid_has_attn) cur = run_attention(&f, &m->mid_attn, cur);
-        cur = run_resnet(&f, &m->mid_res[1], cur);
+    fmap cur = run_down_path(&f, run_conv(&f, &m->conv_in, in, 0), skips, &nskips);
+    if (m->cfg.has_mid && !f.failed) { /* its input is the last skip */
+        cur = run_resnet(&f, &m->mid_res[0], cur, 1);
+        if (m->mid_has_attn) cur = run_attention(&f, &m->mid_attn, cur, 0);
+        cur = run_resnet(&f, &m->mid_res[1], cur, 0);
     }
     cur = run_up_path(&f, cur, skips, &nskips);
     if (!f.failed) finish(&f, cur, timesteps, out);
     if (f.failed) return err_set(e, ERR_NOMEM, "out of memory in the UNet forward");
     return 0;
+}
+
+/* One forward of n images (see kernels.h); ERR_INPUT for a bad shape, timestep or label,
+ * ERR_NOMEM when memory runs out. Afterwards the arena is emptied and grown to this pass's peak
+ * (a failure to grow it only leaves the next pass to take its memory from the heap). */
+int unet_forward(unet_t *m, const float *x, int n, int h, int w, const float *timesteps,
+                 const float *class_labels, float *out, strata_err *e)
+{
+    int rc = check_shape(m, n, h, w, e);
+    if (rc) return rc;
+    rc = forward_pass(m, x, n, h, w, timesteps, class_labels, out, e);
+    arena_reset(&m->arena);
+    return rc;
 }
