@@ -3,9 +3,14 @@
  * each sampled to the end and blended once (tile_blend: finished). The seam figure of an image is
  * the mean absolute gradient across the rows and columns where a tile starts or ends over the same
  * across every row and column; a tiled image's ratio is its figure over the untiled image's (the
- * same lines, the same job), so the content's own edges cancel out. On the fixture models: what
- * tile_blend: finished is (one window: the level itself; tiles: its own image, the same bytes
- * whatever the threads). */
+ * same lines, the same job), so the content's own edges cancel out.
+ * Finished tiles are not asserted to score worse: the feather is ~0 at every tile's edge (under
+ * 2e-4 of the neighbour's weight at these lines), so any blend of these windows is continuous
+ * there, and on this job the windows barely disagree (mean |finished - step| ~0.1 of 255).
+ * Measured (2 to 6 steps, seeds 1 and 7, tiles overlapping by 11 to 43) it came out 0 to 0.2% above
+ * step's, and on l128 in tiles of 40 up to 1.6% below: noise, not a seam. The test prints both
+ * figures. On the fixture models: what tile_blend: finished is (one window: the level itself;
+ * tiles: its own image, the same bytes whatever the threads). */
 #include "kernels/kernels.h"
 #include "tests/test.h"
 #include "worker/worker.h"
@@ -14,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { SIDE = 512, TILE = 160, OVERLAP = 32, STEPS = 3, SEED = 7 };
+enum { SIDE = 512, TILE = 160, OVERLAP = 32, STEPS = 2, SEED = 7 };
 
 /* Mean |a - b| over the pixels and channels of neighbouring lines, rows (row = 1) or columns
  * b - 1 and b, of an RGB8 image. */
