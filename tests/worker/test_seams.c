@@ -187,3 +187,28 @@ TEST(seams_finished_tiles_are_their_own_image)
     CHECKF(rc == 0, "%s", e.msg);
     CHECK(memcmp(a, b, sizeof a) == 0);
 }
+
+/* A rank group steps the sampler on the whole canvas only: its worker refuses tile_blend:
+ * finished at WELCOME, and the render ends with 2 naming the key. */
+TEST_TIMEOUT(seams_rank_group_refuses_finished_tiles, 60)
+{
+    const char *which[] = {"/bin/sh", "-c", "command -v mpirun", NULL};
+    if (test_run_program(which, NULL, 0, NULL, 0) != 0) {
+        fprintf(stderr, "  skipped: no mpirun on this machine (tools/deps.sh installs it)\n");
+        return;
+    }
+    char pipe[4096], err[8192];
+    const char *dir = test_tmpdir();
+    CHECK(test_write_pipeline(dir,
+                              "name: finished\nlevels:\n"
+                              "  - {name: l16, kind: generate, model: @/tests/fixtures/unet/small3/"
+                              "model, side: 16, steps: 2}\n"
+                              "  - {name: l64, kind: refine, model: @/" SR_MODEL ", side: 64,"
+                              " steps: 2, tile: 32, overlap: 8, tile_blend: finished}\n",
+                              pipe, sizeof pipe) == 0);
+    const char *args[] = {"render", "--pipeline", pipe, "--count", "1",     "--resolution",
+                          "64",     "--out",      dir,  "--ranks", "l64=2", NULL};
+    int rc = test_run_strata(args, err, sizeof err, NULL, 0);
+    CHECKF(rc == 2, "render exit %d (expected 2): %s", rc, err);
+    CHECKF(strstr(err, "'tile_blend': a rank group runs step only"), "%s", err);
+}
