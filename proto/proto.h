@@ -111,8 +111,8 @@ int level_kind_parse(const char *name, level_kind *out);
 
 /* How a tiled level combines its windows. STEP: their model outputs blended at every step, one
  * sampler on the whole canvas (docs/design.md section 3). FINISHED: each window sampled to the end
- * on its own and only the finished windows blended, once: a comparison that shows the seams STEP
- * avoids (tests/worker/test_seams.c). Pipeline files and WELCOME name it by tile_blend_name. */
+ * on its own and only the finished windows blended, once, built to compare with STEP
+ * (tests/worker/test_seams.c). Pipeline files and WELCOME name it by tile_blend_name. */
 typedef enum tile_blend_mode {
     TILE_BLEND_STEP,
     TILE_BLEND_FINISHED,

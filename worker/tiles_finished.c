@@ -1,8 +1,8 @@
 /* tile_blend: finished, built to be compared with blending at every step (tiles.c): each tile
  * window is sampled to the end as a canvas of its own, and only the finished windows are blended,
  * once, with the same feather and normalisation (tile_blend_rows, tile_normalise_rows). Each
- * window's sampler sees only its window, so neighbours drift apart where they overlap: the seams
- * that one global step avoids (tests/worker/test_seams.c measures them). */
+ * window's sampler sees only its window, so neighbours may drift apart where they overlap, which
+ * one global step rules out (tests/worker/test_seams.c compares the two). */
 #include "worker/group.h"
 
 #include <stdlib.h>
