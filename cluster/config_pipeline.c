@@ -11,9 +11,9 @@
 static const char *const pipeline_keys[] = {"name", "levels"};
 enum { PIPELINE_KEY_NAME, PIPELINE_KEY_LEVELS, PIPELINE_KEY_COUNT };
 
-static const char *const level_keys[] = {"name",  "kind",        "model", "side",
-                                         "steps", "sampler",     "eta",   "guidance",
-                                         "pool",  "noise_level", "tile",  "overlap"};
+static const char *const level_keys[] = {"name",    "kind",    "model",     "side", "steps",
+                                         "sampler", "eta",     "guidance",  "pool", "noise_level",
+                                         "tile",    "overlap", "tile_blend"};
 enum {
     LEVEL_KEY_NAME,
     LEVEL_KEY_KIND,
@@ -27,6 +27,7 @@ enum {
     LEVEL_KEY_NOISE_LEVEL,
     LEVEL_KEY_TILE,
     LEVEL_KEY_OVERLAP,
+    LEVEL_KEY_TILE_BLEND,
     LEVEL_KEY_COUNT
 };
 _Static_assert(sizeof level_keys / sizeof level_keys[0] == LEVEL_KEY_COUNT, "level_keys");
@@ -136,7 +137,20 @@ static int level_parse_sampling(const cfg *c, yaml_node_t **v, const char *prefi
     return r;
 }
 
-/* tile (0 or a multiple of 8, at most side) and overlap (smaller than tile). */
+/* step (the default) or finished (tile_blend_parse's names). */
+static int level_parse_tile_blend(const cfg *c, const yaml_node_t *n, const char *prefix,
+                                  level_spec *l)
+{
+    char shown[64];
+    if (!n || cfg_is_null(n)) return 0;
+    if (cfg_is_text(n) && tile_blend_parse(cfg_text(n), &l->tile_blend) == 0) return 0;
+    if (n->type != YAML_SCALAR_NODE)
+        return cfg_fail(c, n, prefix, "tile_blend", "expected step or finished");
+    cfg_show(n->data.scalar.value, n->data.scalar.length, shown, sizeof shown);
+    return cfg_fail(c, n, prefix, "tile_blend", "expected step or finished, got \"%s\"", shown);
+}
+
+/* tile (0 or a multiple of 8, at most side), overlap (smaller than tile) and tile_blend. */
 static int level_parse_tiles(const cfg *c, yaml_node_t **v, const char *prefix, level_spec *l)
 {
     const yaml_node_t *tile = v[LEVEL_KEY_TILE], *overlap = v[LEVEL_KEY_OVERLAP];
@@ -150,6 +164,7 @@ static int level_parse_tiles(const cfg *c, yaml_node_t **v, const char *prefix, 
         r = cfg_fail(c, overlap, prefix, "overlap", "needs a tile (tile is 0)");
     if (!r && l->tile && l->overlap >= l->tile)
         r = cfg_fail(c, overlap, prefix, "overlap", "must be smaller than tile (%d)", l->tile);
+    if (!r) r = level_parse_tile_blend(c, v[LEVEL_KEY_TILE_BLEND], prefix, l);
     return r;
 }
 

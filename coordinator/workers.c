@@ -58,7 +58,8 @@ static void send_welcome(coord_t *c, const proto_rid *to, int i, const char *nam
                                       .tile = l->tile,
                                       .overlap = l->overlap,
                                       .heartbeat_ms = c->o.heartbeat_ms,
-                                      .liveness = c->o.liveness}};
+                                      .liveness = c->o.liveness,
+                                      .tile_blend = tile_blend_name(l->tile_blend)}};
     send_to_worker(c, to, &m, name);
 }
 

@@ -1,4 +1,4 @@
-/* The level contract's logic: level kind names and the one level planner, which the
+/* The level contract's logic: level kind and tile blend names and the one level planner, which the
  * coordinator (SUBMIT) and `strata render` both call, so a job runs the same levels however it
  * arrives. */
 #include "proto/proto.h"
@@ -23,6 +23,27 @@ int level_kind_parse(const char *name, level_kind *out)
     for (int k = 0; name && k < LEVEL_KIND_COUNT; k++)
         if (!strcmp(name, kind_names[k])) {
             *out = (level_kind)k;
+            return 0;
+        }
+    return ERR_VALUE;
+}
+
+static const char *const blend_names[TILE_BLEND_COUNT] = {
+    [TILE_BLEND_STEP] = "step",
+    [TILE_BLEND_FINISHED] = "finished",
+};
+
+const char *tile_blend_name(tile_blend_mode mode)
+{
+    if ((int)mode < 0 || mode >= TILE_BLEND_COUNT) return NULL;
+    return blend_names[mode];
+}
+
+int tile_blend_parse(const char *name, tile_blend_mode *out)
+{
+    for (int k = 0; name && k < TILE_BLEND_COUNT; k++)
+        if (!strcmp(name, blend_names[k])) {
+            *out = (tile_blend_mode)k;
             return 0;
         }
     return ERR_VALUE;

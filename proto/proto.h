@@ -34,7 +34,8 @@
  *   tensor:      {dtype:"u8"|"f32" shape:[uint, up to 4] data:bin}, len(data) == prod(shape)*size
  *   level config: {model:str mode:str index:uint side:int steps:int [sampler:str] [eta:num]
  *                 [noise_level:int] [guidance:num] [tile:int] [overlap:int] [heartbeat_ms:int]
- *                 [liveness:int]}     (mode: a level_kind_name; num: an int or a float)
+ *                 [liveness:int] [tile_blend:str]}
+ *                 (mode: a level_kind_name; tile_blend: a tile_blend_name; num: an int or a float)
  *
  * "uint" fields are 32-bit on both sides (values above 2^32-1 are rejected); uint64 fields and
  * class_label (int32) are as named. A lease is the pair (task, attempt) carried by TASK and
@@ -108,22 +109,38 @@ const char *level_kind_name(level_kind kind);
 /* The kind called name: 0, or ERR_VALUE (out untouched) for any other text or NULL. */
 int level_kind_parse(const char *name, level_kind *out);
 
+/* How a tiled level combines its windows. STEP: their model outputs blended at every step, one
+ * sampler on the whole canvas (docs/design.md section 3). FINISHED: each window sampled to the end
+ * on its own and only the finished windows blended, once, built to compare with STEP
+ * (tests/worker/test_seams.c). Pipeline files and WELCOME name it by tile_blend_name. */
+typedef enum tile_blend_mode {
+    TILE_BLEND_STEP,
+    TILE_BLEND_FINISHED,
+    TILE_BLEND_COUNT,
+} tile_blend_mode;
+
+/* "step" or "finished"; NULL out of range. */
+const char *tile_blend_name(tile_blend_mode mode);
+/* The mode called name: 0, or ERR_VALUE (out untouched) for any other text or NULL. */
+int tile_blend_parse(const char *name, tile_blend_mode *out);
+
 /* One level of a pipeline (a YAML file in configs/pipelines/). */
 typedef struct level_spec {
     char name[SPEC_NAME_MAX]; /* e.g. "l128" */
     level_kind kind;
-    char model[SPEC_PATH_MAX]; /* diffusers UNet2DModel directory, relative paths resolved
-                                  against the pipeline file's directory */
-    int side;                  /* output side in pixels */
-    int steps;                 /* sampling steps (ignored by direct) */
-    char sampler[16];          /* "" = the model's scheduler_config.json class, or ddim, ddpm,
-                                  dpm++2m */
-    float eta;                 /* DDIM eta */
-    int noise_level;           /* noise-conditioning augmentation timestep of cond, 0 = none */
-    float guidance;            /* classifier-free guidance scale, 1 = off */
-    int tile;                  /* tile side; 0 = no tiling */
-    int overlap;               /* tile overlap in pixels */
-    int pool;                  /* default worker count of this level's pool */
+    char model[SPEC_PATH_MAX];  /* diffusers UNet2DModel directory, relative paths resolved
+                                   against the pipeline file's directory */
+    int side;                   /* output side in pixels */
+    int steps;                  /* sampling steps (ignored by direct) */
+    char sampler[16];           /* "" = the model's scheduler_config.json class, or ddim, ddpm,
+                                   dpm++2m */
+    float eta;                  /* DDIM eta */
+    int noise_level;            /* noise-conditioning augmentation timestep of cond, 0 = none */
+    float guidance;             /* classifier-free guidance scale, 1 = off */
+    int tile;                   /* tile side; 0 = no tiling */
+    int overlap;                /* tile overlap in pixels */
+    int pool;                   /* default worker count of this level's pool */
+    tile_blend_mode tile_blend; /* step (default) or finished */
 } level_spec;
 
 typedef struct pipeline_spec {
@@ -210,6 +227,9 @@ typedef struct proto_level_config {
     int32_t tile, overlap;
     int32_t heartbeat_ms; /* 1000: the coordinator's heartbeat interval */
     int32_t liveness;     /* 3: heartbeats of silence before a peer is presumed gone */
+    /* "step": a tile_blend_name. An older coordinator leaves it out: its levels blend at every
+     * step. An older worker ignores it and blends at every step whatever it says. */
+    const char *tile_blend;
 } proto_level_config;
 
 struct proto_welcome {

@@ -54,6 +54,13 @@ static int config_level(const proto_level_config *w, level_params *l, strata_err
     if (!rc && w->tile > 0 && w->overlap >= w->tile)
         rc = err_set(e, ERR_INPUT, WHERE ": 'overlap': %d is not below 'tile' (%d)", w->overlap,
                      w->tile);
+    if (!rc && tile_blend_parse(w->tile_blend ? w->tile_blend : "step", &l->tile_blend))
+        rc = err_set(e, ERR_INPUT, WHERE ": 'tile_blend': expected step or finished, got \"%.40s\"",
+                     w->tile_blend);
+    /* a rank's windows are sampled with the group's global steps (level.c) */
+    if (!rc && l->tile_blend == TILE_BLEND_FINISHED && worker_group_on())
+        rc = err_set(e, ERR_INPUT,
+                     WHERE ": 'tile_blend': a rank group runs step only, not finished");
     if (rc) return rc;
     l->kind = w->kind;
     l->index = w->index;

@@ -171,7 +171,9 @@ int level_sample(unet_t *m, const level_params *p, const level_canvas *c, float 
     if (!rc) rc = tile_eval_init(&s.te, e);
     sched_config sched;
     sample_loop L = level_loop(&s, &sched);
-    if (!rc) rc = sample_loop_run(&L, x, e);
+    if (!rc)
+        rc = p->tile_blend == TILE_BLEND_FINISHED ? tile_finished_sample(&s.te, &L, x, e)
+                                                  : sample_loop_run(&L, x, e);
     tile_eval_free(&s.te);
     free(s.cond);
     free(s.labels);
@@ -186,6 +188,8 @@ static int level_group_setup(level_state *s, tile_group *g, float **x, strata_er
         return err_set(e, ERR_INPUT,
                        "a rank group cannot run a sampler with thresholding: its "
                        "quantiles are per image, and each rank holds only rows");
+    if (s->p->tile_blend == TILE_BLEND_FINISHED)
+        return err_set(e, ERR_INPUT, "a rank group cannot run tile_blend: finished; use step");
     int rc = level_check(s, e);
     if (!rc) rc = level_labels(s, e);
     if (!rc) rc = tile_eval_grid(&s->te, e);

@@ -68,6 +68,7 @@ typedef struct level_params {
     float guidance;  /* classifier-free guidance scale; <= 1 = off */
     int tile;        /* tile side; 0 or >= side = one tile */
     int overlap;
+    tile_blend_mode tile_blend; /* TILE_BLEND_STEP (0): windows blended at every step */
 } level_params;
 
 /* One image's task at a level. */
@@ -155,6 +156,13 @@ void tile_eval_free(tile_eval *t);
 /* sample_eval_fn over a tile_eval (ctx). Windows run in index order, so the result does not
  * depend on threads; pixels are blended in that order too. */
 int tile_eval_model(void *ctx, int step, float t, const float *x, float *out, strata_err *e);
+
+/* tile_blend: finished (tiles_finished.c), the comparison to blending at every step: each window
+ * of t sampled to the end as a canvas of its own (its own sampler; L's noise read at the window's
+ * global pixels; t's cond cropped to it), then the finished windows blended once with the same
+ * feather. L is the level's loop over the whole canvas, x its result as sample_loop_run's. Not
+ * under a rank group, nor with L->noise replaced (ERR_INPUT). */
+int tile_finished_sample(tile_eval *t, const sample_loop *L, float *x, strata_err *e);
 
 /* ---------------------------------------------------------------- the worker loop */
 

@@ -147,10 +147,10 @@ static const struct {
     {"    side: 32\n", "", "3: levels[0].side: missing required key"},
     {"  - name: l128\n", "  - nam: l128\n",
      "8: levels[1].nam: unknown key (known: name, kind, model, side, steps, sampler, eta, "
-     "guidance, pool, noise_level, tile, overlap)"},
+     "guidance, pool, noise_level, tile, overlap, tile_blend)"},
     {"    steps: 30\n", "    stpes: 30\n",
      "12: levels[1].stpes: unknown key (known: name, kind, model, side, steps, sampler, eta, "
-     "guidance, pool, noise_level, tile, overlap)"},
+     "guidance, pool, noise_level, tile, overlap, tile_blend)"},
     {"name: t\n", "name: t\nversion: 2\n", "2: version: unknown key (known: name, levels)"},
     {"name: t\n", "", "1: name: missing required key"},
     {"name: t\n", "name: ../t\n",
@@ -190,6 +190,10 @@ static const struct {
     {"steps: 30", "steps: 30\n    tile: 64\n    overlap: 64",
      "14: levels[1].overlap: must be smaller than tile (64)"},
     {"steps: 30", "steps: 30\n    overlap: 8", "13: levels[1].overlap: needs a tile (tile is 0)"},
+    {"steps: 30", "steps: 30\n    tile_blend: final",
+     "13: levels[1].tile_blend: expected step or finished, got \"final\""},
+    {"steps: 30", "steps: 30\n    tile_blend: [step]",
+     "13: levels[1].tile_blend: expected step or finished"},
     {"levels:\n", "levels: 3\nx:\n", "3: x: unknown key (known: name, levels)"},
     {"name: t\n", "name: \"a\\0b\"\n", "1: name: contains a NUL character"},
     {"name: t\n", "name: \"a\\nb\"\n",
@@ -229,10 +233,10 @@ static const struct {
     {"name: t\nlevels: []\n", "2: levels: expected a non-empty list of levels"},
     {"name: t\nlevels:\n  - l32\n",
      "3: levels[0]: expected a map of keys (name, kind, model, side, steps, sampler, eta, "
-     "guidance, pool, noise_level, tile, overlap)"},
+     "guidance, pool, noise_level, tile, overlap, tile_blend)"},
     {"name: t\nlevels: &a [*a]\n",
      "2: levels[0]: expected a map of keys (name, kind, model, side, steps, sampler, eta, "
-     "guidance, pool, noise_level, tile, overlap)"},
+     "guidance, pool, noise_level, tile, overlap, tile_blend)"},
     {"name: t\nlevels: [{}, {}, {}, {}, {}, {}, {}, {}, {}]\n",
      "2: levels: at most 8 levels, got 9"},
     {"name: t\n---\nname: u\n", "2: document: a second YAML document; one is allowed"},
@@ -255,13 +259,15 @@ TEST(config_pipeline_shapes)
 /* Optional keys, a direct level, and absolute or origin-less model paths. */
 TEST(config_pipeline_optional_keys)
 {
-    static const char text[] = "name: full\n"
-                               "levels:\n"
-                               "  - {name: a, kind: generate, model: /abs/m, side: 8, steps: 2,\n"
-                               "     sampler: dpm++2m, eta: 0.5, guidance: 3, pool: 4}\n"
-                               "  - {name: b, kind: refine, model: m, side: 64, steps: 1,\n"
-                               "     noise_level: 999, tile: 32, overlap: 8, sampler: ~}\n"
-                               "  - {name: c, kind: direct, model: m, side: 128}\n";
+    static const char text[] =
+        "name: full\n"
+        "levels:\n"
+        "  - {name: a, kind: generate, model: /abs/m, side: 8, steps: 2,\n"
+        "     sampler: dpm++2m, eta: 0.5, guidance: 3, pool: 4}\n"
+        "  - {name: b, kind: refine, model: m, side: 64, steps: 1,\n"
+        "     noise_level: 999, tile: 32, overlap: 8, sampler: ~,\n"
+        "     tile_blend: finished}\n"
+        "  - {name: c, kind: direct, model: m, side: 128, tile_blend: step}\n";
     pipeline_spec p;
     strata_err e = {0};
     int r = pipeline_from_yaml_text(text, strlen(text), "SUBMIT", &p, &e);
@@ -272,6 +278,9 @@ TEST(config_pipeline_optional_keys)
     CHECK(!strcmp(p.levels[1].model, "m") && p.levels[1].noise_level == 999);
     CHECK(p.levels[1].tile == 32 && p.levels[1].overlap == 8 && !p.levels[1].sampler[0]);
     CHECK(p.levels[2].kind == LEVEL_KIND_DIRECT && p.levels[2].steps == 0);
+    CHECK(p.levels[0].tile_blend == TILE_BLEND_STEP &&
+          p.levels[1].tile_blend == TILE_BLEND_FINISHED);
+    CHECK(p.levels[2].tile_blend == TILE_BLEND_STEP);
     r = pipeline_from_yaml_text(text, strlen(text), "/etc/strata/p.yaml", &p, &e);
     CHECKF(r == 0 && !strcmp(p.levels[1].model, "/etc/strata/m"), "%d %s", r, p.levels[1].model);
 }

@@ -155,9 +155,12 @@ TEST(proto_welcome_and_task_bytes_unchanged)
 {
     /* values across the widths MessagePack picks between (fixint, uint8/16/32, negative) */
     static const proto_level_config configs[] = {
-        {"models/l32", LEVEL_KIND_GENERATE, 0, 32, 50, "", 0.0f, 0, 1.0f, 0, 0, 1000, 3},
-        {"/abs/l128", LEVEL_KIND_REFINE, 1, 128, 200, "ddim", 0.5f, 250, 7.5f, 64, 8, 60000, 10},
-        {"m", LEVEL_KIND_DIRECT, 300, 8192, 0, "dpm++2m", 1.0f, 999, 1.0f, 4096, 255, 10, 1000},
+        /* tile_blend NULL: the coordinator before it, which never sent one */
+        {"models/l32", LEVEL_KIND_GENERATE, 0, 32, 50, "", 0.0f, 0, 1.0f, 0, 0, 1000, 3, NULL},
+        {"/abs/l128", LEVEL_KIND_REFINE, 1, 128, 200, "ddim", 0.5f, 250, 7.5f, 64, 8, 60000, 10,
+         NULL},
+        {"m", LEVEL_KIND_DIRECT, 300, 8192, 0, "dpm++2m", 1.0f, 999, 1.0f, 4096, 255, 10, 1000,
+         NULL},
     };
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
         msgpack_sbuffer sb;
@@ -210,6 +213,7 @@ TEST(proto_welcome_optional_fields_default)
     CHECK(c->kind == LEVEL_KIND_REFINE && c->index == 1 && c->side == 64 && c->steps == 4);
     CHECK(c->sampler && !*c->sampler && c->eta == 0.0f && c->noise_level == 0 && c->tile == 0);
     CHECK(c->guidance == 3.0f && c->heartbeat_ms == 1000 && c->liveness == 3);
+    CHECK(c->tile_blend && !strcmp(c->tile_blend, "step"));
     proto_msg_free(&m);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -324,7 +328,7 @@ TEST(proto_contract_decoders_name_each_field)
     proto_msg hello = {.type = PROTO_HELLO, .hello = {"w", "l32", "host", "sha256:1", 1, 1, 42}};
     proto_msg welcome = {.type = PROTO_WELCOME,
                          .welcome.config = {"m", LEVEL_KIND_REFINE, 1, 64, 4, "ddim", 0.5f, 10,
-                                            2.0f, 32, 8, 1000, 3}};
+                                            2.0f, 32, 8, 1000, 3, "finished"}};
     proto_msg task = {.type = PROTO_TASK,
                       .task = {7, 1, "job", 3, 42, "l128", 1, -1, img, {.resize = 100}}};
     proto_msg ok = {.type = PROTO_RESULT, .result = {.task = 7, .ok = true, .output = img}};
@@ -333,7 +337,7 @@ TEST(proto_contract_decoders_name_each_field)
         {"worker level slots ranks pid host model_hash", "worker level slots ranks pid host"},
         {"config config.model config.mode config.index config.side config.steps config.sampler "
          "config.eta config.noise_level config.guidance config.tile config.overlap "
-         "config.heartbeat_ms config.liveness",
+         "config.heartbeat_ms config.liveness config.tile_blend",
          "config config.model config.mode config.index config.side config.steps"},
         {"task attempt job image seed level level_index class_label cond cond.dtype cond.shape "
          "cond.data params params.resize",

@@ -556,7 +556,10 @@ TEST(worker_loop_config_from_welcome)
     CHECK(!strcmp(c.model, GEN_MODEL) && c.level.kind == LEVEL_KIND_REFINE);
     CHECK(c.level.index == 2 && c.level.side == 64 && c.level.steps == 10);
     CHECK(c.level.noise_level == 100 && c.level.guidance == 3.0f && c.heartbeat_ms == 500);
-    CHECK(c.liveness == 4 && c.sampler[0] == 0);
+    CHECK(c.liveness == 4 && c.sampler[0] == 0 && c.level.tile_blend == TILE_BLEND_STEP);
+    q = p, q.tile_blend = "finished";
+    CHECKF(worker_config_from_welcome(&q, &c, &e) == 0, "%s", e.msg);
+    CHECK(c.level.tile_blend == TILE_BLEND_FINISHED);
 
     /* each setting this worker cannot run is refused by name */
     q = p, q.kind = (level_kind)7;
@@ -577,6 +580,8 @@ TEST(worker_loop_config_from_welcome)
     CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'sampler'"));
     q = p, q.model = NULL;
     CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'model'"));
+    q = p, q.tile_blend = "final";
+    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'tile_blend'"));
 }
 
 TEST(worker_loop_resize_area_and_bilinear)
