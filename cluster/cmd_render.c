@@ -73,7 +73,7 @@ typedef struct render_farm {
     pipeline_spec pipeline;
     int first, nlevels; /* planned levels [first, nlevels) */
     int pool[PIPELINE_MAX_LEVELS];
-    int ranks[PIPELINE_MAX_LEVELS]; /* MPI ranks per worker (1: a plain process) */
+    int ranks[PIPELINE_MAX_LEVELS]; /* MPI ranks per worker (0: a plain process) */
     pid_t coord;
     render_child workers[RENDER_MAX_WORKERS];
     int nworkers;
@@ -192,7 +192,7 @@ static int parse_pools(render_farm *f)
 {
     for (int i = 0; i < f->pipeline.nlevels; i++) {
         f->pool[i] = f->pipeline.levels[i].pool > 0 ? f->pipeline.levels[i].pool : 1;
-        f->ranks[i] = 1;
+        f->ranks[i] = 0;
     }
     const render_args *a = f->args;
     int rc = a->workers ? render_parse_counts(&f->pipeline, "workers", a->workers, 64, f->pool) : 0;
@@ -259,7 +259,7 @@ static int start_coordinator(render_farm *f)
                     "tcp://127.0.0.1:*",
                     f->args->verbose ? "--verbose" : NULL,
                     NULL};
-    f->coord = render_spawn(f->self, argv, fds[1], 1, NULL);
+    f->coord = render_spawn(f->self, argv, fds[1], 0, NULL);
     close(fds[1]);
     rc = f->coord < 0 ? CLI_EXIT_RUNTIME : read_ready_line(f, fds[0]);
     close(fds[0]);
@@ -288,7 +288,7 @@ static int start_worker(render_farm *f, int k)
 static int start_pools(render_farm *f)
 {
     for (int i = f->first; i < f->nlevels; i++) {
-        if (f->ranks[i] > 1)
+        if (f->ranks[i] > 0)
             fprintf(stderr, "strata render: %s: %d worker%s of %d MPI ranks each\n",
                     f->pipeline.levels[i].name, f->pool[i], f->pool[i] > 1 ? "s" : "", f->ranks[i]);
         for (int k = 0; k < f->pool[i]; k++) {

@@ -14,7 +14,7 @@
 int render_parse_counts(const pipeline_spec *p, const char *flag, const char *spec, int max,
                         int *counts);
 
-/* Start `self worker ARGS` (argv: self, "worker", ...): directly when ranks <= 1, else as one
+/* Start `self worker ARGS` (argv: self, "worker", ...): directly when ranks is 0, else as one
  * rank group under `mpirun -np ranks` with mpirun_args (split at spaces, may be NULL) before the
  * program. stdout_fd >= 0 becomes the child's stdout. The child's pid (mpirun's), or -1. */
 pid_t render_spawn(const char *self, char *const *argv, int stdout_fd, int ranks,

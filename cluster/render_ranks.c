@@ -71,7 +71,7 @@ pid_t render_spawn(const char *self, char *const *argv, int stdout_fd, int ranks
     pid_t pid = fork();
     if (pid != 0) return pid;
     if (stdout_fd >= 0) dup2(stdout_fd, 1);
-    if (ranks <= 1) {
+    if (ranks <= 0) { /* a plain process; --ranks L=1 is a group of one rank under mpirun */
         execv(self, argv);
         fprintf(stderr, "strata render: cannot run %s: %s\n", self, strerror(errno));
         _exit(127);

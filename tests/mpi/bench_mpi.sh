@@ -12,9 +12,10 @@ render() { # NAME RESOLUTION [options]
   name=$1 res=$2
   shift 2
   STRATA_GROUP_STATS="$OUT/$name.stats" "$S" render --pipeline $PIPE --count 1 --seed 5 \
-    --resolution "$res" --out "$OUT" --name "$name" --threads 1 "$@" 2>"$OUT/$name.err" ||
+    --resolution "$res" --out "$OUT/$name" --name bench --threads 1 "$@" 2>"$OUT/$name.err" ||
     { cat "$OUT/$name.err" >&2; echo "FAIL: render $name" >&2; exit 1; }
 }
+# the same job name in every run: a PNG carries it (tEXt), and the bytes are compared
 # one line per rank: compute, exchange, wait (s per step), MB sent per step, peak RSS (MB)
 ranks() { # NAME
   cat "$OUT/$1.stats".* | tr ' =' '\n\n' | awk '
@@ -24,11 +25,11 @@ ranks() { # NAME
 }
 render init 32 || exit 1
 for r in 1 2; do
-  render "r$r" 2048 --start-level l2048 --init "$OUT/init" --ranks "l2048=$r" || exit 1
+  render "r$r" 2048 --start-level l2048 --init "$OUT/init/bench" --ranks "l2048=$r" || exit 1
 done
-cmp "$OUT/r1/000000.png" "$OUT/r2/000000.png" ||
+cmp "$OUT/r1/bench/000000.png" "$OUT/r2/bench/000000.png" ||
   { echo "FAIL: 2 ranks made other bytes than 1" >&2; exit 1; }
-render big 4096 --start-level l4096 --init "$OUT/r2" --ranks "l4096=2" || exit 1
+render big 4096 --start-level l4096 --init "$OUT/r2/bench" --ranks "l4096=2" || exit 1
 
 echo "bench-mpi: l2048 of the shipped l512 model, 16 windows of 544 (8 a rank at 2), one thread a rank"
 echo "ranks  rank  compute s/step  exchange s/step  wait s/step  MB sent/step  peak RSS MB"
