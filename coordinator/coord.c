@@ -137,6 +137,9 @@ void coord_destroy(coord_t **cp)
     proto_sock_close(&c->csock);
     if (c->ctx) zmq_ctx_term(c->ctx);
     coord_writer_destroy(&c->writer); /* before the jobs: pending writes point at them */
+    coord_journal_close(&c->journal); /* coord_run committed what waited */
+    coord_spool_close(&c->spool);
+    free(c->drops);
     coord_jobs_destroy(&c->jobs);
     coord_queue_destroy(&c->queue);
     coord_registry_destroy(&c->workers);

@@ -54,12 +54,20 @@ static int timers(coord_t *c)
     if (to_hb < wait) wait = to_hb < 1 ? 1 : (int)to_hb;
     int to_watch = coord_watchers_flush(c, now);
     if (to_watch >= 0 && to_watch < wait) wait = to_watch < 1 ? 1 : to_watch;
+    int to_commit = coord_state_commit(c, now, 0);
+    if (to_commit >= 0 && to_commit < wait) wait = to_commit < 1 ? 1 : to_commit;
     return wait;
 }
 
 int coord_run(coord_t *c)
 {
     int rc = 0;
+    strata_err e = {0};
+    if (coord_restore(c, &e) < 0) {
+        coord_log(c, 1, "%s", e.msg);
+        return 1;
+    }
+    coord_check_after(c, "the replay of the state directory");
     c->next_heartbeat_ms = clock_now_ms() + c->o.heartbeat_ms;
     coord_log(c, 0, "serving %s: workers %s, clients %s", c->pipe.name, c->wep, c->cep);
     while (!c->stop) {
@@ -83,6 +91,7 @@ int coord_run(coord_t *c)
         coord_check_after(c, "dispatch");
     }
     coord_workers_shutdown(c);
+    coord_state_commit(c, clock_now_ms(), 1);
     if (c->o.check) coord_log(c, 1, "%llu invariant checks passed", (unsigned long long)c->checks);
     coord_log(c, 0, "stopped");
     return rc;
