@@ -17,6 +17,9 @@ static int check_slot(const coord_t *c, const coord_slot *sl, strata_err *e)
     if (sl->level < j->first || sl->level >= j->end || sl->image >= j->cursor)
         return err_set(e, ERR_RUNTIME, "task %llu: job %s image %u at level %u is not planned",
                        (unsigned long long)sl->task, j->id, sl->image, sl->level);
+    if (coord_job_is_finished(j, sl->image))
+        return err_set(e, ERR_RUNTIME, "task %llu: job %s image %u is in flight but finished",
+                       (unsigned long long)sl->task, j->id, sl->image);
     if (sl->state != COORD_SLOT_RUNNING) return 0;
     int w = coord_registry_by_serial(c->workers, sl->worker);
     if (w < 0)

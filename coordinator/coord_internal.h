@@ -64,6 +64,7 @@ struct coord {
     uint32_t nwatchers, capwatchers;
 
     coord_journal_t *journal; /* --state (state.c, restore.c); NULL without */
+    int state_lock;           /* fd holding flock on DIR/lock: one coordinator per state; -1 */
     coord_spool_t *spool;
     long long dirty_since_ms; /* first record not yet committed; 0: none */
     long long retry_at_ms;    /* after a failed commit */

@@ -34,7 +34,7 @@ typedef struct job_spec {
 
 void job_spec_free(job_spec *j);
 /* "" when a and b ask for the same images (the pipeline path and name aside), else the first
- * field that differs, "FIELD: A, not B", in buf (len bytes). */
+ * field that differs, "FIELD A, was B", in buf (len bytes). */
 const char *job_spec_diff(const job_spec *a, const job_spec *b, char *buf, size_t len);
 
 /* ---------------------------------------------------------------- the coordinator */

@@ -153,7 +153,8 @@ static int release_image(coord_t *c, int level)
 {
     coord_job *j = coord_jobs_next_to_start(c->jobs, level);
     if (!j) return -1;
-    int64_t s = coord_queue_start(c->queue, j, j->next, j->spec.priority, j->arrival, level);
+    int64_t s = coord_queue_start(c->queue, j, coord_job_next_image(j), j->spec.priority,
+                                  j->arrival, level);
     if (s < 0) {
         coord_log(c, 1, "no memory for another image in flight");
         return -1;

@@ -14,7 +14,7 @@ void job_spec_free(job_spec *j)
 }
 
 /* "" when a and b ask for the same images, else the first field that differs as
- * "FIELD: A, not B" in buf. */
+ * "FIELD A, was B" in buf. */
 const char *job_spec_diff(const job_spec *a, const job_spec *b, char *buf, size_t len)
 {
     struct {
@@ -29,12 +29,12 @@ const char *job_spec_diff(const job_spec *a, const job_spec *b, char *buf, size_
                 {"seeds", a->seeds != NULL, b->seeds != NULL}};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         if (nums[i].x != nums[i].y) {
-            snprintf(buf, len, "%s: %lld, not %lld", nums[i].name, nums[i].x, nums[i].y);
+            snprintf(buf, len, "%s %lld, was %lld", nums[i].name, nums[i].x, nums[i].y);
             return buf;
         }
     for (int i = 0; a->seeds && i < a->count; i++)
         if (a->seeds[i] != b->seeds[i]) {
-            snprintf(buf, len, "seeds[%d]: %llu, not %llu", i, (unsigned long long)a->seeds[i],
+            snprintf(buf, len, "seeds[%d] %llu, was %llu", i, (unsigned long long)a->seeds[i],
                      (unsigned long long)b->seeds[i]);
             return buf;
         }
@@ -45,7 +45,7 @@ const char *job_spec_diff(const job_spec *a, const job_spec *b, char *buf, size_
                 {"init_images", a->init_images, b->init_images}};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (strcmp(strs[i].x, strs[i].y)) {
-            snprintf(buf, len, "%s: \"%s\", not \"%s\"", strs[i].name, strs[i].x, strs[i].y);
+            snprintf(buf, len, "%s \"%s\", was \"%s\"", strs[i].name, strs[i].x, strs[i].y);
             return buf;
         }
     return "";

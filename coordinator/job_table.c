@@ -53,10 +53,16 @@ uint64_t coord_job_seed(const coord_job *j, uint32_t i)
     return j->spec.seeds ? j->spec.seeds[i] : j->spec.seed + i;
 }
 
-uint32_t coord_job_image_started(coord_job *j)
+uint32_t coord_job_next_image(coord_job *j)
 {
     while (j->cursor < j->count && coord_job_is_finished(j, j->cursor))
         j->cursor++;
+    return j->cursor;
+}
+
+uint32_t coord_job_image_started(coord_job *j)
+{
+    coord_job_next_image(j);
     j->active++;
     j->next++;
     return j->cursor++;

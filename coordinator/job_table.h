@@ -81,7 +81,9 @@ const char *coord_job_state_name(coord_job_state s);
 /* Seed of image i. */
 uint64_t coord_job_seed(const coord_job *j, uint32_t i);
 
-/* Its next image starts: its index (the next one not finished before a restart). */
+/* The index of the image to start next: the next one not finished before a restart. */
+uint32_t coord_job_next_image(coord_job *j);
+/* Its next image starts: its index (coord_job_next_image's). */
 uint32_t coord_job_image_started(coord_job *j);
 /* An image in flight finished: written (ok) or failed. */
 void coord_job_image_finished(coord_job *j, int ok);

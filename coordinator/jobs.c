@@ -106,19 +106,39 @@ static int job_register(coord_t *c, coord_job *j, const char *text, strata_err *
     return rc;
 }
 
-/* With --state, a SUBMIT of a running job's id: the same spec is that job again (1: a client
- * resuming after a restart), another is refused naming the first difference (a negative code);
- * 0 when there is no such job. */
-static int job_same_as_running(coord_t *c, const coord_job *j, strata_err *e)
+/* The spec of ended job old again, from its text (its seeds were released), compared with
+ * spec: the first difference in buf, "" when none. */
+static const char *ended_diff(coord_t *c, const coord_job *old, const job_spec *spec, char *buf,
+                              size_t len)
+{
+    job_spec was = {0};
+    strata_err pe = {0};
+    if (!old->text || c->o.parse_job(old->text, strlen(old->text), "state", &was, &pe) < 0) {
+        snprintf(buf, len, "its spec cannot be read again");
+        return buf;
+    }
+    const char *diff = job_spec_diff(spec, &was, buf, len);
+    job_spec_free(&was);
+    return diff;
+}
+
+/* With --state, a SUBMIT of a known job's id (one restored after a restart, or a render run
+ * again): the same spec as a running or done job is that job again (1); another spec is
+ * refused naming the first difference (a negative code); 0 when the id is free to take (no such
+ * job, or one cancelled or failed). */
+static int job_same_as_known(coord_t *c, const coord_job *j, strata_err *e)
 {
     const coord_job *old = coord_jobs_find(c->jobs, j->id);
-    if (!c->journal || !old || old->state != COORD_JOB_RUNNING) return 0;
+    if (!c->journal || !old || (old->state != COORD_JOB_RUNNING && old->state != COORD_JOB_DONE))
+        return 0;
     char buf[600];
-    const char *diff = job_spec_diff(&j->spec, &old->spec, buf, sizeof buf);
+    const char *diff = old->state == COORD_JOB_RUNNING
+                           ? job_spec_diff(&j->spec, &old->spec, buf, sizeof buf)
+                           : ended_diff(c, old, &j->spec, buf, sizeof buf);
     if (!*diff) return 1;
     return err_set(e, ERR_INPUT,
-                   "SUBMIT: job %s exists with other settings (%s in the state directory's "
-                   "job): use another name, or cancel it first",
+                   "SUBMIT: job %s exists with other settings in the state directory (%s): "
+                   "choose another name",
                    j->id, diff);
 }
 
@@ -126,7 +146,7 @@ int coord_job_submit(coord_t *c, const char *text, char *id_out, strata_err *e)
 {
     coord_job *j = job_from_text(c, text, e);
     if (!j) return e->code < 0 ? e->code : ERR_INPUT;
-    int same = job_same_as_running(c, j, e);
+    int same = job_same_as_known(c, j, e);
     if (same) {
         snprintf(id_out, COORD_ID_MAX, "%s", j->id);
         if (same > 0) coord_log(c, 0, "job %s submitted again: the same job", j->id);

@@ -8,7 +8,8 @@
 #include <zmq.h>
 
 enum {
-    COORD_WAKE_MS = 100, /* longest poll: how soon coord_stop is noticed */
+    COORD_WAKE_MS = 100,          /* longest poll: how soon coord_stop is noticed */
+    COORD_STOP_WRITES_MS = 10000, /* how long a stop waits for the PNGs being written */
 };
 
 /* Read up to COORD_DRAIN_BATCH messages from one socket and handle each. */
@@ -59,6 +60,17 @@ static int timers(coord_t *c)
     return wait;
 }
 
+/* At a stop, the PNGs being written are finished and recorded (images, manifests, the
+ * journal), so a restart on the same state does not write them again. */
+static void finish_writes(coord_t *c)
+{
+    for (long long end = clock_now_ms() + COORD_STOP_WRITES_MS;
+         c->writes && clock_now_ms() < end;) {
+        zmq_pollitem_t it = {NULL, coord_writer_fd(c->writer), ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, COORD_WAKE_MS) > 0) coord_writes_collect(c);
+    }
+}
+
 int coord_run(coord_t *c)
 {
     int rc = 0;
@@ -91,6 +103,7 @@ int coord_run(coord_t *c)
         coord_check_after(c, "dispatch");
     }
     coord_workers_shutdown(c);
+    finish_writes(c);
     coord_state_commit(c, clock_now_ms(), 1);
     if (c->o.check) coord_log(c, 1, "%llu invariant checks passed", (unsigned long long)c->checks);
     coord_log(c, 0, "stopped");

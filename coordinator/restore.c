@@ -6,10 +6,14 @@
 #include "coordinator/coord_internal.h"
 #include "coordinator/outputs.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct restore {
     coord_t *c;
@@ -81,6 +85,7 @@ static int on_end(restore *r, const coord_rec *rec)
                    : COORD_JOB_DONE;
     j->done = rec->done;
     j->failed = rec->failed;
+    j->lv[j->end - 1].done = rec->done;
     coord_jobs_stopped(r->c->jobs, j);
     coord_job_shrink(j);
     return 0;
@@ -158,11 +163,26 @@ static int replay(coord_t *c, const char *path, strata_err *e)
     uint64_t finished = 0, spooled = 0;
     settle_all(c, &running, &finished, &spooled);
     coord_spool_start(c->spool);
-    coord_log(c, 1,
-              "state %s: %llu records replayed in %lld ms: %u jobs running (%llu images already "
-              "finished, %llu level outputs spooled), %u known",
+    /* an empty state says nothing unless asked: strata render starts on one every time */
+    coord_log(c, r.records > 0 || dropped,
+              "state %s: %llu records replayed in %lld ms: %u jobs to resume (%llu images "
+              "already finished, %llu level outputs spooled), %u known",
               c->o.state_dir, (unsigned long long)r.records, clock_now_ms() - t0, running,
               (unsigned long long)finished, (unsigned long long)spooled, coord_jobs_count(c->jobs));
+    return 0;
+}
+
+/* One coordinator per state directory: flock on DIR/lock (released by the kernel when the
+ * holder dies, so a SIGKILLed coordinator's restart finds it free). */
+static int lock(coord_t *c, strata_err *e)
+{
+    char path[SPEC_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/lock", c->o.state_dir);
+    c->state_lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (c->state_lock < 0) return err_set(e, ERR_IO, "state: %s: %s", path, strerror(errno));
+    if (flock(c->state_lock, LOCK_EX | LOCK_NB) < 0)
+        return err_set(e, ERR_RUNTIME, "state: %s is in use by another coordinator",
+                       c->o.state_dir);
     return 0;
 }
 
@@ -175,6 +195,7 @@ int coord_restore(coord_t *c, strata_err *e)
     strata_err me = {0};
     int rc = coord_mkdirs(c->o.state_dir, &me);
     if (rc < 0) return err_set(e, rc, "state: %s", me.msg);
+    if ((rc = lock(c, e)) < 0) return rc;
     if ((rc = coord_spool_open(c->o.state_dir, &c->spool, e)) < 0 || (rc = replay(c, path, e)) < 0)
         return rc;
     return coord_state_compact(c, e);
