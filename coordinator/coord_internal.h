@@ -69,6 +69,7 @@ struct coord {
     long long dirty_since_ms; /* first record not yet committed; 0: none */
     long long retry_at_ms;    /* after a failed commit */
     char state_error[512];    /* "" or why the state directory refuses new jobs */
+    int spool_full;           /* the last spool write failed: refuse new jobs until one works */
     coord_spool_ref *drops;   /* refs to drop once the records superseding them are durable */
     uint32_t ndrops, capdrops;
     uint64_t compact_at; /* journal size that triggers the next compaction */

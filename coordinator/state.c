@@ -67,10 +67,12 @@ void coord_state_level(coord_t *c, uint32_t s, const uint8_t *rgb, int side)
     if (coord_spool_put(c->spool, rgb, (size_t)side * side * 3, (uint32_t)side, &ref, &e) < 0) {
         /* kept in memory only (the slot's cond): redone from the last spooled level if the
          * coordinator restarts before it moves on */
-        if (!c->state_error[0]) coord_log(c, 1, "spool: %s", e.msg);
+        if (!c->spool_full) coord_log(c, 1, "spool: %s (new jobs are refused)", e.msg);
         snprintf(c->state_error, sizeof c->state_error, "%s", e.msg);
+        c->spool_full = 1;
         return;
     }
+    c->spool_full = 0;
     coord_rec r = {.type = COORD_REC_LEVEL,
                    .job = sl->job->id,
                    .image = sl->image,
@@ -182,8 +184,10 @@ int coord_state_commit(coord_t *c, long long now, int force)
     strata_err e = {0};
     if (coord_spool_sync(c->spool, &e) < 0 || coord_journal_sync(c->journal, &e) < 0)
         return commit_failed(c, now, &e);
-    if (c->state_error[0]) coord_log(c, 1, "state: writes succeed again");
-    c->state_error[0] = 0;
+    if (c->state_error[0] && !c->spool_full) {
+        coord_log(c, 1, "state: writes succeed again");
+        c->state_error[0] = 0;
+    }
     c->retry_at_ms = 0;
     c->dirty_since_ms = 0;
     drops_apply(c);

@@ -3,7 +3,8 @@
  * top), the job completes with every PNG byte-identical to a clean render, the manifest lists
  * each image once and images already written are not redone; `strata render` stopped mid-job
  * resumes when run again with the same arguments, refuses other arguments naming the
- * difference, and --fresh starts over. */
+ * difference, and --fresh starts over; a state directory that fills up refuses new jobs and
+ * loses none it accepted. */
 #include "kernels/kernels.h"
 #include "tests/test.h"
 
@@ -334,4 +335,75 @@ TEST_TIMEOUT(render_interrupted_resumes_and_refuses_other_args, 300)
     if (n >= 0) free(manifest);
     CHECKF(lines == IMAGES + 1, "after --fresh --count %d the manifest has %d lines", IMAGES + 1,
            lines);
+}
+
+/* A state directory that fills up (a 8 KiB tmpfs mounted in a mount namespace of the
+ * coordinator's own): the job accepted before completes with every image, the next SUBMIT is
+ * refused with a line saying why. */
+TEST_TIMEOUT(coordinator_full_state_refuses_new_jobs_and_loses_none, 200)
+{
+    char dir[1024], state[1200], out[1200], job[1200], log[1200], manifest[1400];
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    snprintf(state, sizeof state, "%s/state", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(job, sizeof job, "%s/job.yaml", dir);
+    snprintf(log, sizeof log, "%s/coordinator.log", dir);
+    snprintf(manifest, sizeof manifest, "%s/farm/manifest.jsonl", out);
+    if (geteuid() != 0) { /* mounting a tmpfs, even in a namespace of its own, needs root */
+        fprintf(stderr, "  skipped: not root\n");
+        return;
+    }
+    CHECK(mkdir(state, 0755) == 0);
+    write_job(job, "configs/pipelines/test-tiny.yaml", out);
+    char script[2400];
+    snprintf(script, sizeof script,
+             "mount -t tmpfs -o size=8k tmpfs '%s' && exec '%s' coordinator --pipeline "
+             "configs/pipelines/test-tiny.yaml --workers 'tcp://127.0.0.1:*' --clients "
+             "'tcp://127.0.0.1:*' --state '%s'",
+             state, bin(), state);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    char *argv[] = {"/usr/bin/unshare", "-m", "/bin/sh", "-c", script, NULL};
+    pid_t coord = spawn(argv, fds[1], log);
+    close(fds[1]);
+    char line[1024] = "", wep[256] = "", cep[256] = "";
+    size_t used = 0;
+    struct pollfd p = {fds[0], POLLIN, 0};
+    while (used + 1 < sizeof line && poll(&p, 1, 30000) > 0 && read(fds[0], line + used, 1) == 1)
+        if (line[used++] == '\n') break;
+    close(fds[0]);
+    int up = sscanf(line, "strata coordinator: workers=%255s clients=%255s", wep, cep) == 2;
+    pid_t w[3] = {0};
+    if (up) workers_start(wep, w);
+    char err[4096] = "", err2[4096] = "";
+    const char *submit[] = {"submit", job, "--wait", "--coordinator", cep, NULL};
+    int first = up ? test_run_strata(submit, err, sizeof err, NULL, 0) : -1;
+    /* the same spec under another name: a new job, which the full state cannot take */
+    char job2[1300];
+    snprintf(job2, sizeof job2, "%s/job2.yaml", dir);
+    FILE *f = fopen(job2, "w");
+    if (f) {
+        fprintf(f,
+                "pipeline: configs/pipelines/test-tiny.yaml\nname: farm2\ncount: 4\n"
+                "resolution: 32\nout: %s\n",
+                out);
+        fclose(f);
+    }
+    const char *second[] = {"submit", job2, "--coordinator", cep, NULL};
+    int refused = up ? test_run_strata(second, err2, sizeof err2, NULL, 0) : -1;
+    stop(coord, SIGTERM);
+    for (int i = 0; i < 3; i++)
+        stop(w[i], SIGTERM);
+    CHECKF(up, "the coordinator did not start on a tmpfs (%s): %s", line, log);
+    CHECKF(first == 0, "the job accepted before the state filled: exit %d: %s", first, err);
+    char *text;
+    long n = slurp(manifest, &text);
+    int ok = 0;
+    for (char *at = n > 0 ? text : NULL; at && (at = strstr(at, "\"status\":\"ok\"")); at++)
+        ok++;
+    if (n >= 0) free(text);
+    CHECKF(ok == IMAGES, "%d images ok in %s", ok, manifest);
+    CHECKF(refused != 0 && strstr(err2, "state directory") && strstr(err2, "No space"),
+           "a SUBMIT on a full state: exit %d: %s", refused, err2);
+    CHECKF(log_has(log, "new jobs are refused"), "%s says nothing of the full state", log);
 }
