@@ -137,6 +137,8 @@ int client_watch(client *c, const char *job, FILE *to, client_tick tick, void *c
             break;
         }
         proto_msg_free(&m);
+        /* a stream of PROGRESS never times out: the caller's checks (a signal) run here too */
+        if (tick && (rc = tick(ctx))) break;
     }
     return rc;
 }

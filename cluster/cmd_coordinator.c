@@ -175,6 +175,8 @@ int cmd_coordinator(int argc, char **argv)
     a.o.client_endpoint = a.clients;
     a.o.parse_job = job_spec_from_yaml_text;
     a.o.check = coordinator_check_env();
+    const char *compact = getenv("STRATA_STATE_COMPACT_BYTES"); /* tests: compact often */
+    if (compact && *compact) a.o.state_compact_bytes = (size_t)strtoull(compact, NULL, 10);
     coord_t *c = NULL;
     rc = coord_new(&a.o, &c, &e);
     if (rc < 0) return cli_fail("coordinator", rc, e.msg);

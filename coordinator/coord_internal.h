@@ -72,7 +72,8 @@ struct coord {
     int spool_full;           /* the last spool write failed: refuse new jobs until one works */
     coord_spool_ref *drops;   /* refs to drop once the records superseding them are durable */
     uint32_t ndrops, capdrops;
-    uint64_t compact_at; /* journal size that triggers the next compaction */
+    uint64_t compact_at;  /* journal size that triggers the next compaction */
+    uint64_t compactions; /* for the log at a stop */
 
     long long next_heartbeat_ms; /* loop.c's */
     long long last_tick_ms;      /* when coord_workers_tick last ran: a longer gap is our stall */

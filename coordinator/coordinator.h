@@ -55,15 +55,18 @@ typedef struct coord_options {
                                     worker, at least 8 */
     int max_attempts;            /* distinct workers a task may fail on before its image fails: 3 */
     coord_job_parser parse_job;
-    int verbose;           /* log every task to stderr */
-    size_t max_frame;      /* largest frame accepted on either socket; 0: PROTO_MAX_FRAME
-                              (tests use a small one) */
-    int writers;           /* threads encoding and writing output PNGs; 0: 4 */
-    const char *state_dir; /* NULL: state in memory only; else the journal and spool live there
-                              and are replayed at coord_run: jobs survive a restart */
-    int check;             /* verify the state's invariants (credits, leases, per-job counts) after
-                              every message and abort naming the first broken one; for tests and
-                              debugging (`strata coordinator` sets it from STRATA_COORD_CHECK=1) */
+    int verbose;                /* log every task to stderr */
+    size_t max_frame;           /* largest frame accepted on either socket; 0: PROTO_MAX_FRAME
+                                   (tests use a small one) */
+    int writers;                /* threads encoding and writing output PNGs; 0: 4 */
+    const char *state_dir;      /* NULL: state in memory only; else the journal and spool live there
+                                   and are replayed at coord_run: jobs survive a restart */
+    size_t state_compact_bytes; /* journal size that triggers a compaction; 0: 64 MiB (tests
+                                   use a small one: `strata coordinator` reads
+                                   STRATA_STATE_COMPACT_BYTES) */
+    int check; /* verify the state's invariants (credits, leases, per-job counts) after
+                  every message and abort naming the first broken one; for tests and
+                  debugging (`strata coordinator` sets it from STRATA_COORD_CHECK=1) */
 } coord_options;
 
 typedef struct coord coord_t;

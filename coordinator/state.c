@@ -290,8 +290,11 @@ int coord_state_compact(coord_t *c, strata_err *e)
     int rc = coord_journal_replace(c->journal, &f, &ce);
     coord_journal_close(&f);
     if (rc < 0) return err_set(e, rc, "%s", ce.msg);
-    uint64_t size = coord_journal_size(c->journal);
-    c->compact_at = size * 4 > COORD_COMPACT_MIN ? size * 4 : COORD_COMPACT_MIN;
+    uint64_t size = coord_journal_size(c->journal),
+             min = c->o.state_compact_bytes ? c->o.state_compact_bytes : COORD_COMPACT_MIN;
+    c->compact_at = size * 4 > min ? size * 4 : min;
+    coord_log(c, 0, "state: journal compacted to %llu bytes", (unsigned long long)size);
+    c->compactions++;
     return 0;
 }
 

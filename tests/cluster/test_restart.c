@@ -1,10 +1,10 @@
 /* A coordinator with a state directory lives through its own death, with real processes over
  * loopback: SIGKILLed mid-job and restarted on the same --state (its journal's tail torn on
- * top), the job completes with every PNG byte-identical to a clean render, the manifest lists
- * each image once and images already written are not redone; `strata render` stopped mid-job
- * resumes when run again with the same arguments, refuses other arguments naming the
- * difference, and --fresh starts over; a state directory that fills up refuses new jobs and
- * loses none it accepted. */
+ * top, compacted every 4 KiB while serving), the job completes with every PNG byte-identical to a
+ * clean render, the manifest lists each image once and images already written are not redone;
+ * `strata render` stopped mid-job resumes when run again with the same arguments, refuses other
+ * arguments naming the difference, and --fresh starts over; a state directory that fills up refuses
+ * new jobs and loses none it accepted. */
 #include "kernels/kernels.h"
 #include "tests/test.h"
 
@@ -214,6 +214,8 @@ TEST_TIMEOUT(farm_coordinator_killed_resumes_from_state, 300)
     CHECK(write_slow_pipeline(pipe_path) == 0);
     CHECKF(render_ref(pipe_path, ref, IMAGES) == 0, "%s", "the clean render failed");
     write_job(job, pipe_path, out);
+    /* compact every few KiB: the restart then replays a journal compacted mid-job */
+    setenv("STRATA_STATE_COMPACT_BYTES", "4096", 1);
 
     char wep[256] = "tcp://127.0.0.1:*", cep[256] = "tcp://127.0.0.1:*", farm[1300];
     snprintf(farm, sizeof farm, "%s/farm", out);
@@ -253,6 +255,7 @@ TEST_TIMEOUT(farm_coordinator_killed_resumes_from_state, 300)
            written);
     CHECKF(log_has(log, "dropped 6 bytes"), "the torn record is not reported in %s", log);
     CHECKF(log_has(log, "images already finished"), "no replay reported in %s", log);
+    CHECKF(log_has(log, "the journal was compacted"), "no compaction reported in %s", log);
 }
 
 /* `strata render` of the slow pipeline into out as job farm (count images, extra flag or
@@ -292,7 +295,7 @@ TEST_TIMEOUT(render_interrupted_resumes_and_refuses_other_args, 300)
 
     /* stopped as Ctrl-C stops it, mid-job */
     pid_t r = render_start(pipe_path, out, IMAGES, NULL, log);
-    int mid = wait_pngs(farm, 10);
+    int mid = wait_pngs(farm, 4);
     kill(r, SIGINT);
     int first = render_wait(r);
     ino_t before[IMAGES], after[IMAGES];
