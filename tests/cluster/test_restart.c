@@ -162,6 +162,19 @@ static int log_has(const char *path, const char *what)
     return found;
 }
 
+/* The last bytes of the file at path (for a failure's message), static. */
+static const char *tail_of(const char *path)
+{
+    static char buf[2048];
+    char *text;
+    long n = slurp(path, &text);
+    buf[0] = 0;
+    if (n < 0) return buf;
+    snprintf(buf, sizeof buf, "%s", text + (n > 2000 ? n - 2000 : 0));
+    free(text);
+    return buf;
+}
+
 static int render_ref(const char *pipe_path, const char *out, int count)
 {
     char n[16];
@@ -309,7 +322,7 @@ TEST_TIMEOUT(render_interrupted_resumes_and_refuses_other_args, 300)
            "no line naming the difference in %s", log);
     /* the same arguments: resumed */
     int resumed = render_wait(render_start(pipe_path, out, IMAGES, NULL, log));
-    CHECKF(resumed == 0, "the render run again: exit %d (%s)", resumed, log);
+    CHECKF(resumed == 0, "the render run again: exit %d: %s", resumed, tail_of(log));
     char why[2600] = "";
     CHECKF(same_outputs(refdir, farm, IMAGES, why, sizeof why) == 0, "%s", why);
     pngs(farm, after, IMAGES);
