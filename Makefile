@@ -6,7 +6,7 @@
 
 BUILD    ?= build
 CC       ?= cc
-PKGS     := openblas libzmq msgpack yaml-0.1 jansson libpng
+PKGS     := openblas libzmq msgpack yaml-0.1 jansson libpng zlib
 OPT      ?= -O2
 CFLAGS   ?=
 # -ffp-contract=off: no multiply-add is fused into an FMA, so the AVX-512, AVX2 and baseline
@@ -27,7 +27,7 @@ TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all test asan bench eval test-4k test-4k-ranks bench-mpi deps fixtures format format-check check-limits \
+.PHONY: all test asan bench eval chaos test-4k test-4k-ranks bench-mpi deps fixtures format format-check check-limits \
         check-headers clean
 
 all: $(BUILD)/strata $(BUILD)/tests
@@ -73,6 +73,13 @@ bench: all
 
 # One 4096x4096 image through 5 levels of tiny random models (tiles from 1024 on): memory,
 # tiles and 48 MB frames at full size; prints each level's time and the peak memory (about 6 min).
+# The chaos run of "Nothing lost, no one let in" (tests/chaos/chaos.sh): 200 images of test-4k at
+# 256 px on a standing coordinator with --state, random worker SIGKILLs every second, a SIGSTOP of
+# 6 s, two coordinator SIGKILLs and restarts; byte-identical to a clean render. `make test` runs a
+# short variant (farm_chaos_short).
+chaos: all
+	tests/chaos/chaos.sh $(BUILD)/strata $(BUILD)/chaos $(or $(CHAOS_COUNT),200) 256 2
+
 test-4k: all
 	/usr/bin/time -f "largest process of the farm (its peak RSS): %M kB" \
 	  $(BUILD)/strata render --pipeline configs/pipelines/test-4k.yaml --count 1 \

@@ -1,14 +1,22 @@
 /* The client side of the coordinator's protocol: request/reply and the WATCH stream. */
 #include "cluster/client.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <zmq.h>
 
-/* A watch with no message for this long asks STATUS to tell a quiet job from a dead
- * coordinator. */
-enum { CLIENT_QUIET_MS = 10000, CLIENT_CALL_MS = 5000, CLIENT_TICK_MS = 500 };
+/* A watch with no message for CLIENT_QUIET_MS asks WATCH again: a quiet job answers with
+ * PROGRESS, a coordinator restarted on its state directory starts streaming again. No answer
+ * to that: a fresh connection, tried after 1 s, then 2, 4, ... 32 s, for as long as it takes. */
+enum {
+    CLIENT_QUIET_MS = 5000,
+    CLIENT_CALL_MS = 5000,
+    CLIENT_TICK_MS = 500,
+    CLIENT_BACKOFF_MS = 1000,
+    CLIENT_BACKOFF_MAX_MS = 32000,
+};
 
 int client_open(client *c, const char *endpoint, strata_err *e)
 {
@@ -69,24 +77,42 @@ static void draw_progress(const struct proto_job_status *s, FILE *to, int tty, i
     fflush(to);
 }
 
-/* Wait for the next message, running tick meanwhile. After CLIENT_QUIET_MS of silence a
- * STATUS is sent (its reply is just another message); silence after that means the coordinator
- * is gone. */
+/* Close the socket and connect a fresh one (the coordinator may be a new process). */
+static int reconnect(client *c, strata_err *e)
+{
+    proto_sock_close(&c->sock);
+    proto_sock_opts o = {.linger_ms = 0};
+    return proto_dealer_connect(c->ctx, c->endpoint, &o, &c->sock, e);
+}
+
+/* Wait for the next message, running tick meanwhile. After CLIENT_QUIET_MS of silence WATCH is
+ * sent again; silence after that means the coordinator is gone or restarting: reconnect with
+ * backoff and ask again, until it answers. */
 static int watch_next(client *c, const char *job, client_tick tick, void *ctx, proto_msg *m,
                       strata_err *e)
 {
-    int quiet_ms = 0, asked = 0, step = tick ? CLIENT_TICK_MS : CLIENT_QUIET_MS;
+    int quiet_ms = 0, asked = 0, backoff = CLIENT_BACKOFF_MS;
+    int step = tick ? CLIENT_TICK_MS : CLIENT_QUIET_MS / 5;
     for (;;) {
+        int limit = asked ? backoff : CLIENT_QUIET_MS;
         int rc = proto_recv(c->sock, NULL, m, step, e);
         /* a signal interrupts the wait: tick is where the caller looks at it */
-        if (rc != ERR_TIMEOUT && !(rc == ERR_INTR && tick)) return rc;
+        if (rc != ERR_TIMEOUT && !(rc == ERR_INTR && tick)) {
+            if (rc == 0 && asked > 1) fprintf(stderr, "strata: the coordinator answers again\n");
+            return rc;
+        }
         if (tick && (rc = tick(ctx))) return rc;
-        if ((quiet_ms += step) < CLIENT_QUIET_MS) continue;
-        if (asked)
-            return err_set(e, ERR_TIMEOUT, "the coordinator at %s stopped answering", c->endpoint);
-        proto_msg st = {.type = PROTO_STATUS, .status = {job}};
-        if ((rc = proto_send(c->sock, NULL, &st, e))) return rc;
-        asked = 1;
+        if ((quiet_ms += step) < limit) continue;
+        if (asked) {
+            if (asked == 1)
+                fprintf(stderr, "strata: no answer from the coordinator at %s: still waiting\n",
+                        c->endpoint);
+            if ((rc = reconnect(c, e))) return rc;
+            if (backoff < CLIENT_BACKOFF_MAX_MS) backoff *= 2;
+        }
+        proto_msg w = {.type = PROTO_WATCH, .watch = {job}};
+        if ((rc = proto_send(c->sock, NULL, &w, e)) && rc != ERR_TIMEOUT) return rc;
+        asked++;
         quiet_ms = 0;
     }
 }
@@ -111,6 +137,8 @@ int client_watch(client *c, const char *job, FILE *to, client_tick tick, void *c
             break;
         }
         proto_msg_free(&m);
+        /* a stream of PROGRESS never times out: the caller's checks (a signal) run here too */
+        if (tick && (rc = tick(ctx))) break;
     }
     return rc;
 }

@@ -19,20 +19,22 @@ static const char coordinator_help[] =
     "usage: strata coordinator [--config FILE] [--pipeline FILE] [--workers ENDPOINT]\n"
     "                          [--clients ENDPOINT]\n"
     "                          [--heartbeat-ms MS] [--liveness N] [--max-in-flight N]\n"
-    "                          [--verbose]\n\n"
+    "                          [--state DIR] [--verbose]\n\n"
     "Runs the farm's coordinator for one pipeline: takes jobs from clients (strata submit,\n"
     "status, watch, cancel), hands each level's tasks to that level's workers (strata worker)\n"
     "and writes OUT/<job>/<index>.png and OUT/<job>/manifest.jsonl. Once bound it prints\n"
     "\"strata coordinator: workers=ENDPOINT clients=ENDPOINT\" (a port given as * is chosen\n"
     "then) and serves until SIGTERM or SIGINT, when it tells its workers SHUTDOWN.\n\n"
     "  --config FILE       YAML with keys pipeline (relative to FILE), workers, clients,\n"
-    "                      heartbeat_ms, liveness, max_in_flight, verbose; flags win over it\n"
+    "                      heartbeat_ms, liveness, max_in_flight, verbose, state; flags win\n"
     "  --pipeline FILE     the cascade (default " COORD_DEFAULT_PIPELINE ")\n"
     "  --workers ENDPOINT  where workers connect (default " COORD_DEFAULT_WORKERS ")\n"
     "  --clients ENDPOINT  where clients connect (default " COORD_DEFAULT_CLIENTS ")\n"
     "  --heartbeat-ms MS   heartbeat interval, both ways (default 1000)\n"
     "  --liveness N        heartbeats a worker may miss before its tasks go elsewhere (default 3)\n"
     "  --max-in-flight N   images started and not finished (default 4 per worker, at least 8)\n"
+    "  --state DIR         keep a journal and a spool in DIR (created): after a restart on the\n"
+    "                      same DIR, jobs resume where they were (docs/design.md section 6)\n"
     "  --verbose           log every event to stderr (failures are always logged)\n\n"
     "With STRATA_COORD_CHECK=1 in the environment the coordinator verifies its state's\n"
     "invariants after every message and aborts naming the first broken one (tests; slower).\n";
@@ -75,6 +77,7 @@ static int coordinator_read_config(int argc, char **argv, coordinator_args *a)
     a->pipeline = a->file.pipeline;
     if (*a->file.workers) a->workers = a->file.workers;
     if (*a->file.clients) a->clients = a->file.clients;
+    if (*a->file.state) a->o.state_dir = a->file.state;
     a->o.heartbeat_ms = a->file.heartbeat_ms;
     a->o.liveness = a->file.liveness;
     a->o.max_images_in_flight = a->file.max_in_flight;
@@ -82,14 +85,62 @@ static int coordinator_read_config(int argc, char **argv, coordinator_args *a)
     return 0;
 }
 
+/* One option c (getopt's) into a. Returns 0, -1 after --help, or CLI_EXIT_USAGE. */
+static int coordinator_option(int c, char **argv, coordinator_args *a)
+{
+    switch (c) {
+    case 'p':
+        a->pipeline = optarg;
+        return 0;
+    case 'w':
+        a->workers = optarg;
+        return 0;
+    case 'c':
+        a->clients = optarg;
+        return 0;
+    case 'b':
+        if (cli_parse_int(optarg, 10, 3600000, &a->o.heartbeat_ms))
+            return cli_usage("coordinator", "--heartbeat-ms: '%s' is not 10 to 3600000", optarg);
+        return 0;
+    case 'l':
+        if (cli_parse_int(optarg, 1, 1000, &a->o.liveness))
+            return cli_usage("coordinator", "--liveness: '%s' is not 1 to 1000", optarg);
+        return 0;
+    case 'm':
+        if (cli_parse_int(optarg, 1, 1 << 24, &a->o.max_images_in_flight))
+            return cli_usage("coordinator", "--max-in-flight: '%s' is not 1 to 16777216", optarg);
+        return 0;
+    case 'v':
+        a->o.verbose = 1;
+        return 0;
+    case 's':
+        if (!*optarg) return cli_usage("coordinator", "--state: expected a directory");
+        a->o.state_dir = optarg;
+        return 0;
+    case 'f': /* read by coordinator_read_config */
+        return 0;
+    case 'h':
+        fputs(coordinator_help, stdout);
+        return -1;
+    default:
+        return cli_usage("coordinator", "unknown or incomplete option '%s'", argv[optind - 1]);
+    }
+}
+
 /* Fill a from argv. Returns 0, -1 after --help, or CLI_EXIT_USAGE. */
 static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
 {
-    static const struct option opts[] = {{"pipeline", 1, 0, 'p'}, {"workers", 1, 0, 'w'},
-                                         {"clients", 1, 0, 'c'},  {"heartbeat-ms", 1, 0, 'b'},
-                                         {"liveness", 1, 0, 'l'}, {"max-in-flight", 1, 0, 'm'},
-                                         {"verbose", 0, 0, 'v'},  {"help", 0, 0, 'h'},
-                                         {"config", 1, 0, 'f'},   {0, 0, 0, 0}};
+    static const struct option opts[] = {{"pipeline", 1, 0, 'p'},
+                                         {"workers", 1, 0, 'w'},
+                                         {"clients", 1, 0, 'c'},
+                                         {"heartbeat-ms", 1, 0, 'b'},
+                                         {"liveness", 1, 0, 'l'},
+                                         {"max-in-flight", 1, 0, 'm'},
+                                         {"verbose", 0, 0, 'v'},
+                                         {"help", 0, 0, 'h'},
+                                         {"config", 1, 0, 'f'},
+                                         {"state", 1, 0, 's'},
+                                         {0, 0, 0, 0}};
     int c;
     *a = (coordinator_args){.pipeline = COORD_DEFAULT_PIPELINE,
                             .workers = COORD_DEFAULT_WORKERS,
@@ -98,43 +149,8 @@ static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
     if (rc) return rc;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'p':
-            a->pipeline = optarg;
-            break;
-        case 'w':
-            a->workers = optarg;
-            break;
-        case 'c':
-            a->clients = optarg;
-            break;
-        case 'b':
-            if (cli_parse_int(optarg, 10, 3600000, &a->o.heartbeat_ms))
-                return cli_usage("coordinator", "--heartbeat-ms: '%s' is not 10 to 3600000",
-                                 optarg);
-            break;
-        case 'l':
-            if (cli_parse_int(optarg, 1, 1000, &a->o.liveness))
-                return cli_usage("coordinator", "--liveness: '%s' is not 1 to 1000", optarg);
-            break;
-        case 'm':
-            if (cli_parse_int(optarg, 1, 1 << 24, &a->o.max_images_in_flight))
-                return cli_usage("coordinator", "--max-in-flight: '%s' is not 1 to 16777216",
-                                 optarg);
-            break;
-        case 'v':
-            a->o.verbose = 1;
-            break;
-        case 'f': /* read by coordinator_read_config */
-            break;
-        case 'h':
-            fputs(coordinator_help, stdout);
-            return -1;
-        default:
-            return cli_usage("coordinator", "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
+        if ((rc = coordinator_option(c, argv, a))) return rc;
     if (optind < argc) return cli_usage("coordinator", "unexpected argument '%s'", argv[optind]);
     return 0;
 }
@@ -159,6 +175,8 @@ int cmd_coordinator(int argc, char **argv)
     a.o.client_endpoint = a.clients;
     a.o.parse_job = job_spec_from_yaml_text;
     a.o.check = coordinator_check_env();
+    const char *compact = getenv("STRATA_STATE_COMPACT_BYTES"); /* tests: compact often */
+    if (compact && *compact) a.o.state_compact_bytes = (size_t)strtoull(compact, NULL, 10);
     coord_t *c = NULL;
     rc = coord_new(&a.o, &c, &e);
     if (rc < 0) return cli_fail("coordinator", rc, e.msg);

@@ -28,9 +28,11 @@ static const char render_help[] =
     "                     [--out DIR] [--name JOB] [--workers LEVEL=N,...] [--threads N]\n"
     "                     [--class-label L] [--keep-levels] [--start-level LEVEL --init DIR]\n"
     "                     [--ranks LEVEL=R,...] [--mpirun-args ARGS] [--bind ADDR] [--grid FILE]\n"
-    "                     [--verbose]\n\n"
+    "                     [--fresh] [--verbose]\n\n"
     "Renders a job on this machine: a coordinator and a pool of workers per level, as separate\n"
-    "processes over loopback ZeroMQ, exactly as a cluster runs it.\n\n"
+    "processes over loopback ZeroMQ, exactly as a cluster runs it. Its coordinator keeps its\n"
+    "state in DIR/JOB/.strata-state: an interrupted render run again with the same arguments\n"
+    "resumes (images written are not redone); other arguments for the same JOB are refused.\n\n"
     "  --pipeline FILE     pipeline YAML (default: configs/pipelines/emoji.yaml of this install)\n"
     "  --count N           images (default 8); image i uses seed S + i\n"
     "  --resolution PX     output side (default 128); the shortest prefix of levels that\n"
@@ -51,13 +53,14 @@ static const char render_help[] =
     "  --start-level L     start at level L from --init DIR/<index>.png instead of level 1\n"
     "  --grid FILE         also write one PNG of the first images (up to 16); with\n"
     "                      --keep-levels, one row per image and one column per level\n"
+    "  --fresh             forget DIR/JOB/.strata-state first: start the job over\n"
     "  --verbose           the coordinator logs every task (with its time) to stderr\n";
 
 typedef struct render_args {
     const char *pipeline, *out, *name, *workers, *start_level, *init, *grid, *ranks, *mpirun_args;
     const char *bind;
     long count, resolution, seed, threads, class_label;
-    int keep_levels, verbose;
+    int keep_levels, verbose, fresh;
 } render_args;
 
 typedef struct render_child {
@@ -69,6 +72,7 @@ typedef struct render_child {
 typedef struct render_farm {
     char self[PATH_MAX];
     char worker_ep[256], client_ep[256];
+    char state[PATH_MAX]; /* OUT/JOB/.strata-state */
     const render_args *args;
     pipeline_spec pipeline;
     int first, nlevels; /* planned levels [first, nlevels) */
@@ -120,6 +124,9 @@ static int render_apply_option(int c, char **argv, render_args *a)
     case 'k':
         a->keep_levels = 1;
         return 0;
+    case 'F':
+        a->fresh = 1;
+        return 0;
     case 'n':
         return cli_flag_long("render", "count", optarg, 1, CONFIG_MAX_COUNT, &a->count);
     case 'r':
@@ -140,25 +147,16 @@ static int render_apply_option(int c, char **argv, render_args *a)
 
 static int parse_render_args(int argc, char **argv, render_args *a)
 {
-    static const struct option opts[] = {{"pipeline", 1, 0, 'p'},
-                                         {"count", 1, 0, 'n'},
-                                         {"resolution", 1, 0, 'r'},
-                                         {"seed", 1, 0, 's'},
-                                         {"out", 1, 0, 'o'},
-                                         {"name", 1, 0, 'N'},
-                                         {"workers", 1, 0, 'w'},
-                                         {"threads", 1, 0, 'j'},
-                                         {"class-label", 1, 0, 'c'},
-                                         {"keep-levels", 0, 0, 'k'},
-                                         {"start-level", 1, 0, 'S'},
-                                         {"init", 1, 0, 'i'},
-                                         {"grid", 1, 0, 'g'},
-                                         {"verbose", 0, 0, 'v'},
-                                         {"ranks", 1, 0, 'R'},
-                                         {"mpirun-args", 1, 0, 'M'},
-                                         {"bind", 1, 0, 'b'},
-                                         {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {{"pipeline", 1, 0, 'p'},    {"count", 1, 0, 'n'},
+                                         {"resolution", 1, 0, 'r'},  {"seed", 1, 0, 's'},
+                                         {"out", 1, 0, 'o'},         {"name", 1, 0, 'N'},
+                                         {"workers", 1, 0, 'w'},     {"threads", 1, 0, 'j'},
+                                         {"class-label", 1, 0, 'c'}, {"keep-levels", 0, 0, 'k'},
+                                         {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
+                                         {"grid", 1, 0, 'g'},        {"verbose", 0, 0, 'v'},
+                                         {"ranks", 1, 0, 'R'},       {"mpirun-args", 1, 0, 'M'},
+                                         {"bind", 1, 0, 'b'},        {"fresh", 0, 0, 'F'},
+                                         {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c, rc = 0;
     *a = (render_args){.out = "out",
                        .name = "render",
@@ -257,6 +255,8 @@ static int start_coordinator(render_farm *f)
                     workers,
                     "--clients",
                     "tcp://127.0.0.1:*",
+                    "--state",
+                    f->state,
                     f->args->verbose ? "--verbose" : NULL,
                     NULL};
     f->coord = render_spawn(f->self, argv, fds[1], 0, NULL);
@@ -395,7 +395,8 @@ static int submit_and_watch(render_farm *f)
     int rc = client_open(&c, f->client_ep, &e);
     if (!rc) rc = client_call(&c, &req, &reply, 10000, &e);
     if (!rc && reply.type == PROTO_ERROR) {
-        fprintf(stderr, "strata render: %s\n", reply.error.message);
+        fprintf(stderr, "strata render: %s%s\n", reply.error.message,
+                strstr(reply.error.message, "other settings") ? ", or --fresh to start over" : "");
         rc = CLI_EXIT_USAGE;
     } else if (!rc && reply.type == PROTO_SUBMITTED) {
         rc = client_watch(&c, reply.submitted.job, stderr, render_tick, f, &e);
@@ -465,6 +466,7 @@ int cmd_render(int argc, char **argv)
     ssize_t n = readlink("/proc/self/exe", f->self, sizeof f->self - 1);
     if (n <= 0) snprintf(f->self, sizeof f->self, "%s", argv[0]);
     rc = plan_farm(f);
+    if (!rc) rc = render_state_prepare(a.out, a.name, a.fresh, f->state, sizeof f->state);
     if (!rc) rc = start_coordinator(f);
     if (!rc) rc = start_pools(f);
     if (!rc) rc = submit_and_watch(f);

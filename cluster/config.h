@@ -48,12 +48,14 @@ int job_spec_from_yaml_text(const char *text, size_t len, const char *origin, jo
                             strata_err *e);
 
 /* `strata coordinator --config FILE`: keys pipeline (required; relative to the file), workers,
- * clients (endpoints), heartbeat_ms, liveness, max_in_flight, verbose. Keys absent from the
+ * clients (endpoints), heartbeat_ms, liveness, max_in_flight, verbose, state (a directory,
+ * relative to the file). Keys absent from the
  * file leave o's fields as they are (preset the defaults). */
 typedef struct coordinator_config {
     char pipeline[SPEC_PATH_MAX];
     char workers[256], clients[256];
     int heartbeat_ms, liveness, max_in_flight, verbose;
+    char state[SPEC_PATH_MAX]; /* "" : none */
 } coordinator_config;
 
 int coordinator_config_load(const char *path, coordinator_config *o, strata_err *e);

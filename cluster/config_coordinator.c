@@ -4,8 +4,9 @@
 
 #include <stdlib.h>
 
-static const char *const coordinator_keys[] = {
-    "pipeline", "workers", "clients", "heartbeat_ms", "liveness", "max_in_flight", "verbose"};
+static const char *const coordinator_keys[] = {"pipeline",     "workers",  "clients",
+                                               "heartbeat_ms", "liveness", "max_in_flight",
+                                               "verbose",      "state"};
 enum { COORDINATOR_KEY_COUNT = sizeof coordinator_keys / sizeof coordinator_keys[0] };
 
 static int coordinator_parse(cfg *c, coordinator_config *o)
@@ -20,6 +21,7 @@ static int coordinator_parse(cfg *c, coordinator_config *o)
     if (!r) r = cfg_get_int(c, v[4], "", "liveness", 1, 1000, &o->liveness);
     if (!r) r = cfg_get_int(c, v[5], "", "max_in_flight", 1, 1 << 24, &o->max_in_flight);
     if (!r) r = cfg_get_bool(c, v[6], "", "verbose", &o->verbose);
+    if (!r) r = cfg_get_relative_path(c, v[7], "", "state", o->state, sizeof o->state);
     return r;
 }
 

@@ -26,6 +26,10 @@ pid_t render_spawn(const char *self, char *const *argv, int stdout_fd, int ranks
  * address, not a wildcard. 0, or CLI_EXIT_USAGE after saying what is wrong. */
 int render_worker_endpoint(const char *addr, char *out, size_t len);
 
+/* The state directory of a render into out/job: out/job/.strata-state, into state (len bytes);
+ * with fresh, removed first (the job starts over). 0, or an exit code after saying what failed. */
+int render_state_prepare(const char *out, const char *job, int fresh, char *state, size_t len);
+
 /* What --grid draws: the first images of DIR out/job/ (count of them, each resolution wide),
  * with keep_levels one column per planned level [first, end) of pipeline. */
 typedef struct render_grid {

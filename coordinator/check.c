@@ -14,9 +14,12 @@ static int check_slot(const coord_t *c, const coord_slot *sl, strata_err *e)
     if (coord_jobs_running_index(c->jobs, j) < 0)
         return err_set(e, ERR_RUNTIME, "task %llu: its job %s is not running",
                        (unsigned long long)sl->task, j->id);
-    if (sl->level < j->first || sl->level >= j->end || sl->image >= j->next)
+    if (sl->level < j->first || sl->level >= j->end || sl->image >= j->cursor)
         return err_set(e, ERR_RUNTIME, "task %llu: job %s image %u at level %u is not planned",
                        (unsigned long long)sl->task, j->id, sl->image, sl->level);
+    if (coord_job_is_finished(j, sl->image))
+        return err_set(e, ERR_RUNTIME, "task %llu: job %s image %u is in flight but finished",
+                       (unsigned long long)sl->task, j->id, sl->image);
     if (sl->state != COORD_SLOT_RUNNING) return 0;
     int w = coord_registry_by_serial(c->workers, sl->worker);
     if (w < 0)
@@ -128,6 +131,7 @@ int coord_check(coord_t *c, strata_err *e)
     if (rc == 0) rc = check_job_counts(c, &t, e);
     if (rc == 0) rc = check_leases(c, &t, e);
     if (rc == 0) rc = check_writes(c, &t, e);
+    if (rc == 0) rc = coord_state_check(c, e);
     tally_free(&t);
     return rc < 0 ? ERR_RUNTIME : 0;
 }

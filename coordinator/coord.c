@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 enum {
@@ -119,6 +120,7 @@ int coord_new(const coord_options *o, coord_t **out, strata_err *e)
     }
     c->pipe = *o->pipeline;
     c->o.pipeline = &c->pipe;
+    c->state_lock = -1;
     if ((rc = parts_new(c, e)) < 0 || (rc = start(c, o, e)) < 0) {
         coord_destroy(&c);
         return rc;
@@ -137,6 +139,10 @@ void coord_destroy(coord_t **cp)
     proto_sock_close(&c->csock);
     if (c->ctx) zmq_ctx_term(c->ctx);
     coord_writer_destroy(&c->writer); /* before the jobs: pending writes point at them */
+    coord_journal_close(&c->journal); /* coord_run committed what waited */
+    coord_spool_close(&c->spool);
+    free(c->drops);
+    if (c->state_lock >= 0) close(c->state_lock);
     coord_jobs_destroy(&c->jobs);
     coord_queue_destroy(&c->queue);
     coord_registry_destroy(&c->workers);

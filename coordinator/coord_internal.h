@@ -6,12 +6,14 @@
  * the files below hold the top level's handlers, each calling leaves and only the handlers
  * listed before it in this file, never one listed after (so no two files call each other):
  *   coord.c     life cycle, options and the log line (calls no handler)
+ *   state.c     --state: journal records and spooled outputs as things happen, group commits
  *   watch.c     WATCH streams: PROGRESS and DONE to clients, STATUS entries
  *   images.c    an image ends (written or failed), a job ends or is cancelled, PNGs are queued
  *   jobs.c      SUBMIT: parse, plan, accept
  *   dispatch.c  scheduling, leases, RESULTs, retries
  *   workers.c   worker messages (HELLO/WELCOME, READY, RESULT, BYE) and liveness
  *   clients.c   client messages (SUBMIT, STATUS, WATCH, CANCEL)
+ *   restore.c   --state at start: replay the journal into jobs, then compact it
  *   check.c     coord_check: the invariants across the parts
  *   loop.c      the event loop: messages, timers, finished writes, coord_check after each */
 #ifndef STRATA_COORD_INTERNAL_H
@@ -19,8 +21,10 @@
 
 #include "coordinator/coordinator.h"
 #include "coordinator/job_table.h"
+#include "coordinator/journal.h"
 #include "coordinator/queue.h"
 #include "coordinator/registry.h"
+#include "coordinator/spool.h"
 #include "coordinator/writer.h"
 #include "proto/proto.h"
 
@@ -28,9 +32,12 @@
 #include <stdint.h>
 
 enum {
-    COORD_WATCH_MIN_MS = 100, /* at most ~10 PROGRESS per second per watcher */
-    COORD_DRAIN_BATCH = 256,  /* messages read from one socket before dispatching */
-    COORD_SKIP_MAX = 64,      /* queued tasks set aside per level and pass (exclusions) */
+    COORD_WATCH_MIN_MS = 100,     /* at most ~10 PROGRESS per second per watcher */
+    COORD_DRAIN_BATCH = 256,      /* messages read from one socket before dispatching */
+    COORD_SKIP_MAX = 64,          /* queued tasks set aside per level and pass (exclusions) */
+    COORD_GROUP_MS = 20,          /* journal records wait at most this long for their fsync */
+    COORD_STATE_RETRY_MS = 1000,  /* a failed commit (full disk) is tried again this often */
+    COORD_COMPACT_MIN = 64 << 20, /* journal bytes before a compaction is worth it */
 };
 
 typedef struct coord_watcher {
@@ -56,6 +63,18 @@ struct coord {
     coord_watcher *watchers; /* watch.c's */
     uint32_t nwatchers, capwatchers;
 
+    coord_journal_t *journal; /* --state (state.c, restore.c); NULL without */
+    int state_lock;           /* fd holding flock on DIR/lock: one coordinator per state; -1 */
+    coord_spool_t *spool;
+    long long dirty_since_ms; /* first record not yet committed; 0: none */
+    long long retry_at_ms;    /* after a failed commit */
+    char state_error[512];    /* "" or why the state directory refuses new jobs */
+    int spool_full;           /* the last spool write failed: refuse new jobs until one works */
+    coord_spool_ref *drops;   /* refs to drop once the records superseding them are durable */
+    uint32_t ndrops, capdrops;
+    uint64_t compact_at;  /* journal size that triggers the next compaction */
+    uint64_t compactions; /* for the log at a stop */
+
     long long next_heartbeat_ms; /* loop.c's */
     long long last_tick_ms;      /* when coord_workers_tick last ran: a longer gap is our stall */
     uint64_t checks;             /* coord_check runs */
@@ -66,6 +85,36 @@ struct coord {
 /* One line "coordinator: ..." on stderr; verbose-only lines pass always = 0. */
 void coord_log(const coord_t *c, int always, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* ---------------------------------------------------------------- state.c */
+
+/* With a state directory (c->journal set; each is a no-op without): job j is accepted, its
+ * SUBMIT text kept and its JOB record committed now (text NULL: nothing, a replayed job). 0, or a
+ * negative code with e when the state directory cannot take it (full): the job is refused, nothing
+ * is journaled. */
+int coord_state_accept(coord_t *c, coord_job *j, const char *text, strata_err *e);
+/* Slot s's level output (not its last level) goes to the spool, with its LEVEL record; the
+ * slot's previous one is dropped once that is durable. A full disk keeps it in memory only. */
+void coord_state_level(coord_t *c, uint32_t s, const uint8_t *rgb, int side);
+/* Slot s's image is written (ok) or failed with reason: its IMAGE record. */
+void coord_state_image(coord_t *c, uint32_t s, int ok, const char *reason);
+/* Slot s goes away without its image finishing (a cancel): its spooled output is dropped. */
+void coord_state_slot_gone(coord_t *c, uint32_t s);
+/* Job j ended (done, failed, cancelled): its END record; what it spooled is dropped. */
+void coord_state_job_end(coord_t *c, coord_job *j);
+/* Slot s just started its image at the job's first level: when the image has an output in
+ * the spool (from before a restart), it moves on to the next level with it as cond. 1 when it
+ * did, 0 otherwise. */
+int coord_state_resume(coord_t *c, uint32_t s);
+/* Group commit: once records waited COORD_GROUP_MS (now when force), the spool then the
+ * journal are fsync'd. The ms until the next commit is due, or -1 when nothing waits. */
+int coord_state_commit(coord_t *c, long long now, int force);
+/* Rewrite the journal with only what the state holds now (running jobs, their images
+ * finished and outputs spooled; ended jobs as JOB and END). 0, or a negative code with e. */
+int coord_state_compact(coord_t *c, strata_err *e);
+/* The spool's live refs are exactly those of the slots, of the jobs' resume lists and of the
+ * pending drops. 0, or -1 with e. */
+int coord_state_check(const coord_t *c, strata_err *e);
 
 /* ---------------------------------------------------------------- watch.c */
 
@@ -99,8 +148,11 @@ int coord_job_cancel(coord_t *c, const char *id, strata_err *e);
 
 /* ---------------------------------------------------------------- jobs.c */
 
-/* Handle SUBMIT: 0 and the id in id_out (COORD_ID_MAX bytes), or a negative code with e. */
+/* Handle SUBMIT: 0 and the id in id_out (COORD_ID_MAX bytes), or a negative code with e. With a
+ * state directory, the same spec as a running job's (one restored) is that job again. */
 int coord_job_submit(coord_t *c, const char *text, char *id_out, strata_err *e);
+/* A job from its journaled SUBMIT text, registered as running (restore.c). NULL with e. */
+coord_job *coord_job_restore(coord_t *c, const char *text, strata_err *e);
 
 /* ---------------------------------------------------------------- dispatch.c */
 
@@ -126,6 +178,13 @@ void coord_workers_shutdown(coord_t *c);
 void coord_on_client_msg(coord_t *c, const proto_rid *from, proto_msg *m);
 /* A frame from a client that did not decode: ERROR back when the sender is known. */
 void coord_client_garbage(coord_t *c, const proto_rid *from, const char *why);
+
+/* ---------------------------------------------------------------- restore.c */
+
+/* Open options.state_dir, replay its journal into the job table (jobs resume where they were:
+ * images finished are skipped, spooled outputs resume at the next level; a torn last record is
+ * dropped) and compact it. 0 (nothing without a state directory), or a negative code with e. */
+int coord_restore(coord_t *c, strata_err *e);
 
 /* ---------------------------------------------------------------- check.c */
 

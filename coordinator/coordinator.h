@@ -1,8 +1,8 @@
 /* coordinator: one process that takes jobs from clients, keeps per-level queues of tasks,
  * leases them to workers with credits, watches their heartbeats, retries what fails or is lost,
- * and writes each job's PNGs and manifest. Its state lives in memory only: a restart forgets
- * the jobs (a journal that survives restarts and a spool of inputs come with a later change:
- * docs/design.md section 6).
+ * and writes each job's PNGs and manifest. With a state directory its jobs, the images written
+ * and the level outputs in flight survive a restart (a journal and a spool: docs/design.md
+ * section 6); without one a restart forgets them.
  * The only header other folders include from coordinator/; it includes what it uses. This first
  * part holds the job spec the coordinator runs (filled by cluster/'s YAML loader); pipelines
  * are proto's level contract. */
@@ -33,6 +33,9 @@ typedef struct job_spec {
 } job_spec;
 
 void job_spec_free(job_spec *j);
+/* "" when a and b ask for the same images (the pipeline path and name aside), else the first
+ * field that differs, "FIELD A, was B", in buf (len bytes). */
+const char *job_spec_diff(const job_spec *a, const job_spec *b, char *buf, size_t len);
 
 /* ---------------------------------------------------------------- the coordinator */
 
@@ -52,13 +55,18 @@ typedef struct coord_options {
                                     worker, at least 8 */
     int max_attempts;            /* distinct workers a task may fail on before its image fails: 3 */
     coord_job_parser parse_job;
-    int verbose;      /* log every task to stderr */
-    size_t max_frame; /* largest frame accepted on either socket; 0: PROTO_MAX_FRAME
-                         (tests use a small one) */
-    int writers;      /* threads encoding and writing output PNGs; 0: 4 */
-    int check;        /* verify the state's invariants (credits, leases, per-job counts) after
-                         every message and abort naming the first broken one; for tests and
-                         debugging (`strata coordinator` sets it from STRATA_COORD_CHECK=1) */
+    int verbose;                /* log every task to stderr */
+    size_t max_frame;           /* largest frame accepted on either socket; 0: PROTO_MAX_FRAME
+                                   (tests use a small one) */
+    int writers;                /* threads encoding and writing output PNGs; 0: 4 */
+    const char *state_dir;      /* NULL: state in memory only; else the journal and spool live there
+                                   and are replayed at coord_run: jobs survive a restart */
+    size_t state_compact_bytes; /* journal size that triggers a compaction; 0: 64 MiB (tests
+                                   use a small one: `strata coordinator` reads
+                                   STRATA_STATE_COMPACT_BYTES) */
+    int check; /* verify the state's invariants (credits, leases, per-job counts) after
+                  every message and abort naming the first broken one; for tests and
+                  debugging (`strata coordinator` sets it from STRATA_COORD_CHECK=1) */
 } coord_options;
 
 typedef struct coord coord_t;
@@ -73,7 +81,8 @@ void coord_destroy(coord_t **c);
 const char *coord_worker_endpoint(const coord_t *c);
 const char *coord_client_endpoint(const coord_t *c);
 /* Serve until coord_stop() (async-signal-safe) is called; then tell workers SHUTDOWN and return
- * 0 (1 when ZeroMQ itself fails). Call it from one thread at a time. */
+ * 0 (1 when ZeroMQ itself fails, or the state directory cannot be replayed: logged). Call it from
+ * one thread at a time. */
 int coord_run(coord_t *c);
 void coord_stop(coord_t *c);
 /* How many times the invariants were verified (0 unless options.check); read it after coord_run

@@ -153,21 +153,22 @@ static int release_image(coord_t *c, int level)
 {
     coord_job *j = coord_jobs_next_to_start(c->jobs, level);
     if (!j) return -1;
-    int64_t s = coord_queue_start(c->queue, j, j->next, j->spec.priority, j->arrival, level);
+    int64_t s = coord_queue_start(c->queue, j, coord_job_next_image(j), j->spec.priority,
+                                  j->arrival, level);
     if (s < 0) {
         coord_log(c, 1, "no memory for another image in flight");
         return -1;
     }
     coord_job_image_started(j);
     coord_slot *sl = coord_queue_slot(c->queue, (uint32_t)s);
-    if (j->first > 0) {
+    if (!coord_state_resume(c, (uint32_t)s) && j->first > 0) {
         strata_err e = {0};
         if (coord_read_init(&c->pipe, j, sl->image, &sl->cond, &sl->cond_side, &e) < 0) {
             coord_image_failed(c, (uint32_t)s, e.msg);
             return 0;
         }
     }
-    coord_log(c, 0, "job %s image %u started at %s", j->id, sl->image, level_name(c, level));
+    coord_log(c, 0, "job %s image %u started at %s", j->id, sl->image, level_name(c, sl->level));
     return enqueue(c, (uint32_t)s, 0) < 0 ? 0 : 1;
 }
 
@@ -288,6 +289,7 @@ static void level_done(coord_t *c, uint32_t s, const uint8_t *rgb, int side)
     free(sl->cond);
     sl->cond = copy;
     sl->cond_side = side;
+    coord_state_level(c, s, rgb, side);
     coord_queue_new_task(c->queue, s, level + 1);
     enqueue(c, s, 0);
 }

@@ -16,6 +16,7 @@ static void job_end(coord_t *c, coord_job *j)
     coord_log(c, j->failed > 0, "job %s %s: %u written, %u failed", j->id,
               coord_job_state_name(j->state), j->done, j->failed);
     coord_jobs_stopped(c->jobs, j);
+    coord_state_job_end(c, j);
     coord_watchers_job_ended(c, j);
     coord_job_shrink(j);
 }
@@ -37,6 +38,7 @@ static void image_finished(coord_t *c, uint32_t s, int ok)
 
 void coord_image_ok(coord_t *c, uint32_t s)
 {
+    coord_state_image(c, s, 1, NULL);
     image_finished(c, s, 1);
 }
 
@@ -47,6 +49,7 @@ void coord_image_failed(coord_t *c, uint32_t s, const char *reason)
     if (coord_job_fail_image(j, sl->image, reason) < 0)
         coord_log(c, 1, "job %s image %u: reason not kept (out of memory)", j->id, sl->image);
     coord_log(c, 1, "job %s image %u failed: %s", j->id, sl->image, reason);
+    coord_state_image(c, s, 0, reason);
     image_finished(c, s, 0);
 }
 
@@ -99,6 +102,7 @@ static void drop_images(coord_t *c, const coord_job *j)
         const coord_slot *sl = coord_queue_slot(c->queue, s);
         if (sl->state == COORD_SLOT_FREE || sl->job != j) continue;
         if (sl->state == COORD_SLOT_RUNNING) coord_registry_lease_end(c->workers, sl->worker);
+        coord_state_slot_gone(c, s);
         coord_queue_release(c->queue, s);
     }
 }
@@ -115,6 +119,7 @@ int coord_job_cancel(coord_t *c, const char *id, strata_err *e)
     coord_log(c, 0, "job %s cancelled: %u written, %u failed, %u not run", j->id, j->done,
               j->failed, j->count - j->done - j->failed);
     coord_jobs_stopped(c->jobs, j);
+    coord_state_job_end(c, j);
     coord_watchers_job_ended(c, j);
     coord_job_shrink(j);
     return 0;

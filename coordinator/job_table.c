@@ -32,6 +32,9 @@ void coord_job_destroy(coord_job **jp)
     free(j->reasons);
     free(j->fails);
     free(j->strikes);
+    free(j->text);
+    free(j->finished);
+    free(j->resume);
     free(j);
     *jp = NULL;
 }
@@ -50,10 +53,29 @@ uint64_t coord_job_seed(const coord_job *j, uint32_t i)
     return j->spec.seeds ? j->spec.seeds[i] : j->spec.seed + i;
 }
 
+uint32_t coord_job_next_image(coord_job *j)
+{
+    while (j->cursor < j->count && coord_job_is_finished(j, j->cursor))
+        j->cursor++;
+    return j->cursor;
+}
+
 uint32_t coord_job_image_started(coord_job *j)
 {
+    coord_job_next_image(j);
     j->active++;
-    return j->next++;
+    j->next++;
+    return j->cursor++;
+}
+
+void coord_job_mark_finished(coord_job *j, uint32_t image)
+{
+    if (j->finished && image < j->count) j->finished[image / 8] |= (uint8_t)(1u << (image % 8));
+}
+
+int coord_job_is_finished(const coord_job *j, uint32_t image)
+{
+    return j->finished && image < j->count && (j->finished[image / 8] >> (image % 8)) & 1;
 }
 
 void coord_job_image_finished(coord_job *j, int ok)
@@ -156,9 +178,13 @@ void coord_job_shrink(coord_job *j)
         free(j->reasons[i]);
     free(j->reasons);
     free(j->fails);
+    free(j->finished);
+    free(j->resume);
     j->reasons = NULL;
     j->fails = NULL;
-    j->nreasons = j->capreasons = j->nfails = j->capfails = 0;
+    j->finished = NULL;
+    j->resume = NULL;
+    j->nreasons = j->capreasons = j->nfails = j->capfails = j->nresume = j->resume_at = 0;
 }
 
 uint32_t *coord_job_strikes(coord_job *j, uint64_t h, int create)

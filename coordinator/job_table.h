@@ -10,6 +10,7 @@
 #define STRATA_COORD_JOB_TABLE_H
 
 #include "coordinator/coordinator.h"
+#include "coordinator/journal.h"
 
 #include <stdint.h>
 
@@ -36,6 +37,13 @@ typedef struct coord_failure {
     uint32_t reason; /* index into the job's reasons */
 } coord_failure;
 
+/* An image whose level output waits in the spool (restored from a state directory). */
+typedef struct coord_resume {
+    uint32_t image;
+    uint8_t level;
+    coord_spool_ref ref;
+} coord_resume;
+
 typedef struct coord_job {
     char id[COORD_ID_MAX];
     job_spec spec;                              /* owns spec.seeds until the job ends */
@@ -44,8 +52,13 @@ typedef struct coord_job {
     uint32_t arrival;                           /* submission order */
     coord_job_state state;
     uint32_t count, next, done, failed, active; /* next = done + failed + active while running */
-    uint32_t pending_writes;                    /* PNGs with the writer pool: the job ends when 0 */
-    uint64_t version;                           /* bumped on every change watchers can see */
+    uint32_t cursor;      /* the next image index to start: those in finished are skipped */
+    char *text;           /* with --state: the SUBMIT text, journaled and kept for compaction */
+    uint8_t *finished;    /* with --state: bit i set once image i is written or failed */
+    coord_resume *resume; /* with --state, after a restart: sorted by image; those from */
+    uint32_t nresume, resume_at; /* resume_at on have not started yet */
+    uint32_t pending_writes;     /* PNGs with the writer pool: the job ends when 0 */
+    uint64_t version;            /* bumped on every change watchers can see */
     coord_level_count lv[PIPELINE_MAX_LEVELS];
     coord_failure *fails;
     uint32_t nfails, capfails;
@@ -68,10 +81,15 @@ const char *coord_job_state_name(coord_job_state s);
 /* Seed of image i. */
 uint64_t coord_job_seed(const coord_job *j, uint32_t i);
 
-/* Its next image starts: its index. */
+/* The index of the image to start next: the next one not finished before a restart. */
+uint32_t coord_job_next_image(coord_job *j);
+/* Its next image starts: its index (coord_job_next_image's). */
 uint32_t coord_job_image_started(coord_job *j);
 /* An image in flight finished: written (ok) or failed. */
 void coord_job_image_finished(coord_job *j, int ok);
+/* Image i is written or failed (with --state: its bit in finished). */
+void coord_job_mark_finished(coord_job *j, uint32_t image);
+int coord_job_is_finished(const coord_job *j, uint32_t image);
 /* Keep that image failed for reason (for the manifest); -1 when out of memory. */
 int coord_job_fail_image(coord_job *j, uint32_t image, const char *reason);
 /* A task at level was queued / taken out of the queue without a lease (its image fails next) /

@@ -87,9 +87,9 @@ static coord_job *job_from_text(coord_t *c, const char *text, strata_err *e)
     return NULL;
 }
 
-/* Register j as running, its output directory made; a negative code with e (j is then
- * freed). */
-static int job_register(coord_t *c, coord_job *j, strata_err *e)
+/* Register j as running, its output directory made and (with --state, when text is given) its
+ * spec journaled; a negative code with e (j is then freed). */
+static int job_register(coord_t *c, coord_job *j, const char *text, strata_err *e)
 {
     int rc = ERR_INPUT;
     if (coord_jobs_make_room(c->jobs, j->id) < 0) {
@@ -97,7 +97,8 @@ static int job_register(coord_t *c, coord_job *j, strata_err *e)
     } else if (snprintf(j->dir, sizeof j->dir, "%s/%s", j->spec.out[0] ? j->spec.out : ".",
                         j->id) >= (int)sizeof j->dir) {
         err_set(e, rc, "SUBMIT: out: path too long");
-    } else if ((rc = coord_mkdirs(j->dir, e)) == 0) {
+    } else if ((rc = coord_mkdirs(j->dir, e)) == 0 &&
+               (rc = coord_state_accept(c, j, text, e)) == 0) {
         if (coord_jobs_add(c->jobs, j) == 0) return 0;
         rc = err_set(e, ERR_NOMEM, "coordinator out of memory");
     }
@@ -105,13 +106,56 @@ static int job_register(coord_t *c, coord_job *j, strata_err *e)
     return rc;
 }
 
+/* The spec of ended job old again, from its text (its seeds were released), compared with
+ * spec: the first difference in buf, "" when none. */
+static const char *ended_diff(coord_t *c, const coord_job *old, const job_spec *spec, char *buf,
+                              size_t len)
+{
+    job_spec was = {0};
+    strata_err pe = {0};
+    if (!old->text || c->o.parse_job(old->text, strlen(old->text), "state", &was, &pe) < 0) {
+        snprintf(buf, len, "its spec cannot be read again");
+        return buf;
+    }
+    const char *diff = job_spec_diff(spec, &was, buf, len);
+    job_spec_free(&was);
+    return diff;
+}
+
+/* With --state, a SUBMIT of a known job's id (one restored after a restart, or a render run
+ * again): the same spec as a running or done job is that job again (1); another spec is
+ * refused naming the first difference (a negative code); 0 when the id is free to take (no such
+ * job, or one cancelled or failed). */
+static int job_same_as_known(coord_t *c, const coord_job *j, strata_err *e)
+{
+    const coord_job *old = coord_jobs_find(c->jobs, j->id);
+    if (!c->journal || !old || (old->state != COORD_JOB_RUNNING && old->state != COORD_JOB_DONE))
+        return 0;
+    char buf[600];
+    const char *diff = old->state == COORD_JOB_RUNNING
+                           ? job_spec_diff(&j->spec, &old->spec, buf, sizeof buf)
+                           : ended_diff(c, old, &j->spec, buf, sizeof buf);
+    if (!*diff) return 1;
+    return err_set(e, ERR_INPUT,
+                   "SUBMIT: job %s exists with other settings in the state directory (%s): "
+                   "choose another name",
+                   j->id, diff);
+}
+
 int coord_job_submit(coord_t *c, const char *text, char *id_out, strata_err *e)
 {
     coord_job *j = job_from_text(c, text, e);
     if (!j) return e->code < 0 ? e->code : ERR_INPUT;
+    int same = job_same_as_known(c, j, e);
+    if (same) {
+        snprintf(id_out, COORD_ID_MAX, "%s", j->id);
+        if (same > 0) coord_log(c, 0, "job %s submitted again: the same job", j->id);
+        coord_job_destroy(&j);
+        return same < 0 ? same : 0;
+    }
     j->count = (uint32_t)j->spec.count;
     j->arrival = coord_jobs_arrival(c->jobs);
-    int rc = job_register(c, j, e);
+    int rc = job_register(c, j, text, e);
     if (rc < 0) return rc;
     snprintf(id_out, COORD_ID_MAX, "%s", j->id);
     coord_log(c, 0, "job %s accepted: %u images, %s to %s at %d px, into %s", j->id, j->count,
@@ -119,4 +163,22 @@ int coord_job_submit(coord_t *c, const char *text, char *id_out, strata_err *e)
               j->dir);
     coord_job_check_end(c, j); /* a job of 0 images ends at once */
     return 0;
+}
+
+coord_job *coord_job_restore(coord_t *c, const char *text, strata_err *e)
+{
+    coord_job *j = job_from_text(c, text, e);
+    if (!j) return NULL;
+    j->count = (uint32_t)j->spec.count;
+    j->arrival = coord_jobs_arrival(c->jobs);
+    size_t bytes = ((size_t)j->count + 7) / 8;
+    j->text = strdup(text);
+    j->finished = calloc(bytes ? bytes : 1, 1);
+    if (!j->text || !j->finished) {
+        coord_job_destroy(&j);
+        err_set(e, ERR_NOMEM, "coordinator out of memory");
+        return NULL;
+    }
+    /* no text: job_register journals nothing (the record is being replayed) */
+    return job_register(c, j, NULL, e) < 0 ? NULL : j;
 }

@@ -8,7 +8,8 @@
 #include <zmq.h>
 
 enum {
-    COORD_WAKE_MS = 100, /* longest poll: how soon coord_stop is noticed */
+    COORD_WAKE_MS = 100,          /* longest poll: how soon coord_stop is noticed */
+    COORD_STOP_WRITES_MS = 10000, /* how long a stop waits for the PNGs being written */
 };
 
 /* Read up to COORD_DRAIN_BATCH messages from one socket and handle each. */
@@ -54,12 +55,31 @@ static int timers(coord_t *c)
     if (to_hb < wait) wait = to_hb < 1 ? 1 : (int)to_hb;
     int to_watch = coord_watchers_flush(c, now);
     if (to_watch >= 0 && to_watch < wait) wait = to_watch < 1 ? 1 : to_watch;
+    int to_commit = coord_state_commit(c, now, 0);
+    if (to_commit >= 0 && to_commit < wait) wait = to_commit < 1 ? 1 : to_commit;
     return wait;
+}
+
+/* At a stop, the PNGs being written are finished and recorded (images, manifests, the
+ * journal), so a restart on the same state does not write them again. */
+static void finish_writes(coord_t *c)
+{
+    for (long long end = clock_now_ms() + COORD_STOP_WRITES_MS;
+         c->writes && clock_now_ms() < end;) {
+        zmq_pollitem_t it = {NULL, coord_writer_fd(c->writer), ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, COORD_WAKE_MS) > 0) coord_writes_collect(c);
+    }
 }
 
 int coord_run(coord_t *c)
 {
     int rc = 0;
+    strata_err e = {0};
+    if (coord_restore(c, &e) < 0) {
+        coord_log(c, 1, "%s", e.msg);
+        return 1;
+    }
+    coord_check_after(c, "the replay of the state directory");
     c->next_heartbeat_ms = clock_now_ms() + c->o.heartbeat_ms;
     coord_log(c, 0, "serving %s: workers %s, clients %s", c->pipe.name, c->wep, c->cep);
     while (!c->stop) {
@@ -83,6 +103,11 @@ int coord_run(coord_t *c)
         coord_check_after(c, "dispatch");
     }
     coord_workers_shutdown(c);
+    finish_writes(c);
+    coord_state_commit(c, clock_now_ms(), 1);
+    if (c->journal)
+        coord_log(c, c->compactions > 0, "state: the journal was compacted %llu times",
+                  (unsigned long long)c->compactions);
     if (c->o.check) coord_log(c, 1, "%llu invariant checks passed", (unsigned long long)c->checks);
     coord_log(c, 0, "stopped");
     return rc;

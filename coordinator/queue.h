@@ -14,6 +14,7 @@
 #define STRATA_COORD_QUEUE_H
 
 #include "coordinator/coordinator.h"
+#include "coordinator/journal.h"
 
 #include <stdint.h>
 
@@ -53,6 +54,7 @@ typedef struct coord_slot {
     uint64_t excluded[COORD_MAX_EXCLUDE]; /* routing-id hashes of workers that failed it */
     uint8_t *cond; /* the previous level's output, cond_side^2 * 3 bytes (freed with the slot) */
     int cond_side;
+    coord_spool_ref spool; /* with --state: where cond lies in the spool (seg 0: nowhere) */
 } coord_slot;
 
 typedef struct coord_queue coord_queue_t;

@@ -30,11 +30,12 @@ def write_pipeline(path, sides):
         f.write("\n".join(lines) + "\n")
 
 
-def start_farm(pipeline, pools, stub_ms, log):
+def start_farm(pipeline, pools, stub_ms, log, state=None):
     wrap = os.environ.get("BENCH_COORD_WRAP", "").split()
+    extra = ["--state", state] if state else []
     coord = subprocess.Popen(wrap + [STRATA, "coordinator", "--pipeline", pipeline, "--workers",
                               "tcp://127.0.0.1:*", "--clients", "tcp://127.0.0.1:*",
-                              "--max-in-flight", "256"],
+                              "--max-in-flight", "256"] + extra,
                              stdout=subprocess.PIPE, stderr=log, text=True)
     line = coord.stdout.readline().split()
     workers_ep = line[2].split("=", 1)[1]
@@ -63,13 +64,13 @@ def status(clients_ep, job):
     return json.loads(out)[0]
 
 
-def run_job(tmp, pipeline, pools, stub_ms, count, poll_s, resolution):
+def run_job(tmp, pipeline, pools, stub_ms, count, poll_s, resolution, state=None):
     job = os.path.join(tmp, "job.yaml")
     with open(job, "w") as f:
         f.write(f"pipeline: {pipeline}\nname: bench\ncount: {count}\nresolution: {resolution}\n"
                 f"out: {os.path.join(tmp, 'out')}\n")
     with open(os.path.join(tmp, "farm.log"), "w") as log:
-        coord, workers, ep = start_farm(pipeline, pools, stub_ms, log)
+        coord, workers, ep = start_farm(pipeline, pools, stub_ms, log, state)
         try:
             start = time.monotonic()
             subprocess.run([STRATA, "submit", job, "--coordinator", ep], check=True,
@@ -129,10 +130,17 @@ def scale_job(tmp, args):
     pipeline = os.path.join(tmp, "scale.yaml")
     write_pipeline(pipeline, [4, 8, 16])
     per_level = args.workers // 3
-    wall, _, rss, cpu = run_job(tmp, pipeline, [per_level] * 3, [0, 0, 0], args.scale_images, 1.0, 16)
+    state = tempfile.mkdtemp(dir=args.state) if args.state else None
+    try:
+        wall, _, rss, cpu = run_job(tmp, pipeline, [per_level] * 3, [0, 0, 0], args.scale_images,
+                                    1.0, 16, state)
+    finally:
+        if state:
+            shutil.rmtree(state, ignore_errors=True)
     tasks = 3 * args.scale_images
     print(f"coordinator scale: {args.scale_images} images x 3 levels, {3 * per_level} stub "
-          f"workers on loopback, outputs in {tmp}")
+          f"workers on loopback, outputs in {tmp}" +
+          (f", --state in {args.state}" if state else ""))
     print(f"  {tasks / wall:.0f} level-tasks/s ({wall:.1f} s; target >= 5000); "
           f"coordinator peak RSS {rss:.1f} MB (target <= 256)")
     print(f"  the coordinator used {cpu:.1f} s of CPU in {wall:.1f} s")
@@ -147,6 +155,9 @@ def main():
     parser.add_argument("--workers", type=int, default=30)
     parser.add_argument("--out-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                         help="where the scale job writes (default: tmpfs)")
+    parser.add_argument("--state", default=None,
+                        help="the scale job's coordinator keeps --state in a new folder here "
+                             "(the ordinary disk measures the journal and spool)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if "pipeline" in args.what:

@@ -7,6 +7,7 @@
  * (READY{1} sent whenever no task is at the compute thread). Silence from the coordinator for
  * liveness x heartbeat_ms sends the worker back to HELLO. */
 #include "worker/compute.h"
+#include "worker/redial.h"
 #include "worker/worker.h"
 
 #include <errno.h>
@@ -47,6 +48,7 @@ typedef struct worker_loop {
     int loads, tasks; /* commands at the compute thread */
     int heartbeat_ms, liveness;
     long long last_rx, next_heartbeat, next_hello;
+    int backoff_ms; /* before the next HELLO on a fresh connection (redial.h) */
     int shutdown;
 } worker_loop;
 
@@ -229,6 +231,7 @@ static int worker_on_welcome(worker_loop *w, const struct proto_welcome *m, stra
     w->heartbeat_ms = c->config.heartbeat_ms;
     w->liveness = c->config.liveness;
     w->next_heartbeat = clock_now_ms() + w->heartbeat_ms;
+    w->backoff_ms = WORKER_BACKOFF_MIN_MS;
     w->phase = WORKER_PHASE_LOADING;
     worker_log(w, "WELCOME: model %s, side %d, heartbeat %d ms x %d", c->config.model,
                c->config.level.side, w->heartbeat_ms, w->liveness);
@@ -323,16 +326,28 @@ static int worker_drain_pair(worker_loop *w, strata_err *e)
 
 /* ---------------------------------------------------------------- timers */
 
+/* HELLO on a fresh connection; the next try waits twice as long (redial.h). */
+static int worker_hello_again(worker_loop *w, strata_err *e)
+{
+    if (w->backoff_ms < WORKER_BACKOFF_MIN_MS) w->backoff_ms = WORKER_BACKOFF_MIN_MS;
+    int rc = worker_redial(w->zctx, w->o->connect, w->id, WORKER_SEND_TIMEOUT_MS, &w->dealer, e);
+    if (!rc) rc = worker_send_hello(w, e);
+    w->next_hello = clock_now_ms() + w->backoff_ms;
+    w->backoff_ms = worker_backoff_next(w->backoff_ms);
+    return rc;
+}
+
 /* Heartbeats while welcomed; HELLO again while not, or once the coordinator went silent. */
 static int worker_tick(worker_loop *w, strata_err *e)
 {
     long long now = clock_now_ms(), silence = (long long)w->liveness * w->heartbeat_ms;
-    if (w->phase == WORKER_PHASE_HELLO) return now >= w->next_hello ? worker_send_hello(w, e) : 0;
+    if (w->phase == WORKER_PHASE_HELLO) return now >= w->next_hello ? worker_hello_again(w, e) : 0;
     if (now - w->last_rx >= silence) {
         worker_warn(w, "nothing from the coordinator for %lld ms: saying HELLO again",
                     now - w->last_rx);
         w->phase = WORKER_PHASE_HELLO;
-        return worker_send_hello(w, e);
+        w->backoff_ms = WORKER_BACKOFF_MIN_MS;
+        return worker_hello_again(w, e);
     }
     if (now < w->next_heartbeat) return 0;
     w->next_heartbeat = now + w->heartbeat_ms;

@@ -1,0 +1,425 @@
+/* A coordinator with a state directory lives through its own death, with real processes over
+ * loopback: SIGKILLed mid-job and restarted on the same --state (its journal's tail torn on
+ * top, compacted every 4 KiB while serving), the job completes with every PNG byte-identical to a
+ * clean render, the manifest lists each image once and images already written are not redone;
+ * `strata render` stopped mid-job resumes when run again with the same arguments, refuses other
+ * arguments naming the difference, and --fresh starts over; a state directory that fills up refuses
+ * new jobs and loses none it accepted. */
+#include "kernels/kernels.h"
+#include "tests/test.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { IMAGES = 40 };
+
+static const char *bin(void)
+{
+    const char *b = getenv("STRATA_BIN");
+    return b ? b : "build/strata";
+}
+
+static pid_t spawn(char **argv, int out_fd, const char *err_path)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0);
+        if (out_fd >= 0) dup2(out_fd, 1);
+        int err = err_path ? open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644) : -1;
+        if (err >= 0) dup2(err, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* test-tiny with a slow first level (40 steps), so a job is still running when it is hit. */
+static int write_slow_pipeline(const char *path)
+{
+    char cwd[1024];
+    FILE *f = fopen(path, "w");
+    if (!f || !getcwd(cwd, sizeof cwd)) return -1;
+    fprintf(f,
+            "name: slow\nlevels:\n"
+            "  - {name: l16, kind: generate, side: 16, steps: 40,\n"
+            "     model: %s/tests/fixtures/unet/small3/model}\n"
+            "  - {name: l32, kind: refine, side: 32, steps: 3, noise_level: 50,\n"
+            "     model: %s/tests/fixtures/unet/sr/model}\n",
+            cwd, cwd);
+    return fclose(f);
+}
+
+/* The coordinator on pipe with --state, on endpoints wep and cep ("tcp://127.0.0.1:*" the
+ * first time); the endpoints it bound come back in them. Its pid, or -1. */
+static pid_t coord_start(const char *pipe_path, const char *state, char *wep, char *cep,
+                         const char *log)
+{
+    int fds[2];
+    if (pipe(fds)) return -1;
+    char *argv[] = {(char *)bin(), "coordinator", "--pipeline", (char *)pipe_path, "--workers", wep,
+                    "--clients",   cep,           "--state",    (char *)state,     NULL};
+    pid_t pid = spawn(argv, fds[1], log);
+    close(fds[1]);
+    char line[1024];
+    size_t used = 0;
+    struct pollfd p = {fds[0], POLLIN, 0};
+    int ok = 0;
+    while (used + 1 < sizeof line && poll(&p, 1, 30000) > 0 && read(fds[0], line + used, 1) == 1)
+        if (line[used++] == '\n') {
+            line[used] = 0;
+            ok = sscanf(line, "strata coordinator: workers=%255s clients=%255s", wep, cep) == 2;
+            break;
+        }
+    close(fds[0]);
+    return ok ? pid : -1;
+}
+
+static void write_job(const char *path, const char *pipe_path, const char *out)
+{
+    FILE *j = fopen(path, "w");
+    if (!j) return;
+    fprintf(j, "pipeline: %s\nname: farm\ncount: %d\nseed: 1000\nresolution: 32\nout: %s\n",
+            pipe_path, IMAGES, out);
+    fclose(j);
+}
+
+/* How many of DIR/000000.png ... exist; their inodes into ino (0: missing). */
+static int pngs(const char *dir, ino_t *ino, int n)
+{
+    int found = 0;
+    for (int i = 0; i < n; i++) {
+        char path[1200];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%06d.png", dir, i);
+        ino[i] = stat(path, &st) == 0 ? st.st_ino : 0;
+        found += ino[i] != 0;
+    }
+    return found;
+}
+
+/* Wait until at least want PNGs exist in dir (polled: the condition, not a time). */
+static int wait_pngs(const char *dir, int want)
+{
+    ino_t ino[IMAGES];
+    struct timespec step = {0, 20 * 1000 * 1000};
+    for (long long end = test_deadline_ms() - 60000; clock_now_ms() < end;) {
+        if (pngs(dir, ino, IMAGES) >= want) return 0;
+        nanosleep(&step, NULL);
+    }
+    return -1;
+}
+
+static long slurp(const char *path, char **data)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *data = malloc((size_t)n + 1);
+    if (fread(*data, 1, (size_t)n, f) != (size_t)n) n = -1;
+    fclose(f);
+    if (n >= 0) (*data)[n] = 0;
+    return n;
+}
+
+/* Every PNG and the manifest of a/ and b/ have the same bytes; the manifest has n lines, one
+ * "ok" per index in order. */
+static int same_outputs(const char *a, const char *b, int n, char *why, size_t len)
+{
+    for (int i = 0; i <= n; i++) {
+        char pa[1200], pb[1200], *da = NULL, *db = NULL;
+        char name[64];
+        snprintf(name, sizeof name, i < n ? "%06d.png" : "manifest.jsonl", i);
+        snprintf(pa, sizeof pa, "%s/%s", a, name);
+        snprintf(pb, sizeof pb, "%s/%s", b, name);
+        long na = slurp(pa, &da), nb = slurp(pb, &db);
+        int same = na >= 0 && na == nb && !memcmp(da, db, (size_t)na);
+        int lines = 0;
+        for (long k = 0; i == n && same && k < na; k++)
+            lines += da[k] == '\n';
+        free(da), free(db);
+        if (!same) return snprintf(why, len, "%s differs from %s", pb, pa), -1;
+        if (i == n && lines != n) return snprintf(why, len, "%s: %d lines", pb, lines), -1;
+    }
+    return 0;
+}
+
+static int log_has(const char *path, const char *what)
+{
+    char *text;
+    if (slurp(path, &text) < 0) return 0;
+    int found = strstr(text, what) != NULL;
+    free(text);
+    return found;
+}
+
+/* The last bytes of the file at path (for a failure's message), static. */
+static const char *tail_of(const char *path)
+{
+    static char buf[2048];
+    char *text;
+    long n = slurp(path, &text);
+    buf[0] = 0;
+    if (n < 0) return buf;
+    snprintf(buf, sizeof buf, "%s", text + (n > 2000 ? n - 2000 : 0));
+    free(text);
+    return buf;
+}
+
+static int render_ref(const char *pipe_path, const char *out, int count)
+{
+    char n[16];
+    snprintf(n, sizeof n, "%d", count);
+    const char *args[] = {"render", "--pipeline",   pipe_path,     "--count", n,      "--seed",
+                          "1000",   "--resolution", "32",          "--name",  "farm", "--out",
+                          out,      "--workers",    "l16=2,l32=1", NULL};
+    char err[4096] = "";
+    return test_run_strata(args, err, sizeof err, NULL, 0);
+}
+
+/* Workers of l16 (2) and l32 (1) on ep; their pids into w. */
+static void workers_start(const char *ep, pid_t *w)
+{
+    for (int i = 0; i < 3; i++) {
+        char *argv[] = {(char *)bin(), "worker",   "--level", i < 2 ? "l16" : "l32",
+                        "--connect",   (char *)ep, NULL};
+        w[i] = spawn(argv, -1, "/dev/null");
+    }
+}
+
+static void stop(pid_t pid, int sig)
+{
+    if (pid <= 0) return;
+    kill(pid, sig);
+    waitpid(pid, NULL, 0);
+}
+
+/* Six bytes of a record header and no payload after the last record: a torn write. */
+static int tear_journal(const char *state)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/journal", state);
+    FILE *f = fopen(path, "ab");
+    if (!f) return -1;
+    fwrite("\x40\x00\x00\x00\x12\x34", 1, 6, f);
+    return fclose(f);
+}
+
+TEST_TIMEOUT(farm_coordinator_killed_resumes_from_state, 300)
+{
+    char dir[1024], pipe_path[1200], ref[1200], out[1200], job[1200], state[1200], log[1200];
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    snprintf(pipe_path, sizeof pipe_path, "%s/slow.yaml", dir);
+    snprintf(ref, sizeof ref, "%s/ref", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(job, sizeof job, "%s/job.yaml", dir);
+    snprintf(state, sizeof state, "%s/state", dir);
+    snprintf(log, sizeof log, "%s/coordinator.log", dir);
+    CHECK(write_slow_pipeline(pipe_path) == 0);
+    CHECKF(render_ref(pipe_path, ref, IMAGES) == 0, "%s", "the clean render failed");
+    write_job(job, pipe_path, out);
+    /* compact every few KiB: the restart then replays a journal compacted mid-job */
+    setenv("STRATA_STATE_COMPACT_BYTES", "4096", 1);
+
+    char wep[256] = "tcp://127.0.0.1:*", cep[256] = "tcp://127.0.0.1:*", farm[1300];
+    snprintf(farm, sizeof farm, "%s/farm", out);
+    pid_t coord = coord_start(pipe_path, state, wep, cep, log), w[3];
+    CHECK(coord > 0);
+    workers_start(wep, w);
+    const char *submit[] = {"submit", job, "--coordinator", cep, NULL};
+    char err[4096] = "";
+    int rc = test_run_strata(submit, err, sizeof err, NULL, 0);
+    int mid = rc == 0 ? wait_pngs(farm, 12) : -1;
+    stop(coord, SIGKILL);
+    ino_t before[IMAGES], after[IMAGES];
+    int written = pngs(farm, before, IMAGES);
+    int torn = tear_journal(state);
+    /* the same endpoints: the workers find the new coordinator where the old one was */
+    coord = mid == 0 ? coord_start(pipe_path, state, wep, cep, log) : -1;
+    const char *again[] = {"submit", job, "--wait", "--coordinator", cep, NULL};
+    int waited = coord > 0 ? test_run_strata(again, err, sizeof err, NULL, 0) : -1;
+    stop(coord, SIGTERM);
+    for (int i = 0; i < 3; i++)
+        stop(w[i], SIGTERM);
+    CHECKF(rc == 0, "submit: %s", err);
+    CHECKF(mid == 0 && written < IMAGES, "%d images written before the kill", written);
+    CHECK(torn == 0 && coord > 0);
+    CHECKF(waited == 0, "submit --wait after the restart: exit %d: %s", waited, err);
+    char why[2600] = "", refdir[1300];
+    snprintf(refdir, sizeof refdir, "%s/farm", ref);
+    CHECKF(same_outputs(refdir, farm, IMAGES, why, sizeof why) == 0, "%s", why);
+    pngs(farm, after, IMAGES);
+    int redone = 0;
+    for (int i = 0; i < IMAGES; i++)
+        redone += before[i] && before[i] != after[i];
+    fprintf(stderr, "  %d images written before the SIGKILL, %d of them written again\n", written,
+            redone);
+    /* only a write whose record waited for its group commit can be redone */
+    CHECKF(redone <= 4, "%d of %d images written before the kill were written again", redone,
+           written);
+    CHECKF(log_has(log, "dropped 6 bytes"), "the torn record is not reported in %s", log);
+    CHECKF(log_has(log, "images already finished"), "no replay reported in %s", log);
+    CHECKF(log_has(log, "the journal was compacted"), "no compaction reported in %s", log);
+}
+
+/* `strata render` of the slow pipeline into out as job farm (count images, extra flag or
+ * NULL), its stderr appended to log; its pid. */
+static pid_t render_start(const char *pipe_path, const char *out, int count, const char *extra,
+                          const char *log)
+{
+    char n[16];
+    snprintf(n, sizeof n, "%d", count);
+    char *argv[] = {(char *)bin(),  "render",    "--pipeline", (char *)pipe_path,
+                    "--count",      n,           "--seed",     "1000",
+                    "--resolution", "32",        "--name",     "farm",
+                    "--out",        (char *)out, "--workers",  "l16=2,l32=1",
+                    (char *)extra,  NULL};
+    return spawn(argv, -1, log);
+}
+
+static int render_wait(pid_t pid)
+{
+    int status = -1;
+    if (pid > 0) waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST_TIMEOUT(render_interrupted_resumes_and_refuses_other_args, 300)
+{
+    char dir[1024], pipe_path[1200], ref[1200], out[1200], log[1200], farm[1300], refdir[1300];
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    snprintf(pipe_path, sizeof pipe_path, "%s/slow.yaml", dir);
+    snprintf(ref, sizeof ref, "%s/ref", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(log, sizeof log, "%s/render.log", dir);
+    snprintf(farm, sizeof farm, "%s/farm", out);
+    snprintf(refdir, sizeof refdir, "%s/farm", ref);
+    CHECK(write_slow_pipeline(pipe_path) == 0);
+    CHECKF(render_ref(pipe_path, ref, IMAGES) == 0, "%s", "the clean render failed");
+
+    /* stopped as Ctrl-C stops it, mid-job */
+    pid_t r = render_start(pipe_path, out, IMAGES, NULL, log);
+    int mid = wait_pngs(farm, 4);
+    kill(r, SIGINT);
+    int first = render_wait(r);
+    ino_t before[IMAGES], after[IMAGES];
+    int written = pngs(farm, before, IMAGES);
+    CHECKF(mid == 0 && first == 1 && written < IMAGES, "render stopped with %d, %d images", first,
+           written);
+    /* other arguments for the same job: refused, naming the difference */
+    int other = render_wait(render_start(pipe_path, out, IMAGES + 1, NULL, log));
+    CHECKF(other == 2, "render with another --count: exit %d", other);
+    CHECKF(log_has(log, "count 41, was 40") && log_has(log, "--fresh"),
+           "no line naming the difference in %s", log);
+    /* the same arguments: resumed */
+    int resumed = render_wait(render_start(pipe_path, out, IMAGES, NULL, log));
+    CHECKF(resumed == 0, "the render run again: exit %d: %s", resumed, tail_of(log));
+    char why[2600] = "";
+    CHECKF(same_outputs(refdir, farm, IMAGES, why, sizeof why) == 0, "%s", why);
+    pngs(farm, after, IMAGES);
+    int redone = 0;
+    for (int i = 0; i < IMAGES; i++)
+        redone += before[i] && before[i] != after[i];
+    fprintf(stderr, "  %d images written before the stop, %d of them written again\n", written,
+            redone);
+    /* a stop drains the writes and commits: nothing written is done again */
+    CHECKF(redone == 0, "%d of %d images written before the stop were written again", redone,
+           written);
+    /* once more, finished: nothing to do; --fresh starts over with other arguments */
+    int done = render_wait(render_start(pipe_path, out, IMAGES, NULL, log));
+    pngs(farm, before, IMAGES);
+    CHECKF(done == 0 && !memcmp(before, after, sizeof before), "a finished render run again: %d",
+           done);
+    int fresh = render_wait(render_start(pipe_path, out, IMAGES + 1, "--fresh", log));
+    CHECKF(fresh == 0, "render --fresh: exit %d", fresh);
+    char *manifest;
+    char mpath[1400];
+    snprintf(mpath, sizeof mpath, "%s/manifest.jsonl", farm);
+    long n = slurp(mpath, &manifest);
+    int lines = 0;
+    for (long k = 0; k < n; k++)
+        lines += manifest[k] == '\n';
+    if (n >= 0) free(manifest);
+    CHECKF(lines == IMAGES + 1, "after --fresh --count %d the manifest has %d lines", IMAGES + 1,
+           lines);
+}
+
+/* A state directory that fills up (a 8 KiB tmpfs mounted in a mount namespace of the
+ * coordinator's own): the job accepted before completes with every image, the next SUBMIT is
+ * refused with a line saying why. */
+TEST_TIMEOUT(coordinator_full_state_refuses_new_jobs_and_loses_none, 200)
+{
+    char dir[1024], state[1200], out[1200], job[1200], log[1200], manifest[1400];
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    snprintf(state, sizeof state, "%s/state", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(job, sizeof job, "%s/job.yaml", dir);
+    snprintf(log, sizeof log, "%s/coordinator.log", dir);
+    snprintf(manifest, sizeof manifest, "%s/farm/manifest.jsonl", out);
+    if (geteuid() != 0) { /* mounting a tmpfs, even in a namespace of its own, needs root */
+        fprintf(stderr, "  skipped: not root\n");
+        return;
+    }
+    CHECK(mkdir(state, 0755) == 0);
+    write_job(job, "configs/pipelines/test-tiny.yaml", out);
+    char script[2400];
+    snprintf(script, sizeof script,
+             "mount -t tmpfs -o size=8k tmpfs '%s' && exec '%s' coordinator --pipeline "
+             "configs/pipelines/test-tiny.yaml --workers 'tcp://127.0.0.1:*' --clients "
+             "'tcp://127.0.0.1:*' --state '%s'",
+             state, bin(), state);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    char *argv[] = {"/usr/bin/unshare", "-m", "/bin/sh", "-c", script, NULL};
+    pid_t coord = spawn(argv, fds[1], log);
+    close(fds[1]);
+    char line[1024] = "", wep[256] = "", cep[256] = "";
+    size_t used = 0;
+    struct pollfd p = {fds[0], POLLIN, 0};
+    while (used + 1 < sizeof line && poll(&p, 1, 30000) > 0 && read(fds[0], line + used, 1) == 1)
+        if (line[used++] == '\n') break;
+    close(fds[0]);
+    int up = sscanf(line, "strata coordinator: workers=%255s clients=%255s", wep, cep) == 2;
+    pid_t w[3] = {0};
+    if (up) workers_start(wep, w);
+    char err[4096] = "", err2[4096] = "";
+    const char *submit[] = {"submit", job, "--wait", "--coordinator", cep, NULL};
+    int first = up ? test_run_strata(submit, err, sizeof err, NULL, 0) : -1;
+    /* the same spec under another name: a new job, which the full state cannot take */
+    char job2[1300];
+    snprintf(job2, sizeof job2, "%s/job2.yaml", dir);
+    FILE *f = fopen(job2, "w");
+    if (f) {
+        fprintf(f,
+                "pipeline: configs/pipelines/test-tiny.yaml\nname: farm2\ncount: 4\n"
+                "resolution: 32\nout: %s\n",
+                out);
+        fclose(f);
+    }
+    const char *second[] = {"submit", job2, "--coordinator", cep, NULL};
+    int refused = up ? test_run_strata(second, err2, sizeof err2, NULL, 0) : -1;
+    stop(coord, SIGTERM);
+    for (int i = 0; i < 3; i++)
+        stop(w[i], SIGTERM);
+    CHECKF(up, "the coordinator did not start on a tmpfs (%s): %s", line, log);
+    CHECKF(first == 0, "the job accepted before the state filled: exit %d: %s", first, err);
+    char *text;
+    long n = slurp(manifest, &text);
+    int ok = 0;
+    for (char *at = n > 0 ? text : NULL; at && (at = strstr(at, "\"status\":\"ok\"")); at++)
+        ok++;
+    if (n >= 0) free(text);
+    CHECKF(ok == IMAGES, "%d images ok in %s", ok, manifest);
+    CHECKF(refused != 0 && strstr(err2, "state directory") && strstr(err2, "No space"),
+           "a SUBMIT on a full state: exit %d: %s", refused, err2);
+    CHECKF(log_has(log, "new jobs are refused"), "%s says nothing of the full state", log);
+}
