@@ -249,16 +249,12 @@ static int start_coordinator(render_farm *f)
     int rc = render_worker_endpoint(f->args->bind, workers, sizeof workers);
     if (rc) return rc;
     if (pipe(fds)) return CLI_EXIT_RUNTIME;
-    char *argv[] = {f->self,
-                    "coordinator",
-                    "--pipeline",
-                    f->pipeline.path,
-                    "--workers",
-                    workers,
-                    "--clients",
-                    "tcp://127.0.0.1:*",
-                    f->args->verbose ? "--verbose" : NULL,
-                    NULL};
+    char *argv[] = {f->self, "coordinator", "--pipeline", f->pipeline.path, "--workers", workers,
+                    "--clients", "tcp://127.0.0.1:*",
+                    /* render's own job names its paths: no root to keep them in */
+                    "--out-root", "/", f->args->verbose ? "--verbose" : NULL, NULL, NULL};
+    /* --bind: workers on other nodes, no keys; the operator asked for that network */
+    if (f->args->bind) argv[f->args->verbose ? 11 : 10] = "--insecure";
     f->coord = render_spawn(f->self, argv, fds[1], 1, NULL);
     close(fds[1]);
     rc = f->coord < 0 ? CLI_EXIT_RUNTIME : read_ready_line(f, fds[0]);

@@ -7,6 +7,7 @@
  * (READY{1} sent whenever no task is at the compute thread). Silence from the coordinator for
  * liveness x heartbeat_ms sends the worker back to HELLO. */
 #include "worker/compute.h"
+#include "worker/link.h"
 #include "worker/worker.h"
 
 #include <errno.h>
@@ -37,7 +38,8 @@ typedef enum worker_phase {
 typedef struct worker_loop {
     const worker_opts *o;
     char id[PROTO_MAX_RID + 1], host[256];
-    void *zctx; /* the DEALER's context */
+    char model_hash[MODEL_HASH_HEX + 1]; /* of o->model, "" without one */
+    void *zctx;                          /* the DEALER's context */
     void *pctx; /* the PAIR's context: left alone if the compute thread is abandoned */
     void *dealer, *pair;
     compute comp;
@@ -47,7 +49,7 @@ typedef struct worker_loop {
     int loads, tasks; /* commands at the compute thread */
     int heartbeat_ms, liveness;
     long long last_rx, next_heartbeat, next_hello;
-    int shutdown;
+    int shutdown, hellos;
 } worker_loop;
 
 /* "strata worker ID: message" on stderr. */
@@ -103,15 +105,21 @@ static int worker_send_empty(worker_loop *w, enum proto_type type, strata_err *e
     return worker_send(w, &m, e);
 }
 
+/* HELLO; every one after the first on a fresh connection (link.c), so that the registration it
+ * makes is bound to a connection no one else can use. */
 static int worker_send_hello(worker_loop *w, strata_err *e)
 {
+    if (w->hellos++ &&
+        worker_link_connect(w->zctx, w->o, w->id, WORKER_SEND_TIMEOUT_MS, &w->dealer, e))
+        return e->code;
     proto_msg m = {.type = PROTO_HELLO,
                    .hello = {.worker = w->id,
                              .level = w->o->level,
                              .host = w->host,
                              .slots = 1,
                              .ranks = (uint32_t)worker_group_size(),
-                             .pid = (uint32_t)getpid()}};
+                             .pid = (uint32_t)getpid(),
+                             .model_hash = w->model_hash[0] ? w->model_hash : NULL}};
     worker_log(w, "HELLO level %s to %s", w->o->level, w->o->connect);
     w->next_hello = clock_now_ms() + (long long)w->liveness * w->heartbeat_ms;
     return worker_send(w, &m, e);
@@ -222,6 +230,7 @@ static int worker_on_welcome(worker_loop *w, const struct proto_welcome *m, stra
     if (!c) return err_set(e, ERR_NOMEM, "out of memory");
     c->kind = COMPUTE_LOAD;
     int rc = worker_config_from_welcome(&m->config, &c->config, e);
+    if (!rc && w->o->model) snprintf(c->config.model, sizeof c->config.model, "%s", w->o->model);
     if (rc) {
         compute_cmd_free(c);
         return rc;
@@ -260,6 +269,12 @@ static int worker_on_message(worker_loop *w, const proto_msg *m, strata_err *e)
         worker_log(w, "SHUTDOWN");
         w->shutdown = 1;
         return 0;
+    case PROTO_ERROR: /* not registered (any more): again; refused: this worker cannot serve */
+        if (!strncmp(m->error.message, "refused", 7))
+            return err_set(e, ERR_INPUT, "%s", m->error.message);
+        worker_warn(w, "the coordinator says: %s; saying HELLO again", m->error.message);
+        w->phase = WORKER_PHASE_HELLO;
+        return worker_send_hello(w, e);
     default:
         worker_warn(w, "ignoring %s from the coordinator", proto_type_name(m->type));
         return 0;
@@ -413,16 +428,13 @@ static int worker_start_compute(worker_loop *w, strata_err *e)
 
 static int worker_open(worker_loop *w, strata_err *e)
 {
-    strata_err pe = {0};
-    proto_sock_opts so = {.send_timeout_ms = WORKER_SEND_TIMEOUT_MS, .routing_id = w->id};
     w->zctx = zmq_ctx_new();
     w->pctx = zmq_ctx_new();
     if (!w->zctx || !w->pctx)
         return err_set(e, ERR_RUNTIME, "zmq context: %s", zmq_strerror(zmq_errno()));
-    if (proto_dealer_connect(w->zctx, w->o->connect, &so, &w->dealer, &pe))
-        return err_set(e, pe.code == ERR_ARG || pe.code == ERR_IO ? ERR_INPUT : ERR_RUNTIME,
-                       "--connect %s: %s", w->o->connect, pe.msg);
-    return worker_start_compute(w, e);
+    if (w->o->model && model_hash_dir(w->o->model, w->model_hash, e)) return e->code;
+    int rc = worker_link_connect(w->zctx, w->o, w->id, WORKER_SEND_TIMEOUT_MS, &w->dealer, e);
+    return rc ? rc : worker_start_compute(w, e);
 }
 
 /* Stop the compute thread: a running stub task ends at once, a running level_run is given
