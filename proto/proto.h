@@ -23,6 +23,7 @@
  *     TASK         task:uint64 attempt:uint job:str image:uint seed:uint64 level:str
  *                  level_index:uint class_label:int (-1: none) [cond:tensor] [params:{resize:uint}]
  *     SHUTDOWN     (no fields)
+ *     ERROR        message:str   (not registered: HELLO again; "refused: ...": the worker ends)
  *   client -> coordinator                    coordinator -> client
  *     SUBMIT       spec:str (job YAML)        SUBMITTED  job:str          or ERROR message:str
  *     STATUS       [job:str]                  STATUS_REPLY jobs:[job entry]

@@ -6,6 +6,7 @@ pipeline: three levels of stub workers (`strata worker --stub-ms`, no model) who
   level's and how often all levels were running at once (level-per-worker pipelining).
 scale: a large job through three no-op levels with many stub workers on loopback; reports
   level-tasks per second through the coordinator and the coordinator's peak RSS.
+With BENCH_CURVE=1 the farm's sockets run CURVE (keys from `strata keygen`).
 """
 import argparse
 import json

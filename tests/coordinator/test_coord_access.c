@@ -325,3 +325,34 @@ TEST(coord_worker_with_another_model_is_refused_by_hash)
     CHECK(harness_stop(&h) == 0);
     CHECK(!failed);
 }
+
+/* The client socket takes a job spec, not a tensor: a frame over COORD_CLIENT_MAX_FRAME cuts
+ * that client off, and the coordinator keeps serving others. */
+static void body_client_cap(harness *h, int *test_failed_)
+{
+    void *big = harness_dealer(h, 0, NULL), *other = harness_dealer(h, 0, NULL);
+    size_t n = COORD_CLIENT_MAX_FRAME + 4096;
+    char *spec = malloc(n + 1);
+    CHECK(spec && big && other);
+    memset(spec, '#', n);
+    spec[n] = 0;
+    proto_msg m = {.type = PROTO_SUBMIT, .submit = {.spec = spec}};
+    strata_err e = {0};
+    int sent = proto_send(big, NULL, &m, &e);
+    free(spec);
+    CHECK(sent == 0);
+    CHECK(next_type(big, 500, NULL, 0) == PROTO_NONE);
+    CHECK(harness_status(other, NULL, &m) == 0 && m.type == PROTO_STATUS_REPLY);
+    CHECK(m.status_reply.njobs == 0);
+    proto_msg_free(&m);
+}
+
+TEST(coord_client_frames_are_capped_small)
+{
+    harness h;
+    CHECK(harness_start(&h, NULL) == 0);
+    int failed = 0;
+    body_client_cap(&h, &failed);
+    CHECK(harness_stop(&h) == 0);
+    CHECK(!failed);
+}
