@@ -59,7 +59,8 @@ static void send_welcome(coord_t *c, const proto_rid *to, int i, const char *nam
                                       .tile = l->tile,
                                       .overlap = l->overlap,
                                       .heartbeat_ms = c->o.heartbeat_ms,
-                                      .liveness = c->o.liveness}};
+                                      .liveness = c->o.liveness,
+                                      .model_hash = c->model_hash[i][0] ? c->model_hash[i] : NULL}};
     send_to_worker(c, to, &m, name);
 }
 

@@ -42,7 +42,7 @@ static const struct field level_config_f[] = {
     OPT(proto_level_config, eta, F_F32),      OPT(proto_level_config, noise_level, F_I32),
     OPT(proto_level_config, guidance, F_F32), OPT(proto_level_config, tile, F_I32),
     OPT(proto_level_config, overlap, F_I32),  OPT(proto_level_config, heartbeat_ms, F_I32),
-    OPT(proto_level_config, liveness, F_I32),
+    OPT(proto_level_config, liveness, F_I32), OPT(proto_level_config, model_hash, F_STR),
 };
 
 /* The defaults of level_config_f's optional fields (zero elsewhere). */
@@ -50,6 +50,7 @@ static void level_config_preset(void *record)
 {
     proto_level_config *c = record;
     c->sampler = "";
+    c->model_hash = "";
     c->guidance = 1.0f;
     c->heartbeat_ms = 1000;
     c->liveness = 3;

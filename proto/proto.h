@@ -35,7 +35,8 @@
  *   tensor:      {dtype:"u8"|"f32" shape:[uint, up to 4] data:bin}, len(data) == prod(shape)*size
  *   level config: {model:str mode:str index:uint side:int steps:int [sampler:str] [eta:num]
  *                 [noise_level:int] [guidance:num] [tile:int] [overlap:int] [heartbeat_ms:int]
- *                 [liveness:int]}     (mode: a level_kind_name; num: an int or a float)
+ *                 [liveness:int] [model_hash:str]}  (mode: a level_kind_name; num: an int or
+ *                 a float)
  *
  * "uint" fields are 32-bit on both sides (values above 2^32-1 are rejected); uint64 fields and
  * class_label (int32) are as named. A lease is the pair (task, attempt) carried by TASK and
@@ -209,8 +210,10 @@ typedef struct proto_level_config {
     int32_t noise_level; /* 0 */
     float guidance;      /* 1 */
     int32_t tile, overlap;
-    int32_t heartbeat_ms; /* 1000: the coordinator's heartbeat interval */
-    int32_t liveness;     /* 3: heartbeats of silence before a peer is presumed gone */
+    int32_t heartbeat_ms;   /* 1000: the coordinator's heartbeat interval */
+    int32_t liveness;       /* 3: heartbeats of silence before a peer is presumed gone */
+    const char *model_hash; /* "": unknown; else the SHA-256 (hex) of the coordinator's copy of
+                               the level's model, which the worker's must match */
 } proto_level_config;
 
 struct proto_welcome {

@@ -173,6 +173,7 @@ typedef struct worker_config {
     level_params level;
     int heartbeat_ms; /* the coordinator's heartbeat interval */
     int liveness;     /* heartbeats of silence before the coordinator is presumed gone */
+    char model_hash[MODEL_HASH_HEX + 1]; /* WELCOME's: the model loaded must match ("": any) */
 } worker_config;
 
 /* Check a WELCOME's level settings and copy them into c. Errors are ERR_INPUT naming the field:

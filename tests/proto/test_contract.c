@@ -155,9 +155,11 @@ TEST(proto_welcome_and_task_bytes_unchanged)
 {
     /* values across the widths MessagePack picks between (fixint, uint8/16/32, negative) */
     static const proto_level_config configs[] = {
-        {"models/l32", LEVEL_KIND_GENERATE, 0, 32, 50, "", 0.0f, 0, 1.0f, 0, 0, 1000, 3},
-        {"/abs/l128", LEVEL_KIND_REFINE, 1, 128, 200, "ddim", 0.5f, 250, 7.5f, 64, 8, 60000, 10},
-        {"m", LEVEL_KIND_DIRECT, 300, 8192, 0, "dpm++2m", 1.0f, 999, 1.0f, 4096, 255, 10, 1000},
+        {"models/l32", LEVEL_KIND_GENERATE, 0, 32, 50, "", 0.0f, 0, 1.0f, 0, 0, 1000, 3, NULL},
+        {"/abs/l128", LEVEL_KIND_REFINE, 1, 128, 200, "ddim", 0.5f, 250, 7.5f, 64, 8, 60000, 10,
+         NULL},
+        {"m", LEVEL_KIND_DIRECT, 300, 8192, 0, "dpm++2m", 1.0f, 999, 1.0f, 4096, 255, 10, 1000,
+         NULL},
     };
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
         msgpack_sbuffer sb;
