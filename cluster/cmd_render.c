@@ -269,9 +269,9 @@ static int start_worker(render_farm *f, int k)
     char threads[32], id[64];
     snprintf(threads, sizeof threads, "%ld", f->args->threads);
     snprintf(id, sizeof id, "%s-%d", level, f->next_id++);
-    char *argv[] = {f->self,     "worker",     "--level",   (char *)level,
-                    "--connect", f->worker_ep, "--threads", threads,
-                    "--id",      id,           NULL};
+    char *argv[] = {f->self,      "worker",         "--level", (char *)level, "--connect",
+                    f->worker_ep, "--threads",      threads,   "--id",        id,
+                    "--pipeline", f->pipeline.path, NULL};
     render_child *w = &f->workers[f->nworkers];
     w->pid = render_spawn(f->self, argv, -1, f->ranks[k], f->args->mpirun_args);
     w->k = k;

@@ -311,6 +311,20 @@ static void body_model_hash(harness *h, int *test_failed_)
         "--model", dir,       "--stub-ms", "0",         NULL};
     CHECK(test_run_strata(args, err, sizeof err, NULL, 0) == 2);
     CHECKF(strstr(err, "refused") && strstr(err, good) && strstr(err, bad), "%s", err);
+    /* --pipeline: the worker finds its level's model there (test-tiny's l16 is another one) */
+    const char *pargs[] = {"worker",
+                           "--level",
+                           "l16",
+                           "--connect",
+                           coord_worker_endpoint(h->c),
+                           "--pipeline",
+                           "configs/pipelines/test-tiny.yaml",
+                           NULL};
+    CHECK(test_run_strata(pargs, err, sizeof err, NULL, 0) == 2);
+    CHECKF(strstr(err, "refused") && strstr(err, good), "%s", err);
+    pargs[2] = "l99";
+    CHECK(test_run_strata(pargs, err, sizeof err, NULL, 0) == 2);
+    CHECKF(strstr(err, "has no level 'l99'"), "%s", err);
 }
 
 TEST(coord_worker_with_another_model_is_refused_by_hash)
