@@ -95,6 +95,20 @@ static int model_ok(coord_t *c, const proto_rid *from, int level, const struct p
     return 0;
 }
 
+/* A worker says HELLO again on a fresh connection (a new routing id): its registration under
+ * the old one, same name and key, ends now rather than after liveness x heartbeat_ms. */
+static void forget_earlier(coord_t *c, const proto_rid *from, const char *user, const char *name)
+{
+    for (uint32_t i = 0; i < coord_registry_size(c->workers); i++) {
+        const coord_worker *w = coord_registry_at(c->workers, i);
+        if (!strncmp(w->name, name, sizeof w->name - 1) && !strcmp(w->key, user) &&
+            !proto_rid_equal(&w->rid, from)) {
+            worker_forget(c, (int)i, "said HELLO again on a new connection");
+            return;
+        }
+    }
+}
+
 static void on_hello(coord_t *c, const proto_rid *from, const char *user,
                      const struct proto_hello *h)
 {
@@ -105,6 +119,7 @@ static void on_hello(coord_t *c, const proto_rid *from, const char *user,
         return;
     }
     if (old >= 0) worker_forget(c, old, "said HELLO again");
+    forget_earlier(c, from, user, h->worker);
     int level = level_by_name(c, h->level);
     if (level < 0) {
         coord_log(c, 1, "worker %s asked for level '%s', not in pipeline %s: SHUTDOWN", h->worker,

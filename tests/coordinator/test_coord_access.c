@@ -370,3 +370,40 @@ TEST(coord_client_frames_are_capped_small)
     CHECK(harness_stop(&h) == 0);
     CHECK(!failed);
 }
+
+/* A worker that says HELLO again on a fresh connection (what `strata worker` does after a
+ * silence) ends its old registration at once: the task it held is re-queued and runs on the
+ * new connection. */
+static void body_new_connection(harness *h, int *test_failed_)
+{
+    fake_worker w;
+    struct proto_task t, t2;
+    char spec[512], id[64], path[1200];
+    CHECK(harness_worker(h, &w, "w1", 0, 1) == 0);
+    snprintf(spec, sizeof spec, "name: nc\ncount: 1\nresolution: 16\nout: %s\n", h->dir);
+    CHECK(harness_submit(harness_dealer(h, 0, NULL), spec, id, sizeof id) == 0);
+    CHECK(harness_get_task(w.sock, &t, 5000) == 0);
+    void *again = harness_dealer(h, 1, "w1.fresh");
+    CHECK(again && hello(again, "w1", "l16", NULL) == 0);
+    CHECK(next_type(again, 5000, NULL, 0) == PROTO_WELCOME);
+    CHECK(harness_ready(again, 1) == 0);
+    CHECK(harness_get_task(again, &t2, 5000) == 0);
+    CHECK(t2.task == t.task && t2.attempt == t.attempt + 1);
+    /* the old lease's late RESULT is not taken */
+    CHECK(harness_result(w.sock, t.task, t.attempt, 1, t.image, 5, 16) == 0);
+    CHECK(harness_result(again, t2.task, t2.attempt, 1, t2.image, 0, 16) == 0);
+    snprintf(path, sizeof path, "%s/nc/000000.png", h->dir);
+    for (int k = 0; k < 200 && !harness_file_exists(path); k++)
+        next_type(again, 10, NULL, 0); /* a 10 ms wait for the writer thread */
+    CHECKF(harness_png_is(path, 0, 0, 16), "%s", path);
+}
+
+TEST(coord_worker_hello_on_a_new_connection_ends_the_old_one)
+{
+    harness h;
+    CHECK(harness_start(&h, NULL) == 0);
+    int failed = 0;
+    body_new_connection(&h, &failed);
+    CHECK(harness_stop(&h) == 0);
+    CHECK(!failed);
+}
