@@ -20,12 +20,18 @@ enum {
 
 int client_open(client *c, const char *endpoint, strata_err *e)
 {
+    return client_open_curve(c, endpoint, NULL, e);
+}
+
+int client_open_curve(client *c, const char *endpoint, const proto_curve *curve, strata_err *e)
+{
     memset(c, 0, sizeof *c);
     if (!endpoint) endpoint = getenv("STRATA_COORDINATOR");
     c->endpoint = endpoint && *endpoint ? endpoint : CLIENT_DEFAULT_ENDPOINT;
     c->ctx = zmq_ctx_new();
     if (!c->ctx) return err_set(e, ERR_IO, "zmq_ctx_new failed");
     proto_sock_opts o = {.linger_ms = -1};
+    if (curve) o.curve = *curve;
     return proto_dealer_connect(c->ctx, c->endpoint, &o, &c->sock, e);
 }
 

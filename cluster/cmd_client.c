@@ -12,21 +12,26 @@
 enum { CLIENT_REPLY_MS = 5000 };
 
 typedef struct client_args {
-    const char *endpoint, *arg;
+    const char *endpoint, *arg, *key, *server_key;
     int wait, json;
+    cli_keys keys;
 } client_args;
 
 static const char client_help[] =
     "usage: strata submit JOB.yaml [--wait] [--coordinator ENDPOINT]\n"
     "       strata status [JOB] [--json] [--coordinator ENDPOINT]\n"
     "       strata watch JOB [--coordinator ENDPOINT]\n"
-    "       strata cancel JOB [--coordinator ENDPOINT]\n\n"
+    "       strata cancel JOB [--coordinator ENDPOINT]\n"
+    "       (each also takes [--key FILE --server-key FILE.pub])\n\n"
     "Talk to a running coordinator (default endpoint $STRATA_COORDINATOR, "
     "else " CLIENT_DEFAULT_ENDPOINT
     ").\nsubmit checks the job file, sends it and prints the job id; --wait then follows it like\n"
     "watch. status lists jobs (or one) with per-level counts. watch shows per-level progress\n"
     "until the job ends. Exit codes: 0 success, 1 the job failed or the coordinator did not\n"
-    "answer, 2 bad input or usage.\n";
+    "answer, 2 bad input or usage.\n\n"
+    "  --key FILE            this client's CURVE secret key (strata keygen NAME: NAME.key);\n"
+    "                        default $STRATA_KEY\n"
+    "  --server-key FILE.pub the coordinator's public key; default $STRATA_SERVER_KEY\n";
 
 /* Parses [ARG] and the flags; needs_arg: ARG is required. */
 static int parse_client_args(const char *cmd, int argc, char **argv, int needs_arg, client_args *a)
@@ -35,6 +40,8 @@ static int parse_client_args(const char *cmd, int argc, char **argv, int needs_a
                                          {"wait", 0, 0, 'w'},
                                          {"json", 0, 0, 'j'},
                                          {"help", 0, 0, 'h'},
+                                         {"key", 1, 0, 'k'},
+                                         {"server-key", 1, 0, 's'},
                                          {0, 0, 0, 0}};
     int c;
     memset(a, 0, sizeof *a);
@@ -43,6 +50,10 @@ static int parse_client_args(const char *cmd, int argc, char **argv, int needs_a
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'c')
             a->endpoint = optarg;
+        else if (c == 'k')
+            a->key = optarg;
+        else if (c == 's')
+            a->server_key = optarg;
         else if (c == 'w' && !strcmp(cmd, "submit"))
             a->wait = 1;
         else if (c == 'j' && !strcmp(cmd, "status"))
@@ -62,7 +73,7 @@ static int parse_client_args(const char *cmd, int argc, char **argv, int needs_a
                 needs_arg && !a->arg ? "missing argument" : "too many arguments", cmd);
         return CLI_EXIT_USAGE;
     }
-    return 0;
+    return cli_keys_load(cmd, a->key, a->server_key, &a->keys);
 }
 
 static int client_fail(const char *cmd, const strata_err *e)
@@ -100,7 +111,7 @@ int cmd_submit(int argc, char **argv)
     client c;
     strata_err e = {0};
     proto_msg req = {.type = PROTO_SUBMIT, .submit = {text}}, reply = {0};
-    rc = client_open(&c, a.endpoint, &e);
+    rc = client_open_curve(&c, a.endpoint, &a.keys.curve, &e);
     if (!rc) rc = client_call(&c, &req, &reply, CLIENT_REPLY_MS, &e);
     free(text);
     if (!rc && reply.type == PROTO_ERROR) {
@@ -170,7 +181,7 @@ int cmd_status(int argc, char **argv)
     client c;
     strata_err e = {0};
     proto_msg req = {.type = PROTO_STATUS, .status = {a.arg}}, reply = {0};
-    rc = client_open(&c, a.endpoint, &e);
+    rc = client_open_curve(&c, a.endpoint, &a.keys.curve, &e);
     if (!rc) rc = client_call(&c, &req, &reply, CLIENT_REPLY_MS, &e);
     if (rc) {
         rc = client_fail("status", &e);
@@ -192,7 +203,7 @@ int cmd_watch(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
     client c;
     strata_err e = {0};
-    rc = client_open(&c, a.endpoint, &e);
+    rc = client_open_curve(&c, a.endpoint, &a.keys.curve, &e);
     if (!rc) rc = client_watch(&c, a.arg, stdout, NULL, NULL, &e);
     if (rc < 0) rc = client_fail("watch", &e);
     client_close(&c);
@@ -207,7 +218,7 @@ int cmd_cancel(int argc, char **argv)
     client c;
     strata_err e = {0};
     proto_msg req = {.type = PROTO_CANCEL, .cancel = {a.arg}}, reply = {0};
-    rc = client_open(&c, a.endpoint, &e);
+    rc = client_open_curve(&c, a.endpoint, &a.keys.curve, &e);
     if (!rc) rc = client_call(&c, &req, &reply, CLIENT_REPLY_MS, &e);
     if (rc) {
         rc = client_fail("cancel", &e);

@@ -19,14 +19,17 @@ static const char coordinator_help[] =
     "usage: strata coordinator [--config FILE] [--pipeline FILE] [--workers ENDPOINT]\n"
     "                          [--clients ENDPOINT]\n"
     "                          [--heartbeat-ms MS] [--liveness N] [--max-in-flight N]\n"
-    "                          [--state DIR] [--verbose]\n\n"
+    "                          [--state DIR] [--out-root DIR] [--key FILE --allow FILE.pub|DIR "
+    "...]\n"
+    "                          [--insecure] [--verbose]\n\n"
     "Runs the farm's coordinator for one pipeline: takes jobs from clients (strata submit,\n"
     "status, watch, cancel), hands each level's tasks to that level's workers (strata worker)\n"
     "and writes OUT/<job>/<index>.png and OUT/<job>/manifest.jsonl. Once bound it prints\n"
     "\"strata coordinator: workers=ENDPOINT clients=ENDPOINT\" (a port given as * is chosen\n"
     "then) and serves until SIGTERM or SIGINT, when it tells its workers SHUTDOWN.\n\n"
     "  --config FILE       YAML with keys pipeline (relative to FILE), workers, clients,\n"
-    "                      heartbeat_ms, liveness, max_in_flight, verbose, state; flags win\n"
+    "                      heartbeat_ms, liveness, max_in_flight, verbose, state, curve,\n"
+    "                      insecure, out_root; flags win over it\n"
     "  --pipeline FILE     the cascade (default " COORD_DEFAULT_PIPELINE ")\n"
     "  --workers ENDPOINT  where workers connect (default " COORD_DEFAULT_WORKERS ")\n"
     "  --clients ENDPOINT  where clients connect (default " COORD_DEFAULT_CLIENTS ")\n"
@@ -35,6 +38,12 @@ static const char coordinator_help[] =
     "  --max-in-flight N   images started and not finished (default 4 per worker, at least 8)\n"
     "  --state DIR         keep a journal and a spool in DIR (created): after a restart on the\n"
     "                      same DIR, jobs resume where they were (docs/design.md section 6)\n"
+    "  --out-root DIR      every job's out and init_images lie under DIR (default: the\n"
+    "                      working directory); a path escaping it is refused\n"
+    "  --key FILE          CURVE: the coordinator's secret key (strata keygen NAME: NAME.key)\n"
+    "  --allow PATH        CURVE: a client or worker key let in (NAME.pub, or a directory of\n"
+    "                      them); repeatable. Without keys only loopback endpoints bind\n"
+    "  --insecure          bind other addresses without keys (anyone reaching them can join)\n"
     "  --verbose           log every event to stderr (failures are always logged)\n\n"
     "With STRATA_COORD_CHECK=1 in the environment the coordinator verifies its state's\n"
     "invariants after every message and aborts naming the first broken one (tests; slower).\n";
@@ -55,7 +64,7 @@ static void coordinator_on_signal(int sig)
 }
 
 typedef struct coordinator_args {
-    const char *pipeline, *workers, *clients;
+    const char *pipeline, *workers, *clients, *out_root;
     coord_options o;
     coordinator_config file; /* --config: read before the other flags, which override it */
 } coordinator_args;
@@ -82,6 +91,25 @@ static int coordinator_read_config(int argc, char **argv, coordinator_args *a)
     a->o.liveness = a->file.liveness;
     a->o.max_images_in_flight = a->file.max_in_flight;
     a->o.verbose = a->file.verbose;
+    a->o.insecure = a->file.insecure;
+    if (*a->file.out_root) a->out_root = a->file.out_root;
+    return 0;
+}
+
+/* The flags of access: --out-root, --key, --allow (appended to the config's), --insecure. */
+static int coordinator_access_flag(int opt, coordinator_args *a)
+{
+    coordinator_config *f = &a->file;
+    if (opt == 'r') a->out_root = optarg;
+    if (opt == 'i') a->o.insecure = 1;
+    if (opt == 'k') snprintf(f->curve_key, sizeof f->curve_key, "%s", optarg);
+    if (opt == 'a' && f->nallow == COORDINATOR_MAX_ALLOW)
+        return cli_usage("coordinator", "--allow: more than %d (name a directory)",
+                         COORDINATOR_MAX_ALLOW);
+    if (opt == 'a') {
+        snprintf(f->allow[f->nallow].path, sizeof f->allow[0].path, "%s", optarg);
+        f->allow[f->nallow++].admin = 0;
+    }
     return 0;
 }
 
@@ -123,6 +151,8 @@ static int coordinator_option(int c, char **argv, coordinator_args *a)
         fputs(coordinator_help, stdout);
         return -1;
     default:
+        if (c > 0 && strchr("rkai", c)) /* --out-root, --key, --allow, --insecure */
+            return coordinator_access_flag(c, a);
         return cli_usage("coordinator", "unknown or incomplete option '%s'", argv[optind - 1]);
     }
 }
@@ -130,17 +160,12 @@ static int coordinator_option(int c, char **argv, coordinator_args *a)
 /* Fill a from argv. Returns 0, -1 after --help, or CLI_EXIT_USAGE. */
 static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
 {
-    static const struct option opts[] = {{"pipeline", 1, 0, 'p'},
-                                         {"workers", 1, 0, 'w'},
-                                         {"clients", 1, 0, 'c'},
-                                         {"heartbeat-ms", 1, 0, 'b'},
-                                         {"liveness", 1, 0, 'l'},
-                                         {"max-in-flight", 1, 0, 'm'},
-                                         {"verbose", 0, 0, 'v'},
-                                         {"help", 0, 0, 'h'},
-                                         {"config", 1, 0, 'f'},
-                                         {"state", 1, 0, 's'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"pipeline", 1, 0, 'p'},     {"workers", 1, 0, 'w'},  {"clients", 1, 0, 'c'},
+        {"heartbeat-ms", 1, 0, 'b'}, {"liveness", 1, 0, 'l'}, {"max-in-flight", 1, 0, 'm'},
+        {"verbose", 0, 0, 'v'},      {"help", 0, 0, 'h'},     {"config", 1, 0, 'f'},
+        {"state", 1, 0, 's'},        {"out-root", 1, 0, 'r'}, {"key", 1, 0, 'k'},
+        {"allow", 1, 0, 'a'},        {"insecure", 0, 0, 'i'}, {0, 0, 0, 0}};
     int c;
     *a = (coordinator_args){.pipeline = COORD_DEFAULT_PIPELINE,
                             .workers = COORD_DEFAULT_WORKERS,
@@ -177,8 +202,20 @@ int cmd_coordinator(int argc, char **argv)
     a.o.check = coordinator_check_env();
     const char *compact = getenv("STRATA_STATE_COMPACT_BYTES"); /* tests: compact often */
     if (compact && *compact) a.o.state_compact_bytes = (size_t)strtoull(compact, NULL, 10);
+    a.o.out_root = a.out_root;
+    static char secret[PROTO_KEY_LEN + 1];
+    coord_key *allow = NULL;
+    if (*a.file.curve_key) {
+        if ((rc = coordinator_keys_load(&a.file, secret, &allow, &a.o.nallow, &e)) < 0)
+            return cli_fail("coordinator", rc, e.msg);
+        a.o.curve_secret = secret;
+        a.o.allow = allow;
+    } else if (a.file.nallow) {
+        return cli_usage("coordinator", "%s", "--allow needs --key (curve.key)");
+    }
     coord_t *c = NULL;
     rc = coord_new(&a.o, &c, &e);
+    free(allow);
     if (rc < 0) return cli_fail("coordinator", rc, e.msg);
     printf("strata coordinator: workers=%s clients=%s\n", coord_worker_endpoint(c),
            coord_client_endpoint(c));

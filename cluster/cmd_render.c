@@ -247,18 +247,12 @@ static int start_coordinator(render_farm *f)
     int rc = render_worker_endpoint(f->args->bind, workers, sizeof workers);
     if (rc) return rc;
     if (pipe(fds)) return CLI_EXIT_RUNTIME;
-    char *argv[] = {f->self,
-                    "coordinator",
-                    "--pipeline",
-                    f->pipeline.path,
-                    "--workers",
-                    workers,
-                    "--clients",
-                    "tcp://127.0.0.1:*",
-                    "--state",
-                    f->state,
-                    f->args->verbose ? "--verbose" : NULL,
-                    NULL};
+    char *argv[] = {f->self, "coordinator", "--pipeline", f->pipeline.path, "--workers", workers,
+                    "--clients", "tcp://127.0.0.1:*", "--state", f->state,
+                    /* render's own job names its paths: no root to keep them in */
+                    "--out-root", "/", f->args->verbose ? "--verbose" : NULL, NULL, NULL};
+    /* --bind: workers on other nodes, no keys; the operator asked for that network */
+    if (f->args->bind) argv[f->args->verbose ? 13 : 12] = "--insecure";
     f->coord = render_spawn(f->self, argv, fds[1], 0, NULL);
     close(fds[1]);
     rc = f->coord < 0 ? CLI_EXIT_RUNTIME : read_ready_line(f, fds[0]);
@@ -273,9 +267,9 @@ static int start_worker(render_farm *f, int k)
     char threads[32], id[64];
     snprintf(threads, sizeof threads, "%ld", f->args->threads);
     snprintf(id, sizeof id, "%s-%d", level, f->next_id++);
-    char *argv[] = {f->self,     "worker",     "--level",   (char *)level,
-                    "--connect", f->worker_ep, "--threads", threads,
-                    "--id",      id,           NULL};
+    char *argv[] = {f->self,      "worker",         "--level", (char *)level, "--connect",
+                    f->worker_ep, "--threads",      threads,   "--id",        id,
+                    "--pipeline", f->pipeline.path, NULL};
     render_child *w = &f->workers[f->nworkers];
     w->pid = render_spawn(f->self, argv, -1, f->ranks[k], f->args->mpirun_args);
     w->k = k;

@@ -1,5 +1,7 @@
 /* `strata worker`: one level's worker process, serving a coordinator (worker/loop.c). */
+#include "cluster/client.h"
 #include "cluster/cluster.h"
+#include "cluster/config.h"
 #include "worker/worker.h"
 
 #include <errno.h>
@@ -12,7 +14,9 @@
 
 static const char worker_help[] =
     "usage: strata worker --level NAME --connect ENDPOINT [--threads N] [--id ID]\n"
-    "                     [--stub-ms MS] [--verbose]\n\n"
+    "                     [--stub-ms MS] [--model DIR | --pipeline FILE] [--key FILE --server-key "
+    "FILE.pub]\n"
+    "                     [--verbose]\n\n"
     "Serves one level of a cascade for the coordinator at ENDPOINT (its worker socket, e.g.\n"
     "tcp://host:5555): says HELLO, takes the level's settings from the WELCOME, loads the\n"
     "model once, then runs one task at a time, heartbeating while it computes. It reconnects\n"
@@ -25,6 +29,12 @@ static const char worker_help[] =
     "  --id ID            worker id (default HOST-PID)\n"
     "  --stub-ms MS       for farm benchmarks: load no model; each task takes MS ms and returns\n"
     "                     the cond scaled up (nearest neighbour) or a flat grey from the seed\n"
+    "  --model DIR        the level's model directory on this host: HELLO carries its SHA-256\n"
+    "                     (a coordinator whose model differs refuses the worker, exit 2) and\n"
+    "                     it is loaded instead of the coordinator's path\n"
+    "  --pipeline FILE    find the level's model in this pipeline file (as --model)\n"
+    "  --key FILE         this worker's CURVE secret key (strata keygen); default $STRATA_KEY\n"
+    "  --server-key FILE.pub  the coordinator's public key; default $STRATA_SERVER_KEY\n"
     "  --verbose          log every event to stderr (errors are always logged)\n";
 
 static volatile sig_atomic_t worker_stop_flag;
@@ -35,12 +45,40 @@ static void worker_on_signal(int sig)
     worker_stop_flag = 1;
 }
 
+static const char *worker_key_file, *worker_server_key_file, *worker_pipeline_file;
+
+/* --model DIR, --key FILE, --server-key FILE (the keys are read once the flags are parsed). */
+static void worker_path_flag(int c, worker_opts *o)
+{
+    if (c == 'm') o->model = optarg;
+    if (c == 'p') worker_pipeline_file = optarg;
+    if (c == 'k') worker_key_file = optarg;
+    if (c == 'S') worker_server_key_file = optarg;
+}
+
+/* --pipeline FILE: the model of level o->level in that pipeline (a stub loads none). */
+static int worker_model_from_pipeline(worker_opts *o)
+{
+    static pipeline_spec p; /* large: off the stack */
+    strata_err e = {0};
+    int rc = pipeline_load(worker_pipeline_file, &p, &e);
+    if (rc < 0) return cli_fail("worker", rc, e.msg);
+    for (int i = 0; i < p.nlevels; i++)
+        if (!strcmp(p.levels[i].name, o->level)) {
+            if (!o->model && o->stub_ms < 0) o->model = p.levels[i].model;
+            return 0;
+        }
+    return cli_usage("worker", "--pipeline %s has no level '%s'", worker_pipeline_file, o->level);
+}
+
 /* Fill o from argv. Returns 0, -1 after --help, or CLI_EXIT_USAGE. */
 static int worker_parse_args(int argc, char **argv, worker_opts *o)
 {
     static const struct option opts[] = {
-        {"level", 1, 0, 'l'},   {"connect", 1, 0, 'c'}, {"threads", 1, 0, 'j'}, {"id", 1, 0, 'i'},
-        {"stub-ms", 1, 0, 's'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+        {"level", 1, 0, 'l'}, {"connect", 1, 0, 'c'},    {"threads", 1, 0, 'j'},
+        {"id", 1, 0, 'i'},    {"stub-ms", 1, 0, 's'},    {"verbose", 0, 0, 'v'},
+        {"help", 0, 0, 'h'},  {"model", 1, 0, 'm'},      {"pipeline", 1, 0, 'p'},
+        {"key", 1, 0, 'k'},   {"server-key", 1, 0, 'S'}, {0, 0, 0, 0}};
     int c;
     *o = (worker_opts){.threads = 1, .stub_ms = -1};
     optind = 1;
@@ -69,6 +107,12 @@ static int worker_parse_args(int argc, char **argv, worker_opts *o)
         case 'v':
             o->verbose = 1;
             break;
+        case 'm':
+        case 'p':
+        case 'k':
+        case 'S':
+            worker_path_flag(c, o);
+            break;
         case 'h':
             fputs(worker_help, stdout);
             return -1;
@@ -93,6 +137,11 @@ int cmd_worker(int argc, char **argv)
     worker_opts o;
     int rc = worker_parse_args(argc, argv, &o);
     if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
+    static cli_keys keys;
+    if ((rc = cli_keys_load("worker", worker_key_file, worker_server_key_file, &keys))) return rc;
+    o.key = keys.curve.secret_key;
+    o.server_key = keys.curve.server_key;
+    if (worker_pipeline_file && (rc = worker_model_from_pipeline(&o))) return rc;
     worker_catch_signals();
     o.stop = &worker_stop_flag;
     strata_err e = {0};

@@ -51,13 +51,28 @@ int job_spec_from_yaml_text(const char *text, size_t len, const char *origin, jo
  * clients (endpoints), heartbeat_ms, liveness, max_in_flight, verbose, state (a directory,
  * relative to the file). Keys absent from the
  * file leave o's fields as they are (preset the defaults). */
+enum { COORDINATOR_MAX_ALLOW = 64 };
+/* curve: {key: FILE, allow: [FILE.pub | {key: FILE.pub, admin: true}, ...] or DIR}, insecure
+ * and out_root too; paths are resolved against the file's directory. */
 typedef struct coordinator_config {
     char pipeline[SPEC_PATH_MAX];
     char workers[256], clients[256];
     int heartbeat_ms, liveness, max_in_flight, verbose;
-    char state[SPEC_PATH_MAX]; /* "" : none */
+    char state[SPEC_PATH_MAX];     /* "" : none */
+    char curve_key[SPEC_PATH_MAX]; /* "" without CURVE */
+    struct coordinator_allow {
+        char path[SPEC_PATH_MAX]; /* a .pub file, or a directory of them */
+        int admin;
+    } allow[COORDINATOR_MAX_ALLOW];
+    int nallow;
+    int insecure;
+    char out_root[SPEC_PATH_MAX];
 } coordinator_config;
 
 int coordinator_config_load(const char *path, coordinator_config *o, strata_err *e);
+/* Read f's CURVE keys: its secret (curve.key) and the keys allowed (every .pub of a directory
+ * entry), into a malloc'd *allow. ERR_INPUT naming curve.key or curve.allow and the file. */
+int coordinator_keys_load(const coordinator_config *f, char secret[PROTO_KEY_LEN + 1],
+                          coord_key **allow, uint32_t *nallow, strata_err *e);
 
 #endif

@@ -4,10 +4,49 @@
 
 #include <stdlib.h>
 
-static const char *const coordinator_keys[] = {"pipeline",     "workers",  "clients",
-                                               "heartbeat_ms", "liveness", "max_in_flight",
-                                               "verbose",      "state"};
+static const char *const coordinator_keys[] = {
+    "pipeline", "workers", "clients",  "heartbeat_ms", "liveness", "max_in_flight",
+    "verbose",  "curve",   "insecure", "out_root",     "state"};
 enum { COORDINATOR_KEY_COUNT = sizeof coordinator_keys / sizeof coordinator_keys[0] };
+
+/* One allow entry: FILE.pub (or a directory), or {key: FILE.pub, admin: bool}. */
+static int coordinator_allow_one(cfg *c, const yaml_node_t *n, coordinator_config *o)
+{
+    static const char *const keys[] = {"key", "admin"};
+    struct coordinator_allow *a = &o->allow[o->nallow];
+    yaml_node_t *v[2] = {0};
+    int r = 0;
+    if (n->type == YAML_MAPPING_NODE) {
+        r = cfg_map(c, n, "curve.allow", keys, 2, v);
+        if (!r) r = cfg_require(c, n, "curve.allow", keys, v, 0);
+        if (!r) r = cfg_get_bool(c, v[1], "curve.allow", "admin", &a->admin);
+    }
+    if (!r)
+        r = cfg_get_relative_path(c, n->type == YAML_MAPPING_NODE ? v[0] : n, "curve", "allow",
+                                  a->path, sizeof a->path);
+    if (!r) o->nallow++;
+    return r;
+}
+
+/* curve: {key: FILE (required), allow: a list of entries or one directory or file}. */
+static int coordinator_curve(cfg *c, const yaml_node_t *n, coordinator_config *o)
+{
+    static const char *const keys[] = {"key", "allow"};
+    yaml_node_t *v[2];
+    if (!n) return 0;
+    int r = cfg_map(c, n, "curve", keys, 2, v);
+    if (!r) r = cfg_require(c, n, "curve", keys, v, 0);
+    if (!r) r = cfg_require(c, n, "curve", keys, v, 1);
+    if (!r) r = cfg_get_relative_path(c, v[0], "curve", "key", o->curve_key, SPEC_PATH_MAX);
+    if (r || v[1]->type != YAML_SEQUENCE_NODE) return r ? r : coordinator_allow_one(c, v[1], o);
+    long count = v[1]->data.sequence.items.top - v[1]->data.sequence.items.start;
+    if (count > COORDINATOR_MAX_ALLOW)
+        return cfg_fail(c, v[1], "curve", "allow", "at most %d entries (or name a directory)",
+                        COORDINATOR_MAX_ALLOW);
+    for (long i = 0; !r && i < count; i++)
+        r = coordinator_allow_one(c, cfg_node(c, v[1]->data.sequence.items.start[i]), o);
+    return r;
+}
 
 static int coordinator_parse(cfg *c, coordinator_config *o)
 {
@@ -21,7 +60,10 @@ static int coordinator_parse(cfg *c, coordinator_config *o)
     if (!r) r = cfg_get_int(c, v[4], "", "liveness", 1, 1000, &o->liveness);
     if (!r) r = cfg_get_int(c, v[5], "", "max_in_flight", 1, 1 << 24, &o->max_in_flight);
     if (!r) r = cfg_get_bool(c, v[6], "", "verbose", &o->verbose);
-    if (!r) r = cfg_get_relative_path(c, v[7], "", "state", o->state, sizeof o->state);
+    if (!r) r = coordinator_curve(c, v[7], o);
+    if (!r) r = cfg_get_bool(c, v[8], "", "insecure", &o->insecure);
+    if (!r) r = cfg_get_relative_path(c, v[9], "", "out_root", o->out_root, sizeof o->out_root);
+    if (!r) r = cfg_get_relative_path(c, v[10], "", "state", o->state, sizeof o->state);
     return r;
 }
 

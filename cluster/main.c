@@ -20,6 +20,7 @@ static const struct {
     {"bench", cmd_bench, "time the engine (UNet forward, convolutions)"},
     {"worker", cmd_worker, "serve one level of a cascade for a coordinator"},
     {"coordinator", cmd_coordinator, "serve a pipeline's jobs to its worker pools"},
+    {"keygen", cmd_keygen, "write a CURVE key pair (NAME.key, NAME.pub)"},
 };
 
 static void usage(FILE *to)

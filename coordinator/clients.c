@@ -55,7 +55,8 @@ static void on_watch(coord_t *c, const proto_rid *from, const char *id)
     if (coord_watch(c, from, j) < 0) client_error(c, from, "WATCH: coordinator out of memory");
 }
 
-static void on_submit(coord_t *c, const proto_rid *from, const char *spec)
+/* A job belongs to the key that submitted it (docs/design.md section 6). */
+static void on_submit(coord_t *c, const proto_rid *from, const char *user, const char *spec)
 {
     char id[COORD_ID_MAX];
     strata_err e = {0};
@@ -64,13 +65,24 @@ static void on_submit(coord_t *c, const proto_rid *from, const char *spec)
         client_error(c, from, e.msg);
         return;
     }
+    coord_job *j = coord_jobs_find(c->jobs, id);
+    if (j) snprintf(j->owner, sizeof j->owner, "%s", user);
     proto_msg m = {.type = PROTO_SUBMITTED, .submitted = {.job = id}};
     coord_client_send(c, from, &m);
 }
 
-static void on_cancel(coord_t *c, const proto_rid *from, const char *id)
+/* Only the job's owner or an admin key may cancel it; anyone let in may read its status. */
+static void on_cancel(coord_t *c, const proto_rid *from, const char *user, const char *id)
 {
     strata_err e = {0};
+    const coord_job *j = coord_jobs_find(c->jobs, id);
+    if (j && !coord_access_may_cancel(c, user, j->owner)) {
+        char err[160];
+        snprintf(err, sizeof err, "CANCEL: job %s belongs to another key", id);
+        coord_log(c, 1, "%s", err);
+        client_error(c, from, err);
+        return;
+    }
     if (coord_job_cancel(c, id, &e) < 0) {
         client_error(c, from, e.msg);
         return;
@@ -79,12 +91,12 @@ static void on_cancel(coord_t *c, const proto_rid *from, const char *id)
     coord_client_send(c, from, &m);
 }
 
-void coord_on_client_msg(coord_t *c, const proto_rid *from, proto_msg *m)
+void coord_on_client_msg(coord_t *c, const proto_rid *from, const char *user, proto_msg *m)
 {
     char err[96];
     switch (m->type) {
     case PROTO_SUBMIT:
-        on_submit(c, from, m->submit.spec);
+        on_submit(c, from, user, m->submit.spec);
         break;
     case PROTO_STATUS:
         on_status(c, from, m->status.job);
@@ -93,7 +105,7 @@ void coord_on_client_msg(coord_t *c, const proto_rid *from, proto_msg *m)
         on_watch(c, from, m->watch.job);
         break;
     case PROTO_CANCEL:
-        on_cancel(c, from, m->cancel.job);
+        on_cancel(c, from, user, m->cancel.job);
         break;
     default:
         coord_log(c, 1, "%s on the client socket dropped", proto_type_name(m->type));

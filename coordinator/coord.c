@@ -59,15 +59,19 @@ static int options_resolve(const coord_options *in, coord_options *o, strata_err
     if (o->writers <= 0) o->writers = 4;
     if (o->max_frame > PROTO_MAX_FRAME)
         return err_set(e, ERR_INPUT, "max_frame: %zu is over %zu", o->max_frame, PROTO_MAX_FRAME);
+    if (!o->client_max_frame) o->client_max_frame = COORD_CLIENT_MAX_FRAME;
+    if (o->max_frame && o->max_frame < o->client_max_frame) o->client_max_frame = o->max_frame;
     return 0;
 }
 
 /* Bind a ROUTER on ep into *sock and its real endpoint (256 bytes) into real. */
-static int bind_one(coord_t *c, const char *ep, void **sock, char *real, strata_err *e)
+static int bind_one(coord_t *c, const char *ep, size_t max_frame, void **sock, char *real,
+                    strata_err *e)
 {
-    proto_sock_opts so = {.max_frame = c->o.max_frame,
+    proto_sock_opts so = {.max_frame = max_frame,
                           .linger_ms = COORD_LINGER_MS,
-                          .send_timeout_ms = COORD_SEND_TIMEOUT_MS};
+                          .send_timeout_ms = COORD_SEND_TIMEOUT_MS,
+                          .curve = {.secret_key = c->o.curve_secret}};
     strata_err why = {0};
     if (proto_router_bind(c->ctx, ep, &so, sock, &why) < 0 ||
         proto_sock_endpoint(*sock, real, 256, &why) < 0)
@@ -100,8 +104,12 @@ static int start(coord_t *c, const coord_options *o, strata_err *e)
 {
     c->ctx = zmq_ctx_new();
     if (!c->ctx) return err_set(e, ERR_RUNTIME, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
-    if (bind_one(c, o->worker_endpoint, &c->wsock, c->wep, e) < 0 ||
-        bind_one(c, o->client_endpoint, &c->csock, c->cep, e) < 0)
+    int rc = coord_root_init(c, e);
+    if (rc == 0) rc = coord_access_start(c, e);
+    if (rc < 0) return rc;
+    coord_access_models(c);
+    if (bind_one(c, o->worker_endpoint, c->o.max_frame, &c->wsock, c->wep, e) < 0 ||
+        bind_one(c, o->client_endpoint, c->o.client_max_frame, &c->csock, c->cep, e) < 0)
         return ERR_RUNTIME;
     if (coord_writer_new(c->o.writers, &c->writer) < 0)
         return err_set(e, ERR_RUNTIME, "cannot start the PNG writer threads");
@@ -137,6 +145,7 @@ void coord_destroy(coord_t **cp)
     if (!c) return;
     proto_sock_close(&c->wsock);
     proto_sock_close(&c->csock);
+    coord_access_stop(c); /* the ZAP socket is in ctx too */
     if (c->ctx) zmq_ctx_term(c->ctx);
     coord_writer_destroy(&c->writer); /* before the jobs: pending writes point at them */
     coord_journal_close(&c->journal); /* coord_run committed what waited */

@@ -5,6 +5,7 @@
  * table (job_table.h) and the PNG writer pool (writer.h) are opaque leaves that call nobody back;
  * the files below hold the top level's handlers, each calling leaves and only the handlers
  * listed before it in this file, never one listed after (so no two files call each other):
+ *   access.c    CURVE admission, loopback-only without keys, job owners, the output root
  *   coord.c     life cycle, options and the log line (calls no handler)
  *   state.c     --state: journal records and spooled outputs as things happen, group commits
  *   watch.c     WATCH streams: PROGRESS and DONE to clients, STATUS entries
@@ -26,6 +27,7 @@
 #include "coordinator/registry.h"
 #include "coordinator/spool.h"
 #include "coordinator/writer.h"
+#include "kernels/kernels.h"
 #include "proto/proto.h"
 
 #include <signal.h>
@@ -60,6 +62,12 @@ struct coord {
     coord_writer_t *writer;
     uint32_t writes; /* requests with the writer pool (images.c) */
 
+    proto_zap_t *zap; /* access.c's: the ZAP handler with CURVE, else NULL */
+    coord_key *allow;
+    uint32_t nallow;
+    char root[4096];                                          /* the output root, resolved */
+    char model_hash[PIPELINE_MAX_LEVELS][MODEL_HASH_HEX + 1]; /* each level's, "" if unread */
+
     coord_watcher *watchers; /* watch.c's */
     uint32_t nwatchers, capwatchers;
 
@@ -79,6 +87,30 @@ struct coord {
     long long last_tick_ms;      /* when coord_workers_tick last ran: a longer gap is our stall */
     uint64_t checks;             /* coord_check runs */
 };
+
+/* ---------------------------------------------------------------- access.c */
+
+/* Refuse endpoints beyond loopback without keys (unless insecure, then said on stderr); with
+ * keys, copy the allow list and start the ZAP handler in c->ctx, before anything binds. */
+int coord_access_start(coord_t *c, strata_err *e);
+void coord_access_stop(coord_t *c);
+/* Hash each level's model directory (model_hash_dir) into c->model_hash; a level whose files
+ * this host cannot read is left unchecked, said on stderr. */
+void coord_access_models(coord_t *c);
+/* 1 when the client key user ("" without CURVE) may cancel a job of owner: its own, or an
+ * admin key's. */
+int coord_access_may_cancel(const coord_t *c, const char *user, const char *owner);
+/* Resolve options.out_root (made when missing) into c->root. ERR_INPUT naming out_root. */
+int coord_root_init(coord_t *c, strata_err *e);
+/* The path a client named for field (out, init_images), resolved inside the output root into
+ * out (relative: to the root; absolute: must lie in it; symlinks followed), made as a directory
+ * when make. ERR_INPUT "SUBMIT: FIELD: ..." when it escapes the root. */
+int coord_root_path(const coord_t *c, const char *field, const char *path, int make, char *out,
+                    size_t len, strata_err *e);
+
+/* Job j's paths inside the output root: its directory (j->dir: OUT/<job>, OUT being its out
+ * resolved and made) and its init_images (resolved in place). ERR_INPUT naming the field. */
+int coord_job_paths(const coord_t *c, coord_job *j, strata_err *e);
 
 /* ---------------------------------------------------------------- coord.c */
 
@@ -167,7 +199,8 @@ void coord_task_lost(coord_t *c, uint32_t s, const char *why);
 
 /* ---------------------------------------------------------------- workers.c */
 
-void coord_on_worker_msg(coord_t *c, const proto_rid *from, proto_msg *m);
+/* user: the sender's CURVE key (Z85), "" without CURVE. */
+void coord_on_worker_msg(coord_t *c, const proto_rid *from, const char *user, proto_msg *m);
 /* Send HEARTBEAT to every worker, give back parked credits and forget the silent ones. */
 void coord_workers_tick(coord_t *c, long long now);
 /* Tell every worker SHUTDOWN. */
@@ -175,7 +208,7 @@ void coord_workers_shutdown(coord_t *c);
 
 /* ---------------------------------------------------------------- clients.c */
 
-void coord_on_client_msg(coord_t *c, const proto_rid *from, proto_msg *m);
+void coord_on_client_msg(coord_t *c, const proto_rid *from, const char *user, proto_msg *m);
 /* A frame from a client that did not decode: ERROR back when the sender is known. */
 void coord_client_garbage(coord_t *c, const proto_rid *from, const char *why);
 

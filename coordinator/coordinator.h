@@ -45,6 +45,12 @@ const char *job_spec_diff(const job_spec *a, const job_spec *b, char *buf, size_
 typedef int (*coord_job_parser)(const char *text, size_t len, const char *origin, job_spec *out,
                                 strata_err *e);
 
+/* A public key (Z85) allowed in with CURVE; an admin key may cancel any job. */
+typedef struct coord_key {
+    char key[PROTO_KEY_LEN + 1];
+    int admin;
+} coord_key;
+
 typedef struct coord_options {
     const pipeline_spec *pipeline;
     const char *worker_endpoint; /* ROUTER for workers, e.g. "tcp://127.0.0.1:*" */
@@ -67,7 +73,20 @@ typedef struct coord_options {
     int check; /* verify the state's invariants (credits, leases, per-job counts) after
                   every message and abort naming the first broken one; for tests and
                   debugging (`strata coordinator` sets it from STRATA_COORD_CHECK=1) */
+    /* CURVE (docs/design.md section 5): the coordinator's secret key (Z85) and the keys let in
+     * on both sockets. NULL: plaintext, and then only loopback endpoints (tcp://127.x, ::1,
+     * localhost, ipc, inproc) unless insecure is set (said at start). */
+    const char *curve_secret;
+    const coord_key *allow;
+    uint32_t nallow;
+    int insecure;
+    const char *out_root;    /* every job's outputs and inputs lie under it; NULL: the working
+                                directory (made when missing) */
+    size_t client_max_frame; /* the client socket's frame cap; 0: COORD_CLIENT_MAX_FRAME */
 } coord_options;
+
+/* A job spec, not a tensor: the client socket's default frame cap. */
+#define COORD_CLIENT_MAX_FRAME ((size_t)4 << 20)
 
 typedef struct coord coord_t;
 

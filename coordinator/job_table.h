@@ -48,6 +48,7 @@ typedef struct coord_job {
     char id[COORD_ID_MAX];
     job_spec spec;                              /* owns spec.seeds until the job ends */
     char dir[SPEC_PATH_MAX + COORD_ID_MAX + 2]; /* OUT/<job> */
+    char owner[PROTO_KEY_LEN + 1];              /* the submitter's CURVE key; "" without keys */
     int first, end;                             /* pipeline levels [first, end) run for this job */
     uint32_t arrival;                           /* submission order */
     coord_job_state state;

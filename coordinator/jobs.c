@@ -94,10 +94,7 @@ static int job_register(coord_t *c, coord_job *j, const char *text, strata_err *
     int rc = ERR_INPUT;
     if (coord_jobs_make_room(c->jobs, j->id) < 0) {
         err_set(e, rc, "SUBMIT: job %s is already running (or still writing)", j->id);
-    } else if (snprintf(j->dir, sizeof j->dir, "%s/%s", j->spec.out[0] ? j->spec.out : ".",
-                        j->id) >= (int)sizeof j->dir) {
-        err_set(e, rc, "SUBMIT: out: path too long");
-    } else if ((rc = coord_mkdirs(j->dir, e)) == 0 &&
+    } else if ((rc = coord_job_paths(c, j, e)) == 0 && (rc = coord_mkdirs(j->dir, e)) == 0 &&
                (rc = coord_state_accept(c, j, text, e)) == 0) {
         if (coord_jobs_add(c->jobs, j) == 0) return 0;
         rc = err_set(e, ERR_NOMEM, "coordinator out of memory");

@@ -19,7 +19,8 @@ static void drain(coord_t *c, void *sock, int workers)
         proto_rid from;
         proto_msg m;
         strata_err e = {0};
-        int rc = proto_recv(sock, &from, &m, 0, &e);
+        char user[PROTO_KEY_LEN + 1];
+        int rc = proto_recv_peer(sock, &from, user, &m, 0, &e);
         if (rc == ERR_TIMEOUT || rc == ERR_INTR) break;
         if (rc < 0) {
             coord_log(c, 1, "dropped a frame on the %s socket: %s", workers ? "worker" : "client",
@@ -31,9 +32,9 @@ static void drain(coord_t *c, void *sock, int workers)
             continue;
         }
         if (workers)
-            coord_on_worker_msg(c, &from, &m);
+            coord_on_worker_msg(c, &from, user, &m);
         else
-            coord_on_client_msg(c, &from, &m);
+            coord_on_client_msg(c, &from, user, &m);
         coord_check_after(c, proto_type_name(m.type));
         proto_msg_free(&m);
     }

@@ -87,6 +87,11 @@ void coord_registry_set_ranks(coord_registry_t *r, uint32_t i, uint32_t ranks)
     r->w[i].ranks = ranks ? ranks : 1;
 }
 
+void coord_registry_set_key(coord_registry_t *r, uint32_t i, const char *key)
+{
+    snprintf(r->w[i].key, sizeof r->w[i].key, "%s", key);
+}
+
 uint32_t coord_registry_ranks(const coord_registry_t *r, int level)
 {
     uint32_t most = 0;

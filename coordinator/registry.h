@@ -27,6 +27,7 @@ typedef struct coord_worker {
     uint32_t parked;  /* credits held back after a failed send, given back at the next tick */
     uint32_t running; /* tasks leased to it */
     uint32_t ranks;   /* HELLO's: the MPI ranks it is made of (1: one process) */
+    char key[PROTO_KEY_LEN + 1]; /* the CURVE key it registered with ("" without CURVE) */
     long long last_seen_ms;
 } coord_worker;
 
@@ -53,6 +54,8 @@ int coord_registry_add(coord_registry_t *r, const proto_rid *rid, const char *na
                        long long now_ms);
 /* Worker i is a group of ranks MPI ranks (HELLO's ranks; 0 counts as 1). */
 void coord_registry_set_ranks(coord_registry_t *r, uint32_t i, uint32_t ranks);
+/* Worker i registered with the CURVE key (Z85; "" without CURVE): its frames must carry it. */
+void coord_registry_set_key(coord_registry_t *r, uint32_t i, const char *key);
 /* The most ranks of one worker of level (0 when the level has none). */
 uint32_t coord_registry_ranks(const coord_registry_t *r, int level);
 /* Forget worker i (its credits leave the total); the last worker moves into i. */

@@ -4,6 +4,7 @@
  * and it is forgotten. */
 #include "coordinator/coord_internal.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -59,14 +60,67 @@ static void send_welcome(coord_t *c, const proto_rid *to, int i, const char *nam
                                       .overlap = l->overlap,
                                       .heartbeat_ms = c->o.heartbeat_ms,
                                       .liveness = c->o.liveness,
-                                      .tile_blend = tile_blend_name(l->tile_blend)}};
+                                      .tile_blend = tile_blend_name(l->tile_blend),
+                                      .model_hash = c->model_hash[i][0] ? c->model_hash[i] : NULL}};
     send_to_worker(c, to, &m, name);
 }
 
-static void on_hello(coord_t *c, const proto_rid *from, const struct proto_hello *h)
+/* ERROR to a worker: "refused: ..." ends it (it cannot serve); anything else makes it say
+ * HELLO again. */
+static void send_error(coord_t *c, const proto_rid *to, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void send_error(coord_t *c, const proto_rid *to, const char *fmt, ...)
+{
+    char text[320];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    proto_msg m = {.type = PROTO_ERROR, .error = {.message = text}};
+    strata_err e = {0};
+    proto_send(c->wsock, to, &m, &e); /* a peer gone or unknown to libzmq: nothing to tell */
+}
+
+/* 1 when a HELLO's model matches the level's (or either is unknown); else the worker is told
+ * why, naming both hashes. */
+static int model_ok(coord_t *c, const proto_rid *from, int level, const struct proto_hello *h)
+{
+    const char *mine = c->model_hash[level];
+    if (!h->model_hash || !*h->model_hash || !*mine || !strcmp(h->model_hash, mine)) return 1;
+    coord_log(c, 1, "worker %s refused: level %s's model is sha256 %s here, %s there", h->worker,
+              h->level, mine, h->model_hash);
+    send_error(c, from,
+               "refused: level %s's model differs: the coordinator's is sha256 %s, this "
+               "worker's %s",
+               h->level, mine, h->model_hash);
+    return 0;
+}
+
+/* A worker says HELLO again on a fresh connection (a new routing id): its registration under
+ * the old one, same name and key, ends now rather than after liveness x heartbeat_ms. */
+static void forget_earlier(coord_t *c, const proto_rid *from, const char *user, const char *name)
+{
+    for (uint32_t i = 0; i < coord_registry_size(c->workers); i++) {
+        const coord_worker *w = coord_registry_at(c->workers, i);
+        if (!strncmp(w->name, name, sizeof w->name - 1) && !strcmp(w->key, user) &&
+            !proto_rid_equal(&w->rid, from)) {
+            worker_forget(c, (int)i, "said HELLO again on a new connection");
+            return;
+        }
+    }
+}
+
+static void on_hello(coord_t *c, const proto_rid *from, const char *user,
+                     const struct proto_hello *h)
 {
     int old = coord_registry_find(c->workers, from);
+    if (old >= 0 && strcmp(coord_registry_at(c->workers, (uint32_t)old)->key, user)) {
+        coord_log(c, 1, "HELLO from '%s' refused: its identity belongs to another key", h->worker);
+        send_error(c, from, "identity in use by another key: reconnect");
+        return;
+    }
     if (old >= 0) worker_forget(c, old, "said HELLO again");
+    forget_earlier(c, from, user, h->worker);
     int level = level_by_name(c, h->level);
     if (level < 0) {
         coord_log(c, 1, "worker %s asked for level '%s', not in pipeline %s: SHUTDOWN", h->worker,
@@ -75,31 +129,40 @@ static void on_hello(coord_t *c, const proto_rid *from, const struct proto_hello
         send_to_worker(c, from, &m, h->worker);
         return;
     }
+    if (!model_ok(c, from, level, h)) return;
     int w = coord_registry_add(c->workers, from, h->worker, level, clock_now_ms());
     if (w < 0) {
         coord_log(c, 1, "worker %s not registered: out of memory", h->worker);
         return;
     }
     coord_registry_set_ranks(c->workers, (uint32_t)w, h->ranks);
+    coord_registry_set_key(c->workers, (uint32_t)w, user);
     coord_log(c, 0, "worker %s (%s) joined from %s pid %u ranks %u",
               coord_registry_at(c->workers, (uint32_t)w)->name, h->level, h->host, h->pid,
               h->ranks);
     send_welcome(c, from, level, h->worker);
 }
 
-void coord_on_worker_msg(coord_t *c, const proto_rid *from, proto_msg *m)
+/* The registered worker this frame comes from, or -1: a routing id that has not said HELLO (or
+ * one now used by another key) gets ERROR, never a task. */
+static int sender(coord_t *c, const proto_rid *from, const char *user, const proto_msg *m)
+{
+    int w = coord_registry_find(c->workers, from);
+    if (w >= 0 && !strcmp(coord_registry_at(c->workers, (uint32_t)w)->key, user)) return w;
+    coord_log(c, 1, "%s from unregistered worker '%.*s' refused", proto_type_name(m->type),
+              (int)from->len, (const char *)from->id);
+    send_error(c, from, "%s before HELLO: say HELLO first", proto_type_name(m->type));
+    return -1;
+}
+
+void coord_on_worker_msg(coord_t *c, const proto_rid *from, const char *user, proto_msg *m)
 {
     if (m->type == PROTO_HELLO) {
-        on_hello(c, from, &m->hello);
+        on_hello(c, from, user, &m->hello);
         return;
     }
-    int w = coord_registry_find(c->workers, from);
-    if (w < 0) {
-        /* a worker we forgot (or never met): it re-HELLOs once our heartbeats stop */
-        coord_log(c, 1, "%s from unknown worker '%.*s' dropped", proto_type_name(m->type),
-                  (int)from->len, (const char *)from->id);
-        return;
-    }
+    int w = sender(c, from, user, m);
+    if (w < 0) return;
     coord_registry_seen(c->workers, (uint32_t)w, clock_now_ms());
     switch (m->type) {
     case PROTO_READY:

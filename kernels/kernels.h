@@ -68,6 +68,14 @@ const st_tensor *st_at(const st_file_t *f, int i);
 const st_tensor *st_find(const st_file_t *f, const char *name);
 /* Number of elements of t. */
 int64_t st_numel(const st_tensor *t);
+
+/* A model directory's identity, for checking that every worker of a level runs the same model:
+ * SHA-256 (libsodium) over its config.json, diffusion_pytorch_model.safetensors and the
+ * scheduler_config.json found as worker_model_scheduler finds it (when there is one), each as
+ * its role's name, a NUL, its size (8 bytes, little-endian) and its bytes. 64 hex digits.
+ * ERR_INPUT naming a file that cannot be read. */
+#define MODEL_HASH_HEX 64
+int model_hash_dir(const char *dir, char out[MODEL_HASH_HEX + 1], strata_err *e);
 /* Convert t (F32/F16/BF16/F64/I64/I32) to float32 into dst (st_numel(t) floats). */
 void st_to_f32(const st_tensor *t, float *dst);
 /* Copy tensor name into dst as float32, checking it has exactly the given shape.

@@ -36,13 +36,14 @@ static const struct field result_f[] = {
 
 /* The order is the wire order: the one the coordinator has always sent. */
 static const struct field level_config_f[] = {
-    REQ(proto_level_config, model, F_STR),    NAMED(proto_level_config, kind, "mode", F_KIND),
-    REQ(proto_level_config, index, F_U32),    REQ(proto_level_config, side, F_I32),
-    REQ(proto_level_config, steps, F_I32),    OPT(proto_level_config, sampler, F_STR),
-    OPT(proto_level_config, eta, F_F32),      OPT(proto_level_config, noise_level, F_I32),
-    OPT(proto_level_config, guidance, F_F32), OPT(proto_level_config, tile, F_I32),
-    OPT(proto_level_config, overlap, F_I32),  OPT(proto_level_config, heartbeat_ms, F_I32),
-    OPT(proto_level_config, liveness, F_I32), OPT(proto_level_config, tile_blend, F_STR),
+    REQ(proto_level_config, model, F_STR),      NAMED(proto_level_config, kind, "mode", F_KIND),
+    REQ(proto_level_config, index, F_U32),      REQ(proto_level_config, side, F_I32),
+    REQ(proto_level_config, steps, F_I32),      OPT(proto_level_config, sampler, F_STR),
+    OPT(proto_level_config, eta, F_F32),        OPT(proto_level_config, noise_level, F_I32),
+    OPT(proto_level_config, guidance, F_F32),   OPT(proto_level_config, tile, F_I32),
+    OPT(proto_level_config, overlap, F_I32),    OPT(proto_level_config, heartbeat_ms, F_I32),
+    OPT(proto_level_config, liveness, F_I32),   OPT(proto_level_config, tile_blend, F_STR),
+    OPT(proto_level_config, model_hash, F_STR),
 };
 
 /* The defaults of level_config_f's optional fields (zero elsewhere). */
@@ -50,6 +51,7 @@ static void level_config_preset(void *record)
 {
     proto_level_config *c = record;
     c->sampler = "";
+    c->model_hash = "";
     c->guidance = 1.0f;
     c->heartbeat_ms = 1000;
     c->liveness = 3;

@@ -23,6 +23,7 @@
  *     TASK         task:uint64 attempt:uint job:str image:uint seed:uint64 level:str
  *                  level_index:uint class_label:int (-1: none) [cond:tensor] [params:{resize:uint}]
  *     SHUTDOWN     (no fields)
+ *     ERROR        message:str   (not registered: HELLO again; "refused: ...": the worker ends)
  *   client -> coordinator                    coordinator -> client
  *     SUBMIT       spec:str (job YAML)        SUBMITTED  job:str          or ERROR message:str
  *     STATUS       [job:str]                  STATUS_REPLY jobs:[job entry]
@@ -34,7 +35,7 @@
  *   tensor:      {dtype:"u8"|"f32" shape:[uint, up to 4] data:bin}, len(data) == prod(shape)*size
  *   level config: {model:str mode:str index:uint side:int steps:int [sampler:str] [eta:num]
  *                 [noise_level:int] [guidance:num] [tile:int] [overlap:int] [heartbeat_ms:int]
- *                 [liveness:int] [tile_blend:str]}
+ *                 [liveness:int] [tile_blend:str] [model_hash:str]}
  *                 (mode: a level_kind_name; tile_blend: a tile_blend_name; num: an int or a float)
  *
  * "uint" fields are 32-bit on both sides (values above 2^32-1 are rejected); uint64 fields and
@@ -230,6 +231,8 @@ typedef struct proto_level_config {
     /* "step": a tile_blend_name. An older coordinator leaves it out: its levels blend at every
      * step. An older worker ignores it and blends at every step whatever it says. */
     const char *tile_blend;
+    const char *model_hash; /* "": unknown; else the SHA-256 (hex) of the coordinator's copy of
+                               the level's model, which the worker's must match */
 } proto_level_config;
 
 struct proto_welcome {
@@ -344,14 +347,33 @@ int proto_decode_owned(const void *buf, size_t len, void (*release)(void *buf, v
 
 /* ---------------------------------------------------------------- sockets */
 
-/* CURVE keys (Z85 text, 40 characters). All NULL: plaintext. The place for the CURVE that
- * docs/design.md section 5 plans; until the ZAP handler exists, setting any key is refused
- * (ERR_ARG) rather than giving encryption without authentication. */
+/* CURVE keys: Z85 text, PROTO_KEY_LEN characters. All NULL: plaintext. A ROUTER with a
+ * secret_key is a CURVE server that fails closed (ZMQ_ZAP_ENFORCE_DOMAIN): it admits only the
+ * clients a ZAP handler (proto_zap_new, in the same context) allows. A DEALER with secret_key
+ * and server_key is a CURVE client (public_key NULL: derived from secret_key). */
+#define PROTO_KEY_LEN 40
 typedef struct proto_curve {
     const char *public_key;
     const char *secret_key;
     const char *server_key; /* DEALER: the server's public key */
 } proto_curve;
+
+/* Read a key file (NAME.pub or NAME.key: one Z85 key and a newline) into out. ERR_INPUT naming
+ * the file. */
+int proto_key_read(const char *path, char out[PROTO_KEY_LEN + 1], strata_err *e);
+/* The public key of a Z85 secret key. */
+int proto_key_public(const char *secret, char out[PROTO_KEY_LEN + 1], strata_err *e);
+/* Write a new key pair: NAME.key (the secret, mode 0600) and NAME.pub. Existing files are
+ * kept (ERR_INPUT). */
+int proto_keygen(const char *name, strata_err *e);
+
+/* The ZAP handler: a thread admitting CURVE clients whose public key (Z85) is one of keys,
+ * refusing every other; the key admitted is the connection's User-Id (proto_recv_peer). One
+ * per context, started before the CURVE servers bind; destroyed before the context ends. */
+typedef struct proto_zap proto_zap_t;
+int proto_zap_new(void *ctx, const char *const *keys, uint32_t nkeys, proto_zap_t **out,
+                  strata_err *e);
+void proto_zap_destroy(proto_zap_t **z);
 
 /* Socket options; a zeroed struct (or NULL) means the defaults. */
 typedef struct proto_sock_opts {
@@ -370,9 +392,10 @@ typedef struct proto_rid {
 } proto_rid;
 
 /* Create a ROUTER in ctx bound to endpoint ("tcp://127.0.0.1:*" picks a port; see
- * proto_sock_endpoint). ZMQ_ROUTER_MANDATORY (a send to an unknown peer fails) and
- * ZMQ_ROUTER_HANDOVER (a reconnecting peer with the same routing id takes over) are on,
- * libzmq heartbeats off (the farm has its own). *out is the socket, NULL on error. */
+ * proto_sock_endpoint). ZMQ_ROUTER_MANDATORY (a send to an unknown peer fails) is on; there is
+ * no ZMQ_ROUTER_HANDOVER: a second connection claiming a routing id in use is refused by libzmq,
+ * so no one takes over a connected peer. libzmq heartbeats off (the farm has its own). *out is
+ * the socket, NULL on error. */
 int proto_router_bind(void *ctx, const char *endpoint, const proto_sock_opts *o, void **out,
                       strata_err *e);
 /* Create a DEALER in ctx connected to endpoint; same options. */
@@ -395,6 +418,10 @@ int proto_send(void *sock, const proto_rid *to, const proto_msg *m, strata_err *
  * A frame over the socket's max_frame is ERR_TOO_LARGE (tcp/ipc peers are already cut off
  * by libzmq; inproc is not capped by libzmq, so it is checked here). */
 int proto_recv(void *sock, proto_rid *from, proto_msg *m, int timeout_ms, strata_err *e);
+/* proto_recv, and the sender's ZAP User-Id (its CURVE public key, Z85) into user; "" on a
+ * plaintext socket. user may be NULL. */
+int proto_recv_peer(void *sock, proto_rid *from, char user[PROTO_KEY_LEN + 1], proto_msg *m,
+                    int timeout_ms, strata_err *e);
 
 /* Routing id from a NUL-terminated string (truncated to PROTO_MAX_RID bytes). */
 proto_rid proto_rid_from_str(const char *s);

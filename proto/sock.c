@@ -3,10 +3,16 @@
 #include "proto/proto.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <zmq.h>
+
+/* A draft option in libzmq 4.3's header, present in its library since 4.2.3. */
+#ifndef ZMQ_ZAP_ENFORCE_DOMAIN
+#define ZMQ_ZAP_ENFORCE_DOMAIN 93
+#endif
 
 enum { DEFAULT_LINGER_MS = 1000, DEFAULT_SEND_TIMEOUT_MS = 10000 };
 
@@ -48,13 +54,40 @@ static size_t sock_max_frame(void *s)
     return (size_t)v;
 }
 
-/* The options every farm socket gets; o may be NULL. CURVE keys are refused until the ZAP
- * handler exists: encryption without an admission list would look safe and not be. */
+static int set_str(void *s, int opt, const char *v, const char *name, strata_err *e)
+{
+    return zmq_setsockopt(s, opt, v, strlen(v)) == 0 ? 0 : zfail(e, name);
+}
+
+/* CURVE on s: a ROUTER with a secret key is a server that fails closed (no ZAP handler, no
+ * admission); a DEALER needs its secret key and the server's public key. */
+static int sock_curve(void *s, int type, const proto_curve *k, strata_err *e)
+{
+    if (!k->public_key && !k->secret_key && !k->server_key) return 0;
+    char pub[PROTO_KEY_LEN + 1];
+    if (!k->secret_key) return err_set(e, ERR_ARG, "socket: CURVE needs a secret key");
+    if (proto_key_public(k->secret_key, pub, e) < 0)
+        return err_set(e, ERR_ARG, "socket: the CURVE secret key is not 40 characters of Z85");
+    if (type == ZMQ_ROUTER) {
+        int rc = set_int(s, ZMQ_CURVE_SERVER, 1, "CURVE_SERVER", e);
+        if (!rc) rc = set_str(s, ZMQ_CURVE_SECRETKEY, k->secret_key, "CURVE_SECRETKEY", e);
+        if (!rc) rc = set_str(s, ZMQ_ZAP_DOMAIN, "strata", "ZAP_DOMAIN", e);
+        if (!rc) rc = set_int(s, ZMQ_ZAP_ENFORCE_DOMAIN, 1, "ZAP_ENFORCE_DOMAIN", e);
+        return rc;
+    }
+    if (!k->server_key) return err_set(e, ERR_ARG, "socket: CURVE needs the server's key");
+    int rc = set_str(s, ZMQ_CURVE_SERVERKEY, k->server_key, "CURVE_SERVERKEY", e);
+    if (!rc) rc = set_str(s, ZMQ_CURVE_PUBLICKEY, pub, "CURVE_PUBLICKEY", e);
+    if (!rc) rc = set_str(s, ZMQ_CURVE_SECRETKEY, k->secret_key, "CURVE_SECRETKEY", e);
+    return rc;
+}
+
+/* The options every farm socket gets; o may be NULL. No ZMQ_ROUTER_HANDOVER: a connection
+ * reusing a connected peer's routing id must not take over its messages. */
 static int sock_apply(void *s, int type, const proto_sock_opts *o, strata_err *e)
 {
     proto_sock_opts d = o ? *o : (proto_sock_opts){0};
-    if (d.curve.public_key || d.curve.secret_key || d.curve.server_key)
-        return err_set(e, ERR_ARG, "socket: CURVE keys are not supported yet");
+    if (sock_curve(s, type, &d.curve, e) < 0) return e->code;
     if (d.max_frame > PROTO_MAX_FRAME)
         return err_set(e, ERR_ARG, "socket: max_frame %zu over PROTO_MAX_FRAME", d.max_frame);
     int64_t max = (int64_t)(d.max_frame ? d.max_frame : PROTO_MAX_FRAME);
@@ -70,7 +103,6 @@ static int sock_apply(void *s, int type, const proto_sock_opts *o, strata_err *e
     if (rc == 0 && d.sndhwm > 0) rc = set_int(s, ZMQ_SNDHWM, d.sndhwm, "SNDHWM", e);
     if (rc == 0 && d.rcvhwm > 0) rc = set_int(s, ZMQ_RCVHWM, d.rcvhwm, "RCVHWM", e);
     if (rc == 0 && type == ZMQ_ROUTER) rc = set_int(s, ZMQ_ROUTER_MANDATORY, 1, "MANDATORY", e);
-    if (rc == 0 && type == ZMQ_ROUTER) rc = set_int(s, ZMQ_ROUTER_HANDOVER, 1, "HANDOVER", e);
     if (rc == 0 && type == ZMQ_DEALER && d.routing_id) {
         size_t n = strlen(d.routing_id);
         /* libzmq reserves ids starting with a zero byte for the ones it makes up */
@@ -239,12 +271,21 @@ static int recv_decode(void *sock, zmq_msg_t *payload, int nparts, int want, pro
     return proto_decode_owned(zmq_msg_data(own), len, free_zmsg, own, m, e);
 }
 
-int proto_recv(void *sock, proto_rid *from, proto_msg *m, int timeout_ms, strata_err *e)
+/* The ZAP User-Id of a received part into user ("" when none). */
+static void recv_user(zmq_msg_t *part, char user[PROTO_KEY_LEN + 1])
+{
+    const char *u = zmq_msg_gets(part, "User-Id");
+    snprintf(user, PROTO_KEY_LEN + 1, "%s", u ? u : "");
+}
+
+int proto_recv_peer(void *sock, proto_rid *from, char user[PROTO_KEY_LEN + 1], proto_msg *m,
+                    int timeout_ms, strata_err *e)
 {
     memset(m, 0, sizeof *m);
     int router = sock_type(sock) == ZMQ_ROUTER, want = router ? 2 : 1, nparts = 0;
     if (router && !from) return err_set(e, ERR_ARG, "receive: a ROUTER needs somewhere for the id");
     if (from) from->len = 0;
+    if (user) user[0] = 0;
     zmq_msg_t parts[2];
     zmq_msg_init(&parts[0]);
     zmq_msg_init(&parts[1]);
@@ -255,8 +296,14 @@ int proto_recv(void *sock, proto_rid *from, proto_msg *m, int timeout_ms, strata
         memcpy(from->id, zmq_msg_data(&parts[0]), from->len);
     }
     zmq_msg_t *payload = &parts[router ? 1 : 0];
+    if (rc == 0 && user) recv_user(payload, user);
     if (rc == 0) rc = recv_decode(sock, payload, nparts, want, m, e);
     zmq_msg_close(&parts[0]);
     zmq_msg_close(&parts[1]);
     return rc;
+}
+
+int proto_recv(void *sock, proto_rid *from, proto_msg *m, int timeout_ms, strata_err *e)
+{
+    return proto_recv_peer(sock, from, NULL, m, timeout_ms, e);
 }

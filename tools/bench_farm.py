@@ -6,6 +6,7 @@ pipeline: three levels of stub workers (`strata worker --stub-ms`, no model) who
   level's and how often all levels were running at once (level-per-worker pipelining).
 scale: a large job through three no-op levels with many stub workers on loopback; reports
   level-tasks per second through the coordinator and the coordinator's peak RSS.
+With BENCH_CURVE=1 the farm's sockets run CURVE (keys from `strata keygen`).
 """
 import argparse
 import json
@@ -30,12 +31,31 @@ def write_pipeline(path, sides):
         f.write("\n".join(lines) + "\n")
 
 
-def start_farm(pipeline, pools, stub_ms, log, state=None):
+def curve_keys(tmp):
+    """With BENCH_CURVE=1 every socket of the farm runs CURVE: the coordinator's key pair and
+    one key for all workers and the client (the ZAP handler's cost is per connection)."""
+    if os.environ.get("BENCH_CURVE") != "1":
+        return None
+    keys = os.path.join(tmp, "keys")
+    if not os.path.isdir(keys):
+        os.mkdir(keys)
+        for name in ("coord", "farm"):
+            subprocess.run([STRATA, "keygen", os.path.join(keys, name)], check=True,
+                           capture_output=True)
+    return {"coord": ["--key", os.path.join(keys, "coord.key"), "--allow",
+                      os.path.join(keys, "farm.pub")],
+            "peer": ["--key", os.path.join(keys, "farm.key"), "--server-key",
+                     os.path.join(keys, "coord.pub")]}
+
+
+def start_farm(pipeline, pools, stub_ms, log, tmp, state=None):
     wrap = os.environ.get("BENCH_COORD_WRAP", "").split()
-    extra = ["--state", state] if state else []
+    keys = curve_keys(tmp)
     coord = subprocess.Popen(wrap + [STRATA, "coordinator", "--pipeline", pipeline, "--workers",
                               "tcp://127.0.0.1:*", "--clients", "tcp://127.0.0.1:*",
-                              "--max-in-flight", "256"] + extra,
+                              "--max-in-flight", "256", "--out-root", tmp] +
+                             (["--state", state] if state else []) +
+                             (keys["coord"] if keys else []),
                              stdout=subprocess.PIPE, stderr=log, text=True)
     line = coord.stdout.readline().split()
     workers_ep = line[2].split("=", 1)[1]
@@ -45,8 +65,9 @@ def start_farm(pipeline, pools, stub_ms, log, state=None):
         for k in range(count):
             workers.append(subprocess.Popen(
                 [STRATA, "worker", "--level", f"s{level}", "--connect", workers_ep,
-                 "--stub-ms", str(ms), "--id", f"s{level}-{k}"], stderr=log))
-    return coord, workers, clients_ep
+                 "--stub-ms", str(ms), "--id", f"s{level}-{k}"] + (keys["peer"] if keys else []),
+                stderr=log))
+    return coord, workers, clients_ep, (keys["peer"] if keys else [])
 
 
 def stop_farm(coord, workers):
@@ -58,8 +79,8 @@ def stop_farm(coord, workers):
         w.wait()
 
 
-def status(clients_ep, job):
-    out = subprocess.run([STRATA, "status", job, "--json", "--coordinator", clients_ep],
+def status(clients_ep, job, keys):
+    out = subprocess.run([STRATA, "status", job, "--json", "--coordinator", clients_ep] + keys,
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)[0]
 
@@ -70,14 +91,14 @@ def run_job(tmp, pipeline, pools, stub_ms, count, poll_s, resolution, state=None
         f.write(f"pipeline: {pipeline}\nname: bench\ncount: {count}\nresolution: {resolution}\n"
                 f"out: {os.path.join(tmp, 'out')}\n")
     with open(os.path.join(tmp, "farm.log"), "w") as log:
-        coord, workers, ep = start_farm(pipeline, pools, stub_ms, log, state)
+        coord, workers, ep, keys = start_farm(pipeline, pools, stub_ms, log, tmp, state)
         try:
             start = time.monotonic()
-            subprocess.run([STRATA, "submit", job, "--coordinator", ep], check=True,
+            subprocess.run([STRATA, "submit", job, "--coordinator", ep] + keys, check=True,
                            capture_output=True)
             samples = []
             while True:
-                s = status(ep, "bench")
+                s = status(ep, "bench", keys)
                 samples.append((time.monotonic() - start, s))
                 if s["state"] != "running":
                     break

@@ -51,6 +51,20 @@ static int compute_check_model(const unet_t *m, const worker_config *cfg, strata
     return 0;
 }
 
+/* The model loaded from dir must be the coordinator's (cfg->model_hash, when it knows it):
+ * hashed once per load. ERR_INPUT "refused: ..." naming both hashes. */
+static int compute_check_hash(compute *c, const worker_config *cfg, int loaded, strata_err *e)
+{
+    if (!cfg->model_hash[0]) return 0;
+    if ((loaded || !c->model_hash[0]) && model_hash_dir(cfg->model, c->model_hash, e))
+        return e->code;
+    if (!strcmp(c->model_hash, cfg->model_hash)) return 0;
+    return err_set(e, ERR_INPUT,
+                   "refused: %s: the level's model differs: the coordinator's is sha256 %s, "
+                   "this worker's %s",
+                   cfg->model, cfg->model_hash, c->model_hash);
+}
+
 /* Take cfg: load its model unless the loaded one comes from the same directory (a coordinator
  * restart re-sends the same WELCOME), and read the sampler settings. Stub mode loads nothing. */
 static int compute_load(compute *c, const worker_config *cfg, strata_err *e)
@@ -59,14 +73,16 @@ static int compute_load(compute *c, const worker_config *cfg, strata_err *e)
     if (c->stub_ms >= 0) {
         sched_config_default(SCHED_DDIM, &next.level.sched);
     } else {
-        if (!c->model || strcmp(c->config.model, cfg->model) != 0) {
+        int loaded = !c->model || strcmp(c->config.model, cfg->model) != 0;
+        if (loaded) {
             unet_t *m = NULL;
             int rc = unet_load(cfg->model, &m, e);
             if (rc) return rc;
             unet_free(c->model);
             c->model = m;
         }
-        int rc = compute_check_model(c->model, cfg, e);
+        int rc = compute_check_hash(c, cfg, loaded, e);
+        if (!rc) rc = compute_check_model(c->model, cfg, e);
         if (!rc)
             rc = worker_model_scheduler(cfg->model, cfg->sampler, cfg->eta, &next.level.sched, e);
         if (rc) return rc;

@@ -40,6 +40,7 @@ typedef struct compute {
     int stub_ms;
     atomic_int abandon;
     unet_t *model;
+    char model_hash[MODEL_HASH_HEX + 1]; /* of the model loaded, when a WELCOME asked */
     worker_config config;
     int configured;
 } compute;

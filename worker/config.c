@@ -78,6 +78,8 @@ int worker_config_from_welcome(const proto_level_config *w, worker_config *c, st
     memset(c, 0, sizeof *c);
     int rc = config_str("model", w->model, 1, c->model, sizeof c->model, e);
     if (!rc) rc = config_str("sampler", w->sampler, 0, c->sampler, sizeof c->sampler, e);
+    if (!rc && w->model_hash)
+        rc = config_str("model_hash", w->model_hash, 0, c->model_hash, sizeof c->model_hash, e);
     if (!rc) rc = config_num("eta", w->eta, 0.0, 1.0, e);
     if (!rc) rc = config_level(w, &c->level, e);
     if (!rc) rc = config_int("heartbeat_ms", w->heartbeat_ms, 10, 600000, e);

@@ -7,7 +7,7 @@
  * (READY{1} sent whenever no task is at the compute thread). Silence from the coordinator for
  * liveness x heartbeat_ms sends the worker back to HELLO. */
 #include "worker/compute.h"
-#include "worker/redial.h"
+#include "worker/link.h"
 #include "worker/worker.h"
 
 #include <errno.h>
@@ -38,7 +38,8 @@ typedef enum worker_phase {
 typedef struct worker_loop {
     const worker_opts *o;
     char id[PROTO_MAX_RID + 1], host[256];
-    void *zctx; /* the DEALER's context */
+    char model_hash[MODEL_HASH_HEX + 1]; /* of o->model, "" without one */
+    void *zctx;                          /* the DEALER's context */
     void *pctx; /* the PAIR's context: left alone if the compute thread is abandoned */
     void *dealer, *pair;
     compute comp;
@@ -48,8 +49,8 @@ typedef struct worker_loop {
     int loads, tasks; /* commands at the compute thread */
     int heartbeat_ms, liveness;
     long long last_rx, next_heartbeat, next_hello;
-    int backoff_ms; /* before the next HELLO on a fresh connection (redial.h) */
-    int shutdown;
+    int backoff_ms; /* before the next HELLO on a fresh connection (link.h) */
+    int shutdown, hellos;
 } worker_loop;
 
 /* "strata worker ID: message" on stderr. */
@@ -58,18 +59,6 @@ static void worker_vprint(const worker_loop *w, const char *fmt, va_list ap)
     fprintf(stderr, "strata worker %s: ", w->id);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
-}
-
-/* One event line on stderr, only with --verbose. */
-static void worker_log(const worker_loop *w, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void worker_log(const worker_loop *w, const char *fmt, ...)
-{
-    if (!w->o->verbose) return;
-    va_list ap;
-    va_start(ap, fmt);
-    worker_vprint(w, fmt, ap);
-    va_end(ap);
 }
 
 /* A problem the worker survives: always on stderr. */
@@ -82,6 +71,9 @@ static void worker_warn(const worker_loop *w, const char *fmt, ...)
     worker_vprint(w, fmt, ap);
     va_end(ap);
 }
+
+/* One event line on stderr, only with --verbose. */
+#define worker_log(w, ...) ((w)->o->verbose ? worker_warn(w, __VA_ARGS__) : (void)0)
 
 /* ---------------------------------------------------------------- to the coordinator */
 
@@ -105,15 +97,21 @@ static int worker_send_empty(worker_loop *w, enum proto_type type, strata_err *e
     return worker_send(w, &m, e);
 }
 
+/* HELLO; every one after the first on a fresh connection (link.c), so that the registration it
+ * makes is bound to a connection no one else can use. */
 static int worker_send_hello(worker_loop *w, strata_err *e)
 {
+    if (w->hellos++ &&
+        worker_link_connect(w->zctx, w->o, w->id, WORKER_SEND_TIMEOUT_MS, &w->dealer, e))
+        return e->code;
     proto_msg m = {.type = PROTO_HELLO,
                    .hello = {.worker = w->id,
                              .level = w->o->level,
                              .host = w->host,
                              .slots = 1,
                              .ranks = (uint32_t)worker_group_size(),
-                             .pid = (uint32_t)getpid()}};
+                             .pid = (uint32_t)getpid(),
+                             .model_hash = w->model_hash[0] ? w->model_hash : NULL}};
     worker_log(w, "HELLO level %s to %s", w->o->level, w->o->connect);
     w->next_hello = clock_now_ms() + (long long)w->liveness * w->heartbeat_ms;
     return worker_send(w, &m, e);
@@ -224,6 +222,7 @@ static int worker_on_welcome(worker_loop *w, const struct proto_welcome *m, stra
     if (!c) return err_set(e, ERR_NOMEM, "out of memory");
     c->kind = COMPUTE_LOAD;
     int rc = worker_config_from_welcome(&m->config, &c->config, e);
+    if (!rc && w->o->model) snprintf(c->config.model, sizeof c->config.model, "%s", w->o->model);
     if (rc) {
         compute_cmd_free(c);
         return rc;
@@ -263,6 +262,12 @@ static int worker_on_message(worker_loop *w, const proto_msg *m, strata_err *e)
         worker_log(w, "SHUTDOWN");
         w->shutdown = 1;
         return 0;
+    case PROTO_ERROR: /* not registered (any more): again; refused: this worker cannot serve */
+        if (!strncmp(m->error.message, "refused", 7))
+            return err_set(e, ERR_INPUT, "%s", m->error.message);
+        worker_warn(w, "the coordinator says: %s; saying HELLO again", m->error.message);
+        w->phase = WORKER_PHASE_HELLO;
+        return worker_send_hello(w, e);
     default:
         worker_warn(w, "ignoring %s from the coordinator", proto_type_name(m->type));
         return 0;
@@ -326,12 +331,12 @@ static int worker_drain_pair(worker_loop *w, strata_err *e)
 
 /* ---------------------------------------------------------------- timers */
 
-/* HELLO on a fresh connection; the next try waits twice as long (redial.h). */
+/* HELLO again (on a fresh connection, worker_send_hello); the next try waits twice as long
+ * (link.h). */
 static int worker_hello_again(worker_loop *w, strata_err *e)
 {
     if (w->backoff_ms < WORKER_BACKOFF_MIN_MS) w->backoff_ms = WORKER_BACKOFF_MIN_MS;
-    int rc = worker_redial(w->zctx, w->o->connect, w->id, WORKER_SEND_TIMEOUT_MS, &w->dealer, e);
-    if (!rc) rc = worker_send_hello(w, e);
+    int rc = worker_send_hello(w, e);
     w->next_hello = clock_now_ms() + w->backoff_ms;
     w->backoff_ms = worker_backoff_next(w->backoff_ms);
     return rc;
@@ -428,16 +433,13 @@ static int worker_start_compute(worker_loop *w, strata_err *e)
 
 static int worker_open(worker_loop *w, strata_err *e)
 {
-    strata_err pe = {0};
-    proto_sock_opts so = {.send_timeout_ms = WORKER_SEND_TIMEOUT_MS, .routing_id = w->id};
     w->zctx = zmq_ctx_new();
     w->pctx = zmq_ctx_new();
     if (!w->zctx || !w->pctx)
         return err_set(e, ERR_RUNTIME, "zmq context: %s", zmq_strerror(zmq_errno()));
-    if (proto_dealer_connect(w->zctx, w->o->connect, &so, &w->dealer, &pe))
-        return err_set(e, pe.code == ERR_ARG || pe.code == ERR_IO ? ERR_INPUT : ERR_RUNTIME,
-                       "--connect %s: %s", w->o->connect, pe.msg);
-    return worker_start_compute(w, e);
+    if (w->o->model && model_hash_dir(w->o->model, w->model_hash, e)) return e->code;
+    int rc = worker_link_connect(w->zctx, w->o, w->id, WORKER_SEND_TIMEOUT_MS, &w->dealer, e);
+    return rc ? rc : worker_start_compute(w, e);
 }
 
 /* Stop the compute thread: a running stub task ends at once, a running level_run is given

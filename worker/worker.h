@@ -181,6 +181,7 @@ typedef struct worker_config {
     level_params level;
     int heartbeat_ms; /* the coordinator's heartbeat interval */
     int liveness;     /* heartbeats of silence before the coordinator is presumed gone */
+    char model_hash[MODEL_HASH_HEX + 1]; /* WELCOME's: the model loaded must match ("": any) */
 } worker_config;
 
 /* Check a WELCOME's level settings and copy them into c. Errors are ERR_INPUT naming the field:
@@ -202,11 +203,19 @@ typedef struct worker_opts {
     int stub_ms;         /* >= 0: no model; each task sleeps this long and returns a
                             deterministic image (farm benchmarks). < 0: the real level */
     int verbose;         /* one line per event on stderr (errors are always logged) */
+    /* CURVE (Z85): this worker's secret key and the coordinator's public key; NULL: plaintext */
+    const char *key, *server_key;
+    /* the level's model directory here: HELLO carries its hash (model_hash_dir) and the worker
+     * loads it instead of WELCOME's path; NULL: WELCOME's path, no hash in HELLO */
+    const char *model;
     /* set (e.g. by a signal handler) to stop as on SHUTDOWN; may be NULL */
     volatile sig_atomic_t *stop;
 } worker_opts;
 
 /* Serve the coordinator until SHUTDOWN or *stop: HELLO, WELCOME, load the model once, then
+ * (each HELLO after the first goes out on a fresh connection with a new random routing id, so a
+ * registration is bound to one connection; an ERROR from the coordinator makes the worker say
+ * HELLO again, one starting "refused" ends it with ERR_INPUT: its model is not the level's), then
  * READY / TASK / RESULT with HEARTBEATs every heartbeat_ms while tasks run in a compute thread.
  * When the coordinator is silent for liveness x heartbeat_ms, HELLO is sent again until a new
  * WELCOME (the model is kept when its directory is the same). A failing task is a RESULT with

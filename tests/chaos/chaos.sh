@@ -45,7 +45,7 @@ cleanup() {
 coord_start() {
   : > "$DIR/coord.out"
   "$BIN" coordinator --pipeline $PIPE --workers "$WEP" --clients "$CEP" --state "$DIR/state" \
-    >"$DIR/coord.out" 2>>"$LOG" &
+    --out-root / >"$DIR/coord.out" 2>>"$LOG" &
   COORD=$!
   for _ in $(seq 600); do grep -q '^strata coordinator:' "$DIR/coord.out" && break; sleep 0.05; done
   line=$(grep '^strata coordinator:' "$DIR/coord.out") || fail "the coordinator did not start"

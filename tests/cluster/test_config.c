@@ -547,7 +547,9 @@ TEST(config_coordinator_file)
     strata_err e = {0};
     CHECKF(coordinator_config_load("configs/coordinator.yaml", &o, &e) == 0, "%s", e.msg);
     CHECK(!strcmp(o.pipeline, "configs/pipelines/emoji.yaml"));
-    CHECK(!strcmp(o.workers, "tcp://0.0.0.0:5555") && o.max_in_flight == 64);
+    /* the shipped file binds loopback: no keys needed */
+    CHECK(!strcmp(o.workers, "tcp://127.0.0.1:5555") && o.max_in_flight == 64);
+    CHECK(!o.curve_key[0] && !o.insecure);
     char path[1024];
     snprintf(path, sizeof path, "%s/c.yaml", test_tmpdir());
     FILE *f = fopen(path, "w");
@@ -556,4 +558,28 @@ TEST(config_coordinator_file)
     fclose(f);
     CHECK(coordinator_config_load(path, &o, &e) == ERR_INPUT);
     CHECKF(strstr(e.msg, "c.yaml:2: liveness: expected an integer 1..1000"), "%s", e.msg);
+}
+
+TEST(config_coordinator_curve_and_out_root)
+{
+    coordinator_config o = {0};
+    strata_err e = {0};
+    char path[1024];
+    snprintf(path, sizeof path, "%s/c.yaml", test_tmpdir());
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    fputs("pipeline: p.yaml\nout_root: out\ninsecure: true\ncurve:\n  key: k/c.key\n"
+          "  allow:\n    - k/a.pub\n    - {key: k/ops.pub, admin: true}\n",
+          f);
+    fclose(f);
+    CHECKF(coordinator_config_load(path, &o, &e) == 0, "%s", e.msg);
+    CHECK(o.insecure && o.nallow == 2 && !o.allow[0].admin && o.allow[1].admin);
+    CHECK(strstr(o.curve_key, "/k/c.key") && strstr(o.allow[1].path, "/k/ops.pub"));
+    CHECK(strstr(o.out_root, "/out"));
+    f = fopen(path, "w");
+    CHECK(f);
+    fputs("pipeline: p.yaml\ncurve:\n  allow: k/\n", f);
+    fclose(f);
+    CHECK(coordinator_config_load(path, &o, &e) == ERR_INPUT);
+    CHECKF(strstr(e.msg, "curve") && strstr(e.msg, "key"), "%s", e.msg);
 }

@@ -75,11 +75,9 @@ static int farm_start(farm *f, const char *dir, int pool16, int pool32)
     memset(f, 0, sizeof *f);
     snprintf(f->log, sizeof f->log, "%s/coordinator.log", dir);
     if (pipe(fds)) return -1;
-    char *argv[] = {(char *)strata_bin(), "coordinator",
-                    "--pipeline",         (char *)farm_pipeline,
-                    "--workers",          "tcp://127.0.0.1:*",
-                    "--clients",          "tcp://127.0.0.1:*",
-                    "--verbose",          NULL};
+    char *argv[] = {(char *)strata_bin(), "coordinator",       "--pipeline", (char *)farm_pipeline,
+                    "--workers",          "tcp://127.0.0.1:*", "--clients",  "tcp://127.0.0.1:*",
+                    "--out-root",         (char *)dir,         "--verbose",  NULL};
     f->coord = spawn(argv, fds[1], f->log);
     close(fds[1]);
     int rc = read_ready(fds[0], f);

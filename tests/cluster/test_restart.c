@@ -64,8 +64,10 @@ static pid_t coord_start(const char *pipe_path, const char *state, char *wep, ch
 {
     int fds[2];
     if (pipe(fds)) return -1;
-    char *argv[] = {(char *)bin(), "coordinator", "--pipeline", (char *)pipe_path, "--workers", wep,
-                    "--clients",   cep,           "--state",    (char *)state,     NULL};
+    /* the jobs write under the test's own directory: no output root to keep them in */
+    char *argv[] = {(char *)bin(), "coordinator", "--pipeline", (char *)pipe_path, "--workers",
+                    wep,           "--clients",   cep,          "--state",         (char *)state,
+                    "--out-root",  "/",           NULL};
     pid_t pid = spawn(argv, fds[1], log);
     close(fds[1]);
     char line[1024];
@@ -375,7 +377,7 @@ TEST_TIMEOUT(coordinator_full_state_refuses_new_jobs_and_loses_none, 200)
     snprintf(script, sizeof script,
              "mount -t tmpfs -o size=8k tmpfs '%s' && exec '%s' coordinator --pipeline "
              "configs/pipelines/test-tiny.yaml --workers 'tcp://127.0.0.1:*' --clients "
-             "'tcp://127.0.0.1:*' --state '%s'",
+             "'tcp://127.0.0.1:*' --state '%s' --out-root /",
              state, bin(), state);
     int fds[2];
     CHECK(pipe(fds) == 0);

@@ -128,6 +128,7 @@ int harness_start(harness *h, const coord_options *in)
     if (!o.heartbeat_ms) o.heartbeat_ms = 1000;
     if (!o.liveness) o.liveness = 10;
     if (!o.parse_job) o.parse_job = harness_parse_job;
+    if (!o.out_root) o.out_root = h->dir;
     o.verbose = getenv("STRATA_TEST_VERBOSE") != NULL;
     o.check = 1; /* every coordinator test verifies the invariants after every message */
     strata_err e = {0};

@@ -155,12 +155,13 @@ TEST(proto_welcome_and_task_bytes_unchanged)
 {
     /* values across the widths MessagePack picks between (fixint, uint8/16/32, negative) */
     static const proto_level_config configs[] = {
-        /* tile_blend NULL: the coordinator before it, which never sent one */
-        {"models/l32", LEVEL_KIND_GENERATE, 0, 32, 50, "", 0.0f, 0, 1.0f, 0, 0, 1000, 3, NULL},
+        /* tile_blend and model_hash NULL: the coordinator before it, which never sent them */
+        {"models/l32", LEVEL_KIND_GENERATE, 0, 32, 50, "", 0.0f, 0, 1.0f, 0, 0, 1000, 3, NULL,
+         NULL},
         {"/abs/l128", LEVEL_KIND_REFINE, 1, 128, 200, "ddim", 0.5f, 250, 7.5f, 64, 8, 60000, 10,
-         NULL},
+         NULL, NULL},
         {"m", LEVEL_KIND_DIRECT, 300, 8192, 0, "dpm++2m", 1.0f, 999, 1.0f, 4096, 255, 10, 1000,
-         NULL},
+         NULL, NULL},
     };
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
         msgpack_sbuffer sb;

@@ -4,8 +4,10 @@
 #include "proto/proto.h"
 #include "tests/test.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <zmq.h>
 
@@ -269,4 +271,64 @@ TEST(proto_zmq_socket_options_checked)
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     proto_sock_close(&s);
     zmq_ctx_term(ctx);
+}
+
+/* CURVE with the ZAP handler: an allowed key gets in and its messages carry it as User-Id; a
+ * key not on the list, and a plaintext peer, get nothing through. */
+TEST(proto_zmq_curve_admits_only_allowed_keys)
+{
+    char spub[41], ssec[41], apub[41], asec[41], bpub[41], bsec[41];
+    CHECK(zmq_curve_keypair(spub, ssec) == 0 && zmq_curve_keypair(apub, asec) == 0 &&
+          zmq_curve_keypair(bpub, bsec) == 0);
+    void *ctx = zmq_ctx_new(), *router = NULL, *a = NULL, *b = NULL, *p = NULL;
+    strata_err e = {0};
+    proto_zap_t *zap = NULL;
+    const char *allow[] = {apub};
+    CHECKF(proto_zap_new(ctx, allow, 1, &zap, &e) == 0, "%s", e.msg);
+    proto_sock_opts so = {.linger_ms = -1, .curve = {.secret_key = ssec}};
+    CHECKF(proto_router_bind(ctx, "tcp://127.0.0.1:*", &so, &router, &e) == 0, "%s", e.msg);
+    char ep[256];
+    CHECK(proto_sock_endpoint(router, ep, sizeof ep, &e) == 0);
+    proto_sock_opts ao = {.linger_ms = -1, .curve = {.secret_key = asec, .server_key = spub}};
+    proto_sock_opts bo = {.linger_ms = -1, .curve = {.secret_key = bsec, .server_key = spub}};
+    proto_sock_opts po = {.linger_ms = -1, .send_timeout_ms = 100};
+    CHECK(proto_dealer_connect(ctx, ep, &bo, &b, &e) == 0);
+    CHECK(proto_dealer_connect(ctx, ep, &po, &p, &e) == 0);
+    CHECK(proto_dealer_connect(ctx, ep, &ao, &a, &e) == 0);
+    proto_msg hb = {.type = PROTO_HEARTBEAT}, got;
+    proto_send(b, NULL, &hb, &e);
+    proto_send(p, NULL, &hb, &e);
+    proto_msg bye = {.type = PROTO_BYE};
+    CHECKF(proto_send(a, NULL, &bye, &e) == 0, "%s", e.msg);
+    proto_rid from;
+    char user[PROTO_KEY_LEN + 1];
+    /* the refused peers' frames never arrive: the first message is a's */
+    CHECKF(proto_recv_peer(router, &from, user, &got, 5000, &e) == 0, "%s", e.msg);
+    CHECK(got.type == PROTO_BYE);
+    CHECKF(!strcmp(user, apub), "User-Id '%s'", user);
+    proto_msg_free(&got);
+    CHECK(proto_recv_peer(router, &from, user, &got, 300, &e) == ERR_TIMEOUT);
+    proto_sock_close(&a);
+    proto_sock_close(&b);
+    proto_sock_close(&p);
+    proto_sock_close(&router);
+    proto_zap_destroy(&zap);
+    zmq_ctx_term(ctx);
+}
+
+TEST(proto_keygen_writes_a_pair)
+{
+    char name[600], path[700], pub[41], sec[41], derived[41];
+    strata_err e = {0};
+    snprintf(name, sizeof name, "%s/farm", test_tmpdir());
+    CHECKF(proto_keygen(name, &e) == 0, "%s", e.msg);
+    snprintf(path, sizeof path, "%s.key", name);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+    CHECKF(proto_key_read(path, sec, &e) == 0, "%s", e.msg);
+    snprintf(path, sizeof path, "%s.pub", name);
+    CHECKF(proto_key_read(path, pub, &e) == 0, "%s", e.msg);
+    CHECK(proto_key_public(sec, derived, &e) == 0 && !strcmp(derived, pub));
+    CHECK(proto_keygen(name, &e) == ERR_INPUT); /* an existing key is never overwritten */
+    CHECK(proto_key_read("/nonexistent.pub", pub, &e) == ERR_INPUT);
 }

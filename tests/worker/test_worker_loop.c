@@ -628,3 +628,35 @@ TEST(worker_loop_stub_refine_scales_the_cond)
     CHECKF(code == 0, "exit %d: %s", code, c.err);
     coord_close(&c);
 }
+
+/* WELCOME's model_hash is the coordinator's copy of the level's model: a worker whose files at
+ * that path differ stops with exit 2 naming both hashes; the right hash serves. */
+TEST(worker_loop_model_hash_differs_exits_2)
+{
+    level_setup s = {GEN_MODEL, "generate", 0, 16, 2, 0, 200, 50, 1.0};
+    char good[MODEL_HASH_HEX + 1];
+    const char *bad = "00000000000000000000000000000000000000000000000000000000000000ff";
+    strata_err e = {0};
+    CHECK(model_hash_dir(GEN_MODEL, good, &e) == 0);
+    coord_fake c;
+    proto_level_config config;
+    proto_msg m;
+    level_config(&s, &config);
+    config.model_hash = good;
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_welcome(&c, "l16", &config) == 0);
+    CHECK(coord_shutdown(&c) == 0);
+    coord_close(&c);
+    config.model_hash = bad;
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_expect(&c, PROTO_HELLO, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    proto_msg w = {.type = PROTO_WELCOME, .welcome = {.config = config}};
+    CHECK(coord_send(&c, &w) == 0);
+    CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    int code = coord_wait_exit(&c, WAIT_MS);
+    CHECKF(code == 2 && strstr(c.err, "refused") && strstr(c.err, good) && strstr(c.err, bad),
+           "exit %d: %s", code, c.err);
+    coord_close(&c);
+}
