@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* The line of out that starts with prefix, copied to line (empty when there is none). */
 static void find_line(const char *out, const char *prefix, char *line, size_t len)
