@@ -121,7 +121,8 @@ static int by_image_level(const void *a, const void *b)
 static uint32_t settle(coord_t *c, coord_job *j)
 {
     j->next = j->done + j->failed;
-    qsort(j->resume, j->nresume, sizeof *j->resume, by_image_level);
+    if (j->nresume) /* qsort must not be given NULL, even for no elements */
+        qsort(j->resume, j->nresume, sizeof *j->resume, by_image_level);
     uint32_t n = 0;
     for (uint32_t i = 0; i < j->nresume; i++) {
         const coord_resume *rs = &j->resume[i];
