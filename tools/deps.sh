@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential pkg-config
   libopenblas-dev libzmq3-dev libmsgpack-dev libopenmpi-dev openmpi-bin
-  libyaml-dev libjansson-dev libpng-dev
+  libyaml-dev libjansson-dev libpng-dev libsodium-dev zlib1g-dev
   clang-format
 )
 
