@@ -60,13 +60,11 @@ static void on_submit(coord_t *c, const proto_rid *from, const char *user, const
 {
     char id[COORD_ID_MAX];
     strata_err e = {0};
-    if (coord_job_submit(c, spec, id, &e) < 0) {
+    if (coord_job_submit(c, spec, user, id, &e) < 0) {
         coord_log(c, 1, "SUBMIT refused: %s", e.msg);
         client_error(c, from, e.msg);
         return;
     }
-    coord_job *j = coord_jobs_find(c->jobs, id);
-    if (j) snprintf(j->owner, sizeof j->owner, "%s", user);
     proto_msg m = {.type = PROTO_SUBMITTED, .submitted = {.job = id}};
     coord_client_send(c, from, &m);
 }

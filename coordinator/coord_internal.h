@@ -180,9 +180,10 @@ int coord_job_cancel(coord_t *c, const char *id, strata_err *e);
 
 /* ---------------------------------------------------------------- jobs.c */
 
-/* Handle SUBMIT: 0 and the id in id_out (COORD_ID_MAX bytes), or a negative code with e. With a
- * state directory, the same spec as a running job's (one restored) is that job again. */
-int coord_job_submit(coord_t *c, const char *text, char *id_out, strata_err *e);
+/* Handle SUBMIT from the client key owner ("" without CURVE): 0 and the id in id_out
+ * (COORD_ID_MAX bytes), or a negative code with e. With a state directory, the same spec as a
+ * running job's (one restored) is that job again (its owner unchanged). */
+int coord_job_submit(coord_t *c, const char *text, const char *owner, char *id_out, strata_err *e);
 /* A job from its journaled SUBMIT text, registered as running (restore.c). NULL with e. */
 coord_job *coord_job_restore(coord_t *c, const char *text, strata_err *e);
 

@@ -139,7 +139,7 @@ static int job_same_as_known(coord_t *c, const coord_job *j, strata_err *e)
                    j->id, diff);
 }
 
-int coord_job_submit(coord_t *c, const char *text, char *id_out, strata_err *e)
+int coord_job_submit(coord_t *c, const char *text, const char *owner, char *id_out, strata_err *e)
 {
     coord_job *j = job_from_text(c, text, e);
     if (!j) return e->code < 0 ? e->code : ERR_INPUT;
@@ -152,6 +152,7 @@ int coord_job_submit(coord_t *c, const char *text, char *id_out, strata_err *e)
     }
     j->count = (uint32_t)j->spec.count;
     j->arrival = coord_jobs_arrival(c->jobs);
+    snprintf(j->owner, sizeof j->owner, "%s", owner); /* journaled with the job */
     int rc = job_register(c, j, text, e);
     if (rc < 0) return rc;
     snprintf(id_out, COORD_ID_MAX, "%s", j->id);

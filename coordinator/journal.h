@@ -20,6 +20,10 @@ typedef enum coord_rec_type {
     COORD_REC_LEVEL,   /* job, image, level, ref: that level's output is in the spool */
     COORD_REC_IMAGE,   /* job, image, ok (0: text is the reason): the image is written or failed */
     COORD_REC_END,     /* job, state, done, failed: the job ended (done, failed or cancelled) */
+    COORD_REC_OWNER,   /* job, text: the CURVE key that submitted it. Written just before its JOB
+                        * record, so any prefix of the file that holds a JOB holds its owner; a
+                        * journal from before owners has none (the job then has no owner: only an
+                        * admin key may cancel it), and a reader from before skips the record */
 } coord_rec_type;
 
 /* Where a level output lies in the spool: segment seg (from 1; 0: nowhere), bytes [off, off +

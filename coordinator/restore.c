@@ -19,6 +19,8 @@ typedef struct restore {
     coord_t *c;
     coord_job *last; /* the job of the previous record: records of one job come in runs */
     uint64_t records;
+    char owner_job[COORD_ID_MAX]; /* the last OWNER record's job and key: its JOB is next */
+    char owner[PROTO_KEY_LEN + 1];
 } restore;
 
 /* The running job named id, or NULL (an ended or forgotten one: its records are moot). */
@@ -41,6 +43,17 @@ static int on_job(restore *r, const coord_rec *rec)
     strata_err e = {0};
     r->last = coord_job_restore(c, rec->text, &e);
     if (!r->last) coord_log(c, 1, "state: job %s not restored: %s", rec->job, e.msg);
+    if (r->last && !strcmp(r->owner_job, rec->job))
+        snprintf(r->last->owner, sizeof r->last->owner, "%s", r->owner);
+    r->owner_job[0] = 0;
+    return 0;
+}
+
+/* OWNER: the key of the JOB record that follows. */
+static int on_owner(restore *r, const coord_rec *rec)
+{
+    snprintf(r->owner_job, sizeof r->owner_job, "%s", rec->job);
+    snprintf(r->owner, sizeof r->owner, "%s", rec->text);
     return 0;
 }
 
@@ -104,6 +117,8 @@ static int on_record(void *ctx, const coord_rec *rec)
         return on_level(r, rec);
     case COORD_REC_END:
         return on_end(r, rec);
+    case COORD_REC_OWNER:
+        return on_owner(r, rec);
     default:
         return 0; /* a newer kind of record: not ours to understand */
     }

@@ -30,6 +30,23 @@ static void drop_later(coord_t *c, const coord_spool_ref *ref)
     c->drops[c->ndrops++] = *ref;
 }
 
+/* Job j's OWNER (when it has one) then JOB records into f: a JOB record is never durable
+ * without its owner before it. 0, or -1 when out of memory. */
+static int append_job(coord_journal_t *f, const coord_job *j, const char *text)
+{
+    coord_rec owner = {.type = COORD_REC_OWNER,
+                       .job = j->id,
+                       .text = j->owner,
+                       .textlen = (uint32_t)strlen(j->owner)};
+    coord_rec r = {.type = COORD_REC_JOB,
+                   .job = j->id,
+                   .arrival = j->arrival,
+                   .text = text,
+                   .textlen = (uint32_t)strlen(text)};
+    if (j->owner[0] && coord_journal_append(f, &owner) < 0) return -1;
+    return coord_journal_append(f, &r);
+}
+
 int coord_state_accept(coord_t *c, coord_job *j, const char *text, strata_err *e)
 {
     if (!c->journal || !text) return 0;
@@ -41,13 +58,10 @@ int coord_state_accept(coord_t *c, coord_job *j, const char *text, strata_err *e
     j->finished = calloc(bytes ? bytes : 1, 1);
     if (!j->text || !j->finished) return err_set(e, ERR_NOMEM, "coordinator out of memory");
     size_t mark = coord_journal_mark(c->journal);
-    coord_rec r = {.type = COORD_REC_JOB,
-                   .job = j->id,
-                   .arrival = j->arrival,
-                   .text = text,
-                   .textlen = (uint32_t)strlen(text)};
-    if (coord_journal_append(c->journal, &r) < 0)
+    if (append_job(c->journal, j, text) < 0) {
+        coord_journal_rewind(c->journal, mark);
         return err_set(e, ERR_NOMEM, "coordinator out of memory");
+    }
     if (!c->dirty_since_ms) c->dirty_since_ms = clock_now_ms();
     /* the client hears SUBMITTED only once the job is durable */
     if (coord_state_commit(c, clock_now_ms(), 1) != -1) {
@@ -240,12 +254,7 @@ static int compact_jobs(coord_t *c, coord_journal_t *f)
     for (uint32_t i = 0; i < coord_jobs_count(c->jobs) && rc == 0; i++) {
         coord_job *j = coord_jobs_at(c->jobs, i);
         if (!j->text) continue;
-        coord_rec r = {.type = COORD_REC_JOB,
-                       .job = j->id,
-                       .arrival = j->arrival,
-                       .text = j->text,
-                       .textlen = (uint32_t)strlen(j->text)};
-        rc = coord_journal_append(f, &r);
+        rc = append_job(f, j, j->text);
         coord_rec end = {.type = COORD_REC_END,
                          .job = j->id,
                          .state = (uint8_t)j->state,

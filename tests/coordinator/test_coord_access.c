@@ -407,3 +407,56 @@ TEST(coord_worker_hello_on_a_new_connection_ends_the_old_one)
     CHECK(harness_stop(&h) == 0);
     CHECK(!failed);
 }
+
+/* Alice's job on a coordinator with keys and --state, which stops and starts again on the same
+ * state: the job still belongs to alice (its owner is journaled with it), so bob still cannot
+ * cancel it and alice can. */
+static void body_owner_restart(const coord_options *o, keypair *srv, keypair *alice, keypair *bob,
+                               const char *out, int *test_failed_)
+{
+    harness h;
+    char spec[1200], id[64], err[512];
+    snprintf(spec, sizeof spec, "name: oj\ncount: 2\nresolution: 16\nout: %s\n", out);
+    CHECK(harness_start(&h, o) == 0);
+    void *ca = curve_dealer(&h, 0, NULL, alice, srv);
+    int submitted = ca && harness_submit(ca, spec, id, sizeof id) == 0;
+    CHECK(harness_stop(&h) == 0);
+    CHECKF(submitted, "alice's SUBMIT: %s", id);
+    CHECK(harness_start(&h, o) == 0); /* no worker ever joined: the job is restored running */
+    void *cb = curve_dealer(&h, 0, NULL, bob, srv);
+    ca = curve_dealer(&h, 0, NULL, alice, srv);
+    enum proto_type bob_got = PROTO_NONE, alice_got = PROTO_NONE;
+    if (cb && harness_job_ref(cb, PROTO_CANCEL, "oj") == 0)
+        bob_got = next_type(cb, 5000, err, sizeof err);
+    if (ca && harness_job_ref(ca, PROTO_CANCEL, "oj") == 0)
+        alice_got = next_type(ca, 5000, NULL, 0);
+    CHECK(harness_stop(&h) == 0);
+    CHECKF(bob_got == PROTO_ERROR && strstr(err, "belongs to another key"),
+           "bob's CANCEL after the restart: %s %s", proto_type_name(bob_got), err);
+    CHECKF(alice_got == PROTO_CANCELLED, "alice's CANCEL after the restart: %s",
+           proto_type_name(alice_got));
+}
+
+TEST(coord_job_owner_survives_a_restart_on_the_same_state)
+{
+    keypair srv, alice, bob;
+    keypair *all[] = {&srv, &alice, &bob};
+    for (int i = 0; i < 3; i++)
+        CHECK(zmq_curve_keypair(all[i]->pub, all[i]->sec) == 0);
+    coord_key allow[2] = {{.admin = 0}, {.admin = 0}};
+    memcpy(allow[0].key, alice.pub, 41);
+    memcpy(allow[1].key, bob.pub, 41);
+    /* a folder of the test's own: each harness_start takes a fresh test_tmpdir */
+    char base[1024], state[1100], out[1100];
+    const char *run = test_run_dir();
+    snprintf(base, sizeof base, "%s/owner-XXXXXX", run && *run ? run : "/tmp");
+    CHECK(mkdtemp(base) != NULL);
+    snprintf(state, sizeof state, "%s/state", base);
+    snprintf(out, sizeof out, "%s/out", base);
+    coord_options o = {
+        .curve_secret = srv.sec, .allow = allow, .nallow = 2, .state_dir = state, .out_root = base};
+    int failed = 0;
+    body_owner_restart(&o, &srv, &alice, &bob, out, &failed);
+    test_remove_tree(base);
+    CHECK(!failed);
+}
