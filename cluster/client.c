@@ -58,8 +58,10 @@ int client_call(client *c, const proto_msg *req, proto_msg *reply, int timeout_m
 static void draw_progress(const struct proto_job_status *s, FILE *to, int tty, int *drawn)
 {
     if (tty && *drawn) fprintf(to, "\x1b[%dA", *drawn);
-    fprintf(to, "%s %s: %u/%u images\n", s->id, s->state, s->done, s->count);
+    fprintf(to, "%s %s: %u/%u images%s\n", s->id, s->state, s->done, s->count, tty ? "\x1b[K" : "");
     if (s->failed) fprintf(to, "  %u failed\n", s->failed);
+    /* a stalled job (its disk is full, say) is waited for: the reason says what to fix */
+    if (s->reason) fprintf(to, "  %s%s\n", s->reason, tty ? "\x1b[K" : "");
     for (uint32_t i = 0; i < s->nlevels; i++) {
         const struct proto_level_status *l = &s->levels[i];
         if (tty) {
@@ -79,7 +81,8 @@ static void draw_progress(const struct proto_job_status *s, FILE *to, int tty, i
             fputc('\n', to);
         }
     }
-    *drawn = 1 + (s->failed ? 1 : 0) + (int)s->nlevels;
+    if (tty) fputs("\x1b[J", to); /* a line drawn last time and not now (a reason) goes */
+    *drawn = 1 + (s->failed ? 1 : 0) + (s->reason ? 1 : 0) + (int)s->nlevels;
     fflush(to);
 }
 

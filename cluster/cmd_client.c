@@ -141,9 +141,11 @@ static json_t *status_json(const struct proto_job_status *s)
                                         (json_int_t)s->levels[i].done, "compute_ms",
                                         (json_int_t)s->levels[i].compute_ms, "ranks",
                                         (json_int_t)s->levels[i].ranks));
-    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o}", "id", s->id, "state", s->state, "count",
-                     (json_int_t)s->count, "done", (json_int_t)s->done, "failed",
-                     (json_int_t)s->failed, "levels", levels);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:o}", "id", s->id, "state", s->state, "count",
+                          (json_int_t)s->count, "done", (json_int_t)s->done, "failed",
+                          (json_int_t)s->failed, "levels", levels);
+    if (o && s->reason) json_object_set_new(o, "reason", json_string(s->reason));
+    return o;
 }
 
 static void print_status(const struct proto_status_reply *r, int as_json)
@@ -163,6 +165,7 @@ static void print_status(const struct proto_status_reply *r, int as_json)
         const struct proto_job_status *s = &r->jobs[i];
         printf("%-24s %-10s %u/%u done, %u failed\n", s->id, s->state, s->done, s->count,
                s->failed);
+        if (s->reason) printf("  %s\n", s->reason); /* why it is stalled, on one line */
         for (uint32_t k = 0; k < s->nlevels; k++) {
             const struct proto_level_status *l = &s->levels[k];
             printf("  %-8s queued %u  running %u  done %u  compute %.1f s", l->name, l->queued,

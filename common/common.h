@@ -57,7 +57,8 @@ double clock_now_s(void);
 
 /* Write the n pieces, in order, to path atomically: DIR/.NAME.tmp.PID, then rename, so a reader
  * sees the old file or the whole new one. With sync, the file and then its directory are fsync'd
- * too, so the write survives a power failure. Errors name the path. */
+ * too, so the write survives a power failure. Errors name the path, and leave errno at their
+ * cause (ENOSPC, EACCES, ...) for a caller that tells a full disk from a bad path. */
 int file_write_atomic(const char *path, const struct iovec *parts, int n, int sync, strata_err *e);
 
 #endif

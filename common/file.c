@@ -58,17 +58,26 @@ int file_write_atomic(const char *path, const struct iovec *parts, int n, int sy
                  (long)getpid()) >= (int)sizeof tmp)
         return err_set(e, ERR_INPUT, "%s: path too long", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return err_set(e, ERR_RUNTIME, "%s: cannot create: %s", tmp, strerror(errno));
+    if (fd < 0) {
+        int err = errno;
+        err_set(e, ERR_RUNTIME, "%s: cannot create: %s", tmp, strerror(err));
+        errno = err;
+        return ERR_RUNTIME;
+    }
     if (write_parts(fd, parts, n) != 0 || (sync && fsync(fd) != 0)) {
         int err = errno;
         close(fd);
         unlink(tmp);
-        return err_set(e, ERR_RUNTIME, "%s: cannot write: %s", tmp, strerror(err));
+        err_set(e, ERR_RUNTIME, "%s: cannot write: %s", tmp, strerror(err));
+        errno = err;
+        return ERR_RUNTIME;
     }
     if (close(fd) != 0 || rename(tmp, path) != 0) {
         int err = errno;
         unlink(tmp);
-        return err_set(e, ERR_RUNTIME, "%s: cannot write: %s", path, strerror(err));
+        err_set(e, ERR_RUNTIME, "%s: cannot write: %s", path, strerror(err));
+        errno = err;
+        return ERR_RUNTIME;
     }
     if (sync) sync_parent_dir(path);
     return ERR_OK;

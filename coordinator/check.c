@@ -74,14 +74,19 @@ static int tally_slots(const coord_t *c, tally *t, strata_err *e)
     return 0;
 }
 
-/* Each running job counts exactly the images and tasks the queue holds for it. */
+/* Each running job counts exactly the images and tasks the queue holds for it, plus its images
+ * whose final PNG waits for the disk (at least those the pool holds). */
 static int check_job_counts(const coord_t *c, const tally *t, strata_err *e)
 {
     for (uint32_t i = 0; i < coord_jobs_running(c->jobs); i++) {
         const coord_job *j = coord_jobs_running_at(c->jobs, i);
-        if (j->active != t->active[i])
-            return err_set(e, ERR_RUNTIME, "job %s: %u images in flight counted, %u in the queue",
-                           j->id, j->active, t->active[i]);
+        uint32_t finals = 0;
+        coord_writer_held(c->writer, j, &finals);
+        if (j->active != t->active[i] + j->held || finals > j->held)
+            return err_set(e, ERR_RUNTIME,
+                           "job %s: %u images in flight counted, %u in the queue, %u held for the "
+                           "disk (%u by the pool)",
+                           j->id, j->active, t->active[i], j->held, finals);
         for (int l = 0; l < PIPELINE_MAX_LEVELS; l++) {
             size_t at = (size_t)i * PIPELINE_MAX_LEVELS + l;
             if (j->lv[l].queued != t->queued[at] || j->lv[l].running != t->running[at])

@@ -9,7 +9,8 @@
  *   coord.c     life cycle, options and the log line (calls no handler)
  *   state.c     --state: journal records and spooled outputs as things happen, group commits
  *   watch.c     WATCH streams: PROGRESS and DONE to clients, STATUS entries
- *   images.c    an image ends (written or failed), a job ends or is cancelled, PNGs are queued
+ *   images.c    an image ends (written or failed), a job ends (or stalls) or is cancelled
+ *   writes.c    PNGs to the writer pool and back; writes the disk cannot take held and retried
  *   jobs.c      SUBMIT: parse, plan, accept
  *   dispatch.c  scheduling, leases, RESULTs, retries
  *   workers.c   worker messages (HELLO/WELCOME, READY, RESULT, BYE) and liveness
@@ -34,12 +35,14 @@
 #include <stdint.h>
 
 enum {
-    COORD_WATCH_MIN_MS = 100,     /* at most ~10 PROGRESS per second per watcher */
-    COORD_DRAIN_BATCH = 256,      /* messages read from one socket before dispatching */
-    COORD_SKIP_MAX = 64,          /* queued tasks set aside per level and pass (exclusions) */
-    COORD_GROUP_MS = 20,          /* journal records wait at most this long for their fsync */
-    COORD_STATE_RETRY_MS = 1000,  /* a failed commit (full disk) is tried again this often */
-    COORD_COMPACT_MIN = 64 << 20, /* journal bytes before a compaction is worth it */
+    COORD_WATCH_MIN_MS = 100,        /* at most ~10 PROGRESS per second per watcher */
+    COORD_DRAIN_BATCH = 256,         /* messages read from one socket before dispatching */
+    COORD_SKIP_MAX = 64,             /* queued tasks set aside per level and pass (exclusions) */
+    COORD_GROUP_MS = 20,             /* journal records wait at most this long for their fsync */
+    COORD_STATE_RETRY_MS = 1000,     /* a failed commit (full disk) is tried again this often */
+    COORD_COMPACT_MIN = 64 << 20,    /* journal bytes before a compaction is worth it */
+    COORD_DISK_RETRY_MS = 1000,      /* a job stalled on its disk tries again after this, */
+    COORD_DISK_RETRY_MAX_MS = 30000, /* doubling up to this */
 };
 
 typedef struct coord_watcher {
@@ -60,7 +63,8 @@ struct coord {
     coord_registry_t *workers;
     coord_jobs_t *jobs;
     coord_writer_t *writer;
-    uint32_t writes; /* requests with the writer pool (images.c) */
+    uint32_t writes;    /* requests with the writer pool, held ones too (writes.c) */
+    uint32_t held_refs; /* spooled outputs named by write requests, not slots (writes.c) */
 
     proto_zap_t *zap; /* access.c's: the ZAP handler with CURVE, else NULL */
     coord_key *allow;
@@ -128,8 +132,12 @@ int coord_state_accept(coord_t *c, coord_job *j, const char *text, strata_err *e
 /* Slot s's level output (not its last level) goes to the spool, with its LEVEL record; the
  * slot's previous one is dropped once that is durable. A full disk keeps it in memory only. */
 void coord_state_level(coord_t *c, uint32_t s, const uint8_t *rgb, int side);
-/* Slot s's image is written (ok) or failed with reason: its IMAGE record. */
-void coord_state_image(coord_t *c, uint32_t s, int ok, const char *reason);
+/* Image `image` of job j is written (ok) or failed with reason: its IMAGE record; *spool (the
+ * spooled output its last level started from) is dropped once that record is durable. */
+void coord_state_image(coord_t *c, coord_job *j, uint32_t image, coord_spool_ref *spool, int ok,
+                       const char *reason);
+/* A spooled output no longer needed (a held image's, its job cancelled); ref->seg becomes 0. */
+void coord_state_drop(coord_t *c, coord_spool_ref *ref);
 /* Slot s goes away without its image finishing (a cancel): its spooled output is dropped. */
 void coord_state_slot_gone(coord_t *c, uint32_t s);
 /* Job j ended (done, failed, cancelled): its END record; what it spooled is dropped. */
@@ -165,18 +173,39 @@ void coord_watchers_job_ended(coord_t *c, coord_job *j);
 
 /* ---------------------------------------------------------------- images.c */
 
+/* 1 when a write failed with errno err because of the disk, which may take it later (full,
+ * over quota, read-only, not writable, an I/O error): the job stalls and tries again. */
+int coord_disk_trouble(int err);
+/* Job j cannot write path (errno err): it stalls with the reason "cannot write PATH: ERROR"
+ * (logged once), its next retry in 1 s, or (again: a retry failed) twice the last wait, at most
+ * COORD_DISK_RETRY_MAX_MS. */
+void coord_job_stalls(coord_t *c, coord_job *j, const char *path, int err, int again);
+/* Image `image` of running job j ends, written (ok) or failed with reason (kept for the
+ * manifest), its spooled input *spool dropped; the caller frees its slot if it has one. */
+void coord_job_image_end(coord_t *c, coord_job *j, uint32_t image, coord_spool_ref *spool, int ok,
+                         const char *reason);
 /* Image of slot s written / failed (reason kept for the manifest); ends the job when complete. */
 void coord_image_ok(coord_t *c, uint32_t s);
 void coord_image_failed(coord_t *c, uint32_t s, const char *reason);
-/* Queue the PNG of slot s's current level (final: the job's output, the slot then waits in
- * WRITING; else a keep_levels copy). 0, or -1 when out of memory. */
-int coord_png_queue(coord_t *c, uint32_t s, int final, const uint8_t *rgb, int side);
-/* Handle the writes the pool finished: final images complete (or fail), jobs may end. */
-void coord_writes_collect(coord_t *c);
-/* End job j if every image is written or failed and no write is pending. */
+/* End job j if it is not stalled, every image is written or failed and no write is pending:
+ * its manifest (a disk that cannot take it stalls the job instead), then its watchers. */
 void coord_job_check_end(coord_t *c, coord_job *j);
 /* CANCEL: 0, or a negative code with e. */
 int coord_job_cancel(coord_t *c, const char *id, strata_err *e);
+
+/* ---------------------------------------------------------------- writes.c */
+
+/* Queue the PNG of slot s's current level (final: the job's output, the slot then waits in
+ * WRITING; else a keep_levels copy). 0, or -1 when out of memory. */
+int coord_png_queue(coord_t *c, uint32_t s, int final, const uint8_t *rgb, int side);
+/* Handle the writes the pool finished: final images complete (or fail), jobs may end; a write
+ * the disk cannot take is held and its job stalls. */
+void coord_writes_collect(coord_t *c);
+/* The loop's timer: stalled jobs whose retry is due try a held write again (or their
+ * manifest). The ms until the next retry is due, or -1 when none waits. */
+int coord_writes_retry(coord_t *c, long long now);
+/* Writes with the pool's threads (c->writes less the held ones). */
+uint32_t coord_writes_in_pool(const coord_t *c);
 
 /* ---------------------------------------------------------------- jobs.c */
 

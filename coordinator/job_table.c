@@ -35,6 +35,7 @@ void coord_job_destroy(coord_job **jp)
     free(j->text);
     free(j->finished);
     free(j->resume);
+    free(j->stall);
     free(j);
     *jp = NULL;
 }
@@ -155,6 +156,22 @@ void coord_job_write_done(coord_job *j)
     j->pending_writes--;
 }
 
+void coord_job_stall(coord_job *j, const char *reason)
+{
+    free(j->stall);
+    j->stall = strdup(reason);
+    j->stalled = 1;
+    j->version++;
+}
+
+void coord_job_unstall(coord_job *j)
+{
+    free(j->stall);
+    j->stall = NULL;
+    j->stalled = 0;
+    j->version++;
+}
+
 void coord_job_finished(coord_job *j)
 {
     j->state = j->count && j->failed == j->count ? COORD_JOB_FAILED : COORD_JOB_DONE;
@@ -163,7 +180,7 @@ void coord_job_finished(coord_job *j)
 
 void coord_job_cancelled(coord_job *j)
 {
-    j->active = 0;
+    j->active = j->held = 0;
     for (int l = 0; l < PIPELINE_MAX_LEVELS; l++)
         j->lv[l].queued = j->lv[l].running = 0;
     j->state = COORD_JOB_CANCELLED;
@@ -324,7 +341,7 @@ coord_job *coord_jobs_next_to_start(const coord_jobs_t *t, int level)
     /* the running list is in arrival order: the first of the highest priority wins */
     for (uint32_t i = 0; i < t->nrunning; i++) {
         coord_job *j = t->running[i];
-        if (j->first == level && j->next < j->count &&
+        if (j->first == level && j->next < j->count && !j->stalled &&
             (!best || j->spec.priority > best->spec.priority))
             best = j;
     }

@@ -58,8 +58,16 @@ typedef struct coord_job {
     uint8_t *finished;    /* with --state: bit i set once image i is written or failed */
     coord_resume *resume; /* with --state, after a restart: sorted by image; those from */
     uint32_t nresume, resume_at; /* resume_at on have not started yet */
-    uint32_t pending_writes;     /* PNGs with the writer pool: the job ends when 0 */
-    uint64_t version;            /* bumped on every change watchers can see */
+    uint32_t pending_writes;     /* PNGs with the writer pool (held ones too): ends when 0 */
+    /* stalled: its outputs' disk cannot take them now (full, read-only...): no new image
+     * starts, the results wait with the writer pool, a retry comes at stall_retry_at */
+    int stalled;
+    char *stall;              /* why, for STATUS: "cannot write DIR: ERROR" (NULL: no memory) */
+    int stall_retry_ms;       /* the backoff: 0 (none yet), then 1 s doubling up to 30 s */
+    long long stall_retry_at; /* clock_now_ms of the next retry */
+    uint8_t stall_probe;      /* a retry write is with the pool */
+    uint32_t held;    /* images (counted active) whose final PNG failed for lack of disk: no slot */
+    uint64_t version; /* bumped on every change watchers can see */
     coord_level_count lv[PIPELINE_MAX_LEVELS];
     coord_failure *fails;
     uint32_t nfails, capfails;
@@ -104,6 +112,11 @@ void coord_job_task_done(coord_job *j, int level, uint64_t elapsed_ms);
 /* A PNG of j went to the writer pool / came back. */
 void coord_job_write_queued(coord_job *j);
 void coord_job_write_done(coord_job *j);
+/* j's outputs cannot be written now, for reason (copied): it stalls (or stays stalled, the new
+ * reason replacing the old). */
+void coord_job_stall(coord_job *j, const char *reason);
+/* j's outputs can be written again (or are tried again). */
+void coord_job_unstall(coord_job *j);
 /* Every image of j is written or failed: it is done (failed when every image failed). */
 void coord_job_finished(coord_job *j);
 /* j is cancelled: what was in flight is dropped (the caller frees its slots). */
@@ -144,7 +157,8 @@ uint32_t coord_jobs_running(const coord_jobs_t *t);
 coord_job *coord_jobs_running_at(const coord_jobs_t *t, uint32_t i);
 /* Index of running job j in the running list (binary search by arrival), or -1. */
 int64_t coord_jobs_running_index(const coord_jobs_t *t, const coord_job *j);
-/* The best running job that starts at level with images left to start, or NULL. */
+/* The best running job, not stalled, that starts at level with images left to start, or
+ * NULL. */
 coord_job *coord_jobs_next_to_start(const coord_jobs_t *t, int level);
 
 /* The table's own invariants: the running list is the running jobs in arrival order; each job's

@@ -58,18 +58,25 @@ static int timers(coord_t *c)
     if (to_watch >= 0 && to_watch < wait) wait = to_watch < 1 ? 1 : to_watch;
     int to_commit = coord_state_commit(c, now, 0);
     if (to_commit >= 0 && to_commit < wait) wait = to_commit < 1 ? 1 : to_commit;
+    int to_retry = coord_writes_retry(c, now);
+    if (to_retry >= 0 && to_retry < wait) wait = to_retry < 1 ? 1 : to_retry;
+    coord_check_after(c, "the disk retries");
     return wait;
 }
 
 /* At a stop, the PNGs being written are finished and recorded (images, manifests, the
- * journal), so a restart on the same state does not write them again. */
+ * journal), so a restart on the same state does not write them again. Those held for a disk
+ * that cannot take them are lost with the process (with --state, a restart redoes them). */
 static void finish_writes(coord_t *c)
 {
     for (long long end = clock_now_ms() + COORD_STOP_WRITES_MS;
-         c->writes && clock_now_ms() < end;) {
+         coord_writes_in_pool(c) && clock_now_ms() < end;) {
         zmq_pollitem_t it = {NULL, coord_writer_fd(c->writer), ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, COORD_WAKE_MS) > 0) coord_writes_collect(c);
     }
+    if (c->writes)
+        coord_log(c, 1, "stopping with %u PNGs not written (their disk cannot take them)%s",
+                  c->writes, c->journal ? ": a restart on this state redoes them" : "");
 }
 
 int coord_run(coord_t *c)

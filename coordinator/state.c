@@ -79,14 +79,15 @@ void coord_state_level(coord_t *c, uint32_t s, const uint8_t *rgb, int side)
     coord_spool_ref ref;
     strata_err e = {0};
     if (coord_spool_put(c->spool, rgb, (size_t)side * side * 3, (uint32_t)side, &ref, &e) < 0) {
-        /* kept in memory only (the slot's cond): redone from the last spooled level if the
-         * coordinator restarts before it moves on */
+        /* kept in memory only (the slot's cond), spooled by the commit's retries once the spool
+         * takes writes again; its older spooled level goes (the slot's ref names its input) */
         if (!c->spool_full) coord_log(c, 1, "spool: %s (new jobs are refused)", e.msg);
         snprintf(c->state_error, sizeof c->state_error, "%s", e.msg);
         c->spool_full = 1;
+        if (!c->retry_at_ms) c->retry_at_ms = clock_now_ms() + COORD_STATE_RETRY_MS;
+        coord_state_drop(c, &sl->spool);
         return;
     }
-    c->spool_full = 0;
     coord_rec r = {.type = COORD_REC_LEVEL,
                    .job = sl->job->id,
                    .image = sl->image,
@@ -97,19 +98,25 @@ void coord_state_level(coord_t *c, uint32_t s, const uint8_t *rgb, int side)
     sl->spool = ref;
 }
 
-void coord_state_image(coord_t *c, uint32_t s, int ok, const char *reason)
+void coord_state_image(coord_t *c, coord_job *j, uint32_t image, coord_spool_ref *spool, int ok,
+                       const char *reason)
 {
     if (!c->journal) return;
-    coord_slot *sl = coord_queue_slot(c->queue, s);
-    coord_rec r = {.type = COORD_REC_IMAGE, .job = sl->job->id, .image = sl->image, .ok = !!ok};
+    coord_rec r = {.type = COORD_REC_IMAGE, .job = j->id, .image = image, .ok = !!ok};
     if (!ok) {
         r.text = reason;
         r.textlen = (uint32_t)strlen(reason);
     }
     record(c, &r);
-    coord_job_mark_finished(sl->job, sl->image);
-    drop_later(c, &sl->spool);
-    sl->spool.seg = 0;
+    coord_job_mark_finished(j, image);
+    coord_state_drop(c, spool);
+}
+
+void coord_state_drop(coord_t *c, coord_spool_ref *ref)
+{
+    if (!c->journal || !ref->seg) return;
+    drop_later(c, ref);
+    ref->seg = 0;
 }
 
 void coord_state_slot_gone(coord_t *c, uint32_t s)
@@ -177,6 +184,32 @@ static void drops_apply(coord_t *c)
     c->ndrops = 0;
 }
 
+/* After a spool write failed: the level outputs kept in memory only (slots past their first
+ * level with no spooled input) go to the spool now, with their LEVEL records. 0 when all did
+ * (the spool takes writes again), or a negative code with e. */
+static int spool_catch_up(coord_t *c, strata_err *e)
+{
+    for (uint32_t s = 0; s < coord_queue_slots(c->queue); s++) {
+        coord_slot *sl = coord_queue_slot(c->queue, s);
+        if (sl->state == COORD_SLOT_FREE || sl->spool.seg || !sl->cond ||
+            sl->level <= sl->job->first)
+            continue;
+        coord_spool_ref ref;
+        int rc = coord_spool_put(c->spool, sl->cond, (size_t)sl->cond_side * sl->cond_side * 3,
+                                 (uint32_t)sl->cond_side, &ref, e);
+        if (rc < 0) return rc;
+        coord_rec r = {.type = COORD_REC_LEVEL,
+                       .job = sl->job->id,
+                       .image = sl->image,
+                       .level = (uint8_t)(sl->level - 1),
+                       .ref = ref};
+        record(c, &r);
+        sl->spool = ref;
+    }
+    c->spool_full = 0;
+    return 0;
+}
+
 /* A commit failed with e: new jobs are refused until one succeeds. */
 static int commit_failed(coord_t *c, long long now, const strata_err *e)
 {
@@ -187,16 +220,23 @@ static int commit_failed(coord_t *c, long long now, const strata_err *e)
     return COORD_STATE_RETRY_MS;
 }
 
+/* What is durable: a job's JOB record before its client hears SUBMITTED (coord_state_accept
+ * commits at once, and refuses the job when that fails); every later record once a group commit
+ * returned. While the state directory cannot be written (full), the records of accepted jobs
+ * wait in memory and are tried again every COORD_STATE_RETRY_MS: the jobs run on, and only a
+ * crash meanwhile loses those records (after a restart their images are redone, to the same
+ * bytes). New jobs are refused until a commit succeeds. */
 int coord_state_commit(coord_t *c, long long now, int force)
 {
-    if (!c->journal || !c->dirty_since_ms) return -1;
+    if (!c->journal || (!c->dirty_since_ms && !c->spool_full)) return -1;
     if (!force) {
         if (c->retry_at_ms && now < c->retry_at_ms) return (int)(c->retry_at_ms - now);
         long long due = c->dirty_since_ms + COORD_GROUP_MS;
         if (now < due) return (int)(due - now);
     }
     strata_err e = {0};
-    if (coord_spool_sync(c->spool, &e) < 0 || coord_journal_sync(c->journal, &e) < 0)
+    if ((c->spool_full && spool_catch_up(c, &e) < 0) || coord_spool_sync(c->spool, &e) < 0 ||
+        coord_journal_sync(c->journal, &e) < 0)
         return commit_failed(c, now, &e);
     if (c->state_error[0] && !c->spool_full) {
         coord_log(c, 1, "state: writes succeed again");
@@ -267,10 +307,21 @@ static int compact_jobs(coord_t *c, coord_journal_t *f)
     return rc;
 }
 
-/* The slots' spooled outputs into f: each is the output of the level before the slot's. */
+/* The slots' spooled outputs into f: each is the output of the level before the slot's; then
+ * those of the images whose final PNG waits for the disk (a restart redoes their last level;
+ * one being retried with the pool right now is left out: a restart redoes it from scratch). */
 static int compact_slots(coord_t *c, coord_journal_t *f)
 {
     int rc = 0;
+    for (const coord_write *w = coord_writer_held_list(c->writer); w && rc == 0; w = w->next) {
+        if (!w->final || !w->spool.seg) continue;
+        coord_rec r = {.type = COORD_REC_LEVEL,
+                       .job = w->job->id,
+                       .image = w->image,
+                       .level = w->spool_level,
+                       .ref = w->spool};
+        rc = coord_journal_append(f, &r);
+    }
     for (uint32_t s = 0; s < coord_queue_slots(c->queue) && rc == 0; s++) {
         const coord_slot *sl = coord_queue_slot_c(c->queue, s);
         if (sl->state == COORD_SLOT_FREE || !sl->spool.seg) continue;
@@ -310,7 +361,7 @@ int coord_state_compact(coord_t *c, strata_err *e)
 int coord_state_check(const coord_t *c, strata_err *e)
 {
     if (!c->journal) return 0;
-    uint64_t refs = c->ndrops;
+    uint64_t refs = c->ndrops + c->held_refs;
     for (uint32_t s = 0; s < coord_queue_slots(c->queue); s++) {
         const coord_slot *sl = coord_queue_slot_c(c->queue, s);
         refs += sl->state != COORD_SLOT_FREE && sl->spool.seg;
@@ -321,7 +372,8 @@ int coord_state_check(const coord_t *c, strata_err *e)
     }
     if (refs != coord_spool_live(c->spool))
         return err_set(e, ERR_RUNTIME,
-                       "spool: %llu outputs live, but slots, resumes and drops name %llu",
+                       "spool: %llu outputs live, but slots, resumes, held writes and drops "
+                       "name %llu",
                        (unsigned long long)coord_spool_live(c->spool), (unsigned long long)refs);
     return 0;
 }

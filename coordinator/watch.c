@@ -17,13 +17,17 @@ int coord_client_send(coord_t *c, const proto_rid *to, const proto_msg *m)
 void coord_job_status(const coord_t *c, const coord_job *j, struct proto_job_status *st,
                       struct proto_level_status *lv)
 {
-    *st = (struct proto_job_status){.id = j->id,
-                                    .state = coord_job_state_name(j->state),
-                                    .count = j->count,
-                                    .done = j->done,
-                                    .failed = j->failed,
-                                    .nlevels = (uint32_t)(j->end - j->first),
-                                    .levels = lv};
+    int stalled = j->state == COORD_JOB_RUNNING && j->stalled;
+    /* "stalled" on the wire only: the job runs, waiting for its disk */
+    *st =
+        (struct proto_job_status){.id = j->id,
+                                  .state = stalled ? "stalled" : coord_job_state_name(j->state),
+                                  .reason = stalled ? (j->stall ? j->stall : "disk trouble") : NULL,
+                                  .count = j->count,
+                                  .done = j->done,
+                                  .failed = j->failed,
+                                  .nlevels = (uint32_t)(j->end - j->first),
+                                  .levels = lv};
     for (int l = j->first; l < j->end; l++)
         lv[l - j->first] =
             (struct proto_level_status){.name = c->pipe.levels[l].name,

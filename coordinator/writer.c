@@ -20,6 +20,7 @@ struct coord_writer {
     pthread_cond_t wake;
     coord_write *todo_head, *todo_tail; /* FIFO */
     coord_write *done;                  /* LIFO; the loop sorts nothing by it */
+    coord_write *held_head, *held_tail; /* FIFO; the loop's thread only */
     int stopping, nthreads, efd;
     pthread_t threads[WRITER_MAX_THREADS];
 };
@@ -40,9 +41,14 @@ static void writer_do(coord_write *w)
                                 {"strata:levels", w->levels},
                                 {"strata:pipeline", w->pipeline}};
     strata_err e = {0};
+    errno = 0;
     /* no fsync per image: the job's images are synced at once before its manifest */
     w->ok = png_write_rgb_nosync(w->path, w->rgb, w->side, w->side, text, 5, &e) == 0;
-    if (!w->ok) snprintf(w->err, sizeof w->err, "writing %s: %s", w->path, e.msg);
+    w->err_no = w->ok ? 0 : errno;
+    if (!w->ok) {
+        snprintf(w->err, sizeof w->err, "writing %s: %s", w->path, e.msg);
+        return; /* the pixels stay: the loop may keep the request to try again */
+    }
     free(w->rgb); /* the pixels are not needed any more; the loop may hold the request a while */
     w->rgb = NULL;
 }
@@ -109,6 +115,10 @@ void coord_writer_destroy(coord_writer_t **pp)
         next = w->next;
         coord_write_free(w);
     }
+    for (coord_write *w = p->held_head, *next; w; w = next) {
+        next = w->next;
+        coord_write_free(w);
+    }
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->lock);
     close(p->efd);
@@ -144,4 +154,52 @@ coord_write *coord_writer_take_done(coord_writer_t *p)
     p->done = NULL;
     pthread_mutex_unlock(&p->lock);
     return w;
+}
+
+void coord_writer_hold(coord_writer_t *p, coord_write *w)
+{
+    w->next = NULL;
+    if (p->held_tail)
+        p->held_tail->next = w;
+    else
+        p->held_head = w;
+    p->held_tail = w;
+}
+
+coord_write *coord_writer_unhold(coord_writer_t *p, const struct coord_job *job, int all)
+{
+    coord_write *out = NULL, **tail = &out, *prev = NULL;
+    for (coord_write *w = p->held_head, *next; w; w = next) {
+        next = w->next;
+        if (w->job != job || (!all && out)) {
+            prev = w;
+            continue;
+        }
+        if (prev)
+            prev->next = next;
+        else
+            p->held_head = next;
+        if (p->held_tail == w) p->held_tail = prev;
+        w->next = NULL;
+        *tail = w;
+        tail = &w->next;
+    }
+    return out;
+}
+
+uint32_t coord_writer_held(const coord_writer_t *p, const struct coord_job *job, uint32_t *finals)
+{
+    uint32_t n = 0, f = 0;
+    for (const coord_write *w = p ? p->held_head : NULL; w; w = w->next)
+        if (!job || w->job == job) {
+            n++;
+            f += w->final != 0;
+        }
+    if (finals) *finals = f;
+    return n;
+}
+
+const coord_write *coord_writer_held_list(const coord_writer_t *p)
+{
+    return p ? p->held_head : NULL;
 }

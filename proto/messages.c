@@ -101,6 +101,7 @@ static const struct field job_f[] = {
     REQ(struct proto_job_status, done, F_U32),
     REQ(struct proto_job_status, failed, F_U32),
     ARR(struct proto_job_status, levels, nlevels, &level_rec),
+    OPT(struct proto_job_status, reason, F_STR),
 };
 static const struct record job_rec = RECORD(struct proto_job_status, job_f);
 _Static_assert(sizeof(struct proto_job_status) <= CODEC_SCRATCH &&

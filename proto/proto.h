@@ -30,7 +30,8 @@
  *     WATCH        job:str                    PROGRESS (job entry fields, inline) ..., then DONE
  *     CANCEL       job:str                    CANCELLED job:str           or ERROR
  *                                             DONE       job:str state:str
- *   job entry:   {id:str state:str count:uint done:uint failed:uint levels:[level entry]}
+ *   job entry:   {id:str state:str count:uint done:uint failed:uint levels:[level entry]
+ *                 [reason:str]}  (state "stalled": reason says why, e.g. its outputs' disk is full)
  *   level entry: {name:str queued:uint running:uint done:uint [compute_ms:uint] [ranks:uint]}
  *   tensor:      {dtype:"u8"|"f32" shape:[uint, up to 4] data:bin}, len(data) == prod(shape)*size
  *   level config: {model:str mode:str index:uint side:int steps:int [sampler:str] [eta:num]
@@ -284,6 +285,7 @@ struct proto_job_status {
     uint32_t count, done, failed;
     uint32_t nlevels;
     const struct proto_level_status *levels;
+    const char *reason; /* NULL, or why the job is stalled ("cannot write DIR: ...") */
 };
 
 struct proto_status_reply {

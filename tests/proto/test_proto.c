@@ -262,18 +262,19 @@ TEST(proto_roundtrip_empty_params_map_on_the_wire)
     proto_msg_free(&out);
 }
 
-/* A STATUS_REPLY of two jobs, the second without levels. */
+/* A STATUS_REPLY of two jobs, the second without levels and stalled (a reason). */
 static const struct proto_level_status levels[] = {
     {"l32", 1, 2, 3, 0, 0}, {"l128", 4, 5, 6, 7, 1}, {"l512", 0, 0, UINT32_MAX, UINT64_MAX, 3}};
 static const struct proto_job_status jobs[] = {
-    {"job-a", "running", 100, 40, 1, 3, levels},
-    {"job-b", "queued", 5, 0, 0, 0, NULL},
+    {"job-a", "running", 100, 40, 1, 3, levels, NULL},
+    {"job-b", "stalled", 5, 0, 0, 0, NULL, "cannot write /out/b: No space left on device"},
 };
 
 static int job_equal(const struct proto_job_status *a, const struct proto_job_status *b)
 {
     if (!streq(a->id, b->id) || !streq(a->state, b->state) || a->count != b->count ||
-        a->done != b->done || a->failed != b->failed || a->nlevels != b->nlevels)
+        a->done != b->done || a->failed != b->failed || a->nlevels != b->nlevels ||
+        !a->reason != !b->reason || (a->reason && !streq(a->reason, b->reason)))
         return 0;
     for (uint32_t i = 0; i < a->nlevels; i++) {
         const struct proto_level_status *x = &a->levels[i], *y = &b->levels[i];
