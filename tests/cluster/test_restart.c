@@ -4,16 +4,20 @@
  * clean render, the manifest lists each image once and images already written are not redone;
  * `strata render` stopped mid-job resumes when run again with the same arguments, refuses other
  * arguments naming the difference, and --fresh starts over; a state directory that fills up refuses
- * new jobs and loses none it accepted. */
+ * new jobs and loses none it accepted; a job whose output disk is full waits (and its client with
+ * it, showing why) until space is back. */
 #include "kernels/kernels.h"
 #include "tests/test.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -424,4 +428,94 @@ TEST_TIMEOUT(coordinator_full_state_refuses_new_jobs_and_loses_none, 200)
     CHECKF(refused != 0 && strstr(err2, "state directory") && strstr(err2, "No space"),
            "a SUBMIT on a full state: exit %d: %s", refused, err2);
     CHECKF(log_has(log, "new jobs are refused"), "%s says nothing of the full state", log);
+}
+
+/* Fill the filesystem of path with a file there until it says ENOSPC. 0 or -1. */
+static int fill_up(const char *path)
+{
+    static const char block[4096];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644), full = 0;
+    for (int i = 0; fd >= 0 && i < 1 << 16 && !full; i++)
+        if (write(fd, block, sizeof block) < 0) full = errno == ENOSPC ? 1 : -1;
+    if (fd >= 0) close(fd);
+    return full == 1 ? 0 : -1;
+}
+
+/* Poll until the file at path holds what, or the process pid has ended, within ms: 1 when
+ * found. */
+static int wait_text(const char *path, const char *what, pid_t pid, int ms)
+{
+    struct timespec step = {0, 50 * 1000 * 1000};
+    for (long long end = clock_now_ms() + ms; clock_now_ms() < end;) {
+        if (log_has(path, what)) return 1;
+        if (waitpid(pid, NULL, WNOHANG) != 0) return 0;
+        nanosleep(&step, NULL);
+    }
+    return 0;
+}
+
+/* The user's report, shrunk: the job's out is a 200 KiB tmpfs (mounted in the test's own mount
+ * namespace, which the processes it starts share), full before the job starts. The job stalls:
+ * `strata submit --wait` keeps waiting and shows why, `strata status` says it on one line; once
+ * the filler is deleted the job completes with every image in its manifest and the client exits
+ * 0. */
+TEST_TIMEOUT(farm_full_output_disk_stalls_the_job_until_space_is_back, 200)
+{
+    char dir[1024], out[1200], job[1200], log[1200], state[1200], filler[1300], cerr[1200];
+    char manifest[1400], sout[4096] = "", serr[2048] = "";
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(job, sizeof job, "%s/job.yaml", dir);
+    snprintf(log, sizeof log, "%s/coordinator.log", dir);
+    snprintf(cerr, sizeof cerr, "%s/client.err", dir);
+    snprintf(state, sizeof state, "%s/state", dir);
+    snprintf(filler, sizeof filler, "%s/filler", out);
+    snprintf(manifest, sizeof manifest, "%s/farm/manifest.jsonl", out);
+    if (geteuid() != 0) {
+        fprintf(stderr, "  skipped: not root (the test mounts a tmpfs)\n");
+        return;
+    }
+    CHECK(mkdir(out, 0755) == 0);
+    /* before any process or thread starts: they share this namespace, the runner does not */
+    CHECK(unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0);
+    CHECK(mount("tmpfs", out, "tmpfs", 0, "size=200k") == 0);
+    CHECK(fill_up(filler) == 0);
+    write_job(job, "configs/pipelines/test-tiny.yaml", out);
+    char wep[256] = "tcp://127.0.0.1:*", cep[256] = "tcp://127.0.0.1:*";
+    pid_t coord = coord_start("configs/pipelines/test-tiny.yaml", state, wep, cep, log), w[3] = {0};
+    if (coord > 0) workers_start(wep, w);
+    char *client_argv[] = {(char *)bin(), "submit", job, "--wait", "--coordinator", cep, NULL};
+    pid_t client = coord > 0 ? spawn(client_argv, -1, cerr) : -1;
+    int shown = client > 0 && wait_text(cerr, "No space left on device", client, 60000);
+    const char *status[] = {"status", "--coordinator", cep, NULL};
+    int st = shown ? test_run_strata(status, serr, sizeof serr, sout, sizeof sout) : -1;
+    int waiting = client > 0 && waitpid(client, NULL, WNOHANG) == 0;
+    int freed = unlink(filler) == 0, rc = -1, exited = 0;
+    for (long long end = clock_now_ms() + 60000; client > 0 && !exited && clock_now_ms() < end;) {
+        int wst;
+        struct timespec step = {0, 50 * 1000 * 1000};
+        if (waitpid(client, &wst, WNOHANG) == client)
+            exited = 1, rc = WIFEXITED(wst) ? WEXITSTATUS(wst) : -1;
+        else
+            nanosleep(&step, NULL);
+    }
+    if (!exited) stop(client, SIGKILL);
+    stop(coord, SIGTERM);
+    for (int i = 0; i < 3; i++)
+        stop(w[i], SIGTERM);
+    char *text = NULL;
+    long n = slurp(manifest, &text);
+    int ok = 0;
+    for (char *at = n > 0 ? text : NULL; at && (at = strstr(at, "\"status\":\"ok\"")); at++)
+        ok++;
+    free(text);
+    umount2(out, MNT_DETACH);
+    CHECKF(coord > 0, "the coordinator did not start: %s", tail_of(log));
+    CHECKF(shown, "submit --wait never showed the full disk: %s", tail_of(cerr));
+    CHECKF(st == 0 && strstr(sout, "stalled") && strstr(sout, "No space left on device"),
+           "strata status: exit %d: %s %s", st, sout, serr);
+    CHECKF(waiting && freed, "the client stopped waiting on a stalled job: %s", tail_of(cerr));
+    CHECKF(exited && rc == 0, "submit --wait after space came back: exit %d: %s", rc,
+           tail_of(cerr));
+    CHECKF(ok == IMAGES, "%d images ok in %s", ok, manifest);
 }
