@@ -168,6 +168,8 @@ int coord_write_manifest(const pipeline_spec *p, coord_job *j, strata_err *e)
         rc = err_set(e, ERR_NOMEM, "%s: cannot build the manifest", path);
     else
         rc = file_write_atomic(path, &(struct iovec){text, len}, 1, 1, e);
+    int err = errno;
     free(text);
+    errno = err; /* the caller tells a full disk from other errors by it */
     return rc;
 }

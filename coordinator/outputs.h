@@ -20,7 +20,7 @@ coord_write *coord_png_request(const pipeline_spec *p, const coord_slot *sl, uin
 int coord_read_init(const pipeline_spec *p, const coord_job *j, uint32_t image, uint8_t **rgb,
                     int *side, strata_err *e);
 /* Write OUT/<job>/manifest.jsonl atomically (sorting j's failures by image). 0, or a negative
- * code with e. */
+ * code with e and errno at the cause. */
 int coord_write_manifest(const pipeline_spec *p, coord_job *j, strata_err *e);
 /* mkdir -p path. 0, or a negative code with e. */
 int coord_mkdirs(const char *path, strata_err *e);

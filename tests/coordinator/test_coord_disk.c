@@ -1,8 +1,9 @@
 /* Disk trouble, on a real tmpfs mounted by the test in a mount namespace of its own (the runner
  * forks each test, so the mount goes with it; mounting needs root, which CI has: otherwise a skip
  * line). A job whose output disk is full stalls: STATUS names the path and the error, no image
- * fails, another job writing elsewhere completes meanwhile; once the filler file is deleted the
- * job completes with a full manifest and PNGs byte-identical to a clean run (with and without
+ * fails, another job writing elsewhere completes meanwhile, a job whose images all failed waits
+ * for its manifest; once the filler file is deleted the job completes with a full manifest and PNGs
+ * byte-identical to a clean run (with and without
  * --state). A full state directory refuses new jobs naming itself and the error, the job it
  * accepted completes, and once space is back new jobs are taken again. */
 #include "tests/coordinator/coord_harness.h"
@@ -196,20 +197,58 @@ static void finish_big(harness *h, disk_bed *b, farm *f, int *test_failed_)
     CHECKF(ok == BIG, "%d images ok in %s", ok, path);
 }
 
-/* Without --state: space back (the filler deleted) while the coordinator waits; then the same
- * job on a disk that never filled gives the same bytes. */
+/* 1 when job id has no task queued or running (STATUS). */
+static int job_idle(void *cl, const char *id)
+{
+    proto_msg m;
+    int idle = harness_status(cl, id, &m) == 0 && m.type == PROTO_STATUS_REPLY &&
+               m.status_reply.njobs == 1;
+    for (uint32_t l = 0; idle && l < m.status_reply.jobs[0].nlevels; l++)
+        idle =
+            !m.status_reply.jobs[0].levels[l].queued && !m.status_reply.jobs[0].levels[l].running;
+    proto_msg_free(&m);
+    return idle;
+}
+
+/* With big stalled and idle, "doomed" (its images all fail: no PNG) stalls on its manifest. */
+static void stall_manifest(harness *h, disk_bed *b, farm *f, void *cl, int *test_failed_)
+{
+    char spec[1400], id[512], state[32], reason[512];
+    uint32_t done, failed;
+    int idle = 0;
+    for (long long end = clock_now_ms() + 10000; !idle && clock_now_ms() < end;)
+        idle = farm_step(h, f, NULL, 20) == 0 && job_idle(cl, "big");
+    CHECKF(idle, "big still has tasks in flight");
+    f->w[0].fail_image = FAKE_FAIL_ALL;
+    snprintf(spec, sizeof spec, "name: doomed\ncount: 2\nresolution: 32\nout: %s\n", b->full);
+    CHECKF(harness_submit(cl, spec, id, sizeof id) == 0, "%s", id);
+    CHECKF(farm_until(h, f, cl, "doomed", "stalled", 10000) == 0, "doomed never stalled");
+    f->w[0].fail_image = -1;
+    CHECK(job_status(cl, "doomed", state, reason, &done, &failed) == 0);
+    CHECKF(failed == 2 && strstr(reason, "No space left"), "doomed: %u failed, %s", failed, reason);
+}
+
+/* Without --state: a job whose images all failed stalls on its manifest; space back (the filler
+ * deleted) while the coordinator waits, both jobs end; then the same job on a disk that never
+ * filled gives the same bytes. */
 static void body_space_back(harness *h, disk_bed *b, int *test_failed_)
 {
     farm f;
     char spec[1400], why[2800];
     CHECK(farm_join(h, &f) == 0);
+    f.w[0].fail_image = f.w[1].fail_image = -1;
     int failed = 0;
     stall_big(h, b, &f, &failed);
+    CHECK(!failed);
+    void *cl = harness_dealer(h, 0, "clean");
+    stall_manifest(h, b, &f, cl, &failed);
     CHECK(!failed);
     CHECK(unlink(b->filler) == 0);
     finish_big(h, b, &f, &failed);
     CHECK(!failed);
-    void *cl = harness_dealer(h, 0, "clean");
+    CHECK(farm_until(h, &f, cl, "doomed", "failed", 40000) == 0);
+    snprintf(why, sizeof why, "%s/doomed/manifest.jsonl", b->full);
+    CHECK(harness_file_exists(why));
     snprintf(spec, sizeof spec, "name: big\ncount: %d\nseed: 7\nresolution: 32\nout: %s\n", BIG,
              b->clean);
     CHECK(cl && run_job(h, &f, cl, spec, "big") == 0 && !strcmp(f.done_state, "done"));
