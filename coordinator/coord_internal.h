@@ -82,6 +82,7 @@ struct coord {
     long long retry_at_ms;    /* after a failed commit */
     char state_error[512];    /* "" or why the state directory refuses new jobs */
     int spool_full;           /* the last spool write failed: refuse new jobs until one works */
+    uint32_t spool_need;      /* the side of the image whose spool write failed last */
     coord_spool_ref *drops;   /* refs to drop once the records superseding them are durable */
     uint32_t ndrops, capdrops;
     uint64_t compact_at;  /* journal size that triggers the next compaction */

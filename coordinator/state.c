@@ -84,6 +84,7 @@ void coord_state_level(coord_t *c, uint32_t s, const uint8_t *rgb, int side)
         if (!c->spool_full) coord_log(c, 1, "spool: %s (new jobs are refused)", e.msg);
         snprintf(c->state_error, sizeof c->state_error, "%s", e.msg);
         c->spool_full = 1;
+        c->spool_need = (uint32_t)side;
         if (!c->retry_at_ms) c->retry_at_ms = clock_now_ms() + COORD_STATE_RETRY_MS;
         coord_state_drop(c, &sl->spool);
         return;
@@ -184,11 +185,26 @@ static void drops_apply(coord_t *c)
     c->ndrops = 0;
 }
 
+/* With no output left to spool: one of the size that failed last is written and let go, so a
+ * spool that takes only smaller writes (a journal record) still refuses new jobs. */
+static int spool_probe(coord_t *c, strata_err *e)
+{
+    size_t n = (size_t)c->spool_need * c->spool_need * 3;
+    uint8_t *zeros = calloc(n ? n : 1, 1);
+    coord_spool_ref ref;
+    if (!zeros) return err_set(e, ERR_NOMEM, "out of memory");
+    int rc = coord_spool_put(c->spool, zeros, n, c->spool_need, &ref, e);
+    free(zeros);
+    if (rc == 0) coord_spool_drop(c->spool, &ref);
+    return rc;
+}
+
 /* After a spool write failed: the level outputs kept in memory only (slots past their first
- * level with no spooled input) go to the spool now, with their LEVEL records. 0 when all did
- * (the spool takes writes again), or a negative code with e. */
+ * level with no spooled input) go to the spool now, with their LEVEL records (with none, a
+ * probe). 0 when all did (the spool takes writes again), or a negative code with e. */
 static int spool_catch_up(coord_t *c, strata_err *e)
 {
+    uint32_t spooled = 0;
     for (uint32_t s = 0; s < coord_queue_slots(c->queue); s++) {
         coord_slot *sl = coord_queue_slot(c->queue, s);
         if (sl->state == COORD_SLOT_FREE || sl->spool.seg || !sl->cond ||
@@ -205,9 +221,11 @@ static int spool_catch_up(coord_t *c, strata_err *e)
                        .ref = ref};
         record(c, &r);
         sl->spool = ref;
+        spooled++;
     }
-    c->spool_full = 0;
-    return 0;
+    int rc = spooled ? 0 : spool_probe(c, e);
+    if (rc == 0) c->spool_full = 0;
+    return rc;
 }
 
 /* A commit failed with e: new jobs are refused until one succeeds. */
