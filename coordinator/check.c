@@ -113,9 +113,13 @@ static int check_leases(const coord_t *c, const tally *t, strata_err *e)
 }
 
 /* The writes pending per job add up to the requests with the pool, and cover the slots waiting
- * for their final PNG. */
+ * for their final PNG; a write held for the disk belongs to a running job. */
 static int check_writes(const coord_t *c, const tally *t, strata_err *e)
 {
+    for (const coord_write *w = coord_writer_held_list(c->writer); w; w = w->next)
+        if (coord_jobs_running_index(c->jobs, w->job) < 0)
+            return err_set(e, ERR_RUNTIME, "a write of job %s is held, but the job is not running",
+                           w->job->id);
     uint64_t pending = 0;
     for (uint32_t i = 0; i < coord_jobs_count(c->jobs); i++)
         pending += coord_jobs_at(c->jobs, i)->pending_writes;

@@ -203,8 +203,9 @@ int coord_png_queue(coord_t *c, uint32_t s, int final, const uint8_t *rgb, int s
  * the disk cannot take is held and its job stalls. */
 void coord_writes_collect(coord_t *c);
 /* The loop's timer: stalled jobs whose retry is due try a held write again (or their
- * manifest). The ms until the next retry is due, or -1 when none waits. */
-int coord_writes_retry(coord_t *c, long long now);
+ * manifest); *retried says whether one did. The ms until the next retry is due, or -1 when none
+ * waits. */
+int coord_writes_retry(coord_t *c, long long now, int *retried);
 /* Writes with the pool's threads (c->writes less the held ones). */
 uint32_t coord_writes_in_pool(const coord_t *c);
 

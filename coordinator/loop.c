@@ -58,9 +58,9 @@ static int timers(coord_t *c)
     if (to_watch >= 0 && to_watch < wait) wait = to_watch < 1 ? 1 : to_watch;
     int to_commit = coord_state_commit(c, now, 0);
     if (to_commit >= 0 && to_commit < wait) wait = to_commit < 1 ? 1 : to_commit;
-    int to_retry = coord_writes_retry(c, now);
+    int retried = 0, to_retry = coord_writes_retry(c, now, &retried);
     if (to_retry >= 0 && to_retry < wait) wait = to_retry < 1 ? 1 : to_retry;
-    coord_check_after(c, "the disk retries");
+    if (retried) coord_check_after(c, "a retry of a stalled job's writes");
     return wait;
 }
 

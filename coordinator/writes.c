@@ -130,15 +130,17 @@ static void retry_job(coord_t *c, coord_job *j)
     coord_job_check_end(c, j); /* may stall it again, backing off further */
 }
 
-int coord_writes_retry(coord_t *c, long long now)
+int coord_writes_retry(coord_t *c, long long now, int *retried)
 {
     int wait = -1;
+    *retried = 0;
     /* backwards: a job that ends leaves the running list, shifting only those after it */
     for (uint32_t i = coord_jobs_running(c->jobs); i-- > 0;) {
         coord_job *j = coord_jobs_running_at(c->jobs, i);
         if (!j->stalled || j->stall_probe) continue;
         if (now >= j->stall_retry_at) {
             retry_job(c, j);
+            *retried = 1;
             continue;
         }
         long long left = j->stall_retry_at - now;
