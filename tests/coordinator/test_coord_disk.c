@@ -1,11 +1,12 @@
 /* Disk trouble, on a real tmpfs mounted by the test in a mount namespace of its own (the runner
  * forks each test, so the mount goes with it; mounting needs root, which CI has: otherwise a skip
  * line). A job whose output disk is full stalls: STATUS names the path and the error, no image
- * fails, another job writing elsewhere completes meanwhile, a job whose images all failed waits
- * for its manifest; once the filler file is deleted the job completes with a full manifest and PNGs
- * byte-identical to a clean run (with and without
- * --state). A full state directory refuses new jobs naming itself and the error, the job it
- * accepted completes, and once space is back new jobs are taken again. */
+ * fails, a stalled job can be cancelled, another job writing elsewhere completes meanwhile, a job
+ * whose images all failed waits for its manifest; once the filler file is deleted the job
+ * completes with a full manifest and PNGs byte-identical to a clean run. With --state, a disk
+ * remounted read-only, a stop while stalled and a restart once it is writable again finish the
+ * job. A full state directory refuses new jobs naming itself and the error, the job it accepted
+ * completes, and once space is back new jobs are taken again. */
 #include "tests/coordinator/coord_harness.h"
 #include "tests/test.h"
 
@@ -23,6 +24,7 @@ enum { BIG = 12 };
 
 typedef struct disk_bed {
     char base[1024], full[1100], other[1100], clean[1100], state[1100], filler[1200];
+    int ro; /* the trouble is a read-only remount (EROFS), not a filler file (ENOSPC) */
 } disk_bed;
 
 /* base (a fresh folder of the test's own: each harness_start takes a new test_tmpdir) and a
@@ -72,6 +74,24 @@ static int fill(const char *path)
         }
     close(fd);
     return -1;
+}
+
+/* The output disk stops taking writes: filled up, or remounted read-only. 0 or -1. */
+static int disk_break(disk_bed *b)
+{
+    if (b->ro) return mount(NULL, b->full, NULL, MS_REMOUNT | MS_RDONLY, NULL);
+    return fill(b->filler);
+}
+
+static int disk_fix(disk_bed *b)
+{
+    if (b->ro) return mount(NULL, b->full, NULL, MS_REMOUNT, NULL);
+    return unlink(b->filler);
+}
+
+static const char *disk_error(const disk_bed *b)
+{
+    return b->ro ? "Read-only file system" : "No space left on device";
 }
 
 /* Job id's STATUS entry fields into st (strings copied into state and reason). 0 or -1. */
@@ -158,10 +178,10 @@ static void stall_big(harness *h, disk_bed *b, farm *f, int *test_failed_)
     CHECKF(harness_submit(cl, spec, id, sizeof id) == 0, "%s", id);
     snprintf(spec, sizeof spec, "name: gone\ncount: 2\nresolution: 32\nout: %s\n", b->full);
     CHECKF(harness_submit(cl, spec, id, sizeof id) == 0, "%s", id);
-    CHECK(fill(b->filler) == 0); /* the jobs' folders exist; not one PNG fits now */
+    CHECK(disk_break(b) == 0); /* the jobs' folders exist; not one PNG can be written now */
     CHECKF(farm_until(h, f, cl, "big", "stalled", 10000) == 0, "big never stalled");
     CHECK(job_status(cl, "big", state, reason, &done, &failed) == 0);
-    CHECKF(strstr(reason, b->full) && strstr(reason, "No space left on device") && !failed,
+    CHECKF(strstr(reason, b->full) && strstr(reason, disk_error(b)) && !failed,
            "stalled big: reason '%s', %u failed", reason, failed);
     CHECKF(farm_until(h, f, cl, "gone", "stalled", 10000) == 0, "gone never stalled");
     proto_msg m;
@@ -255,8 +275,9 @@ static void body_space_back(harness *h, disk_bed *b, int *test_failed_)
     CHECKF(same_bytes(b->full, b->clean, why, sizeof why), "%s", why);
 }
 
-/* With --state: the coordinator stops while stalled (its held results are lost with it), space
- * comes back, and a coordinator on the same state finishes the job (redoing what was held). */
+/* With --state, the disk remounted read-only: the coordinator stops while stalled (its held
+ * results are lost with it), the disk is made writable, and a coordinator on the same state
+ * finishes the job (redoing what was held). */
 static void body_restart(harness *h, const coord_options *o, disk_bed *b, int *test_failed_)
 {
     farm f;
@@ -265,7 +286,7 @@ static void body_restart(harness *h, const coord_options *o, disk_bed *b, int *t
     stall_big(h, b, &f, &failed);
     CHECK(!failed);
     CHECK(harness_stop(h) == 0);
-    CHECK(unlink(b->filler) == 0);
+    CHECK(disk_fix(b) == 0);
     CHECK(harness_start(h, o) == 0);
     CHECK(farm_join(h, &f) == 0);
     finish_big(h, b, &f, &failed);
@@ -282,6 +303,7 @@ static void full_output(int with_state, int *test_failed_)
         return;
     }
     CHECK(up == 0);
+    b.ro = with_state;
     coord_options o = {.out_root = b.base, .state_dir = with_state ? b.state : NULL};
     harness h;
     CHECK(harness_start(&h, &o) == 0);
@@ -300,7 +322,7 @@ TEST(coord_full_output_disk_stalls_the_job_and_loses_nothing)
     full_output(0, test_failed_);
 }
 
-TEST(coord_full_output_disk_with_state_survives_a_restart)
+TEST(coord_readonly_output_disk_with_state_survives_a_restart)
 {
     full_output(1, test_failed_);
 }
