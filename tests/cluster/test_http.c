@@ -1,0 +1,302 @@
+/* The coordinator's HTTP pages (--http) with real processes: a coordinator on loopback, workers
+ * of the tiny cascade, jobs from `strata submit`. /metrics is scraped over a plain socket while a
+ * job runs and after it, checked by `promtool check metrics` (when installed), and its counters
+ * must add up to the job's images per level; the status page is loaded in headless Chromium
+ * (when installed), which must show the jobs and their levels, and its screenshot is kept. */
+#include "kernels/kernels.h"
+#include "tests/test.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define HTTP_PIPELINE "configs/pipelines/test-tiny.yaml"
+enum { HTTP_IMAGES = 8, HTTP_WAIT_MS = 30000, HTTP_BODY_MAX = 1 << 20 };
+
+typedef struct http_farm {
+    char dir[600], wep[256], cep[256], http[256];
+    pid_t coord, workers[2]; /* l16, l32 */
+} http_farm;
+
+static const char *strata_bin(void)
+{
+    const char *bin = getenv("STRATA_BIN");
+    return bin ? bin : "build/strata";
+}
+
+static pid_t spawn(char *const *argv, int out_fd, const char *err_path)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (out_fd >= 0) dup2(out_fd, 1);
+        FILE *f = fopen(err_path, "w");
+        if (f) dup2(fileno(f), 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* "strata coordinator: workers=EP clients=EP http=ADDR:PORT" on fd within 20 s. */
+static int read_ready(int fd, http_farm *f)
+{
+    char line[1024];
+    size_t used = 0;
+    struct pollfd p = {fd, POLLIN, 0};
+    while (used + 1 < sizeof line && poll(&p, 1, 20000) > 0) {
+        if (read(fd, line + used, 1) != 1) break;
+        if (line[used++] != '\n') continue;
+        line[used] = 0;
+        return sscanf(line, "strata coordinator: workers=%255s clients=%255s http=%255s", f->wep,
+                      f->cep, f->http) == 3
+                   ? 0
+                   : -1;
+    }
+    return -1;
+}
+
+static int start_coordinator(http_farm *f)
+{
+    char log[700];
+    int fds[2];
+    snprintf(log, sizeof log, "%s/coordinator.log", f->dir);
+    if (pipe(fds)) return -1;
+    char *argv[] = {(char *)strata_bin(),
+                    "coordinator",
+                    "--pipeline",
+                    HTTP_PIPELINE,
+                    "--workers",
+                    "tcp://127.0.0.1:*",
+                    "--clients",
+                    "tcp://127.0.0.1:*",
+                    "--http",
+                    "127.0.0.1:0",
+                    "--out-root",
+                    f->dir,
+                    NULL};
+    f->coord = spawn(argv, fds[1], log);
+    close(fds[1]);
+    int rc = read_ready(fds[0], f);
+    close(fds[0]);
+    return rc;
+}
+
+static void start_worker(http_farm *f, int i)
+{
+    char log[700];
+    snprintf(log, sizeof log, "%s/worker%d.log", f->dir, i);
+    char *argv[] = {(char *)strata_bin(), "worker", "--level", i ? "l32" : "l16",
+                    "--connect",          f->wep,   NULL};
+    f->workers[i] = spawn(argv, -1, log);
+}
+
+static void stop_pid(pid_t *pid)
+{
+    if (*pid <= 0) return;
+    kill(*pid, SIGTERM);
+    waitpid(*pid, NULL, 0);
+    *pid = 0;
+}
+
+static void farm_stop(http_farm *f)
+{
+    stop_pid(&f->coord);
+    stop_pid(&f->workers[0]);
+    stop_pid(&f->workers[1]);
+}
+
+/* strata submit of job NAME (HTTP_IMAGES images, out DIR/out) without waiting. */
+static int submit(const http_farm *f, const char *name)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s.yaml", f->dir, name);
+    FILE *j = fopen(path, "w");
+    if (!j) return -1;
+    fprintf(j, "pipeline: %s\nname: %s\ncount: %d\nseed: 7\nresolution: 32\nout: %s/out\n",
+            HTTP_PIPELINE, name, HTTP_IMAGES, f->dir);
+    fclose(j);
+    const char *args[] = {"submit", path, "--coordinator", f->cep, NULL};
+    return test_run_strata(args, NULL, 0, NULL, 0);
+}
+
+/* GET path from ADDR:PORT (IPv4) over a plain socket: the status code (-1: no answer) and the
+ * body, malloc'd and NUL-terminated, in *body. HTTP/1.0: the server closes after the answer. */
+static int http_get(const char *addr, const char *path, char **body, size_t *len)
+{
+    char host[64];
+    unsigned port;
+    *body = NULL;
+    if (sscanf(addr, "%63[^:]:%u", host, &port) != 2) return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || inet_pton(AF_INET, host, &sa.sin_addr) != 1 ||
+        connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr);
+    char *buf = malloc(HTTP_BODY_MAX + 1);
+    size_t used = 0;
+    if (write(fd, req, (size_t)n) != n) used = HTTP_BODY_MAX;
+    struct pollfd p = {fd, POLLIN, 0};
+    while (used < HTTP_BODY_MAX && poll(&p, 1, 10000) > 0) {
+        ssize_t r = read(fd, buf + used, HTTP_BODY_MAX - used);
+        if (r <= 0) break;
+        used += (size_t)r;
+    }
+    close(fd);
+    buf[used] = 0;
+    int status = -1;
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (!sep || sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
+        free(buf);
+        return -1;
+    }
+    *len = used - (size_t)(sep + 4 - buf);
+    memmove(buf, sep + 4, *len + 1);
+    *body = buf;
+    return status;
+}
+
+/* The value of the sample SERIES ("name{labels}") in an exposition, or -1 when absent. */
+static double metric(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (!strncmp(p, series, n) && p[n] == ' ') return strtod(p + n + 1, NULL);
+    return -1;
+}
+
+/* Scrape /metrics until SERIES has value want (HTTP_WAIT_MS at most); the last scrape in *text. */
+static int wait_metric(const http_farm *f, const char *series, double want, char **text)
+{
+    size_t len;
+    long long end = clock_now_ms() + HTTP_WAIT_MS;
+    for (int i = 0; i < 3000; i++) {
+        if (http_get(f->http, "/metrics", text, &len) == 200 && metric(*text, series) == want)
+            return 0;
+        free(*text);
+        *text = NULL;
+        if (clock_now_ms() > end) break;
+        poll(NULL, 0, 20); /* a scrape interval, not a stand-in for a condition */
+    }
+    return -1;
+}
+
+/* `promtool check metrics` on text: 0 when it passes or is not installed (said once), else -1
+ * with its complaint in why. */
+static int promtool_check(const char *dir, const char *text, const char *name, char *why,
+                          size_t len)
+{
+    char path[700], cmd[1600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fputs(text, f);
+    fclose(f);
+    const char *probe[] = {"/bin/sh", "-c", "command -v promtool", NULL};
+    if (test_run_program(probe, NULL, 0, NULL, 0) != 0) {
+        fprintf(stderr, "  skipped promtool: not installed (tools/deps.sh installs prometheus)\n");
+        return 0;
+    }
+    snprintf(cmd, sizeof cmd, "promtool check metrics < '%s'", path);
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    char out[2048] = "", err[2048] = "";
+    if (test_run_program(argv, err, sizeof err, out, sizeof out) == 0) return 0;
+    snprintf(why, len, "promtool on %s: %s%s", path, out, err);
+    return -1;
+}
+
+/* The checks of the scrape after job "m" is done: per level, done tasks = images, the
+ * histogram counted each; every image written; both workers seen. */
+static int check_done(const char *text, char *why, size_t len)
+{
+    static const char *const series[] = {"strata_tasks_done_total{level=\"l16\",job=\"m\"}",
+                                         "strata_tasks_done_total{level=\"l32\",job=\"m\"}",
+                                         "strata_task_seconds_bucket{level=\"l16\",le=\"+Inf\"}",
+                                         "strata_task_seconds_count{level=\"l32\"}",
+                                         "strata_job_images_written_total{job=\"m\"}",
+                                         "strata_job_images{job=\"m\"}"};
+    for (size_t i = 0; i < sizeof series / sizeof series[0]; i++)
+        if (metric(text, series[i]) != HTTP_IMAGES)
+            return snprintf(why, len, "%s is %g, expected %d", series[i], metric(text, series[i]),
+                            HTTP_IMAGES),
+                   -1;
+    if (metric(text, "strata_workers{level=\"l16\"}") != 1 ||
+        metric(text, "strata_tasks_failed_total{level=\"l32\",job=\"m\"}") != 0 ||
+        metric(text, "strata_output_write_errors_total") != 0)
+        return snprintf(why, len, "workers, failures or write errors are off"), -1;
+    return 0;
+}
+
+/* /jobs/NAME/latest.png serves the job's own last image and nothing else. */
+static int check_latest(const http_farm *f, char *why, size_t len)
+{
+    static const char *const bad[] = {"/jobs/../../etc/passwd/latest.png",
+                                      "/jobs/m%2F..%2F..%2Fcoordinator.log/latest.png",
+                                      "/jobs/nope/latest.png", "/jobs//latest.png", "/jobs/m"};
+    char *body;
+    size_t n;
+    int st = http_get(f->http, "/jobs/m/latest.png", &body, &n);
+    int png = st == 200 && n > 8 && !memcmp(body, "\x89PNG", 4);
+    free(body);
+    if (!png) return snprintf(why, len, "/jobs/m/latest.png: status %d, not a PNG", st), -1;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        st = http_get(f->http, bad[i], &body, &n);
+        free(body);
+        if (st != 404) return snprintf(why, len, "%s: status %d, expected 404", bad[i], st), -1;
+    }
+    return 0;
+}
+
+TEST_TIMEOUT(http_metrics_during_and_after_a_job, 60)
+{
+    http_farm f = {0};
+    char why[4096] = "", *text = NULL;
+    snprintf(f.dir, sizeof f.dir, "%s", test_tmpdir());
+    CHECK(start_coordinator(&f) == 0);
+    /* no workers yet: the job stays running while it is scraped */
+    int rc = submit(&f, "m");
+    if (!rc) rc = wait_metric(&f, "strata_job_running{job=\"m\"}", 1, &text);
+    if (!rc) rc = metric(text, "strata_tasks_done_total{level=\"l16\",job=\"m\"}") == 0 ? 0 : -1;
+    if (!rc) rc = promtool_check(f.dir, text, "during.prom", why, sizeof why);
+    free(text);
+    text = NULL;
+    if (!rc) {
+        start_worker(&f, 0);
+        start_worker(&f, 1);
+        rc = wait_metric(&f, "strata_job_running{job=\"m\"}", 0, &text);
+    }
+    if (!rc) rc = promtool_check(f.dir, text, "after.prom", why, sizeof why);
+    if (!rc) rc = check_done(text, why, sizeof why);
+    if (!rc) rc = check_latest(&f, why, sizeof why);
+    free(text);
+    farm_stop(&f);
+    CHECKF(rc == 0, "%s (scrapes and logs in %s)", *why ? why : "the job did not run", f.dir);
+}
+
+TEST(http_refuses_bad_addresses)
+{
+    static const char *const cases[][2] = {
+        {"0.0.0.0:0", "http: 0.0.0.0:0 is not loopback"},
+        {"127.0.0.1", "http: expected ADDR:PORT"},
+        {"127.0.0.1:70000", "http: expected ADDR:PORT"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *args[] = {"coordinator",       "--pipeline", HTTP_PIPELINE,       "--workers",
+                              "tcp://127.0.0.1:*", "--clients",  "tcp://127.0.0.1:*", "--http",
+                              cases[i][0],         NULL};
+        char err[2048] = "";
+        int rc = test_run_strata(args, err, sizeof err, NULL, 0);
+        CHECKF(rc == 2 && strstr(err, cases[i][1]), "--http %s: exit %d, stderr: %s", cases[i][0],
+               rc, err);
+    }
+}
