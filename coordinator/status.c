@@ -114,7 +114,8 @@ void coord_status_html(coord_t *c, coord_text *t)
         t, "</title><style>%s</style></head><body><h1>strata coordinator: ", status_style);
     coord_text_html(t, c->pipe.name);
     coord_text_printf(t,
-                      "</h1><p class=\"muted\">%u jobs running, %u workers, %.0f images/hour"
+                      "</h1><p class=\"muted\">jobs running: %u &middot; workers: %u &middot; "
+                      "%.0f images/hour (running jobs)"
                       "%s%s &middot; <a href=\"/metrics\">metrics</a></p>",
                       coord_jobs_running(c->jobs), coord_registry_size(c->workers),
                       farm_rate(c, now), *c->state_error ? " &middot; state: " : "",

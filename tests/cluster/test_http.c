@@ -191,6 +191,15 @@ static int wait_metric(const http_farm *f, const char *series, double want, char
     return -1;
 }
 
+/* wait_metric without the scrape. */
+static int wait_for(const http_farm *f, const char *series, double want)
+{
+    char *text = NULL;
+    int rc = wait_metric(f, series, want, &text);
+    free(text);
+    return rc;
+}
+
 /* `promtool check metrics` on text: 0 when it passes or is not installed (said once), else -1
  * with its complaint in why. */
 static int promtool_check(const char *dir, const char *text, const char *name, char *why,
@@ -299,4 +308,115 @@ TEST(http_refuses_bad_addresses)
         CHECKF(rc == 2 && strstr(err, cases[i][1]), "--http %s: exit %d, stderr: %s", cases[i][0],
                rc, err);
     }
+}
+
+/* The path of headless Chromium into path, or -1 when none is installed. */
+static int find_chromium(char *path, size_t len)
+{
+    const char *probe[] = {"/bin/sh", "-c", "command -v chromium || command -v chromium-browser",
+                           NULL};
+    if (test_run_program(probe, NULL, 0, path, len) != 0) return -1;
+    path[strcspn(path, "\n")] = 0;
+    return *path ? 0 : -1;
+}
+
+/* Chromium on the status page with one more flag (--dump-dom, --screenshot=FILE); its stdout in
+ * out. Bounded by timeout(1): Chromium can be slow to start on a busy machine. */
+static int chromium(const char *bin, const http_farm *f, const char *flag, char *out, size_t len)
+{
+    char url[300], profile[700];
+    snprintf(url, sizeof url, "http://%s/", f->http);
+    snprintf(profile, sizeof profile, "--user-data-dir=%s/chromium", f->dir);
+    const char *argv[] = {"/usr/bin/timeout",
+                          "-k",
+                          "5",
+                          "45",
+                          bin,
+                          "--headless",
+                          "--no-sandbox",
+                          "--disable-gpu",
+                          "--hide-scrollbars",
+                          "--window-size=1000,640",
+                          profile,
+                          flag,
+                          url,
+                          NULL};
+    char err[4096] = "";
+    return test_run_program(argv, err, sizeof err, out, len);
+}
+
+/* The section of job name in the DOM dump ("" when absent), NUL-terminated in sec. */
+static void job_section(const char *dom, const char *name, char *sec, size_t len)
+{
+    char key[64];
+    snprintf(key, sizeof key, "data-job=\"%s\"", name);
+    const char *s = strstr(dom, key), *e = s ? strstr(s, "</section>") : NULL;
+    size_t n = e ? (size_t)(e - s) : 0;
+    if (n >= len) n = len - 1;
+    memcpy(sec, s ? s : "", n);
+    sec[n] = 0;
+}
+
+/* Job "first" written, job "second" halfway (its l16 done, l32 without a worker): what the page
+ * shows of each. */
+static int check_dom(const char *dom, char *why, size_t len)
+{
+    char first[8192], second[8192];
+    job_section(dom, "first", first, sizeof first);
+    job_section(dom, "second", second, sizeof second);
+    if (!*first || !*second) return snprintf(why, len, "a job is missing from the page"), -1;
+    if (!strstr(first, "data-level=\"l16\"") || !strstr(first, "data-level=\"l32\"") ||
+        !strstr(first, ">done<") || !strstr(first, "class=\"latest\""))
+        return snprintf(why, len, "job first: levels, state or image missing: %s", first), -1;
+    if (!strstr(second, ">running<") || !strstr(second, "max=\"8\" value=\"8\"") ||
+        !strstr(second, "max=\"8\" value=\"0\"") || !strstr(second, "no image yet"))
+        return snprintf(why, len, "job second: not halfway: %s", second), -1;
+    return 0;
+}
+
+/* The screenshot next to build/strata: a 1000x640 PNG. */
+static int screenshot(const char *bin, const http_farm *f, char *why, size_t len)
+{
+    char path[700], flag[760];
+    const char *sb = strata_bin(), *slash = strrchr(sb, '/');
+    snprintf(path, sizeof path, "%.*sstatus-page.png", slash ? (int)(slash - sb + 1) : 0, sb);
+    snprintf(flag, sizeof flag, "--screenshot=%s", path);
+    unlink(path);
+    int rc = chromium(bin, f, flag, NULL, 0);
+    uint8_t *rgb = NULL;
+    int w = 0, h = 0;
+    strata_err e = {0};
+    if (rc != 0 || png_read_rgb(path, &rgb, &w, &h, &e) < 0 || w != 1000 || h != 640)
+        snprintf(why, len, "screenshot %s: chromium exit %d, %dx%d %s", path, rc, w, h, e.msg);
+    free(rgb);
+    return *why ? -1 : 0;
+}
+
+TEST_TIMEOUT(http_status_page_in_chromium, 120)
+{
+    char bin[512] = "", why[16384] = "";
+    if (find_chromium(bin, sizeof bin) < 0) {
+        fprintf(stderr, "  skipped: no chromium (tools/deps.sh installs it)\n");
+        return;
+    }
+    http_farm f = {0};
+    snprintf(f.dir, sizeof f.dir, "%s", test_tmpdir());
+    CHECK(start_coordinator(&f) == 0);
+    start_worker(&f, 0);
+    start_worker(&f, 1);
+    int rc = submit(&f, "first");
+    if (!rc) rc = wait_for(&f, "strata_job_running{job=\"first\"}", 0);
+    if (!rc) { /* without an l32 worker the second job stops halfway */
+        stop_pid(&f.workers[1]);
+        rc = wait_for(&f, "strata_workers{level=\"l32\"}", 0);
+    }
+    if (!rc) rc = submit(&f, "second");
+    if (!rc) rc = wait_for(&f, "strata_tasks_done_total{level=\"l16\",job=\"second\"}", 8);
+    static char dom[1 << 16];
+    if (!rc && (rc = chromium(bin, &f, "--dump-dom", dom, sizeof dom)) != 0)
+        snprintf(why, sizeof why, "chromium --dump-dom: exit %d", rc);
+    if (!rc) rc = check_dom(dom, why, sizeof why);
+    if (!rc) rc = screenshot(bin, &f, why, sizeof why);
+    farm_stop(&f);
+    CHECKF(rc == 0, "%s (logs in %s)", *why ? why : "the jobs did not run", f.dir);
 }
