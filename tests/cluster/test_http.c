@@ -7,6 +7,7 @@
 #include "tests/test.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -62,25 +63,39 @@ static int read_ready(int fd, http_farm *f)
     return -1;
 }
 
-static int start_coordinator(http_farm *f)
+/* The coordinator on loopback with its HTTP server on a free port, from flags or (config) from
+ * a --config file saying the same. */
+static int start_coordinator(http_farm *f, int config)
 {
-    char log[700];
+    char log[700], yaml[700], root[PATH_MAX];
     int fds[2];
     snprintf(log, sizeof log, "%s/coordinator.log", f->dir);
-    if (pipe(fds)) return -1;
-    char *argv[] = {(char *)strata_bin(),
-                    "coordinator",
-                    "--pipeline",
-                    HTTP_PIPELINE,
-                    "--workers",
-                    "tcp://127.0.0.1:*",
-                    "--clients",
-                    "tcp://127.0.0.1:*",
-                    "--http",
-                    "127.0.0.1:0",
-                    "--out-root",
-                    f->dir,
-                    NULL};
+    snprintf(yaml, sizeof yaml, "%s/coordinator.yaml", f->dir);
+    FILE *y = fopen(yaml, "w");
+    if (!y || !getcwd(root, sizeof root) || pipe(fds)) {
+        if (y) fclose(y);
+        return -1;
+    }
+    fprintf(y,
+            "pipeline: %s/%s\nworkers: tcp://127.0.0.1:*\nclients: tcp://127.0.0.1:*\n"
+            "http: 127.0.0.1:0\nout_root: %s\n",
+            root, HTTP_PIPELINE, f->dir);
+    fclose(y);
+    char *flags[] = {(char *)strata_bin(),
+                     "coordinator",
+                     "--pipeline",
+                     HTTP_PIPELINE,
+                     "--workers",
+                     "tcp://127.0.0.1:*",
+                     "--clients",
+                     "tcp://127.0.0.1:*",
+                     "--http",
+                     "127.0.0.1:0",
+                     "--out-root",
+                     f->dir,
+                     NULL};
+    char *from_file[] = {(char *)strata_bin(), "coordinator", "--config", yaml, NULL};
+    char **argv = config ? from_file : flags;
     f->coord = spawn(argv, fds[1], log);
     close(fds[1]);
     int rc = read_ready(fds[0], f);
@@ -97,19 +112,24 @@ static void start_worker(http_farm *f, int i)
     f->workers[i] = spawn(argv, -1, log);
 }
 
-static void stop_pid(pid_t *pid)
+/* SIGTERM and reap *pid: its exit status (-1 when it died of a signal or was not running). */
+static int stop_pid(pid_t *pid)
 {
-    if (*pid <= 0) return;
+    int st = 0;
+    if (*pid <= 0) return -1;
     kill(*pid, SIGTERM);
-    waitpid(*pid, NULL, 0);
+    waitpid(*pid, &st, 0);
     *pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static void farm_stop(http_farm *f)
+/* Stop the farm: 0 when the coordinator exited cleanly (under ASan: no leak, no error). */
+static int farm_stop(http_farm *f)
 {
-    stop_pid(&f->coord);
+    int rc = stop_pid(&f->coord);
     stop_pid(&f->workers[0]);
     stop_pid(&f->workers[1]);
+    return rc;
 }
 
 /* strata submit of job NAME (HTTP_IMAGES images, out DIR/out) without waiting. */
@@ -271,7 +291,7 @@ TEST_TIMEOUT(http_metrics_during_and_after_a_job, 60)
     http_farm f = {0};
     char why[4096] = "", *text = NULL;
     snprintf(f.dir, sizeof f.dir, "%s", test_tmpdir());
-    CHECK(start_coordinator(&f) == 0);
+    CHECK(start_coordinator(&f, 0) == 0);
     /* no workers yet: the job stays running while it is scraped */
     int rc = submit(&f, "m");
     if (!rc) rc = wait_metric(&f, "strata_job_running{job=\"m\"}", 1, &text);
@@ -288,7 +308,10 @@ TEST_TIMEOUT(http_metrics_during_and_after_a_job, 60)
     if (!rc) rc = check_done(text, why, sizeof why);
     if (!rc) rc = check_latest(&f, why, sizeof why);
     free(text);
-    farm_stop(&f);
+    if (farm_stop(&f) != 0 && !rc) {
+        snprintf(why, sizeof why, "the coordinator did not exit cleanly");
+        rc = -1;
+    }
     CHECKF(rc == 0, "%s (scrapes and logs in %s)", *why ? why : "the job did not run", f.dir);
 }
 
@@ -404,7 +427,7 @@ TEST_TIMEOUT(http_status_page_in_chromium, 120)
     }
     http_farm f = {0};
     snprintf(f.dir, sizeof f.dir, "%s", test_tmpdir());
-    CHECK(start_coordinator(&f) == 0);
+    CHECK(start_coordinator(&f, 1) == 0); /* the config file's http key */
     start_worker(&f, 0);
     start_worker(&f, 1);
     int rc = submit(&f, "first");
@@ -423,6 +446,9 @@ TEST_TIMEOUT(http_status_page_in_chromium, 120)
         snprintf(why, sizeof why, "chromium: exit %d", rc);
     if (!rc) rc = check_dom(dom, why, sizeof why);
     if (!rc) rc = check_shot(shot, why, sizeof why);
-    farm_stop(&f);
+    if (farm_stop(&f) != 0 && !rc) {
+        snprintf(why, sizeof why, "the coordinator did not exit cleanly");
+        rc = -1;
+    }
     CHECKF(rc == 0, "%s (logs in %s)", *why ? why : "the jobs did not run", f.dir);
 }
