@@ -452,3 +452,15 @@ TEST_TIMEOUT(http_status_page_in_chromium, 120)
     }
     CHECKF(rc == 0, "%s (logs in %s)", *why ? why : "the jobs did not run", f.dir);
 }
+
+TEST_TIMEOUT(http_render_says_its_status_page, 60)
+{
+    char out[700], err[8192] = "";
+    snprintf(out, sizeof out, "%s/out", test_tmpdir());
+    const char *args[] = {"render", "--pipeline",   HTTP_PIPELINE, "--count",
+                          "2",      "--resolution", "32",          "--out",
+                          out,      "--http",       "127.0.0.1:0", NULL};
+    int rc = test_run_strata(args, err, sizeof err, NULL, 0);
+    CHECKF(rc == 0 && strstr(err, "strata render: status page at http://127.0.0.1:"),
+           "exit %d, stderr: %s", rc, err);
+}
