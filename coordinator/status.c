@@ -8,7 +8,10 @@
 #include <jansson.h>
 #include <stdlib.h>
 
-enum { STATUS_REFRESH_S = 5 };
+enum {
+    STATUS_REFRESH_S = 5,
+    STATUS_ENDED_SHOWN = 20, /* ended jobs on the page, newest first (all in the JSON) */
+};
 
 static const char status_style[] =
     "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}"
@@ -122,10 +125,15 @@ void coord_status_html(coord_t *c, coord_text *t)
                       *c->state_error ? "refusing new jobs" : "");
     html_workers(c, t);
     coord_text_put(t, "<h2>Jobs</h2>");
-    uint32_t n = coord_jobs_count(c->jobs);
+    uint32_t n = coord_jobs_count(c->jobs), ended = 0;
     if (!n) coord_text_put(t, "<p class=\"muted\">no jobs yet</p>");
-    for (uint32_t i = n; i-- > 0;) /* newest first */
-        html_job(c, coord_jobs_at(c->jobs, i), now, t);
+    for (uint32_t i = n; i-- > 0;) { /* newest first */
+        const coord_job *j = coord_jobs_at(c->jobs, i);
+        if (j->state == COORD_JOB_RUNNING || ended++ < STATUS_ENDED_SHOWN) html_job(c, j, now, t);
+    }
+    if (ended > STATUS_ENDED_SHOWN)
+        coord_text_printf(t, "<p class=\"muted\">%u older ended jobs not shown</p>",
+                          ended - STATUS_ENDED_SHOWN);
     coord_text_put(t, "</body></html>\n");
 }
 

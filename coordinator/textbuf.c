@@ -110,8 +110,7 @@ int coord_text_failed(const coord_text *t)
 
 char *coord_text_take(coord_text *t, size_t *len)
 {
-    char *b = t->oom ? NULL : t->buf;
-    if (!b) b = t->oom ? NULL : calloc(1, 1);
+    char *b = t->oom ? NULL : t->buf ? t->buf : calloc(1, 1);
     if (t->oom) free(t->buf);
     *len = b ? t->len : 0;
     *t = (coord_text){0};
