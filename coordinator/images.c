@@ -38,6 +38,8 @@ static void image_finished(coord_t *c, uint32_t s, int ok)
 
 void coord_image_ok(coord_t *c, uint32_t s)
 {
+    const coord_slot *sl = coord_queue_slot(c->queue, s);
+    coord_job_image_written(sl->job, sl->image);
     coord_state_image(c, s, 1, NULL);
     image_finished(c, s, 1);
 }
@@ -71,6 +73,7 @@ static void write_finished(coord_t *c, coord_write *w)
     coord_job *j = w->job;
     coord_job_write_done(j);
     c->writes--;
+    c->write_errors += !w->ok;
     if (w->final) {
         int64_t s = coord_queue_find(c->queue, w->task);
         if (s >= 0 && coord_queue_slot(c->queue, (uint32_t)s)->state == COORD_SLOT_WRITING) {
