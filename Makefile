@@ -6,7 +6,7 @@
 
 BUILD    ?= build
 CC       ?= cc
-PKGS     := openblas libzmq msgpack yaml-0.1 jansson libpng zlib libsodium
+PKGS     := openblas libzmq msgpack yaml-0.1 jansson libpng zlib libsodium libmicrohttpd
 OPT      ?= -O2
 CFLAGS   ?=
 # -ffp-contract=off: no multiply-add is fused into an FMA, so the AVX-512, AVX2 and baseline

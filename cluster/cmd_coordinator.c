@@ -21,15 +21,16 @@ static const char coordinator_help[] =
     "                          [--heartbeat-ms MS] [--liveness N] [--max-in-flight N]\n"
     "                          [--state DIR] [--out-root DIR] [--key FILE --allow FILE.pub|DIR "
     "...]\n"
-    "                          [--insecure] [--verbose]\n\n"
+    "                          [--http ADDR:PORT] [--insecure] [--verbose]\n\n"
     "Runs the farm's coordinator for one pipeline: takes jobs from clients (strata submit,\n"
     "status, watch, cancel), hands each level's tasks to that level's workers (strata worker)\n"
     "and writes OUT/<job>/<index>.png and OUT/<job>/manifest.jsonl. Once bound it prints\n"
     "\"strata coordinator: workers=ENDPOINT clients=ENDPOINT\" (a port given as * is chosen\n"
-    "then) and serves until SIGTERM or SIGINT, when it tells its workers SHUTDOWN.\n\n"
+    "then; with --http, \" http=ADDR:PORT\" follows) and serves until SIGTERM or SIGINT, when\n"
+    "it tells its workers SHUTDOWN.\n\n"
     "  --config FILE       YAML with keys pipeline (relative to FILE), workers, clients,\n"
     "                      heartbeat_ms, liveness, max_in_flight, verbose, state, curve,\n"
-    "                      insecure, out_root; flags win over it\n"
+    "                      insecure, out_root, http; flags win over it\n"
     "  --pipeline FILE     the cascade (default " COORD_DEFAULT_PIPELINE ")\n"
     "  --workers ENDPOINT  where workers connect (default " COORD_DEFAULT_WORKERS ")\n"
     "  --clients ENDPOINT  where clients connect (default " COORD_DEFAULT_CLIENTS ")\n"
@@ -43,6 +44,8 @@ static const char coordinator_help[] =
     "  --key FILE          CURVE: the coordinator's secret key (strata keygen NAME: NAME.key)\n"
     "  --allow PATH        CURVE: a client or worker key let in (NAME.pub, or a directory of\n"
     "                      them); repeatable. Without keys only loopback endpoints bind\n"
+    "  --http ADDR:PORT    serve /metrics (Prometheus) and a status page at / there (port 0:\n"
+    "                      any); loopback only unless keys are set or --insecure\n"
     "  --insecure          bind other addresses without keys (anyone reaching them can join)\n"
     "  --verbose           log every event to stderr (failures are always logged)\n\n"
     "With STRATA_COORD_CHECK=1 in the environment the coordinator verifies its state's\n"
@@ -64,7 +67,7 @@ static void coordinator_on_signal(int sig)
 }
 
 typedef struct coordinator_args {
-    const char *pipeline, *workers, *clients, *out_root;
+    const char *pipeline, *workers, *clients, *out_root, *http;
     coord_options o;
     coordinator_config file; /* --config: read before the other flags, which override it */
 } coordinator_args;
@@ -93,6 +96,7 @@ static int coordinator_read_config(int argc, char **argv, coordinator_args *a)
     a->o.verbose = a->file.verbose;
     a->o.insecure = a->file.insecure;
     if (*a->file.out_root) a->out_root = a->file.out_root;
+    if (*a->file.http) a->http = a->file.http;
     return 0;
 }
 
@@ -147,6 +151,9 @@ static int coordinator_option(int c, char **argv, coordinator_args *a)
         return 0;
     case 'f': /* read by coordinator_read_config */
         return 0;
+    case 't':
+        a->http = optarg;
+        return 0;
     case 'h':
         fputs(coordinator_help, stdout);
         return -1;
@@ -160,12 +167,14 @@ static int coordinator_option(int c, char **argv, coordinator_args *a)
 /* Fill a from argv. Returns 0, -1 after --help, or CLI_EXIT_USAGE. */
 static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
 {
-    static const struct option opts[] = {
-        {"pipeline", 1, 0, 'p'},     {"workers", 1, 0, 'w'},  {"clients", 1, 0, 'c'},
-        {"heartbeat-ms", 1, 0, 'b'}, {"liveness", 1, 0, 'l'}, {"max-in-flight", 1, 0, 'm'},
-        {"verbose", 0, 0, 'v'},      {"help", 0, 0, 'h'},     {"config", 1, 0, 'f'},
-        {"state", 1, 0, 's'},        {"out-root", 1, 0, 'r'}, {"key", 1, 0, 'k'},
-        {"allow", 1, 0, 'a'},        {"insecure", 0, 0, 'i'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"pipeline", 1, 0, 'p'}, {"workers", 1, 0, 'w'},
+                                         {"clients", 1, 0, 'c'},  {"heartbeat-ms", 1, 0, 'b'},
+                                         {"liveness", 1, 0, 'l'}, {"max-in-flight", 1, 0, 'm'},
+                                         {"verbose", 0, 0, 'v'},  {"help", 0, 0, 'h'},
+                                         {"config", 1, 0, 'f'},   {"state", 1, 0, 's'},
+                                         {"out-root", 1, 0, 'r'}, {"key", 1, 0, 'k'},
+                                         {"allow", 1, 0, 'a'},    {"insecure", 0, 0, 'i'},
+                                         {"http", 1, 0, 't'},     {0, 0, 0, 0}};
     int c;
     *a = (coordinator_args){.pipeline = COORD_DEFAULT_PIPELINE,
                             .workers = COORD_DEFAULT_WORKERS,
@@ -203,6 +212,7 @@ int cmd_coordinator(int argc, char **argv)
     const char *compact = getenv("STRATA_STATE_COMPACT_BYTES"); /* tests: compact often */
     if (compact && *compact) a.o.state_compact_bytes = (size_t)strtoull(compact, NULL, 10);
     a.o.out_root = a.out_root;
+    a.o.http = a.http;
     static char secret[PROTO_KEY_LEN + 1];
     coord_key *allow = NULL;
     if (*a.file.curve_key) {
@@ -217,8 +227,9 @@ int cmd_coordinator(int argc, char **argv)
     rc = coord_new(&a.o, &c, &e);
     free(allow);
     if (rc < 0) return cli_fail("coordinator", rc, e.msg);
-    printf("strata coordinator: workers=%s clients=%s\n", coord_worker_endpoint(c),
-           coord_client_endpoint(c));
+    const char *http = coord_http_endpoint(c);
+    printf("strata coordinator: workers=%s clients=%s%s%s\n", coord_worker_endpoint(c),
+           coord_client_endpoint(c), http ? " http=" : "", http ? http : "");
     fflush(stdout);
     coordinator_running = c;
     coordinator_signals();

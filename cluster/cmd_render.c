@@ -28,7 +28,7 @@ static const char render_help[] =
     "                     [--out DIR] [--name JOB] [--workers LEVEL=N,...] [--threads N]\n"
     "                     [--class-label L] [--keep-levels] [--start-level LEVEL --init DIR]\n"
     "                     [--ranks LEVEL=R,...] [--mpirun-args ARGS] [--bind ADDR] [--grid FILE]\n"
-    "                     [--fresh] [--verbose]\n\n"
+    "                     [--http ADDR:PORT] [--fresh] [--verbose]\n\n"
     "Renders a job on this machine: a coordinator and a pool of workers per level, as separate\n"
     "processes over loopback ZeroMQ, exactly as a cluster runs it. Its coordinator keeps its\n"
     "state in DIR/JOB/.strata-state: an interrupted render run again with the same arguments\n"
@@ -54,11 +54,13 @@ static const char render_help[] =
     "  --grid FILE         also write one PNG of the first images (up to 16); with\n"
     "                      --keep-levels, one row per image and one column per level\n"
     "  --fresh             forget DIR/JOB/.strata-state first: start the job over\n"
+    "  --http ADDR:PORT    the coordinator serves /metrics and its status page there (port 0:\n"
+    "                      any; loopback unless --bind); the address is said on stderr\n"
     "  --verbose           the coordinator logs every task (with its time) to stderr\n";
 
 typedef struct render_args {
     const char *pipeline, *out, *name, *workers, *start_level, *init, *grid, *ranks, *mpirun_args;
-    const char *bind;
+    const char *bind, *http;
     long count, resolution, seed, threads, class_label;
     int keep_levels, verbose, fresh;
 } render_args;
@@ -71,7 +73,7 @@ typedef struct render_child {
 
 typedef struct render_farm {
     char self[PATH_MAX];
-    char worker_ep[256], client_ep[256];
+    char worker_ep[256], client_ep[256], http[256];
     char state[PATH_MAX]; /* OUT/JOB/.strata-state */
     const render_args *args;
     pipeline_spec pipeline;
@@ -116,7 +118,8 @@ static int render_apply_option(int c, char **argv, render_args *a)
         a->mpirun_args = optarg;
         return 0;
     case 'b':
-        a->bind = optarg;
+    case 'H':
+        *(c == 'b' ? &a->bind : &a->http) = optarg;
         return 0;
     case 'v':
         a->verbose = 1;
@@ -147,16 +150,14 @@ static int render_apply_option(int c, char **argv, render_args *a)
 
 static int parse_render_args(int argc, char **argv, render_args *a)
 {
-    static const struct option opts[] = {{"pipeline", 1, 0, 'p'},    {"count", 1, 0, 'n'},
-                                         {"resolution", 1, 0, 'r'},  {"seed", 1, 0, 's'},
-                                         {"out", 1, 0, 'o'},         {"name", 1, 0, 'N'},
-                                         {"workers", 1, 0, 'w'},     {"threads", 1, 0, 'j'},
-                                         {"class-label", 1, 0, 'c'}, {"keep-levels", 0, 0, 'k'},
-                                         {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
-                                         {"grid", 1, 0, 'g'},        {"verbose", 0, 0, 'v'},
-                                         {"ranks", 1, 0, 'R'},       {"mpirun-args", 1, 0, 'M'},
-                                         {"bind", 1, 0, 'b'},        {"fresh", 0, 0, 'F'},
-                                         {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"pipeline", 1, 0, 'p'},    {"count", 1, 0, 'n'},       {"resolution", 1, 0, 'r'},
+        {"seed", 1, 0, 's'},        {"out", 1, 0, 'o'},         {"name", 1, 0, 'N'},
+        {"workers", 1, 0, 'w'},     {"threads", 1, 0, 'j'},     {"class-label", 1, 0, 'c'},
+        {"keep-levels", 0, 0, 'k'}, {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
+        {"grid", 1, 0, 'g'},        {"verbose", 0, 0, 'v'},     {"ranks", 1, 0, 'R'},
+        {"mpirun-args", 1, 0, 'M'}, {"bind", 1, 0, 'b'},        {"fresh", 0, 0, 'F'},
+        {"help", 0, 0, 'h'},        {"http", 1, 0, 'H'},        {0, 0, 0, 0}};
     int c, rc = 0;
     *a = (render_args){.out = "out",
                        .name = "render",
@@ -230,9 +231,10 @@ static int read_ready_line(render_farm *f, int fd)
         if (got <= 0) break;
         if (line[used++] == '\n') {
             line[used] = 0;
-            if (sscanf(line, "strata coordinator: workers=%255s clients=%255s", f->worker_ep,
-                       f->client_ep) == 2)
-                return 0;
+            int n = sscanf(line, "strata coordinator: workers=%255s clients=%255s http=%255s",
+                           f->worker_ep, f->client_ep, f->http);
+            if (n == 3) fprintf(stderr, "strata render: status page at http://%s/\n", f->http);
+            if (n >= 2) return 0;
             break;
         }
     }
@@ -250,9 +252,15 @@ static int start_coordinator(render_farm *f)
     char *argv[] = {f->self, "coordinator", "--pipeline", f->pipeline.path, "--workers", workers,
                     "--clients", "tcp://127.0.0.1:*", "--state", f->state,
                     /* render's own job names its paths: no root to keep them in */
-                    "--out-root", "/", f->args->verbose ? "--verbose" : NULL, NULL, NULL};
+                    "--out-root", "/", NULL, NULL, NULL, NULL, NULL};
+    int n = 12;
+    if (f->args->verbose) argv[n++] = "--verbose";
     /* --bind: workers on other nodes, no keys; the operator asked for that network */
-    if (f->args->bind) argv[f->args->verbose ? 13 : 12] = "--insecure";
+    if (f->args->bind) argv[n++] = "--insecure";
+    if (f->args->http) {
+        argv[n++] = "--http";
+        argv[n++] = (char *)f->args->http;
+    }
     f->coord = render_spawn(f->self, argv, fds[1], 0, NULL);
     close(fds[1]);
     rc = f->coord < 0 ? CLI_EXIT_RUNTIME : read_ready_line(f, fds[0]);

@@ -53,7 +53,7 @@ int job_spec_from_yaml_text(const char *text, size_t len, const char *origin, jo
  * file leave o's fields as they are (preset the defaults). */
 enum { COORDINATOR_MAX_ALLOW = 64 };
 /* curve: {key: FILE, allow: [FILE.pub | {key: FILE.pub, admin: true}, ...] or DIR}, insecure
- * and out_root too; paths are resolved against the file's directory. */
+ * out_root and http (ADDR:PORT) too; paths are resolved against the file's directory. */
 typedef struct coordinator_config {
     char pipeline[SPEC_PATH_MAX];
     char workers[256], clients[256];
@@ -67,6 +67,7 @@ typedef struct coordinator_config {
     int nallow;
     int insecure;
     char out_root[SPEC_PATH_MAX];
+    char http[256]; /* "ADDR:PORT" of the metrics and status page; "": none */
 } coordinator_config;
 
 int coordinator_config_load(const char *path, coordinator_config *o, strata_err *e);

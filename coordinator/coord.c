@@ -111,6 +111,7 @@ static int start(coord_t *c, const coord_options *o, strata_err *e)
     if (bind_one(c, o->worker_endpoint, c->o.max_frame, &c->wsock, c->wep, e) < 0 ||
         bind_one(c, o->client_endpoint, c->o.client_max_frame, &c->csock, c->cep, e) < 0)
         return ERR_RUNTIME;
+    if ((rc = coord_http_start(c, e)) < 0) return rc;
     if (coord_writer_new(c->o.writers, &c->writer) < 0)
         return err_set(e, ERR_RUNTIME, "cannot start the PNG writer threads");
     return 0;
@@ -143,6 +144,7 @@ void coord_destroy(coord_t **cp)
 {
     coord_t *c = cp ? *cp : NULL;
     if (!c) return;
+    coord_http_stop(c); /* its pages read everything below */
     proto_sock_close(&c->wsock);
     proto_sock_close(&c->csock);
     coord_access_stop(c); /* the ZAP socket is in ctx too */

@@ -6,6 +6,9 @@
  * the files below hold the top level's handlers, each calling leaves and only the handlers
  * listed before it in this file, never one listed after (so no two files call each other):
  *   access.c    CURVE admission, loopback-only without keys, job owners, the output root
+ *   metrics.c   /metrics: the Prometheus text of the parts' counts (reads only)
+ *   status.c    the status page and its JSON (reads only)
+ *   http.c      options.http: the HTTP server of those pages, run by the event loop
  *   coord.c     life cycle, options and the log line (calls no handler)
  *   state.c     --state: journal records and spooled outputs as things happen, group commits
  *   watch.c     WATCH streams: PROGRESS and DONE to clients, STATUS entries
@@ -88,6 +91,10 @@ struct coord {
     uint64_t compact_at;  /* journal size that triggers the next compaction */
     uint64_t compactions; /* for the log at a stop */
 
+    struct coord_http *http; /* http.c's: the HTTP server, NULL without options.http */
+    char hep[300];           /* its bound address, ADDR:PORT */
+    uint64_t write_errors;   /* PNG writes that failed (writes.c; metrics) */
+
     long long next_heartbeat_ms; /* loop.c's */
     long long last_tick_ms;      /* when coord_workers_tick last ran: a longer gap is our stall */
     uint64_t checks;             /* coord_check runs */
@@ -116,6 +123,27 @@ int coord_root_path(const coord_t *c, const char *field, const char *path, int m
 /* Job j's paths inside the output root: its directory (j->dir: OUT/<job>, OUT being its out
  * resolved and made) and its init_images (resolved in place). ERR_INPUT naming the field. */
 int coord_job_paths(const coord_t *c, coord_job *j, strata_err *e);
+
+/* ---------------------------------------------------------------- metrics.c, status.c */
+
+struct coord_text;
+/* /metrics: every strata_* family (HELP, TYPE, samples) into t. */
+void coord_metrics_text(coord_t *c, struct coord_text *t);
+/* The status page (HTML, refreshing itself) / the same as JSON, into t. */
+void coord_status_html(coord_t *c, struct coord_text *t);
+void coord_status_json(coord_t *c, struct coord_text *t);
+
+/* ---------------------------------------------------------------- http.c */
+
+/* Bind options.http (ADDR:PORT; nothing when NULL or ""): ERR_INPUT for a malformed address or
+ * one beyond loopback without keys or insecure, ERR_RUNTIME when it cannot listen. */
+int coord_http_start(coord_t *c, strata_err *e);
+void coord_http_stop(coord_t *c);
+/* The fd the loop polls for the server (-1 without one); *wait is lowered to the server's
+ * next timeout. */
+int coord_http_fd(coord_t *c, int *wait);
+/* Serve what is ready: requests are answered here, on the loop's thread. */
+void coord_http_serve(coord_t *c);
 
 /* ---------------------------------------------------------------- coord.c */
 

@@ -83,6 +83,8 @@ typedef struct coord_options {
     const char *out_root;    /* every job's outputs and inputs lie under it; NULL: the working
                                 directory (made when missing) */
     size_t client_max_frame; /* the client socket's frame cap; 0: COORD_CLIENT_MAX_FRAME */
+    const char *http;        /* "ADDR:PORT" (port 0: any): serve /metrics and the status page there
+                                (loopback only unless curve_secret or insecure); NULL: no HTTP */
 } coord_options;
 
 /* A job spec, not a tensor: the client socket's default frame cap. */
@@ -99,6 +101,8 @@ int coord_new(const coord_options *o, coord_t **out, strata_err *e);
 void coord_destroy(coord_t **c);
 const char *coord_worker_endpoint(const coord_t *c);
 const char *coord_client_endpoint(const coord_t *c);
+/* The HTTP server's bound address, ADDR:PORT, or NULL without options.http. */
+const char *coord_http_endpoint(const coord_t *c);
 /* Serve until coord_stop() (async-signal-safe) is called; then tell workers SHUTDOWN and return
  * 0 (1 when ZeroMQ itself fails, or the state directory cannot be replayed: logged). Call it from
  * one thread at a time. */

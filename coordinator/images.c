@@ -68,6 +68,7 @@ void coord_job_image_end(coord_t *c, coord_job *j, uint32_t image, coord_spool_r
             coord_log(c, 1, "job %s image %u: reason not kept (out of memory)", j->id, image);
         coord_log(c, 1, "job %s image %u failed: %s", j->id, image, reason);
     }
+    if (ok) coord_job_image_written(j, image);
     coord_state_image(c, j, image, spool, ok, reason);
     coord_job_image_finished(j, ok);
 }

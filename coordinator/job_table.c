@@ -1,5 +1,6 @@
 /* The job table and the job record (see job_table.h). */
 #include "coordinator/job_table.h"
+#include "common/common.h"
 #include "coordinator/grow.h"
 
 #include <stdio.h>
@@ -13,7 +14,12 @@ struct coord_jobs {
     uint32_t njobs, capjobs, arrivals;
     coord_job **running; /* jobs in state RUNNING, in arrival order */
     uint32_t nrunning, caprunning;
+    coord_level_count retired[PIPELINE_MAX_LEVELS]; /* what forgotten jobs counted */
 };
+
+/* 10 ms to 10 min: a tiny test level's tasks to a large tiled level's. */
+const uint32_t coord_task_bucket_ms[COORD_TASK_BUCKETS - 1] = {
+    10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000, 600000};
 
 /* ---------------------------------------------------------------- one job */
 
@@ -47,6 +53,11 @@ const char *coord_job_state_name(coord_job_state s)
                                         [COORD_JOB_CANCELLED] = "cancelled",
                                         [COORD_JOB_FAILED] = "failed"};
     return names[s];
+}
+
+const char *coord_job_state_shown(const coord_job *j)
+{
+    return j->state == COORD_JOB_RUNNING && j->stalled ? "stalled" : coord_job_state_name(j->state);
 }
 
 uint64_t coord_job_seed(const coord_job *j, uint32_t i)
@@ -104,6 +115,11 @@ static uint32_t reason_intern(coord_job *j, const char *reason)
     return j->nreasons++;
 }
 
+void coord_job_image_written(coord_job *j, uint32_t image)
+{
+    j->latest = image + 1;
+}
+
 int coord_job_fail_image(coord_job *j, uint32_t image, const char *reason)
 {
     uint32_t r = reason_intern(j, reason);
@@ -135,6 +151,7 @@ void coord_job_task_unqueued(coord_job *j, int level)
 void coord_job_task_unleased(coord_job *j, int level)
 {
     j->lv[level].running--;
+    j->lv[level].ended++;
     j->version++;
 }
 
@@ -143,6 +160,10 @@ void coord_job_task_done(coord_job *j, int level, uint64_t elapsed_ms)
     /* a day per task at most: a worker's bogus elapsed_ms cannot wrap the level's sum */
     j->lv[level].compute_ms += elapsed_ms < 86400000u ? elapsed_ms : 86400000u;
     j->lv[level].done++;
+    int b = 0;
+    while (b < COORD_TASK_BUCKETS - 1 && elapsed_ms > coord_task_bucket_ms[b])
+        b++;
+    j->lv[level].hist[b]++;
     j->version++;
 }
 
@@ -239,9 +260,18 @@ uint32_t coord_jobs_arrival(coord_jobs_t *t)
     return ++t->arrivals;
 }
 
-/* Forget the job at index i of the table. */
+/* Forget the job at index i of the table (its counts go to retired). */
 static void jobs_forget(coord_jobs_t *t, uint32_t i)
 {
+    for (int l = 0; l < PIPELINE_MAX_LEVELS; l++) {
+        const coord_level_count *from = &t->jobs[i]->lv[l];
+        coord_level_count *to = &t->retired[l];
+        to->done += from->done;
+        to->ended += from->ended;
+        to->compute_ms += from->compute_ms;
+        for (int b = 0; b < COORD_TASK_BUCKETS; b++)
+            to->hist[b] += from->hist[b];
+    }
     coord_job_destroy(&t->jobs[i]);
     memmove(&t->jobs[i], &t->jobs[i + 1], (t->njobs - i - 1) * sizeof *t->jobs);
     t->njobs--;
@@ -281,6 +311,7 @@ int coord_jobs_add(coord_jobs_t *t, coord_job *j)
         return -1;
     t->jobs[t->njobs++] = j;
     t->running[t->nrunning++] = j;
+    j->added_ms = clock_now_ms();
     jobs_trim(t);
     return 0;
 }
@@ -289,10 +320,16 @@ void coord_jobs_stopped(coord_jobs_t *t, coord_job *j)
 {
     for (uint32_t i = 0; i < t->nrunning; i++)
         if (t->running[i] == j) {
+            j->ended_ms = clock_now_ms();
             memmove(&t->running[i], &t->running[i + 1], (t->nrunning - i - 1) * sizeof *t->running);
             t->nrunning--;
             return;
         }
+}
+
+const coord_level_count *coord_jobs_retired(const coord_jobs_t *t)
+{
+    return t->retired;
 }
 
 coord_job *coord_jobs_find(const coord_jobs_t *t, const char *id)

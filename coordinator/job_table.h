@@ -27,9 +27,15 @@ typedef enum coord_job_state {
     COORD_JOB_FAILED,
 } coord_job_state;
 
+/* The task time histogram's buckets (metrics): upper bounds in ms, then +Inf. */
+enum { COORD_TASK_BUCKETS = 16 };
+extern const uint32_t coord_task_bucket_ms[COORD_TASK_BUCKETS - 1];
+
 typedef struct coord_level_count {
     uint32_t queued, running, done;
     uint64_t compute_ms; /* the workers' elapsed_ms summed over this level's done tasks */
+    uint32_t ended;      /* leases ended (done, failed or lost): ended - done failed (metrics) */
+    uint32_t hist[COORD_TASK_BUCKETS]; /* done tasks by elapsed_ms, one bucket each */
 } coord_level_count;
 
 typedef struct coord_failure {
@@ -57,8 +63,11 @@ typedef struct coord_job {
     char *text;           /* with --state: the SUBMIT text, journaled and kept for compaction */
     uint8_t *finished;    /* with --state: bit i set once image i is written or failed */
     coord_resume *resume; /* with --state, after a restart: sorted by image; those from */
-    uint32_t nresume, resume_at; /* resume_at on have not started yet */
-    uint32_t pending_writes;     /* PNGs with the writer pool (held ones too): ends when 0 */
+    uint32_t nresume, resume_at;  /* resume_at on have not started yet */
+    uint32_t pending_writes;      /* PNGs with the writer pool (held ones too): ends when 0 */
+    uint64_t version;             /* bumped on every change watchers can see */
+    long long added_ms, ended_ms; /* when the table took it / it stopped (0: running) */
+    uint32_t latest;              /* 1 + the index of the last image written; 0: none yet */
     /* stalled: its outputs' disk cannot take them now (full, read-only...): no new image
      * starts, the results wait with the writer pool, a retry comes at stall_retry_at */
     int stalled;
@@ -66,8 +75,7 @@ typedef struct coord_job {
     int stall_retry_ms;       /* the backoff: 0 (none yet), then 1 s doubling up to 30 s */
     long long stall_retry_at; /* clock_now_ms of the next retry */
     uint8_t stall_probe;      /* a retry write is with the pool */
-    uint32_t held;    /* images (counted active) whose final PNG failed for lack of disk: no slot */
-    uint64_t version; /* bumped on every change watchers can see */
+    uint32_t held; /* images (counted active) whose final PNG failed for lack of disk: no slot */
     coord_level_count lv[PIPELINE_MAX_LEVELS];
     coord_failure *fails;
     uint32_t nfails, capfails;
@@ -87,6 +95,8 @@ coord_job *coord_job_new(void);
 /* Free j and what it owns; *j becomes NULL. NULL is fine. */
 void coord_job_destroy(coord_job **j);
 const char *coord_job_state_name(coord_job_state s);
+/* What STATUS and the status page show: j's state name, or "stalled" while it runs stalled. */
+const char *coord_job_state_shown(const coord_job *j);
 /* Seed of image i. */
 uint64_t coord_job_seed(const coord_job *j, uint32_t i);
 
@@ -99,6 +109,8 @@ void coord_job_image_finished(coord_job *j, int ok);
 /* Image i is written or failed (with --state: its bit in finished). */
 void coord_job_mark_finished(coord_job *j, uint32_t image);
 int coord_job_is_finished(const coord_job *j, uint32_t image);
+/* Image i's PNG is written: the latest one (the status page shows it). */
+void coord_job_image_written(coord_job *j, uint32_t image);
 /* Keep that image failed for reason (for the manifest); -1 when out of memory. */
 int coord_job_fail_image(coord_job *j, uint32_t image, const char *reason);
 /* A task at level was queued / taken out of the queue without a lease (its image fails next) /
@@ -160,6 +172,10 @@ int64_t coord_jobs_running_index(const coord_jobs_t *t, const coord_job *j);
 /* The best running job, not stalled, that starts at level with images left to start, or
  * NULL. */
 coord_job *coord_jobs_next_to_start(const coord_jobs_t *t, int level);
+
+/* What the jobs the table forgot had counted per level (done, ended, compute_ms, hist): the
+ * metrics' counters add it so they never go down. PIPELINE_MAX_LEVELS entries. */
+const coord_level_count *coord_jobs_retired(const coord_jobs_t *t);
 
 /* The table's own invariants: the running list is the running jobs in arrival order; each job's
  * images add up (next = done + failed + active while it runs, nothing in flight once ended). 0,

@@ -1,6 +1,7 @@
-/* The coordinator's event loop: two ROUTER sockets (workers, clients) and the writer pool's fd
- * polled by one thread; every message is handled to completion, then queued work is dispatched.
- * With options.check the whole state is verified after each of these steps. */
+/* The coordinator's event loop: two ROUTER sockets (workers, clients), the writer pool's fd and
+ * the HTTP server's (options.http) polled by one thread; every message is handled to completion,
+ * then queued work is dispatched. With options.check the whole state is verified after each of
+ * these steps. */
 #include "coordinator/coord_internal.h"
 
 #include <errno.h>
@@ -92,10 +93,12 @@ int coord_run(coord_t *c)
     coord_log(c, 0, "serving %s: workers %s, clients %s", c->pipe.name, c->wep, c->cep);
     while (!c->stop) {
         int wait = timers(c);
-        zmq_pollitem_t items[3] = {{c->wsock, 0, ZMQ_POLLIN, 0},
+        int http = coord_http_fd(c, &wait);
+        zmq_pollitem_t items[4] = {{c->wsock, 0, ZMQ_POLLIN, 0},
                                    {c->csock, 0, ZMQ_POLLIN, 0},
-                                   {NULL, coord_writer_fd(c->writer), ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 3, wait) < 0) {
+                                   {NULL, coord_writer_fd(c->writer), ZMQ_POLLIN, 0},
+                                   {NULL, http, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, http >= 0 ? 4 : 3, wait) < 0) {
             if (zmq_errno() == EINTR) continue;
             coord_log(c, 1, "poll: %s", zmq_strerror(zmq_errno()));
             rc = 1;
@@ -107,6 +110,7 @@ int coord_run(coord_t *c)
             coord_writes_collect(c);
             coord_check_after(c, "finished writes");
         }
+        if (http >= 0) coord_http_serve(c); /* also when only its timeout is due */
         coord_dispatch(c);
         coord_check_after(c, "dispatch");
     }

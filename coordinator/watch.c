@@ -21,7 +21,7 @@ void coord_job_status(const coord_t *c, const coord_job *j, struct proto_job_sta
     /* "stalled" on the wire only: the job runs, waiting for its disk */
     *st =
         (struct proto_job_status){.id = j->id,
-                                  .state = stalled ? "stalled" : coord_job_state_name(j->state),
+                                  .state = coord_job_state_shown(j),
                                   .reason = stalled ? (j->stall ? j->stall : "disk trouble") : NULL,
                                   .count = j->count,
                                   .done = j->done,

@@ -80,6 +80,7 @@ static void held_final_done(coord_t *c, coord_write *w)
 static int write_finished(coord_t *c, coord_write *w)
 {
     coord_job *j = w->job;
+    c->write_errors += !w->ok; /* every failed try, retries of held writes too */
     if (w->probe) j->stall_probe = 0;
     int final_waits = 0;
     if (w->final && !w->held) {

@@ -7,8 +7,11 @@ set -euo pipefail
 packages=(
   build-essential pkg-config
   libopenblas-dev libzmq3-dev libmsgpack-dev libopenmpi-dev openmpi-bin
-  libyaml-dev libjansson-dev libpng-dev libsodium-dev zlib1g-dev
+  libyaml-dev libjansson-dev libpng-dev libsodium-dev zlib1g-dev libmicrohttpd-dev
   clang-format
+  # the tests of the coordinator's HTTP pages: promtool checks /metrics, headless Chromium loads
+  # the status page (without them those tests say "skipped")
+  prometheus chromium
 )
 
 missing=()

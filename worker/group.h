@@ -88,11 +88,16 @@ typedef struct tile_group {
     size_t *stash_at;  /* window klo + j's values are stash[stash_at[j], stash_at[j + 1]) */
     float *inbox;      /* other ranks' window outputs on the rows this rank owns */
     size_t *inbox_at;  /* window k's values are inbox[inbox_at[k], inbox_at[k + 1]) */
+    struct group_exchange *xch; /* the messages of a step, planned once (tile_exchange.c) */
     group_stats stats;
 } tile_group;
 
 /* Plan the shares and allocate for te (after tile_eval_grid). 0 or an error code. */
 int tile_group_init(tile_group *g, tile_eval *te, strata_err *e);
+/* Plan the messages every step sends and receives, with their buffers (after the shares and
+ * the layout): steps then allocate nothing. 0 or ERR_NOMEM. */
+int tile_exchange_new(tile_group *g, strata_err *e);
+void tile_exchange_free(tile_group *g);
 int tile_group_eval(void *ctx, int step, float ts, const float *x, float *out, strata_err *e);
 /* Every rank: its owned rows of x (1 image) as RGB8 into rank 0's out (side x side x 3). */
 int tile_group_gather(tile_group *g, const float *x, uint8_t *out, strata_err *e);

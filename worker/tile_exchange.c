@@ -14,13 +14,26 @@
 
 enum { TAG_HALO = 1, TAG_OUTPUT = 2, EXCHANGE_MAX_SLEEP_US = 1000 };
 
-/* The messages of one phase: sends packed first, then posted and waited for together. */
-typedef struct exchange {
+/* One message of a step: rows [a, b) of planes `width` wide, to or from peer (for window
+ * outputs, of window k). Its buffer lives as long as the task: every step sends the same
+ * messages, so they are planned once (tile_exchange_new) and no step allocates. */
+typedef struct message {
+    float *buf;
+    int peer, k, a, b, width, count;
+} message;
+
+/* The messages of one phase, posted and waited for together; `next` walks them while packing. */
+typedef struct phase {
+    message *m;
     MPI_Request *req;
-    float **buf;
-    int *peer, *count;
-    int n, max;
-} exchange;
+    int n, max, next;
+} phase;
+
+struct group_exchange {
+    phase halo_out, halo_in; /* owned rows of x to the bands reading them; the band's others */
+    phase out;               /* own windows' outputs on rows other ranks own, in window order */
+    MPI_Request *recv;       /* one per window whose output reaches this rank's owned rows */
+};
 
 static int clip(int a0, int a1, int b0, int b1, int *lo, int *hi)
 {
@@ -39,54 +52,102 @@ static void copy_rows(const tile_eval *t, int width, const tile_rows *src, const
                (size_t)(b - a) * width * sizeof(float));
 }
 
-static int exchange_new(exchange *x, int max)
+static int phase_new(phase *p, int max)
 {
-    *x = (exchange){.max = max > 0 ? max : 1};
-    x->req = malloc((size_t)x->max * sizeof *x->req);
-    x->buf = calloc((size_t)x->max, sizeof *x->buf);
-    x->peer = malloc((size_t)x->max * sizeof *x->peer);
-    x->count = malloc((size_t)x->max * sizeof *x->count);
-    return x->req && x->buf && x->peer && x->count ? 0 : ERR_NOMEM;
+    *p = (phase){.max = max > 0 ? max : 1};
+    p->m = calloc((size_t)p->max, sizeof *p->m);
+    p->req = malloc((size_t)p->max * sizeof *p->req);
+    return p->m && p->req ? 0 : ERR_NOMEM;
 }
 
-static void exchange_free(exchange *x)
+static void phase_free(phase *p)
 {
-    for (int i = 0; x->buf && i < x->n; i++)
-        free(x->buf[i]);
-    free(x->req), free(x->buf), free(x->peer), free(x->count);
+    for (int i = 0; p->m && i < p->n; i++)
+        free(p->m[i].buf);
+    free(p->m), free(p->req);
 }
 
-/* Add a message of rows [a, b), width wide, for peer: packed from src for a send, or a buffer of
- * its own to receive into (src NULL). */
-static int exchange_add(exchange *x, tile_group *g, int peer, int width, int a, int b,
-                        const tile_rows *src)
+static int phase_add(phase *p, const tile_eval *t, int peer, int k, int width, int a, int b)
 {
-    size_t count = (size_t)g->te->n * g->te->oc * (b - a) * width;
-    float *buf = x->n < x->max ? malloc(count * sizeof(float)) : NULL;
+    size_t count = (size_t)t->n * t->oc * (b - a) * width;
+    float *buf = p->n < p->max ? malloc(count * sizeof(float)) : NULL;
     if (!buf) return ERR_NOMEM;
-    x->buf[x->n] = buf, x->peer[x->n] = peer, x->count[x->n++] = (int)count;
-    if (!src) return 0;
-    double t0 = clock_now_s();
-    copy_rows(g->te, width, src, &(tile_rows){buf, a, b - a}, a, b);
-    g->stats.exchange_s += clock_now_s() - t0;
-    g->stats.bytes += (double)count * sizeof(float);
+    p->m[p->n++] = (message){buf, peer, k, a, b, width, (int)count};
     return 0;
 }
 
-/* Post every message of x (sends or receives) with tag, then wait for all of them, testing
- * with sleeps. 0 or ERR_RUNTIME. */
-static int exchange_run(exchange *x, tile_group *g, int send, int tag)
+/* Pack message m from src (rows of planes m->width wide). */
+static void message_pack(tile_group *g, const message *m, const tile_rows *src)
+{
+    double t0 = clock_now_s();
+    copy_rows(g->te, m->width, src, &(tile_rows){m->buf, m->a, m->b - m->a}, m->a, m->b);
+    g->stats.exchange_s += clock_now_s() - t0;
+    g->stats.bytes += (double)m->count * sizeof(float);
+}
+
+/* Post every message of p (sends or receives) with tag. 0 or an MPI error. */
+static int phase_post(phase *p, int send, int tag)
 {
     int rc = 0;
-    for (int i = 0; i < x->n && !rc; i++)
-        rc = send ? MPI_Isend(x->buf[i], x->count[i], MPI_FLOAT, x->peer[i], tag, MPI_COMM_WORLD,
-                              &x->req[i])
-                  : MPI_Irecv(x->buf[i], x->count[i], MPI_FLOAT, x->peer[i], tag, MPI_COMM_WORLD,
-                              &x->req[i]);
+    for (int i = 0; i < p->n && !rc; i++) {
+        message *m = &p->m[i];
+        rc = send
+                 ? MPI_Isend(m->buf, m->count, MPI_FLOAT, m->peer, tag, MPI_COMM_WORLD, &p->req[i])
+                 : MPI_Irecv(m->buf, m->count, MPI_FLOAT, m->peer, tag, MPI_COMM_WORLD, &p->req[i]);
+    }
+    return rc;
+}
+
+/* Wait for `count` requests, testing with sleeps; the time counts as waiting. */
+static int wait_all(tile_group *g, MPI_Request *req, int count)
+{
     double t0 = clock_now_s();
-    if (!rc && x->n) rc = group_wait_all(x->req, x->n, EXCHANGE_MAX_SLEEP_US);
+    int rc = count ? group_wait_all(req, count, EXCHANGE_MAX_SLEEP_US) : 0;
     g->stats.wait_s += clock_now_s() - t0;
-    return rc ? ERR_RUNTIME : 0;
+    return rc;
+}
+
+/* The halo's messages: this rank's owned rows to every other band reading them, and the rows
+ * its band reads from other owners. */
+static int plan_halo(tile_group *g, struct group_exchange *x)
+{
+    const rank_share *me = &g->share[g->r];
+    int w = g->te->w, a, b, rc = 0;
+    for (int q = 0; q < g->R && !rc; q++) {
+        const rank_share *s = &g->share[q];
+        if (q != g->r && clip(me->own_lo, me->own_hi, s->band_lo, s->band_hi, &a, &b))
+            rc = phase_add(&x->halo_out, g->te, q, -1, w, a, b);
+        if (!rc && q != g->r && clip(s->own_lo, s->own_hi, me->band_lo, me->band_hi, &a, &b))
+            rc = phase_add(&x->halo_in, g->te, q, -1, w, a, b);
+    }
+    return rc;
+}
+
+int tile_exchange_new(tile_group *g, strata_err *e)
+{
+    const tile_eval *t = g->te;
+    const rank_share *me = &g->share[g->r];
+    int nt = t->nty * t->ntx, a, b, rc = ERR_NOMEM;
+    struct group_exchange *x = calloc(1, sizeof *x);
+    if ((g->xch = x) && !phase_new(&x->halo_out, g->R) && !phase_new(&x->halo_in, g->R) &&
+        !phase_new(&x->out, (me->khi - me->klo) * g->R) &&
+        (x->recv = malloc((size_t)(nt + 1) * sizeof *x->recv)))
+        rc = plan_halo(g, x);
+    /* in window order, then rank order: the order window_done packs them in */
+    for (int k = me->klo; k < me->khi && !rc && nt > 1; k++)
+        for (int q = 0, y0 = t->ty[k / t->ntx]; q < g->R && !rc; q++)
+            if (q != g->r && clip(y0, y0 + t->th, g->share[q].own_lo, g->share[q].own_hi, &a, &b))
+                rc = phase_add(&x->out, t, q, k, t->tw, a, b);
+    return rc ? err_set(e, rc, "out of memory for the rank group's messages") : 0;
+}
+
+void tile_exchange_free(tile_group *g)
+{
+    struct group_exchange *x = g->xch;
+    if (!x) return;
+    phase_free(&x->halo_out), phase_free(&x->halo_in), phase_free(&x->out);
+    free(x->recv), free(x);
+    g->xch = NULL;
 }
 
 /* The halo: this rank's owned rows of x into its band and to every band that reads them; the
@@ -94,57 +155,43 @@ static int exchange_run(exchange *x, tile_group *g, int send, int tag)
 static int halo_exchange(tile_group *g, const float *x, strata_err *e)
 {
     const rank_share *me = &g->share[g->r];
+    struct group_exchange *xch = g->xch;
     tile_rows own = {(float *)x, me->own_lo, me->own_hi - me->own_lo};
     tile_rows band = {g->band, me->band_lo, me->band_hi - me->band_lo};
-    int w = g->te->w, a, b, rc = 0;
-    if (own.rows) copy_rows(g->te, w, &own, &band, me->own_lo, me->own_hi);
-    exchange x_out = {0}, x_in = {0};
-    if (exchange_new(&x_out, g->R) || exchange_new(&x_in, g->R)) rc = ERR_NOMEM;
-    for (int q = 0; q < g->R && !rc; q++) {
-        const rank_share *s = &g->share[q];
-        if (q != g->r && clip(me->own_lo, me->own_hi, s->band_lo, s->band_hi, &a, &b))
-            rc = exchange_add(&x_out, g, q, w, a, b, &own);
-        if (!rc && q != g->r && clip(s->own_lo, s->own_hi, me->band_lo, me->band_hi, &a, &b))
-            rc = exchange_add(&x_in, g, q, w, a, b, NULL);
-    }
+    if (own.rows) copy_rows(g->te, g->te->w, &own, &band, me->own_lo, me->own_hi);
     /* both post before either waits: every rank sends and receives in this phase */
-    for (int i = 0; i < x_in.n && !rc; i++)
-        rc = MPI_Irecv(x_in.buf[i], x_in.count[i], MPI_FLOAT, x_in.peer[i], TAG_HALO,
-                       MPI_COMM_WORLD, &x_in.req[i]);
-    if (!rc) rc = exchange_run(&x_out, g, 1, TAG_HALO);
+    int rc = phase_post(&xch->halo_in, 0, TAG_HALO);
+    for (int i = 0; i < xch->halo_out.n && !rc; i++)
+        message_pack(g, &xch->halo_out.m[i], &own);
+    if (!rc) rc = phase_post(&xch->halo_out, 1, TAG_HALO);
+    if (!rc) rc = wait_all(g, xch->halo_out.req, xch->halo_out.n);
+    if (!rc) rc = wait_all(g, xch->halo_in.req, xch->halo_in.n);
     double t0 = clock_now_s();
-    if (!rc && x_in.n) rc = group_wait_all(x_in.req, x_in.n, EXCHANGE_MAX_SLEEP_US);
-    g->stats.wait_s += clock_now_s() - t0;
-    t0 = clock_now_s();
-    for (int i = 0, q = 0; !rc && q < g->R; q++) {
-        const rank_share *s = &g->share[q];
-        if (q != g->r && clip(s->own_lo, s->own_hi, me->band_lo, me->band_hi, &a, &b))
-            copy_rows(g->te, w, &(tile_rows){x_in.buf[i++], a, b - a}, &band, a, b);
+    for (int i = 0; i < xch->halo_in.n && !rc; i++) {
+        const message *m = &xch->halo_in.m[i];
+        copy_rows(g->te, m->width, &(tile_rows){m->buf, m->a, m->b - m->a}, &band, m->a, m->b);
     }
     g->stats.exchange_s += clock_now_s() - t0;
-    exchange_free(&x_out);
-    exchange_free(&x_in);
-    return rc ? err_set(e, rc, "rank group: exchanging the rows of x failed") : 0;
+    return rc ? err_set(e, ERR_RUNTIME, "rank group: exchanging the rows of x failed") : 0;
 }
 
 /* Window k is computed (t->out): its rows another rank owns are packed for that owner, its owned
  * rows from early_hi on are blended into out at once, those above wait in the stash. */
-static int window_done(tile_group *g, int k, exchange *x_out, const tile_rows *out)
+static void window_done(tile_group *g, int k, const tile_rows *out)
 {
     const tile_eval *t = g->te;
     const rank_share *me = &g->share[g->r];
-    int y0 = t->ty[k / t->ntx], a, b, rc = 0;
+    phase *p = &g->xch->out;
+    int y0 = t->ty[k / t->ntx], a, b;
     tile_rows src = {t->out, y0, t->th};
-    for (int q = 0; q < g->R && !rc; q++)
-        if (q != g->r && clip(y0, y0 + t->th, g->share[q].own_lo, g->share[q].own_hi, &a, &b))
-            rc = exchange_add(x_out, g, q, t->tw, a, b, &src);
-    if (rc || !clip(y0, y0 + t->th, me->own_lo, me->own_hi, &a, &b)) return rc;
+    for (; p->next < p->n && p->m[p->next].k == k; p->next++)
+        message_pack(g, &p->m[p->next], &src);
+    if (!clip(y0, y0 + t->th, me->own_lo, me->own_hi, &a, &b)) return;
     int split = a > g->early_hi ? a : (b < g->early_hi ? b : g->early_hi);
     if (split < b) tile_blend_rows(t, &src, k, split, b, out);
     size_t *at = &g->stash_at[k - me->klo];
     if (a < split)
         copy_rows(t, t->tw, &src, &(tile_rows){g->stash + at[0], a, split - a}, a, split);
-    return 0;
 }
 
 /* The rank whose block holds window k. */
@@ -178,22 +225,39 @@ static void blend_rest(tile_group *g, const tile_rows *out)
 }
 
 /* This rank's windows, each blended, packed or stashed as it is done. */
-static int compute_windows(tile_group *g, float ts, exchange *x_out, const tile_rows *out,
-                           strata_err *e)
+static int compute_windows(tile_group *g, float ts, const tile_rows *out, strata_err *e)
 {
     const rank_share *me = &g->share[g->r];
     tile_eval *t = g->te;
     int rc = 0;
     double t0 = clock_now_s();
     if (out->rows) memset(out->v, 0, (size_t)t->n * t->oc * out->rows * t->w * sizeof(float));
+    g->xch->out.next = 0;
     for (int k = me->klo; k < me->khi && !rc; k++) {
         rc = tile_eval_window(t, g->band, k, ts, e);
         if (!rc && t->nty * t->ntx == 1) /* untiled: the output as it is, as tile_eval_model */
             memcpy(out->v, t->out, tile_window_numel(t) * sizeof(float));
-        else if (!rc && (rc = window_done(g, k, x_out, out)))
-            err_set(e, rc, "out of memory for a window's messages");
+        else if (!rc)
+            window_done(g, k, out);
     }
     g->stats.compute_s += clock_now_s() - t0;
+    return rc;
+}
+
+/* The window outputs: receives for every other rank's window reaching the owned rows, then the
+ * packed sends, then the wait for both. 0 or an MPI error. */
+static int outputs_exchange(tile_group *g)
+{
+    struct group_exchange *x = g->xch;
+    int nrecv = 0, nt = g->te->nty * g->te->ntx, rc = 0;
+    for (int k = 0; k < nt && !rc; k++)
+        if (g->inbox_at[k + 1] > g->inbox_at[k])
+            rc = MPI_Irecv(g->inbox + g->inbox_at[k], (int)(g->inbox_at[k + 1] - g->inbox_at[k]),
+                           MPI_FLOAT, window_rank(g, k), TAG_OUTPUT, MPI_COMM_WORLD,
+                           &x->recv[nrecv++]);
+    if (!rc) rc = phase_post(&x->out, 1, TAG_OUTPUT);
+    if (!rc) rc = wait_all(g, x->out.req, x->out.n);
+    if (!rc) rc = wait_all(g, x->recv, nrecv);
     return rc;
 }
 
@@ -205,35 +269,16 @@ int tile_group_eval(void *ctx, int step, float ts, const float *x, float *out, s
     (void)step;
     int rc = halo_exchange(g, x, e);
     if (rc) return rc;
-    exchange x_out = {0};
-    if (exchange_new(&x_out, (me->khi - me->klo) * g->R))
-        rc = err_set(e, ERR_NOMEM, "out of memory");
-    if (!rc) rc = compute_windows(g, ts, &x_out, &dst, e);
+    rc = compute_windows(g, ts, &dst, e);
     /* a rank that failed must not leave the others waiting for its outputs */
     double t0 = clock_now_s();
     rc = group_agree_err(rc, e);
     g->stats.wait_s += clock_now_s() - t0;
-    if (rc) {
-        exchange_free(&x_out);
-        return rc;
-    }
-    MPI_Request *recv = NULL;
-    int nrecv = 0, nt = g->te->nty * g->te->ntx;
-    if (!(recv = malloc((size_t)(nt + 1) * sizeof *recv))) rc = ERR_NOMEM;
-    for (int k = 0; k < nt && !rc; k++)
-        if (g->inbox_at[k + 1] > g->inbox_at[k])
-            rc =
-                MPI_Irecv(g->inbox + g->inbox_at[k], (int)(g->inbox_at[k + 1] - g->inbox_at[k]),
-                          MPI_FLOAT, window_rank(g, k), TAG_OUTPUT, MPI_COMM_WORLD, &recv[nrecv++]);
-    if (!rc) rc = exchange_run(&x_out, g, 1, TAG_OUTPUT);
+    if (rc) return rc;
+    if (outputs_exchange(g))
+        return err_set(e, ERR_RUNTIME, "rank group: exchanging window outputs failed");
     t0 = clock_now_s();
-    if (!rc && nrecv) rc = group_wait_all(recv, nrecv, EXCHANGE_MAX_SLEEP_US);
-    g->stats.wait_s += clock_now_s() - t0;
-    free(recv);
-    exchange_free(&x_out);
-    if (rc) return err_set(e, ERR_RUNTIME, "rank group: exchanging window outputs failed");
-    t0 = clock_now_s();
-    if (dst.rows && nt > 1) blend_rest(g, &dst);
+    if (dst.rows && g->te->nty * g->te->ntx > 1) blend_rest(g, &dst);
     g->stats.compute_s += clock_now_s() - t0;
     g->stats.steps++;
     return 0;

@@ -60,7 +60,7 @@ int tile_group_init(tile_group *g, tile_eval *te, strata_err *e)
                        me->band_lo, me->band_hi, te->h, te->w);
     te->y_lo = me->band_lo;
     te->rows = me->band_hi - me->band_lo;
-    return 0;
+    return tile_exchange_new(g, e);
 }
 
 int tile_group_gather(tile_group *g, const float *x, uint8_t *out, strata_err *e)
@@ -106,6 +106,7 @@ void tile_group_report(const tile_group *g)
 
 void tile_group_free(tile_group *g)
 {
+    tile_exchange_free(g);
     free(g->share), free(g->inbox_at), free(g->stash_at);
     free(g->band), free(g->stash), free(g->inbox);
     g->share = NULL, g->inbox_at = g->stash_at = NULL, g->band = g->stash = g->inbox = NULL;

@@ -46,22 +46,9 @@ fail() {
   exit 1
 }
 
-# The kernels this host picks, pinned for every process (the nodes are this same CPU, but a
-# real cluster must pin them: docs/cluster.md).
-OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$("$strata" --version | sed -n 's/.*OpenBLAS kernels: \([A-Za-z0-9]*\).*/\1/p')}
-export OPENBLAS_CORETYPE
+pin_kernels "$strata"
 
-# the bed's own bridge and no keys (--insecure); the job writes under this test's directory
-"$strata" coordinator --pipeline "$pipeline" --workers "tcp://$b:5555" --clients "tcp://$b:5556" \
-  --insecure --out-root / --verbose >"$dir/coord.out" 2>"$dir/coord.log" &
-coord=$!
-for _ in $(seq 100); do
-  grep -q "strata coordinator: workers=" "$dir/coord.out" && break
-  kill -0 "$coord" 2>/dev/null || fail "the coordinator exited"
-  sleep 0.1
-done
-grep -q "strata coordinator: workers=tcp://$b:5555" "$dir/coord.out" ||
-  fail "the coordinator did not bind tcp://$b:5555 in 10 s"
+bed_coordinator "$strata" "$pipeline" "$dir" || fail "no coordinator"
 
 # shellcheck disable=SC2086 # the bed's arguments are split on purpose
 mpirun $STRATA_NETNS_MPIRUN_ARGS --map-by node -x OPENBLAS_CORETYPE \

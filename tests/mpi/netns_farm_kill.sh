@@ -51,20 +51,9 @@ fail() {
   exit 1
 }
 
-OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$("$strata" --version | sed -n 's/.*OpenBLAS kernels: \([A-Za-z0-9]*\).*/\1/p')}
-export OPENBLAS_CORETYPE
+pin_kernels "$strata"
 
-# the bed's own bridge and no keys (--insecure); the job writes under this test's directory
-"$strata" coordinator --pipeline "$pipeline" --workers "tcp://$b:5555" --clients "tcp://$b:5556" \
-  --insecure --out-root / --verbose >"$dir/coord.out" 2>"$dir/coord.log" &
-coord=$!
-for _ in $(seq 100); do
-  grep -q "strata coordinator: workers=" "$dir/coord.out" && break
-  kill -0 "$coord" 2>/dev/null || fail "the coordinator exited"
-  sleep 0.1
-done
-grep -q "strata coordinator: workers=tcp://$b:5555" "$dir/coord.out" ||
-  fail "the coordinator did not bind tcp://$b:5555 in 10 s"
+bed_coordinator "$strata" "$pipeline" "$dir" || fail "no coordinator"
 
 # The l1024 pool: one rank group of 2 ranks, one per node (what a supervisor keeps running).
 start_pool() {

@@ -58,13 +58,7 @@ chmod +x "$dir/bin/srun"
 run_job() {
   launch=$1
   : >"$dir/coord.out"
-  # the bed's own bridge and no keys (--insecure)
-  "$strata" coordinator --pipeline configs/pipelines/test-tiny.yaml --workers "tcp://$b:5555" \
-    --clients "tcp://$b:5556" --insecure --out-root / --verbose >"$dir/coord.out" \
-    2>"$dir/coord.log" &
-  coord=$!
-  for _ in $(seq 100); do grep -q "workers=" "$dir/coord.out" && break; sleep 0.1; done
-  grep -q "workers=tcp://$b:5555" "$dir/coord.out" || fail "the coordinator did not bind in 10 s"
+  bed_coordinator "$strata" configs/pipelines/test-tiny.yaml "$dir" || fail "no coordinator"
   (
     export PATH=$dir/bin:$PATH SLURM_JOB_NUM_NODES=2 SLURM_JOB_NODELIST=netns SLURM_CPUS_PER_TASK=1
     export SLURM_SUBMIT_DIR=$PWD STRATA=$strata STRATA_NET=$STRATA_NETNS_SUBNET STRATA_LAUNCH=$launch
