@@ -177,6 +177,9 @@ static void disk(coord_t *c, coord_text *t)
     sample(t, "strata_output_write_errors_total", NULL, NULL, c->write_errors);
     family(t, "strata_output_writes_pending", "gauge", "PNGs with the writer threads.");
     sample(t, "strata_output_writes_pending", NULL, NULL, c->writes);
+    family(t, "strata_output_writes_held", "gauge",
+           "PNGs held in memory: their disk cannot take them now (their jobs are stalled).");
+    sample(t, "strata_output_writes_held", NULL, NULL, coord_writer_held(c->writer, NULL, NULL));
 }
 
 void coord_metrics_text(coord_t *c, coord_text *t)
