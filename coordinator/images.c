@@ -63,12 +63,13 @@ void coord_job_check_end(coord_t *c, coord_job *j)
 void coord_job_image_end(coord_t *c, coord_job *j, uint32_t image, coord_spool_ref *spool, int ok,
                          const char *reason)
 {
-    if (!ok) {
+    if (ok) {
+        coord_job_image_written(j, image);
+    } else {
         if (coord_job_fail_image(j, image, reason) < 0)
             coord_log(c, 1, "job %s image %u: reason not kept (out of memory)", j->id, image);
         coord_log(c, 1, "job %s image %u failed: %s", j->id, image, reason);
     }
-    if (ok) coord_job_image_written(j, image);
     coord_state_image(c, j, image, spool, ok, reason);
     coord_job_image_finished(j, ok);
 }
