@@ -27,7 +27,11 @@ static const struct field hello_f[] = {
     REQ(struct proto_hello, pid, F_U32),        REQ(struct proto_hello, host, F_STR),
     OPT(struct proto_hello, model_hash, F_STR),
 };
-static const struct field ready_f[] = {REQ(struct proto_ready, credits, F_U32)};
+static const struct field ready_f[] = {
+    REQ(struct proto_ready, capacity, F_U32),
+    REQ(struct proto_ready, received, F_U32),
+    OPTZ(struct proto_ready, draining, F_BOOL),
+};
 static const struct field result_f[] = {
     REQ(struct proto_result, task, F_U64),      REQ(struct proto_result, attempt, F_U32),
     REQ(struct proto_result, ok, F_BOOL),       OPT(struct proto_result, error, F_STR),

@@ -13,7 +13,11 @@
  *
  *   worker -> coordinator
  *     HELLO        worker:str level:str slots:uint ranks:uint pid:uint host:str [model_hash:str]
- *     READY        credits:uint                        (the worker can take that many more TASKs)
+ *     READY        capacity:uint received:uint [draining:bool]
+ *                  capacity: the TASKs the worker can take now (absolute, not added to earlier
+ *                  READYs); received: the TASKs it got since its WELCOME; draining (false when
+ *                  absent): it takes no more TASKs, finishes what it holds, then says BYE.
+ *                  Sent when its capacity changes and again every heartbeat while it holds none.
  *     RESULT       task:uint64 attempt:uint ok:bool elapsed_ms:uint64
  *                  output:tensor (required when ok)   error:str (required when !ok)
  *     HEARTBEAT    (no fields)
@@ -200,8 +204,13 @@ struct proto_hello {
     uint32_t slots, ranks, pid;
 };
 
+/* READY: the worker's state, absolute, so that a lost READY costs nothing and a lost TASK shows:
+ * the coordinator's count of TASKs sent on the registration above received, while the worker
+ * holds none, is a TASK that never arrived (docs/design.md section 5). */
 struct proto_ready {
-    uint32_t credits;
+    uint32_t capacity; /* TASKs it can take now (0 while loading, busy or draining) */
+    uint32_t received; /* TASKs received on this registration (since its WELCOME) */
+    bool draining;     /* it takes no more TASKs, finishes the one it holds and leaves with BYE */
 };
 
 struct proto_result {

@@ -210,6 +210,9 @@ typedef struct worker_opts {
     const char *model;
     /* set (e.g. by a signal handler) to stop as on SHUTDOWN; may be NULL */
     volatile sig_atomic_t *stop;
+    /* set (SIGTERM) to drain: take no new task, finish the one held, send its RESULT, say
+     * BYE and return 0; may be NULL */
+    volatile sig_atomic_t *drain;
 } worker_opts;
 
 /* Serve the coordinator until SHUTDOWN or *stop: HELLO, WELCOME, load the model once, then

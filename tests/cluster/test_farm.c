@@ -96,9 +96,9 @@ static void farm_stop(farm *f)
         kill(f->coord, SIGTERM);
         waitpid(f->coord, NULL, 0);
     }
-    /* workers leave on the coordinator's SHUTDOWN; SIGTERM asks the same of any left */
+    /* workers leave on the coordinator's SHUTDOWN; SIGINT asks the same of any left */
     for (int i = 0; i < f->nworkers; i++)
-        kill(f->workers[i], SIGTERM);
+        if (f->workers[i] > 0) kill(f->workers[i], SIGINT);
     for (int i = 0; i < f->nworkers; i++)
         waitpid(f->workers[i], NULL, 0);
 }

@@ -251,7 +251,7 @@ TEST_TIMEOUT(farm_coordinator_killed_resumes_from_state, 300)
     int waited = coord > 0 ? test_run_strata(again, err, sizeof err, NULL, 0) : -1;
     stop(coord, SIGTERM);
     for (int i = 0; i < 3; i++)
-        stop(w[i], SIGTERM);
+        stop(w[i], SIGINT);
     CHECKF(rc == 0, "submit: %s", err);
     CHECKF(mid == 0 && written < IMAGES, "%d images written before the kill", written);
     CHECK(torn == 0 && coord > 0);
@@ -411,7 +411,7 @@ TEST_TIMEOUT(coordinator_full_state_refuses_new_jobs_and_loses_none, 200)
     int refused = up ? test_run_strata(second, err2, sizeof err2, NULL, 0) : -1;
     stop(coord, SIGTERM);
     for (int i = 0; i < 3; i++)
-        stop(w[i], SIGTERM);
+        stop(w[i], SIGINT);
     CHECKF(up, "the coordinator did not start on a tmpfs (%s): %s", line, log);
     CHECKF(first == 0, "the job accepted before the state filled: exit %d: %s", first, err);
     char *text;

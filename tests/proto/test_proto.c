@@ -143,9 +143,15 @@ TEST(proto_roundtrip_worker_messages)
           out.hello.ranks == 2 && out.hello.pid == 31337);
     proto_msg_free(&out);
 
-    in = (proto_msg){.type = PROTO_READY, .ready.credits = 3};
+    in = (proto_msg){.type = PROTO_READY, .ready = {.capacity = 3, .received = 7}};
     CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
-    CHECK(out.type == PROTO_READY && out.ready.credits == 3);
+    CHECK(out.type == PROTO_READY && out.ready.capacity == 3 && out.ready.received == 7 &&
+          !out.ready.draining);
+    proto_msg_free(&out);
+    in = (proto_msg){.type = PROTO_READY, .ready = {.received = 9, .draining = true}};
+    CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
+    CHECK(out.type == PROTO_READY && out.ready.capacity == 0 && out.ready.received == 9 &&
+          out.ready.draining);
     proto_msg_free(&out);
 
     float px[2 * 3 * 4];
@@ -386,19 +392,39 @@ TEST(proto_wrong_type_is_named)
 
     /* a uint field over 32 bits, and a negative one */
     mp_init(&m);
-    msgpack_pack_map(&m.pk, 3);
+    msgpack_pack_map(&m.pk, 4);
     mp_kv_u(&m, "v", 1);
     mp_kv_s(&m, "type", "READY");
-    mp_kv_u(&m, "credits", 1ull << 32);
+    mp_kv_u(&m, "capacity", 1ull << 32);
+    mp_kv_u(&m, "received", 0);
     CHECK(mp_decode(&m, &out, &e) == ERR_VALUE);
-    CHECKF(strstr(e.msg, "READY: field 'credits': 4294967296 is out of range"), "%s", e.msg);
+    CHECKF(strstr(e.msg, "READY: field 'capacity': 4294967296 is out of range"), "%s", e.msg);
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 4);
+    mp_kv_u(&m, "v", 1);
+    mp_kv_s(&m, "type", "READY");
+    mp_kv_u(&m, "capacity", 1);
+    mp_str(&m, "received");
+    msgpack_pack_int64(&m.pk, -1);
+    CHECK(mp_decode(&m, &out, &e) == ERR_TYPE);
+    /* READY as it was (credits only): its count of TASKs received is missing */
     mp_init(&m);
     msgpack_pack_map(&m.pk, 3);
     mp_kv_u(&m, "v", 1);
     mp_kv_s(&m, "type", "READY");
-    mp_str(&m, "credits");
-    msgpack_pack_int64(&m.pk, -1);
+    mp_kv_u(&m, "credits", 1);
+    CHECK(mp_decode(&m, &out, &e) == ERR_MISSING);
+    CHECKF(strstr(e.msg, "READY: field 'capacity': missing"), "%s", e.msg);
+    /* draining must be a bool */
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 5);
+    mp_kv_u(&m, "v", 1);
+    mp_kv_s(&m, "type", "READY");
+    mp_kv_u(&m, "capacity", 0);
+    mp_kv_u(&m, "received", 2);
+    mp_kv_u(&m, "draining", 1);
     CHECK(mp_decode(&m, &out, &e) == ERR_TYPE);
+    CHECKF(strstr(e.msg, "READY: field 'draining': expected"), "%s", e.msg);
 
     /* a nested field: the path names the item */
     mp_init(&m);

@@ -86,9 +86,10 @@ typedef struct coord_fake {
     proto_rid worker;
     pid_t pid;
     int errfd;
-    int echo;       /* answer each HEARTBEAT with one (a live coordinator) */
-    int heartbeats; /* HEARTBEATs seen */
-    char err[8192]; /* the child's stderr, once it exited */
+    int echo;                 /* answer each HEARTBEAT with one (a live coordinator) */
+    int heartbeats;           /* HEARTBEATs seen */
+    struct proto_ready ready; /* the last READY seen */
+    char err[8192];           /* the child's stderr, once it exited */
 } coord_fake;
 
 static int coord_open(coord_fake *c)
@@ -116,7 +117,8 @@ static int coord_spawn(coord_fake *c, const char *level, const char *const *extr
 }
 
 /* Receive until a message of type arrives (into m; the caller frees it), counting HEARTBEATs
- * on the way. Any other message, or none in timeout_ms, is a failure (-1). */
+ * on the way and passing the READYs an idle worker sends each heartbeat (the last one is kept in
+ * c->ready). Any other message, or none in timeout_ms, is a failure (-1). */
 static int coord_expect(coord_fake *c, enum proto_type type, int timeout_ms, proto_msg *m)
 {
     long long deadline = clock_now_ms() + timeout_ms;
@@ -127,21 +129,23 @@ static int coord_expect(coord_fake *c, enum proto_type type, int timeout_ms, pro
             fprintf(stderr, "    waiting for %s: %s\n", proto_type_name(type), e.msg);
             return -1;
         }
+        if (m->type == PROTO_READY) c->ready = m->ready;
         if (m->type == type) return 0;
-        if (m->type != PROTO_HEARTBEAT) {
+        if (m->type != PROTO_HEARTBEAT && m->type != PROTO_READY) {
             fprintf(stderr, "    waiting for %s, got %s\n", proto_type_name(type),
                     proto_type_name(m->type));
             proto_msg_free(m);
             return -1;
         }
-        c->heartbeats++;
+        c->heartbeats += m->type == PROTO_HEARTBEAT;
         proto_msg_free(m);
         proto_msg hb = {.type = PROTO_HEARTBEAT};
         if (c->echo && proto_send(c->router, &c->worker, &hb, &e)) return -1;
     }
 }
 
-/* Receive until n more HEARTBEATs arrived; anything else, or a timeout, is a failure. */
+/* Receive until n more HEARTBEATs arrived (an idle worker's READYs pass); anything else, or a
+ * timeout, is a failure. */
 static int coord_heartbeats(coord_fake *c, int n, int timeout_ms)
 {
     long long deadline = clock_now_ms() + timeout_ms;
@@ -150,10 +154,10 @@ static int coord_heartbeats(coord_fake *c, int n, int timeout_ms)
         strata_err e = {0};
         long long left = deadline - clock_now_ms();
         if (left < 0 || proto_recv(c->router, &c->worker, &m, (int)left, &e)) return -1;
-        int hb = m.type == PROTO_HEARTBEAT;
+        int hb = m.type == PROTO_HEARTBEAT, ready = m.type == PROTO_READY;
         proto_msg_free(&m);
-        if (!hb) return -1;
-        c->heartbeats++;
+        if (!hb && !ready) return -1;
+        c->heartbeats += hb;
     }
     return 0;
 }
@@ -205,7 +209,7 @@ static int coord_welcome(coord_fake *c, const char *level, const proto_level_con
     if (!ok) return -1;
     proto_msg w = {.type = PROTO_WELCOME, .welcome = {.config = *config}};
     if (coord_send(c, &w) || coord_expect(c, PROTO_READY, WAIT_MS, &m)) return -1;
-    ok = m.ready.credits == 1;
+    ok = m.ready.capacity == 1 && m.ready.received == 0 && !m.ready.draining;
     proto_msg_free(&m);
     return ok ? 0 : -1;
 }
@@ -377,11 +381,14 @@ TEST(worker_loop_refine_resize_and_failures)
     proto_msg_free(&r);
     CHECKF(same, "the resized image differs");
 
-    /* SIGTERM stops it as SHUTDOWN does */
+    /* it counted the five TASKs; SIGTERM while it holds none: READY draining, BYE at once */
+    CHECKF(c.ready.received == 5 && c.ready.capacity == 1, "READY received %u capacity %u",
+           c.ready.received, c.ready.capacity);
     proto_msg bye;
     CHECK(kill(c.pid, SIGTERM) == 0);
     CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &bye) == 0);
     proto_msg_free(&bye);
+    CHECKF(c.ready.draining && c.ready.capacity == 0, "no READY draining before BYE");
     int code = coord_wait_exit(&c, WAIT_MS);
     CHECKF(code == 0, "exit %d: %s", code, c.err);
     coord_close(&c);
@@ -419,7 +426,7 @@ TEST(worker_loop_heartbeats_during_a_slow_task)
     coord_close(&c);
 }
 
-TEST(worker_loop_sigterm_abandons_a_running_level)
+TEST(worker_loop_sigint_abandons_a_running_level)
 {
     /* 1000 steps at 128x128: minutes of work, still running when the signal comes */
     level_setup s = {GEN_MODEL, "generate", 0, 128, 1000, 0, 100, 100, 1.0};
@@ -434,12 +441,49 @@ TEST(worker_loop_sigterm_abandons_a_running_level)
     /* two heartbeats after the TASK: it reached the compute thread, and the loop still beats */
     CHECK(coord_heartbeats(&c, 2, WAIT_MS) == 0);
     long long t0 = clock_now_ms();
-    CHECK(kill(c.pid, SIGTERM) == 0);
+    CHECK(kill(c.pid, SIGINT) == 0);
     CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &m) == 0);
     proto_msg_free(&m);
     int code = coord_wait_exit(&c, WAIT_MS);
     CHECKF(code == 0, "exit %d: %s", code, c.err);
     CHECKF(clock_now_ms() - t0 < 10000, "the stop took %lld ms", clock_now_ms() - t0);
+    coord_close(&c);
+}
+
+/* SIGTERM mid-task drains: READY says so at once, a TASK sent after it is not taken, the task
+ * held is finished and its RESULT sent, then BYE and exit 0. */
+TEST(worker_loop_sigterm_drains_the_task_held)
+{
+    level_setup s = {"no-model-in-stub-mode", "generate", 0, 16, 2, 0, 200, 50, 1.0};
+    const char *extra[] = {"--stub-ms", "1500", NULL};
+    coord_fake c;
+    proto_level_config config;
+    proto_msg m;
+    level_config(&s, &config);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", extra) == 0);
+    CHECK(coord_welcome(&c, "l16", &config) == 0);
+    proto_msg task = task_msg(61, 1, "l16", 4, 0, -1), late = task_msg(62, 1, "l16", 4, 1, -1);
+    CHECK(coord_send(&c, &task) == 0);
+    /* a heartbeat after the TASK: it is at the compute thread (an idle worker sends READY) */
+    CHECK(coord_heartbeats(&c, 1, WAIT_MS) == 0);
+    CHECK(kill(c.pid, SIGTERM) == 0);
+    CHECK(coord_expect(&c, PROTO_READY, WAIT_MS, &m) == 0);
+    int said = m.ready.draining && m.ready.capacity == 0 && m.ready.received == 1;
+    proto_msg_free(&m);
+    CHECKF(said, "READY after SIGTERM: draining %d capacity %u received %u", c.ready.draining,
+           c.ready.capacity, c.ready.received);
+    CHECK(coord_send(&c, &late) == 0);
+    CHECK(coord_expect(&c, PROTO_RESULT, WAIT_MS, &m) == 0);
+    int ok = m.result.ok && m.result.task == 61;
+    proto_msg_free(&m);
+    CHECKF(ok, "%s", "the task held was not finished");
+    /* BYE next: coord_expect fails on any RESULT (the late TASK's) on the way */
+    CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    CHECKF(c.ready.draining && c.ready.received == 1, "received %u", c.ready.received);
+    int code = coord_wait_exit(&c, WAIT_MS);
+    CHECKF(code == 0, "exit %d: %s", code, c.err);
+    CHECKF(strstr(c.err, "draining") && strstr(c.err, "not taken"), "stderr: %s", c.err);
     coord_close(&c);
 }
 
