@@ -13,16 +13,16 @@
 #include <unistd.h>
 
 static const char worker_help[] =
-    "usage: strata worker --level NAME --connect ENDPOINT [--threads N] [--id ID]\n"
-    "                     [--stub-ms MS] [--model DIR | --pipeline FILE] [--key FILE --server-key "
+    "usage: strata worker --level NAME --connect ENDPOINT (--model DIR | --pipeline FILE)\n"
+    "                     [--threads N] [--id ID] [--stub-ms MS] [--key FILE --server-key "
     "FILE.pub]\n"
     "                     [--verbose]\n\n"
     "Serves one level of a cascade for the coordinator at ENDPOINT (its worker socket, e.g.\n"
-    "tcp://host:5555): says HELLO, takes the level's settings from the WELCOME, loads the\n"
-    "model once, then runs one task at a time, heartbeating while it computes. It reconnects\n"
-    "by itself when the coordinator restarts, and exits 0 on SHUTDOWN or SIGINT. SIGTERM drains\n"
-    "it: no new task, the one it runs is finished and its result sent, then exit 0 (a second\n"
-    "SIGTERM stops at once).\n"
+    "tcp://host:5555): says HELLO, takes the level's settings from the WELCOME, loads its\n"
+    "model (--model, or the level's in --pipeline) once, then runs one task at a time,\n"
+    "heartbeating while it computes. It reconnects by itself when the coordinator restarts,\n"
+    "and exits 0 on SHUTDOWN or SIGINT. SIGTERM drains it: no new task, the one it runs is\n"
+    "finished and its result sent, then exit 0 (a second SIGTERM stops at once).\n"
     "Started under mpirun -np R, the R processes are one worker: rank 0 speaks to the\n"
     "coordinator, every rank computes a block of the level's tiles (same bytes at any R).\n\n"
     "  --level NAME       the level served (e.g. l128)\n"
@@ -31,9 +31,9 @@ static const char worker_help[] =
     "  --id ID            worker id (default HOST-PID)\n"
     "  --stub-ms MS       for farm benchmarks: load no model; each task takes MS ms and returns\n"
     "                     the cond scaled up (nearest neighbour) or a flat grey from the seed\n"
-    "  --model DIR        the level's model directory on this host: HELLO carries its SHA-256\n"
-    "                     (a coordinator whose model differs refuses the worker, exit 2) and\n"
-    "                     it is loaded instead of the coordinator's path\n"
+    "  --model DIR        the level's model directory on this host (this or --pipeline is\n"
+    "                     required: the coordinator sends no path): HELLO carries its SHA-256\n"
+    "                     and a coordinator whose model differs refuses the worker (exit 2)\n"
     "  --pipeline FILE    find the level's model in this pipeline file (as --model)\n"
     "  --key FILE         this worker's CURVE secret key (strata keygen); default $STRATA_KEY\n"
     "  --server-key FILE.pub  the coordinator's public key; default $STRATA_SERVER_KEY\n"
@@ -150,6 +150,11 @@ int cmd_worker(int argc, char **argv)
     o.key = keys.curve.secret_key;
     o.server_key = keys.curve.server_key;
     if (worker_pipeline_file && (rc = worker_model_from_pipeline(&o))) return rc;
+    /* WELCOME carries the model's hash, not the coordinator's path: the worker finds it here */
+    if (!o.model && o.stub_ms < 0)
+        return cli_usage("worker", "%s",
+                         "the level's model: say --model DIR or --pipeline FILE (the pipeline "
+                         "file that names it)");
     worker_catch_signals();
     o.stop = &worker_stop_flag;
     o.drain = &worker_drain_flag;

@@ -44,13 +44,13 @@ static void send_to_worker(coord_t *c, const proto_rid *to, const proto_msg *m, 
         coord_log(c, 1, "%s to worker %s not sent: %s", proto_type_name(m->type), name, e.msg);
 }
 
-/* WELCOME: the settings of level i, the contract with the worker. */
+/* WELCOME: the settings of level i, the contract with the worker, and the model's hash; no
+ * path of this host's (the worker finds the model itself). */
 static void send_welcome(coord_t *c, const proto_rid *to, int i, const char *name)
 {
     const level_spec *l = &c->pipe.levels[i];
     proto_msg m = {.type = PROTO_WELCOME,
-                   .welcome.config = {.model = l->model,
-                                      .kind = l->kind,
+                   .welcome.config = {.kind = l->kind,
                                       .index = (uint32_t)i,
                                       .side = l->side,
                                       .steps = l->steps,

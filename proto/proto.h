@@ -23,7 +23,7 @@
  *     HEARTBEAT    (no fields)
  *     BYE          (no fields)
  *   coordinator -> worker
- *     WELCOME      config:level config                 (the level's settings: model, steps, ...)
+ *     WELCOME      config:level config                 (the level's settings: kind, steps, ...)
  *     TASK         task:uint64 attempt:uint job:str image:uint seed:uint64 level:str
  *                  level_index:uint class_label:int (-1: none) [cond:tensor] [params:{resize:uint}]
  *     SHUTDOWN     (no fields)
@@ -37,10 +37,13 @@
  *   job entry:   {id:str state:str count:uint done:uint failed:uint levels:[level entry]}
  *   level entry: {name:str queued:uint running:uint done:uint [compute_ms:uint] [ranks:uint]}
  *   tensor:      {dtype:"u8"|"f32" shape:[uint, up to 4] data:bin}, len(data) == prod(shape)*size
- *   level config: {model:str mode:str index:uint side:int steps:int [sampler:str] [eta:num]
+ *   level config: {mode:str index:uint side:int steps:int [sampler:str] [eta:num]
  *                 [noise_level:int] [guidance:num] [tile:int] [overlap:int] [heartbeat_ms:int]
  *                 [liveness:int] [tile_blend:str] [model_hash:str]}
  *                 (mode: a level_kind_name; tile_blend: a tile_blend_name; num: an int or a float)
+ *                 No file path: a worker finds the level's model itself (--model, --pipeline) and
+ *                 model_hash says whether it is the coordinator's. An older coordinator's "model"
+ *                 (its path) is an unknown field, ignored.
  *
  * "uint" fields are 32-bit on both sides (values above 2^32-1 are rejected); uint64 fields and
  * class_label (int32) are as named. A lease is the pair (task, attempt) carried by TASK and
@@ -226,9 +229,8 @@ struct proto_result {
  * fields absent on the wire decode as the defaults shown; the encoder always sends them. Which
  * values a worker can run (ranges) is the worker's to check. */
 typedef struct proto_level_config {
-    const char *model; /* the model directory, resolved by the coordinator */
-    level_kind kind;   /* "mode" on the wire */
-    uint32_t index;    /* the level's position in the pipeline: part of every noise key */
+    level_kind kind; /* "mode" on the wire */
+    uint32_t index;  /* the level's position in the pipeline: part of every noise key */
     int32_t side, steps;
     const char *sampler; /* "" (default): the model's scheduler class */
     float eta;           /* 0 */

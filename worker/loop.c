@@ -84,7 +84,12 @@ static int worker_on_welcome(worker_loop *w, const struct proto_welcome *m, stra
     if (!c) return err_set(e, ERR_NOMEM, "out of memory");
     c->kind = COMPUTE_LOAD;
     int rc = worker_config_from_welcome(&m->config, &c->config, e);
-    if (!rc && w->o->model) snprintf(c->config.model, sizeof c->config.model, "%s", w->o->model);
+    /* WELCOME names no path: the model is the one this worker was started with */
+    if (!rc && w->o->model &&
+        snprintf(c->config.model, sizeof c->config.model, "%s", w->o->model) >=
+            (int)sizeof c->config.model)
+        rc = err_set(e, ERR_INPUT, "--model %.64s...: longer than %zu bytes", w->o->model,
+                     sizeof c->config.model - 1);
     if (rc) {
         compute_cmd_free(c);
         return rc;
@@ -323,6 +328,8 @@ static int worker_open(worker_loop *w, strata_err *e)
     w->pctx = zmq_ctx_new();
     if (!w->zctx || !w->pctx)
         return err_set(e, ERR_RUNTIME, "zmq context: %s", zmq_strerror(zmq_errno()));
+    if (!w->o->model && w->o->stub_ms < 0)
+        return err_set(e, ERR_INPUT, "no model: say --model DIR or --pipeline FILE");
     if (w->o->model && model_hash_dir(w->o->model, w->model_hash, e)) return e->code;
     int rc = worker_link_connect(w->zctx, w->o, w->id, WORKER_SEND_TIMEOUT_MS, &w->dealer, e);
     return rc ? rc : worker_start_compute(w, e);

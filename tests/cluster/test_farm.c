@@ -83,8 +83,15 @@ static int farm_start(farm *f, const char *dir, int pool16, int pool32)
     int rc = read_ready(fds[0], f);
     close(fds[0]);
     for (int i = 0; !rc && i < pool16 + pool32; i++) {
-        char *w[] = {(char *)strata_bin(), "worker",     "--level", i < pool16 ? "l16" : "l32",
-                     "--connect",          f->worker_ep, NULL};
+        char *w[] = {(char *)strata_bin(),
+                     "worker",
+                     "--level",
+                     i < pool16 ? "l16" : "l32",
+                     "--connect",
+                     f->worker_ep,
+                     "--pipeline",
+                     (char *)farm_pipeline,
+                     NULL};
         f->workers[f->nworkers++] = spawn(w, -1, NULL);
     }
     return rc;

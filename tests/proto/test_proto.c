@@ -192,8 +192,7 @@ TEST(proto_roundtrip_coordinator_messages)
 {
     strata_err e = {0};
     proto_msg in = {.type = PROTO_WELCOME}, out;
-    in.welcome.config = (proto_level_config){.model = "models/l32",
-                                             .kind = LEVEL_KIND_DIRECT,
+    in.welcome.config = (proto_level_config){.kind = LEVEL_KIND_DIRECT,
                                              .index = 65535,
                                              .side = 4096,
                                              .steps = -3, /* ranges are the worker's to check */
@@ -207,9 +206,8 @@ TEST(proto_roundtrip_coordinator_messages)
                                              .liveness = 1};
     CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
     const proto_level_config *oc = &out.welcome.config, *ic = &in.welcome.config;
-    CHECK(out.type == PROTO_WELCOME && streq(oc->model, "models/l32") &&
-          oc->kind == LEVEL_KIND_DIRECT && oc->index == 65535 && oc->side == 4096 &&
-          oc->steps == -3 && streq(oc->sampler, "dpm++2m"));
+    CHECK(out.type == PROTO_WELCOME && oc->kind == LEVEL_KIND_DIRECT && oc->index == 65535 &&
+          oc->side == 4096 && oc->steps == -3 && streq(oc->sampler, "dpm++2m"));
     CHECK(oc->eta == ic->eta && oc->noise_level == 100 && oc->guidance == ic->guidance &&
           oc->tile == 512 && oc->overlap == 64 && oc->heartbeat_ms == 600000 && oc->liveness == 1);
     proto_msg_free(&out);
@@ -653,13 +651,9 @@ TEST(proto_encoder_checks)
                                                  .nbytes = PROTO_MAX_FRAME}};
     CHECK(proto_encode(&in, &buf, &len, &e) == ERR_TOO_LARGE && buf == NULL);
 
-    /* WELCOME: its config's required fields, and a kind with a name */
+    /* WELCOME: a kind with a name */
     in = (proto_msg){.type = PROTO_WELCOME,
-                     .welcome.config = {.kind = LEVEL_KIND_REFINE, .side = 32, .steps = 2}};
-    CHECK(proto_encode(&in, &buf, &len, &e) == ERR_MISSING);
-    CHECKF(strcmp(e.msg, "WELCOME: field 'config.model': missing") == 0, "%s", e.msg);
-    in.welcome.config.model = "m";
-    in.welcome.config.kind = LEVEL_KIND_COUNT;
+                     .welcome.config = {.kind = LEVEL_KIND_COUNT, .side = 32, .steps = 2}};
     CHECK(proto_encode(&in, &buf, &len, &e) == ERR_VALUE);
     CHECKF(strcmp(e.msg, "WELCOME: field 'config.mode': not a level kind (3)") == 0, "%s", e.msg);
 }
@@ -686,13 +680,10 @@ static int sample_frames(void *bufs[3], size_t lens[3])
                                           .nbytes = sizeof cond}};
     t.task.params.resize = 300;
     proto_msg s = {.type = PROTO_STATUS_REPLY, .status_reply = {2, jobs}};
-    proto_msg w = {.type = PROTO_WELCOME,
-                   .welcome.config = {.model = "models/l32",
-                                      .kind = LEVEL_KIND_REFINE,
-                                      .side = 128,
-                                      .steps = 30,
-                                      .sampler = "",
-                                      .guidance = 1.5f}};
+    proto_msg w = {
+        .type = PROTO_WELCOME,
+        .welcome.config = {
+            .kind = LEVEL_KIND_REFINE, .side = 128, .steps = 30, .sampler = "", .guidance = 1.5f}};
     const proto_msg *all[3] = {&t, &s, &w};
     for (int i = 0; i < 3; i++)
         if (proto_encode(all[i], &bufs[i], &lens[i], NULL) < 0) return -1;

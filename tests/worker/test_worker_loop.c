@@ -104,11 +104,14 @@ static int coord_open(coord_fake *c)
     return proto_sock_endpoint(c->router, c->ep, sizeof c->ep, &e);
 }
 
-/* Start `strata worker --level LEVEL --connect EP --threads 1 [extra...]`. */
-static int coord_spawn(coord_fake *c, const char *level, const char *const *extra)
+/* Start `strata worker --level LEVEL --connect EP --threads 1 [--model MODEL] [extra...]`
+ * (model NULL: a stub, extra says --stub-ms). */
+static int coord_spawn(coord_fake *c, const char *level, const char *model,
+                       const char *const *extra)
 {
     const char *args[24] = {"worker", "--level", level, "--connect", c->ep, "--threads", "1"};
     int n = 7;
+    if (model) args[n++] = "--model", args[n++] = model;
     for (int i = 0; extra && extra[i] && n < 23; i++)
         args[n++] = extra[i];
     args[n] = NULL;
@@ -231,10 +234,10 @@ typedef struct level_setup {
     double guidance;
 } level_setup;
 
+/* WELCOME's config for s (s->model is the worker's --model, not sent). */
 static void level_config(const level_setup *s, proto_level_config *p)
 {
-    *p = (proto_level_config){.model = s->model,
-                              .index = (uint32_t)s->index,
+    *p = (proto_level_config){.index = (uint32_t)s->index,
                               .side = s->side,
                               .steps = s->steps,
                               .sampler = "",
@@ -312,7 +315,7 @@ TEST(worker_loop_generate_matches_level_run)
     proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_welcome(&c, "l16", &config) == 0);
     proto_msg task = task_msg(11, 1, "l16", 7, 3, 2);
     CHECK(coord_run_task(&c, &task, &r) == 0);
@@ -345,7 +348,7 @@ TEST(worker_loop_refine_resize_and_failures)
     proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l32", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l32", s.model, NULL) == 0);
     CHECK(coord_welcome(&c, "l32", &config) == 0);
     proto_msg task = task_msg(21, 1, "l32", 5, 9, -1);
     /* no cond: the task fails, the worker goes on */
@@ -402,7 +405,7 @@ TEST(worker_loop_heartbeats_during_a_slow_task)
     proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", extra) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL, extra) == 0);
     CHECK(coord_welcome(&c, "l16", &config) == 0);
     proto_msg task = task_msg(31, 1, "l16", 4, 0, -1);
     c.heartbeats = 0;
@@ -434,7 +437,7 @@ TEST(worker_loop_sigint_abandons_a_running_level)
     proto_level_config config;
     proto_msg m;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l128", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l128", s.model, NULL) == 0);
     CHECK(coord_welcome(&c, "l128", &config) == 0);
     proto_msg task = task_msg(51, 1, "l128", 1, 0, -1);
     CHECK(coord_send(&c, &task) == 0);
@@ -460,7 +463,7 @@ TEST(worker_loop_sigterm_drains_the_task_held)
     proto_level_config config;
     proto_msg m;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", extra) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL, extra) == 0);
     CHECK(coord_welcome(&c, "l16", &config) == 0);
     proto_msg task = task_msg(61, 1, "l16", 4, 0, -1), late = task_msg(62, 1, "l16", 4, 1, -1);
     CHECK(coord_send(&c, &task) == 0);
@@ -498,7 +501,7 @@ TEST(worker_loop_says_hello_again_after_coordinator_silence)
     proto_level_config config;
     proto_msg m;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_welcome(&c, "l16", &config) == 0);
     /* a silent coordinator (no heartbeats back): after 3 x 100 ms the worker says HELLO */
     c.echo = 0;
@@ -521,12 +524,13 @@ TEST(worker_loop_says_hello_again_after_coordinator_silence)
 
 TEST(worker_loop_bad_welcome_exits_2)
 {
-    level_setup s = {"/nonexistent/strata-model", "generate", 0, 16, 2, 0, 200, 50, 1.0};
+    /* 0 steps: a setting no worker can run */
+    level_setup s = {GEN_MODEL, "generate", 0, 16, 0, 0, 200, 50, 1.0};
     coord_fake c;
     proto_level_config config;
     proto_msg m;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_expect(&c, PROTO_HELLO, WAIT_MS, &m) == 0);
     proto_msg_free(&m);
     proto_msg w = {.type = PROTO_WELCOME, .welcome = {.config = config}};
@@ -536,7 +540,7 @@ TEST(worker_loop_bad_welcome_exits_2)
     int code = coord_wait_exit(&c, WAIT_MS);
     CHECKF(code == 2, "exit %d: %s", code, c.err);
     char *nl = strchr(c.err, '\n');
-    CHECKF(strstr(c.err, "/nonexistent/strata-model") && nl && !nl[1], "stderr: %s", c.err);
+    CHECKF(strstr(c.err, "'steps'") && nl && !nl[1], "stderr: %s", c.err);
     coord_close(&c);
 }
 
@@ -554,7 +558,7 @@ TEST(worker_loop_undecodable_welcome_exits_2)
     char *mode = memmem(buf, len, "generate", 8);
     CHECK(mode);
     mode[3] = '3'; /* "gen3rate": not a level kind */
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_expect(&c, PROTO_HELLO, WAIT_MS, &m) == 0);
     proto_msg_free(&m);
     int sent = zmq_send(c.router, c.worker.id, c.worker.len, ZMQ_SNDMORE) >= 0 &&
@@ -582,8 +586,24 @@ TEST(worker_loop_usage_errors_exit_2)
     const char *stub[] = {"worker",    "--level", "l", "--connect", "tcp://127.0.0.1:1",
                           "--stub-ms", "x",       NULL};
     CHECK(test_run_strata(stub, err, sizeof err, NULL, 0) == 2 && strstr(err, "--stub-ms"));
-    const char *endpoint[] = {"worker", "--level", "l", "--connect", "nowhere", NULL};
+    const char *endpoint[] = {"worker",  "--level",   "l", "--connect",
+                              "nowhere", "--stub-ms", "0", NULL};
     CHECK(test_run_strata(endpoint, err, sizeof err, NULL, 0) == 2 && strstr(err, "--connect"));
+    /* WELCOME names no model path: the worker must be told where its model is */
+    const char *nomodel[] = {"worker", "--level", "l", "--connect", "tcp://127.0.0.1:1", NULL};
+    CHECK(test_run_strata(nomodel, err, sizeof err, NULL, 0) == 2 && strstr(err, "--model") &&
+          strstr(err, "--pipeline"));
+    const char *missing[] = {"worker",
+                             "--level",
+                             "l",
+                             "--connect",
+                             "tcp://127.0.0.1:1",
+                             "--model",
+                             "/nonexistent/strata-model",
+                             NULL};
+    CHECKF(test_run_strata(missing, err, sizeof err, NULL, 0) == 2 &&
+               strstr(err, "/nonexistent/strata-model"),
+           "%s", err);
     const char *help[] = {"worker", "--help", NULL};
     CHECK(test_run_strata(help, err, sizeof err, out, sizeof out) == 0);
     CHECK(strstr(out, "farm benchmarks") && strstr(out, "--stub-ms"));
@@ -597,7 +617,7 @@ TEST(worker_loop_config_from_welcome)
     strata_err e = {0};
     level_config(&s, &p);
     CHECKF(worker_config_from_welcome(&p, &c, &e) == 0, "%s", e.msg);
-    CHECK(!strcmp(c.model, GEN_MODEL) && c.level.kind == LEVEL_KIND_REFINE);
+    CHECK(!c.model[0] && c.level.kind == LEVEL_KIND_REFINE); /* the worker's own, not WELCOME's */
     CHECK(c.level.index == 2 && c.level.side == 64 && c.level.steps == 10);
     CHECK(c.level.noise_level == 100 && c.level.guidance == 3.0f && c.heartbeat_ms == 500);
     CHECK(c.liveness == 4 && c.sampler[0] == 0 && c.level.tile_blend == TILE_BLEND_STEP);
@@ -622,8 +642,6 @@ TEST(worker_loop_config_from_welcome)
     CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'eta'"));
     q = p, q.sampler = "a-sampler-name-too-long";
     CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'sampler'"));
-    q = p, q.model = NULL;
-    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'model'"));
     q = p, q.tile_blend = "final";
     CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'tile_blend'"));
 }
@@ -660,7 +678,7 @@ TEST(worker_loop_stub_refine_scales_the_cond)
     proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l8", extra) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l8", NULL, extra) == 0);
     CHECK(coord_welcome(&c, "l8", &config) == 0);
     proto_msg task = task_msg(61, 1, "l8", 4, 0, -1);
     task.task.cond = rgb_tensor(cond, 4);
@@ -673,8 +691,8 @@ TEST(worker_loop_stub_refine_scales_the_cond)
     coord_close(&c);
 }
 
-/* WELCOME's model_hash is the coordinator's copy of the level's model: a worker whose files at
- * that path differ stops with exit 2 naming both hashes; the right hash serves. */
+/* WELCOME's model_hash is the coordinator's copy of the level's model: a worker whose --model
+ * files differ stops with exit 2 naming both hashes; the right hash serves. */
 TEST(worker_loop_model_hash_differs_exits_2)
 {
     level_setup s = {GEN_MODEL, "generate", 0, 16, 2, 0, 200, 50, 1.0};
@@ -687,12 +705,12 @@ TEST(worker_loop_model_hash_differs_exits_2)
     proto_msg m;
     level_config(&s, &config);
     config.model_hash = good;
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_welcome(&c, "l16", &config) == 0);
     CHECK(coord_shutdown(&c) == 0);
     coord_close(&c);
     config.model_hash = bad;
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_expect(&c, PROTO_HELLO, WAIT_MS, &m) == 0);
     proto_msg_free(&m);
     proto_msg w = {.type = PROTO_WELCOME, .welcome = {.config = config}};
