@@ -156,6 +156,7 @@ void coord_registry_lost_forgiven(coord_registry_t *r, uint32_t i)
 void coord_registry_set_gap(coord_registry_t *r, uint32_t i, long long ms)
 {
     r->w[i].gap_ms = ms;
+    r->w[i].gap_sent = r->w[i].sent;
 }
 
 void coord_registry_lease_end(coord_registry_t *r, uint32_t serial)

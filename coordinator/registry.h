@@ -36,6 +36,7 @@ typedef struct coord_worker {
     int parked;        /* a send to it failed: no credits until the next tick */
     int draining;      /* it said so in READY: it gets nothing more */
     long long gap_ms;  /* when a READY first showed it idle with received < sent; 0: none */
+    uint32_t gap_sent; /* sent then: a TASK sent since starts the wait again */
     uint32_t running;  /* tasks leased to it */
     uint32_t ranks;    /* HELLO's: the MPI ranks it is made of (1: one process) */
     char key[PROTO_KEY_LEN + 1]; /* the CURVE key it registered with ("" without CURVE) */
@@ -83,7 +84,8 @@ void coord_registry_ready(coord_registry_t *r, uint32_t i, uint32_t capacity, ui
 void coord_registry_lease(coord_registry_t *r, uint32_t i);
 /* The TASKs sent to worker i that it never received were re-queued: sent becomes received. */
 void coord_registry_lost_forgiven(coord_registry_t *r, uint32_t i);
-/* When a READY first showed worker i idle with TASKs missing (0: it does not any more). */
+/* When a READY first showed worker i idle with TASKs missing, with the count sent then (ms 0:
+ * it does not any more). */
 void coord_registry_set_gap(coord_registry_t *r, uint32_t i, long long ms);
 /* A task leased to the worker with this serial ended; nothing when it is gone. */
 void coord_registry_lease_end(coord_registry_t *r, uint32_t serial);

@@ -147,10 +147,10 @@ static void on_hello(coord_t *c, const proto_rid *from, const char *user,
 }
 
 /* TASKs sent to worker w that it never received: its READY says it holds none (capacity ==
- * slots) and counts fewer TASKs received than were sent, on two READYs half a heartbeat apart
- * or more (a TASK sent just before a READY left is not lost: it shows on the next one). Its
- * leases then all name tasks it does not hold: they go back to the queue at once, as neither a
- * failure nor a loss, and the counts agree again. */
+ * slots) and counts fewer TASKs received than were sent, and still does a heartbeat later with
+ * nothing sent in between (a TASK on its way when a READY left shows on the next one; an idle
+ * worker sends one every heartbeat). Its leases then all name tasks it does not hold: they go
+ * back to the queue at once, as neither a failure nor a loss, and the counts agree again. */
 static void find_lost_tasks(coord_t *c, int w, const struct proto_ready *r, long long now)
 {
     const coord_worker *wk = coord_registry_at(c->workers, (uint32_t)w);
@@ -158,10 +158,11 @@ static void find_lost_tasks(coord_t *c, int w, const struct proto_ready *r, long
         coord_registry_set_gap(c->workers, (uint32_t)w, 0);
         return;
     }
-    if (!wk->gap_ms || now - wk->gap_ms < c->o.heartbeat_ms / 2) {
-        if (!wk->gap_ms) coord_registry_set_gap(c->workers, (uint32_t)w, now);
+    if (!wk->gap_ms || wk->gap_sent != wk->sent) {
+        coord_registry_set_gap(c->workers, (uint32_t)w, now);
         return;
     }
+    if (now - wk->gap_ms < c->o.heartbeat_ms) return;
     char why[160];
     snprintf(why, sizeof why, "worker %s received %u of the %u TASKs sent to it", wk->name,
              r->received, wk->sent);
