@@ -490,6 +490,33 @@ TEST(worker_loop_sigterm_drains_the_task_held)
     coord_close(&c);
 }
 
+/* A second SIGTERM while draining stops at once: the 60 s task is abandoned, BYE, exit 0 (well
+ * within WAIT_MS, which a worker finishing its task would overrun). */
+TEST(worker_loop_second_sigterm_stops_at_once)
+{
+    level_setup s = {"no-model-in-stub-mode", "generate", 0, 16, 2, 0, 200, 50, 1.0};
+    const char *extra[] = {"--stub-ms", "60000", NULL};
+    coord_fake c;
+    proto_level_config config;
+    proto_msg m;
+    level_config(&s, &config);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL, extra) == 0);
+    CHECK(coord_welcome(&c, "l16", &config) == 0);
+    proto_msg task = task_msg(71, 1, "l16", 4, 0, -1);
+    CHECK(coord_send(&c, &task) == 0);
+    CHECK(coord_heartbeats(&c, 1, WAIT_MS) == 0);
+    CHECK(kill(c.pid, SIGTERM) == 0);
+    /* the first one was taken (two signals sent at once could merge into one) */
+    CHECK(coord_expect(&c, PROTO_READY, WAIT_MS, &m) == 0 && m.ready.draining);
+    proto_msg_free(&m);
+    CHECK(kill(c.pid, SIGTERM) == 0);
+    CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    int code = coord_wait_exit(&c, WAIT_MS);
+    CHECKF(code == 0, "exit %d: %s", code, c.err);
+    coord_close(&c);
+}
+
 TEST(worker_loop_says_hello_again_after_coordinator_silence)
 {
     level_setup s = {GEN_MODEL, "generate", 0, 16, 2, 0, 100, 3, 1.0};
