@@ -433,9 +433,10 @@ static void stop_farm(render_farm *f)
 {
     if (f->coord > 0) kill(f->coord, SIGTERM);
     reap(f->coord, RENDER_STOP_MS);
-    /* most workers already left on SHUTDOWN; SIGTERM is the same request for the rest */
+    /* most workers already left on SHUTDOWN; SIGINT is the same request for the rest (SIGTERM
+     * would let a worker finish its task first) */
     for (int i = 0; i < f->nworkers; i++)
-        kill(f->workers[i].pid, SIGTERM);
+        kill(f->workers[i].pid, SIGINT);
     for (int i = 0; i < f->nworkers; i++)
         reap(f->workers[i].pid, RENDER_STOP_MS);
 }

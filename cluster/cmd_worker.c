@@ -13,14 +13,16 @@
 #include <unistd.h>
 
 static const char worker_help[] =
-    "usage: strata worker --level NAME --connect ENDPOINT [--threads N] [--id ID]\n"
-    "                     [--stub-ms MS] [--model DIR | --pipeline FILE] [--key FILE --server-key "
+    "usage: strata worker --level NAME --connect ENDPOINT (--model DIR | --pipeline FILE)\n"
+    "                     [--threads N] [--id ID] [--stub-ms MS] [--key FILE --server-key "
     "FILE.pub]\n"
     "                     [--verbose]\n\n"
     "Serves one level of a cascade for the coordinator at ENDPOINT (its worker socket, e.g.\n"
-    "tcp://host:5555): says HELLO, takes the level's settings from the WELCOME, loads the\n"
-    "model once, then runs one task at a time, heartbeating while it computes. It reconnects\n"
-    "by itself when the coordinator restarts, and exits 0 on SHUTDOWN, SIGTERM or SIGINT.\n"
+    "tcp://host:5555): says HELLO, takes the level's settings from the WELCOME, loads its\n"
+    "model (--model, or the level's in --pipeline) once, then runs one task at a time,\n"
+    "heartbeating while it computes. It reconnects by itself when the coordinator restarts,\n"
+    "and exits 0 on SHUTDOWN or SIGINT. SIGTERM drains it: no new task, the one it runs is\n"
+    "finished and its result sent, then exit 0 (a second SIGTERM stops at once).\n"
     "Started under mpirun -np R, the R processes are one worker: rank 0 speaks to the\n"
     "coordinator, every rank computes a block of the level's tiles (same bytes at any R).\n\n"
     "  --level NAME       the level served (e.g. l128)\n"
@@ -29,20 +31,24 @@ static const char worker_help[] =
     "  --id ID            worker id (default HOST-PID)\n"
     "  --stub-ms MS       for farm benchmarks: load no model; each task takes MS ms and returns\n"
     "                     the cond scaled up (nearest neighbour) or a flat grey from the seed\n"
-    "  --model DIR        the level's model directory on this host: HELLO carries its SHA-256\n"
-    "                     (a coordinator whose model differs refuses the worker, exit 2) and\n"
-    "                     it is loaded instead of the coordinator's path\n"
+    "  --model DIR        the level's model directory on this host (this or --pipeline is\n"
+    "                     required: the coordinator sends no path): HELLO carries its SHA-256\n"
+    "                     and a coordinator whose model differs refuses the worker (exit 2)\n"
     "  --pipeline FILE    find the level's model in this pipeline file (as --model)\n"
     "  --key FILE         this worker's CURVE secret key (strata keygen); default $STRATA_KEY\n"
     "  --server-key FILE.pub  the coordinator's public key; default $STRATA_SERVER_KEY\n"
     "  --verbose          log every event to stderr (errors are always logged)\n";
 
-static volatile sig_atomic_t worker_stop_flag;
+static volatile sig_atomic_t worker_stop_flag, worker_drain_flag;
 
+/* The first SIGTERM drains (the task held is finished and its RESULT sent, then exit 0); a
+ * second SIGTERM, or SIGINT, stops at once. */
 static void worker_on_signal(int sig)
 {
-    (void)sig;
-    worker_stop_flag = 1;
+    if (sig == SIGTERM && !worker_drain_flag)
+        worker_drain_flag = 1;
+    else
+        worker_stop_flag = 1;
 }
 
 static const char *worker_key_file, *worker_server_key_file, *worker_pipeline_file;
@@ -126,7 +132,9 @@ static int worker_parse_args(int argc, char **argv, worker_opts *o)
     return 0;
 }
 
-/* SIGINT and SIGTERM stop the worker as SHUTDOWN does. No SA_RESTART: the poll wakes at once. */
+/* SIGTERM drains the worker, SIGINT (or a second SIGTERM) stops it as SHUTDOWN does. No
+ * SA_RESTART: the poll wakes at once. Ranks other than 0 of a group catch them too, so they do
+ * not die mid-task: they stop when rank 0 tells them (worker_group_follow). */
 static void worker_catch_signals(void)
 {
     cli_on_stop_signals(worker_on_signal);
@@ -142,8 +150,14 @@ int cmd_worker(int argc, char **argv)
     o.key = keys.curve.secret_key;
     o.server_key = keys.curve.server_key;
     if (worker_pipeline_file && (rc = worker_model_from_pipeline(&o))) return rc;
+    /* WELCOME carries the model's hash, not the coordinator's path: the worker finds it here */
+    if (!o.model && o.stub_ms < 0)
+        return cli_usage("worker", "%s",
+                         "the level's model: say --model DIR or --pipeline FILE (the pipeline "
+                         "file that names it)");
     worker_catch_signals();
     o.stop = &worker_stop_flag;
+    o.drain = &worker_drain_flag;
     strata_err e = {0};
     int abandoned = 0;
     /* under mpirun -np R: one worker of R ranks; rank 0 speaks to the coordinator */

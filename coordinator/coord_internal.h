@@ -256,6 +256,9 @@ void coord_on_result(coord_t *c, int w, const struct proto_result *r);
 /* A task lost its worker (silence, BYE, re-HELLO): re-queue it in front with a new attempt, or
  * fail the image after max_attempts losses. */
 void coord_task_lost(coord_t *c, uint32_t s, const char *why);
+/* A task its worker never received, or still held when it left after draining: re-queue it in
+ * front with a new attempt, counted neither as a failure nor as a loss. */
+void coord_task_returned(coord_t *c, uint32_t s, const char *why);
 
 /* ---------------------------------------------------------------- workers.c */
 

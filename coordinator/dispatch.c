@@ -220,6 +220,17 @@ static void lease_end(coord_t *c, uint32_t s)
     coord_queue_lease_end(c->queue, s);
 }
 
+/* Slot s, its lease ended, goes back to the front of its queue with a new attempt (a RESULT of
+ * the old one is then not current). */
+static void requeue(coord_t *c, uint32_t s, const char *why)
+{
+    coord_slot *sl = coord_queue_slot(c->queue, s);
+    sl->attempt++;
+    coord_log(c, 1, "task %llu attempt %u re-queued: %s", (unsigned long long)sl->task, sl->attempt,
+              why);
+    enqueue(c, s, 1);
+}
+
 void coord_task_lost(coord_t *c, uint32_t s, const char *why)
 {
     lease_end(c, s);
@@ -233,10 +244,13 @@ void coord_task_lost(coord_t *c, uint32_t s, const char *why)
         coord_image_failed(c, s, reason);
         return;
     }
-    sl->attempt++;
-    coord_log(c, 1, "task %llu attempt %u re-queued: %s", (unsigned long long)sl->task, sl->attempt,
-              why);
-    enqueue(c, s, 1);
+    requeue(c, s, why);
+}
+
+void coord_task_returned(coord_t *c, uint32_t s, const char *why)
+{
+    lease_end(c, s);
+    requeue(c, s, why);
 }
 
 /* Slot s's task failed on worker w: retry elsewhere, or fail the image after max_attempts. */

@@ -78,8 +78,14 @@ int coord_registry_add(coord_registry_t *r, const proto_rid *rid, const char *na
     w->serial = ++r->next_serial;
     w->level = level;
     w->ranks = 1;
+    w->slots = 1;
     w->last_seen_ms = now_ms;
     return (int)r->n++;
+}
+
+void coord_registry_set_slots(coord_registry_t *r, uint32_t i, uint32_t slots)
+{
+    r->w[i].slots = slots ? slots : 1;
 }
 
 void coord_registry_set_ranks(coord_registry_t *r, uint32_t i, uint32_t ranks)
@@ -106,21 +112,51 @@ void coord_registry_remove(coord_registry_t *r, uint32_t i)
     r->w[i] = r->w[--r->n];
 }
 
-void coord_registry_credit(coord_registry_t *r, uint32_t i, uint32_t n)
+/* The credits w's last READY and the TASKs sent since leave it. */
+static uint32_t registry_due(const coord_worker *w)
+{
+    uint32_t on_the_way = w->sent > w->received ? w->sent - w->received : 0, n = 0;
+    if (!w->parked && !w->draining && w->capacity > on_the_way) n = w->capacity - on_the_way;
+    return n > COORD_MAX_CREDITS ? COORD_MAX_CREDITS : n;
+}
+
+/* Worker i's credits recomputed, and the level's total with them. */
+static void registry_recount(coord_registry_t *r, uint32_t i)
 {
     coord_worker *w = &r->w[i];
-    uint32_t room = COORD_MAX_CREDITS - w->credits;
-    if (n > room) n = room;
-    w->credits += n;
-    r->credits[w->level] += n;
+    uint32_t n = registry_due(w);
+    r->credits[w->level] = r->credits[w->level] - w->credits + n;
+    w->credits = n;
+}
+
+void coord_registry_ready(coord_registry_t *r, uint32_t i, uint32_t capacity, uint32_t received,
+                          int draining)
+{
+    coord_worker *w = &r->w[i];
+    w->capacity = capacity;
+    w->received = received;
+    w->draining |= !!draining;
+    registry_recount(r, i);
 }
 
 void coord_registry_lease(coord_registry_t *r, uint32_t i)
 {
-    coord_worker *w = &r->w[i];
-    w->credits--;
-    r->credits[w->level]--;
-    w->running++;
+    r->w[i].sent++;
+    r->w[i].running++;
+    registry_recount(r, i);
+}
+
+void coord_registry_lost_forgiven(coord_registry_t *r, uint32_t i)
+{
+    r->w[i].sent = r->w[i].received;
+    r->w[i].gap_ms = 0;
+    registry_recount(r, i);
+}
+
+void coord_registry_set_gap(coord_registry_t *r, uint32_t i, long long ms)
+{
+    r->w[i].gap_ms = ms;
+    r->w[i].gap_sent = r->w[i].sent;
 }
 
 void coord_registry_lease_end(coord_registry_t *r, uint32_t serial)
@@ -131,18 +167,14 @@ void coord_registry_lease_end(coord_registry_t *r, uint32_t serial)
 
 void coord_registry_park(coord_registry_t *r, uint32_t i)
 {
-    coord_worker *w = &r->w[i];
-    r->credits[w->level] -= w->credits;
-    w->parked += w->credits;
-    w->credits = 0;
+    r->w[i].parked = 1;
+    registry_recount(r, i);
 }
 
 void coord_registry_unpark(coord_registry_t *r, uint32_t i)
 {
-    coord_worker *w = &r->w[i];
-    w->credits += w->parked;
-    r->credits[w->level] += w->parked;
-    w->parked = 0;
+    r->w[i].parked = 0;
+    registry_recount(r, i);
 }
 
 void coord_registry_seen(coord_registry_t *r, uint32_t i, long long now_ms)
@@ -199,5 +231,13 @@ int coord_registry_check(const coord_registry_t *r, strata_err *e)
             return err_set(e, ERR_RUNTIME,
                            "credits: level %d's workers hold %llu credits, its total says %u", l,
                            (unsigned long long)sum[l], r->credits[l]);
+    for (uint32_t i = 0; i < r->n; i++) {
+        const coord_worker *w = &r->w[i];
+        if (w->credits != registry_due(w))
+            return err_set(e, ERR_RUNTIME,
+                           "credits: worker %s holds %u; capacity %u, %u sent and %u received "
+                           "leave %u",
+                           w->name, w->credits, w->capacity, w->sent, w->received, registry_due(w));
+    }
     return 0;
 }

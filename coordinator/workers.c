@@ -1,7 +1,8 @@
-/* Worker messages: HELLO/WELCOME, credits (READY), liveness (HEARTBEAT both ways), BYE, into
+/* Worker messages: HELLO/WELCOME, capacity (READY), liveness (HEARTBEAT both ways), BYE, into
  * the worker registry. A worker is known by its routing id from HELLO until it says BYE,
  * re-HELLOs or falls silent for liveness x heartbeat_ms; then its leased tasks are re-queued
- * and it is forgotten. */
+ * and it is forgotten. READY also finds TASKs that never arrived (on_ready) and workers that
+ * drain (they get nothing more, and their leaving is no loss). */
 #include "coordinator/coord_internal.h"
 
 #include <stdarg.h>
@@ -15,8 +16,9 @@ static int level_by_name(const coord_t *c, const char *name)
     return -1;
 }
 
-/* Forget worker w: its leased tasks go back to the front of their queues. */
-static void worker_forget(coord_t *c, int w, const char *why)
+/* Forget worker w: its leased tasks go back to the front of their queues, each counted as a
+ * loss unless lost is 0 (a drained worker leaving). */
+static void worker_forget(coord_t *c, int w, const char *why, int lost)
 {
     const coord_worker *wk = coord_registry_at(c->workers, (uint32_t)w);
     uint32_t serial = wk->serial;
@@ -29,7 +31,7 @@ static void worker_forget(coord_t *c, int w, const char *why)
         for (uint32_t s = 0; s < coord_queue_slots(c->queue); s++) {
             const coord_slot *sl = coord_queue_slot(c->queue, s);
             if (sl->state == COORD_SLOT_RUNNING && sl->worker == serial)
-                coord_task_lost(c, s, full);
+                (lost ? coord_task_lost : coord_task_returned)(c, s, full);
         }
     w = coord_registry_by_serial(c->workers, serial); /* task_lost removes no worker; be sure */
     if (w >= 0) coord_registry_remove(c->workers, (uint32_t)w);
@@ -42,13 +44,13 @@ static void send_to_worker(coord_t *c, const proto_rid *to, const proto_msg *m, 
         coord_log(c, 1, "%s to worker %s not sent: %s", proto_type_name(m->type), name, e.msg);
 }
 
-/* WELCOME: the settings of level i, the contract with the worker. */
+/* WELCOME: the settings of level i, the contract with the worker, and the model's hash; no
+ * path of this host's (the worker finds the model itself). */
 static void send_welcome(coord_t *c, const proto_rid *to, int i, const char *name)
 {
     const level_spec *l = &c->pipe.levels[i];
     proto_msg m = {.type = PROTO_WELCOME,
-                   .welcome.config = {.model = l->model,
-                                      .kind = l->kind,
+                   .welcome.config = {.kind = l->kind,
                                       .index = (uint32_t)i,
                                       .side = l->side,
                                       .steps = l->steps,
@@ -104,7 +106,7 @@ static void forget_earlier(coord_t *c, const proto_rid *from, const char *user, 
         const coord_worker *w = coord_registry_at(c->workers, i);
         if (!strncmp(w->name, name, sizeof w->name - 1) && !strcmp(w->key, user) &&
             !proto_rid_equal(&w->rid, from)) {
-            worker_forget(c, (int)i, "said HELLO again on a new connection");
+            worker_forget(c, (int)i, "said HELLO again on a new connection", 1);
             return;
         }
     }
@@ -119,7 +121,7 @@ static void on_hello(coord_t *c, const proto_rid *from, const char *user,
         send_error(c, from, "identity in use by another key: reconnect");
         return;
     }
-    if (old >= 0) worker_forget(c, old, "said HELLO again");
+    if (old >= 0) worker_forget(c, old, "said HELLO again", 1);
     forget_earlier(c, from, user, h->worker);
     int level = level_by_name(c, h->level);
     if (level < 0) {
@@ -135,12 +137,51 @@ static void on_hello(coord_t *c, const proto_rid *from, const char *user,
         coord_log(c, 1, "worker %s not registered: out of memory", h->worker);
         return;
     }
+    coord_registry_set_slots(c->workers, (uint32_t)w, h->slots);
     coord_registry_set_ranks(c->workers, (uint32_t)w, h->ranks);
     coord_registry_set_key(c->workers, (uint32_t)w, user);
     coord_log(c, 0, "worker %s (%s) joined from %s pid %u ranks %u",
               coord_registry_at(c->workers, (uint32_t)w)->name, h->level, h->host, h->pid,
               h->ranks);
     send_welcome(c, from, level, h->worker);
+}
+
+/* TASKs sent to worker w that it never received: its READY says it holds none (capacity ==
+ * slots) and counts fewer TASKs received than were sent, and still does a heartbeat later with
+ * nothing sent in between (a TASK on its way when a READY left shows on the next one; an idle
+ * worker sends one every heartbeat). Its leases then all name tasks it does not hold: they go
+ * back to the queue at once, as neither a failure nor a loss, and the counts agree again. */
+static void find_lost_tasks(coord_t *c, int w, const struct proto_ready *r, long long now)
+{
+    const coord_worker *wk = coord_registry_at(c->workers, (uint32_t)w);
+    if (wk->draining || r->capacity < wk->slots || r->received >= wk->sent) {
+        coord_registry_set_gap(c->workers, (uint32_t)w, 0);
+        return;
+    }
+    if (!wk->gap_ms || wk->gap_sent != wk->sent) {
+        coord_registry_set_gap(c->workers, (uint32_t)w, now);
+        return;
+    }
+    if (now - wk->gap_ms < c->o.heartbeat_ms) return;
+    char why[160];
+    snprintf(why, sizeof why, "worker %s received %u of the %u TASKs sent to it", wk->name,
+             r->received, wk->sent);
+    uint32_t serial = wk->serial;
+    for (uint32_t s = 0; wk->running && s < coord_queue_slots(c->queue); s++) {
+        const coord_slot *sl = coord_queue_slot(c->queue, s);
+        if (sl->state == COORD_SLOT_RUNNING && sl->worker == serial) coord_task_returned(c, s, why);
+    }
+    coord_registry_lost_forgiven(c->workers, (uint32_t)w);
+}
+
+static void on_ready(coord_t *c, int w, const struct proto_ready *r)
+{
+    const coord_worker *wk = coord_registry_at(c->workers, (uint32_t)w);
+    if (r->draining && !wk->draining)
+        coord_log(c, 1, "worker %s (%s) draining: no more tasks to it", wk->name,
+                  c->pipe.levels[wk->level].name);
+    coord_registry_ready(c->workers, (uint32_t)w, r->capacity, r->received, r->draining);
+    find_lost_tasks(c, w, r, clock_now_ms());
 }
 
 /* The registered worker this frame comes from, or -1: a routing id that has not said HELLO (or
@@ -166,16 +207,18 @@ void coord_on_worker_msg(coord_t *c, const proto_rid *from, const char *user, pr
     coord_registry_seen(c->workers, (uint32_t)w, clock_now_ms());
     switch (m->type) {
     case PROTO_READY:
-        coord_registry_credit(c->workers, (uint32_t)w, m->ready.credits);
+        on_ready(c, w, &m->ready);
         break;
     case PROTO_RESULT:
         coord_on_result(c, w, &m->result);
         break;
     case PROTO_HEARTBEAT:
         break;
-    case PROTO_BYE:
-        worker_forget(c, w, "said BYE");
+    case PROTO_BYE: {
+        int drained = coord_registry_at(c->workers, (uint32_t)w)->draining;
+        worker_forget(c, w, drained ? "said BYE after draining" : "said BYE", !drained);
         break;
+    }
     default:
         coord_log(c, 1, "%s from worker %s dropped: not a worker message", proto_type_name(m->type),
                   coord_registry_at(c->workers, (uint32_t)w)->name);
@@ -203,7 +246,7 @@ void coord_workers_tick(coord_t *c, long long now)
         if (now - w->last_seen_ms > limit) {
             char why[64];
             snprintf(why, sizeof why, "silent %.1f s", (double)(now - w->last_seen_ms) / 1000.0);
-            worker_forget(c, (int)i, why); /* moves the last worker into i */
+            worker_forget(c, (int)i, why, 1); /* moves the last worker into i */
             continue;
         }
         proto_msg m = {.type = PROTO_HEARTBEAT};

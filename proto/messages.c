@@ -27,22 +27,33 @@ static const struct field hello_f[] = {
     REQ(struct proto_hello, pid, F_U32),        REQ(struct proto_hello, host, F_STR),
     OPT(struct proto_hello, model_hash, F_STR),
 };
-static const struct field ready_f[] = {REQ(struct proto_ready, credits, F_U32)};
+static const struct field ready_f[] = {
+    REQ(struct proto_ready, capacity, F_U32),
+    REQ(struct proto_ready, received, F_U32),
+    OPTZ(struct proto_ready, draining, F_BOOL),
+};
 static const struct field result_f[] = {
     REQ(struct proto_result, task, F_U64),      REQ(struct proto_result, attempt, F_U32),
     REQ(struct proto_result, ok, F_BOOL),       OPT(struct proto_result, error, F_STR),
     OPT(struct proto_result, output, F_TENSOR), REQ(struct proto_result, elapsed_ms, F_U64),
 };
 
-/* The order is the wire order: the one the coordinator has always sent. */
+/* The order is the wire order: the one the coordinator has always sent (less "model", the
+ * coordinator's path, no longer sent: a worker finds its model itself). */
 static const struct field level_config_f[] = {
-    REQ(proto_level_config, model, F_STR),      NAMED(proto_level_config, kind, "mode", F_KIND),
-    REQ(proto_level_config, index, F_U32),      REQ(proto_level_config, side, F_I32),
-    REQ(proto_level_config, steps, F_I32),      OPT(proto_level_config, sampler, F_STR),
-    OPT(proto_level_config, eta, F_F32),        OPT(proto_level_config, noise_level, F_I32),
-    OPT(proto_level_config, guidance, F_F32),   OPT(proto_level_config, tile, F_I32),
-    OPT(proto_level_config, overlap, F_I32),    OPT(proto_level_config, heartbeat_ms, F_I32),
-    OPT(proto_level_config, liveness, F_I32),   OPT(proto_level_config, tile_blend, F_STR),
+    NAMED(proto_level_config, kind, "mode", F_KIND),
+    REQ(proto_level_config, index, F_U32),
+    REQ(proto_level_config, side, F_I32),
+    REQ(proto_level_config, steps, F_I32),
+    OPT(proto_level_config, sampler, F_STR),
+    OPT(proto_level_config, eta, F_F32),
+    OPT(proto_level_config, noise_level, F_I32),
+    OPT(proto_level_config, guidance, F_F32),
+    OPT(proto_level_config, tile, F_I32),
+    OPT(proto_level_config, overlap, F_I32),
+    OPT(proto_level_config, heartbeat_ms, F_I32),
+    OPT(proto_level_config, liveness, F_I32),
+    OPT(proto_level_config, tile_blend, F_STR),
     OPT(proto_level_config, model_hash, F_STR),
 };
 

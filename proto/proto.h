@@ -13,13 +13,17 @@
  *
  *   worker -> coordinator
  *     HELLO        worker:str level:str slots:uint ranks:uint pid:uint host:str [model_hash:str]
- *     READY        credits:uint                        (the worker can take that many more TASKs)
+ *     READY        capacity:uint received:uint [draining:bool]
+ *                  capacity: the TASKs the worker can take now (absolute, not added to earlier
+ *                  READYs); received: the TASKs it got since its WELCOME; draining (false when
+ *                  absent): it takes no more TASKs, finishes what it holds, then says BYE.
+ *                  Sent when its capacity changes and again every heartbeat while it holds none.
  *     RESULT       task:uint64 attempt:uint ok:bool elapsed_ms:uint64
  *                  output:tensor (required when ok)   error:str (required when !ok)
  *     HEARTBEAT    (no fields)
  *     BYE          (no fields)
  *   coordinator -> worker
- *     WELCOME      config:level config                 (the level's settings: model, steps, ...)
+ *     WELCOME      config:level config                 (the level's settings: kind, steps, ...)
  *     TASK         task:uint64 attempt:uint job:str image:uint seed:uint64 level:str
  *                  level_index:uint class_label:int (-1: none) [cond:tensor] [params:{resize:uint}]
  *     SHUTDOWN     (no fields)
@@ -34,10 +38,13 @@
  *                 [reason:str]}  (state "stalled": reason says why, e.g. its outputs' disk is full)
  *   level entry: {name:str queued:uint running:uint done:uint [compute_ms:uint] [ranks:uint]}
  *   tensor:      {dtype:"u8"|"f32" shape:[uint, up to 4] data:bin}, len(data) == prod(shape)*size
- *   level config: {model:str mode:str index:uint side:int steps:int [sampler:str] [eta:num]
+ *   level config: {mode:str index:uint side:int steps:int [sampler:str] [eta:num]
  *                 [noise_level:int] [guidance:num] [tile:int] [overlap:int] [heartbeat_ms:int]
  *                 [liveness:int] [tile_blend:str] [model_hash:str]}
  *                 (mode: a level_kind_name; tile_blend: a tile_blend_name; num: an int or a float)
+ *                 No file path: a worker finds the level's model itself (--model, --pipeline) and
+ *                 model_hash says whether it is the coordinator's. An older coordinator's "model"
+ *                 (its path) is an unknown field, ignored.
  *
  * "uint" fields are 32-bit on both sides (values above 2^32-1 are rejected); uint64 fields and
  * class_label (int32) are as named. A lease is the pair (task, attempt) carried by TASK and
@@ -201,8 +208,13 @@ struct proto_hello {
     uint32_t slots, ranks, pid;
 };
 
+/* READY: the worker's state, absolute, so that a lost READY costs nothing and a lost TASK shows:
+ * the coordinator's count of TASKs sent on the registration above received, while the worker
+ * holds none, is a TASK that never arrived (docs/design.md section 5). */
 struct proto_ready {
-    uint32_t credits;
+    uint32_t capacity; /* TASKs it can take now (0 while loading, busy or draining) */
+    uint32_t received; /* TASKs received on this registration (since its WELCOME) */
+    bool draining;     /* it takes no more TASKs, finishes the one it holds and leaves with BYE */
 };
 
 struct proto_result {
@@ -218,9 +230,8 @@ struct proto_result {
  * fields absent on the wire decode as the defaults shown; the encoder always sends them. Which
  * values a worker can run (ranges) is the worker's to check. */
 typedef struct proto_level_config {
-    const char *model; /* the model directory, resolved by the coordinator */
-    level_kind kind;   /* "mode" on the wire */
-    uint32_t index;    /* the level's position in the pipeline: part of every noise key */
+    level_kind kind; /* "mode" on the wire */
+    uint32_t index;  /* the level's position in the pipeline: part of every noise key */
     int32_t side, steps;
     const char *sampler; /* "" (default): the model's scheduler class */
     float eta;           /* 0 */

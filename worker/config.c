@@ -76,8 +76,7 @@ static int config_level(const proto_level_config *w, level_params *l, strata_err
 int worker_config_from_welcome(const proto_level_config *w, worker_config *c, strata_err *e)
 {
     memset(c, 0, sizeof *c);
-    int rc = config_str("model", w->model, 1, c->model, sizeof c->model, e);
-    if (!rc) rc = config_str("sampler", w->sampler, 0, c->sampler, sizeof c->sampler, e);
+    int rc = config_str("sampler", w->sampler, 0, c->sampler, sizeof c->sampler, e);
     if (!rc && w->model_hash)
         rc = config_str("model_hash", w->model_hash, 0, c->model_hash, sizeof c->model_hash, e);
     if (!rc) rc = config_num("eta", w->eta, 0.0, 1.0, e);

@@ -4,159 +4,21 @@
  *
  * Phases: HELLO (HELLO sent, waiting for WELCOME; re-sent every liveness x heartbeat_ms),
  * LOADING (WELCOME taken, the compute thread loads the model; HEARTBEATs go out), SERVING
- * (READY{1} sent whenever no task is at the compute thread). Silence from the coordinator for
- * liveness x heartbeat_ms sends the worker back to HELLO. */
-#include "worker/compute.h"
+ * (READY when the capacity changes, and every heartbeat instead of HEARTBEAT while no task is at
+ * the compute thread). Silence from the coordinator for liveness x heartbeat_ms sends the worker
+ * back to HELLO. Draining (*o->drain, SIGTERM): READY says so, no new TASK is taken, and the
+ * worker leaves once the task it holds has its RESULT sent. What goes out is in tell.c. */
+#include "worker/loop.h"
 #include "worker/link.h"
-#include "worker/worker.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
-
-enum {
-    WORKER_DEFAULT_HEARTBEAT_MS =
-        1000, /* until a WELCOME says otherwise (docs/design.md section 6) */
-    WORKER_DEFAULT_LIVENESS = 3,
-    WORKER_SEND_TIMEOUT_MS = 100, /* a send never holds up heartbeats for long */
-    WORKER_JOIN_GRACE_MS = 1000,  /* how long a stop waits for a running task */
-};
-
-typedef enum worker_phase {
-    WORKER_PHASE_HELLO,
-    WORKER_PHASE_LOADING,
-    WORKER_PHASE_SERVING,
-} worker_phase;
-
-typedef struct worker_loop {
-    const worker_opts *o;
-    char id[PROTO_MAX_RID + 1], host[256];
-    char model_hash[MODEL_HASH_HEX + 1]; /* of o->model, "" without one */
-    void *zctx;                          /* the DEALER's context */
-    void *pctx; /* the PAIR's context: left alone if the compute thread is abandoned */
-    void *dealer, *pair;
-    compute comp;
-    pthread_t thread;
-    int thread_started;
-    worker_phase phase;
-    int loads, tasks; /* commands at the compute thread */
-    int heartbeat_ms, liveness;
-    long long last_rx, next_heartbeat, next_hello;
-    int backoff_ms; /* before the next HELLO on a fresh connection (link.h) */
-    int shutdown, hellos;
-} worker_loop;
-
-/* "strata worker ID: message" on stderr. */
-static void worker_vprint(const worker_loop *w, const char *fmt, va_list ap)
-{
-    fprintf(stderr, "strata worker %s: ", w->id);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-}
-
-/* A problem the worker survives: always on stderr. */
-static void worker_warn(const worker_loop *w, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void worker_warn(const worker_loop *w, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    worker_vprint(w, fmt, ap);
-    va_end(ap);
-}
-
-/* One event line on stderr, only with --verbose. */
-#define worker_log(w, ...) ((w)->o->verbose ? worker_warn(w, __VA_ARGS__) : (void)0)
-
-/* ---------------------------------------------------------------- to the coordinator */
-
-/* Send m on the DEALER. A message that cannot go out (the coordinator gone long enough to
- * fill the queue) is dropped with a warning: liveness and HELLO recover from that. */
-static int worker_send(worker_loop *w, const proto_msg *m, strata_err *e)
-{
-    strata_err pe = {0};
-    int rc = proto_send(w->dealer, NULL, m, &pe);
-    if (rc == ERR_TIMEOUT || rc == ERR_INTR) {
-        worker_warn(w, "%s dropped: %s", proto_type_name(m->type), pe.msg);
-        return 0;
-    }
-    if (rc) return err_set(e, ERR_RUNTIME, "%s: %s", proto_type_name(m->type), pe.msg);
-    return 0;
-}
-
-static int worker_send_empty(worker_loop *w, enum proto_type type, strata_err *e)
-{
-    proto_msg m = {.type = type};
-    return worker_send(w, &m, e);
-}
-
-/* HELLO; every one after the first on a fresh connection (link.c), so that the registration it
- * makes is bound to a connection no one else can use. */
-static int worker_send_hello(worker_loop *w, strata_err *e)
-{
-    if (w->hellos++ &&
-        worker_link_connect(w->zctx, w->o, w->id, WORKER_SEND_TIMEOUT_MS, &w->dealer, e))
-        return e->code;
-    proto_msg m = {.type = PROTO_HELLO,
-                   .hello = {.worker = w->id,
-                             .level = w->o->level,
-                             .host = w->host,
-                             .slots = 1,
-                             .ranks = (uint32_t)worker_group_size(),
-                             .pid = (uint32_t)getpid(),
-                             .model_hash = w->model_hash[0] ? w->model_hash : NULL}};
-    worker_log(w, "HELLO level %s to %s", w->o->level, w->o->connect);
-    w->next_hello = clock_now_ms() + (long long)w->liveness * w->heartbeat_ms;
-    return worker_send(w, &m, e);
-}
-
-/* READY{1} when serving and nothing is at the compute thread (one task at a time). */
-static int worker_send_ready_if_idle(worker_loop *w, strata_err *e)
-{
-    if (w->phase != WORKER_PHASE_SERVING || w->tasks || w->loads) return 0;
-    proto_msg m = {.type = PROTO_READY, .ready = {.credits = 1}};
-    return worker_send(w, &m, e);
-}
-
-static int worker_send_result(worker_loop *w, const compute_cmd *c, strata_err *e)
-{
-    proto_msg m = {
-        .type = PROTO_RESULT,
-        .result = {
-            .task = c->task, .attempt = c->attempt, .ok = c->rc == 0, .elapsed_ms = c->elapsed_ms}};
-    if (c->rc == 0) {
-        uint64_t s = (uint64_t)c->out_side;
-        m.result.output = (proto_tensor){.dtype = PROTO_DTYPE_U8,
-                                         .ndim = 3,
-                                         .shape = {s, s, 3},
-                                         .data = c->out,
-                                         .nbytes = (size_t)(s * s * 3)};
-        worker_log(w, "RESULT task %llu.%u ok, %dx%d in %llu ms", (unsigned long long)c->task,
-                   c->attempt, c->out_side, c->out_side, (unsigned long long)c->elapsed_ms);
-    } else {
-        m.result.error = c->error;
-        worker_warn(w, "task %llu.%u failed: %s", (unsigned long long)c->task, c->attempt,
-                    c->error);
-    }
-    strata_err pe = {0};
-    int rc = proto_send(w->dealer, NULL, &m, &pe);
-    if (rc == ERR_TIMEOUT || rc == ERR_INTR) {
-        /* A lost RESULT would leave its lease running at the coordinator while a READY asked
-         * for more: HELLO again instead, which makes the coordinator re-queue our leases. */
-        worker_warn(w, "RESULT of task %llu not sent (%s): saying HELLO again",
-                    (unsigned long long)c->task, pe.msg);
-        w->phase = WORKER_PHASE_HELLO;
-        return worker_send_hello(w, e);
-    }
-    return rc ? err_set(e, ERR_RUNTIME, "RESULT: %s", pe.msg) : 0;
-}
 
 /* ---------------------------------------------------------------- to the compute thread */
 
@@ -222,7 +84,12 @@ static int worker_on_welcome(worker_loop *w, const struct proto_welcome *m, stra
     if (!c) return err_set(e, ERR_NOMEM, "out of memory");
     c->kind = COMPUTE_LOAD;
     int rc = worker_config_from_welcome(&m->config, &c->config, e);
-    if (!rc && w->o->model) snprintf(c->config.model, sizeof c->config.model, "%s", w->o->model);
+    /* WELCOME names no path: the model is the one this worker was started with */
+    if (!rc && w->o->model &&
+        snprintf(c->config.model, sizeof c->config.model, "%s", w->o->model) >=
+            (int)sizeof c->config.model)
+        rc = err_set(e, ERR_INPUT, "--model %.64s...: longer than %zu bytes", w->o->model,
+                     sizeof c->config.model - 1);
     if (rc) {
         compute_cmd_free(c);
         return rc;
@@ -232,21 +99,30 @@ static int worker_on_welcome(worker_loop *w, const struct proto_welcome *m, stra
     w->next_heartbeat = clock_now_ms() + w->heartbeat_ms;
     w->backoff_ms = WORKER_BACKOFF_MIN_MS;
     w->phase = WORKER_PHASE_LOADING;
+    w->received = 0; /* a new registration: the coordinator counts its TASKs from 0 too */
     worker_log(w, "WELCOME: model %s, side %d, heartbeat %d ms x %d", c->config.model,
                c->config.level.side, w->heartbeat_ms, w->liveness);
     return worker_post(w, c, e);
 }
 
+/* A TASK: counted as received, run, or answered at once when it cannot run. One that comes
+ * while draining (sent before the coordinator read our READY) is neither: its lease goes back
+ * to the queue, as no loss, when we leave. */
 static int worker_on_task(worker_loop *w, const struct proto_task *t, strata_err *e)
 {
+    if (w->draining) {
+        worker_warn(w, "TASK %llu.%u not taken: draining", (unsigned long long)t->task, t->attempt);
+        return 0;
+    }
     compute_cmd *c = calloc(1, sizeof *c);
     if (!c) return err_set(e, ERR_NOMEM, "out of memory");
+    w->received++;
     worker_log(w, "TASK %llu.%u: job %s image %u", (unsigned long long)t->task, t->attempt, t->job,
                t->image);
     if (worker_task_cmd(w, t, c) == 0) return worker_post(w, c, e);
     int rc = worker_send_result(w, c, e);
     compute_cmd_free(c);
-    return rc ? rc : worker_send_ready_if_idle(w, e);
+    return rc ? rc : worker_send_ready(w, e);
 }
 
 static int worker_on_message(worker_loop *w, const proto_msg *m, strata_err *e)
@@ -307,7 +183,7 @@ static int worker_on_loaded(worker_loop *w, const compute_cmd *c, strata_err *e)
     if (c->rc) return err_set(e, c->rc, "%s", c->error);
     worker_log(w, "level loaded in %llu ms", (unsigned long long)c->elapsed_ms);
     if (w->phase == WORKER_PHASE_LOADING && !w->loads) w->phase = WORKER_PHASE_SERVING;
-    return worker_send_ready_if_idle(w, e);
+    return worker_idle(w) ? worker_send_ready(w, e) : 0;
 }
 
 static int worker_drain_pair(worker_loop *w, strata_err *e)
@@ -320,7 +196,7 @@ static int worker_drain_pair(worker_loop *w, strata_err *e)
         } else {
             w->tasks--;
             rc = worker_send_result(w, c, e);
-            if (!rc) rc = worker_send_ready_if_idle(w, e);
+            if (!rc && w->phase == WORKER_PHASE_SERVING) rc = worker_send_ready(w, e);
         }
         compute_cmd_free(c);
         if (rc) return rc;
@@ -356,6 +232,10 @@ static int worker_tick(worker_loop *w, strata_err *e)
     }
     if (now < w->next_heartbeat) return 0;
     w->next_heartbeat = now + w->heartbeat_ms;
+    /* READY again while idle or draining: a TASK lost on the way shows in its count, and a
+     * lost READY is replaced (proto.h) */
+    if (worker_idle(w) || (w->draining && w->phase == WORKER_PHASE_SERVING))
+        return worker_send_ready(w, e);
     return worker_send_empty(w, PROTO_HEARTBEAT, e);
 }
 
@@ -369,9 +249,19 @@ static int worker_poll_ms(const worker_loop *w)
     return ms < 0 ? 0 : (int)ms;
 }
 
+/* SHUTDOWN, *stop, or draining with no task left (or no coordinator to give one to). */
 static int worker_stopping(const worker_loop *w)
 {
-    return w->shutdown || (w->o->stop && *w->o->stop);
+    return w->shutdown || (w->o->stop && *w->o->stop) ||
+           (w->draining && (!w->tasks || w->phase == WORKER_PHASE_HELLO));
+}
+
+/* *o->drain was set: say so (READY draining), take nothing more. */
+static int worker_begin_drain(worker_loop *w, strata_err *e)
+{
+    w->draining = 1;
+    worker_warn(w, "draining: %s", w->tasks ? "finishing the task held, then leaving" : "leaving");
+    return w->phase == WORKER_PHASE_SERVING ? worker_send_ready(w, e) : 0;
 }
 
 /* Serve until SHUTDOWN or *stop. */
@@ -385,6 +275,7 @@ static int worker_serve(worker_loop *w, strata_err *e)
             return err_set(e, ERR_RUNTIME, "poll: %s", zmq_strerror(zmq_errno()));
         if (n > 0 && (items[0].revents & ZMQ_POLLIN)) rc = worker_drain_dealer(w, e);
         if (!rc && n > 0 && (items[1].revents & ZMQ_POLLIN)) rc = worker_drain_pair(w, e);
+        if (!rc && !w->draining && w->o->drain && *w->o->drain) rc = worker_begin_drain(w, e);
         if (!rc && !worker_stopping(w)) rc = worker_tick(w, e);
     }
     return rc;
@@ -437,6 +328,8 @@ static int worker_open(worker_loop *w, strata_err *e)
     w->pctx = zmq_ctx_new();
     if (!w->zctx || !w->pctx)
         return err_set(e, ERR_RUNTIME, "zmq context: %s", zmq_strerror(zmq_errno()));
+    if (!w->o->model && w->o->stub_ms < 0)
+        return err_set(e, ERR_INPUT, "no model: say --model DIR or --pipeline FILE");
     if (w->o->model && model_hash_dir(w->o->model, w->model_hash, e)) return e->code;
     int rc = worker_link_connect(w->zctx, w->o, w->id, WORKER_SEND_TIMEOUT_MS, &w->dealer, e);
     return rc ? rc : worker_start_compute(w, e);

@@ -175,7 +175,7 @@ int tile_finished_sample(tile_eval *t, const sample_loop *L, float *x, strata_er
  * it comes from the model directory when the model is loaded
  * (worker_model_scheduler(model, sampler, eta)). */
 typedef struct worker_config {
-    char model[4096];
+    char model[4096]; /* not WELCOME's: the worker's own (worker_opts.model); "" for a stub */
     char sampler[16];
     float eta;
     level_params level;
@@ -184,7 +184,8 @@ typedef struct worker_config {
     char model_hash[MODEL_HASH_HEX + 1]; /* WELCOME's: the model loaded must match ("": any) */
 } worker_config;
 
-/* Check a WELCOME's level settings and copy them into c. Errors are ERR_INPUT naming the field:
+/* Check a WELCOME's level settings and copy them into c (c->model is left "": the worker's
+ * own). Errors are ERR_INPUT naming the field:
  * "WELCOME config: 'side': expected an integer in [1, 8192], got 0". */
 int worker_config_from_welcome(const proto_level_config *w, worker_config *c, strata_err *e);
 
@@ -205,11 +206,14 @@ typedef struct worker_opts {
     int verbose;         /* one line per event on stderr (errors are always logged) */
     /* CURVE (Z85): this worker's secret key and the coordinator's public key; NULL: plaintext */
     const char *key, *server_key;
-    /* the level's model directory here: HELLO carries its hash (model_hash_dir) and the worker
-     * loads it instead of WELCOME's path; NULL: WELCOME's path, no hash in HELLO */
+    /* the level's model directory here (required unless stub_ms >= 0: WELCOME names no path);
+     * HELLO carries its hash (model_hash_dir) */
     const char *model;
     /* set (e.g. by a signal handler) to stop as on SHUTDOWN; may be NULL */
     volatile sig_atomic_t *stop;
+    /* set (SIGTERM) to drain: take no new task, finish the one held, send its RESULT, say
+     * BYE and return 0; may be NULL */
+    volatile sig_atomic_t *drain;
 } worker_opts;
 
 /* Serve the coordinator until SHUTDOWN or *stop: HELLO, WELCOME, load the model once, then

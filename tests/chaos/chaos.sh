@@ -54,7 +54,7 @@ coord_start() {
 }
 inodes() { (cd "$FARM" && stat -c '%i %n' [0-9]*.png 2>/dev/null | grep -v '\.l' | sort -k2); }
 worker_start() { # worker_start INDEX LEVEL
-  "$BIN" worker --level "$2" --connect "$WEP" 2>>"$DIR/workers.log" &
+  "$BIN" worker --level "$2" --connect "$WEP" --pipeline "$PIPE" 2>>"$DIR/workers.log" &
   WPID[$1]=$!; WLEVEL[$1]=$2
 }
 

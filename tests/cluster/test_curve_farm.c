@@ -37,7 +37,7 @@ static pid_t spawn_strata(const char *const *args, const char *err_path, int *ou
 static void stop(pid_t pid)
 {
     if (pid <= 0) return;
-    kill(pid, SIGTERM);
+    kill(pid, SIGINT); /* a worker: at once, as the coordinator */
     waitpid(pid, NULL, 0);
 }
 

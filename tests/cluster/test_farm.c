@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TINY_PIPELINE "configs/pipelines/test-tiny.yaml"
@@ -83,8 +84,15 @@ static int farm_start(farm *f, const char *dir, int pool16, int pool32)
     int rc = read_ready(fds[0], f);
     close(fds[0]);
     for (int i = 0; !rc && i < pool16 + pool32; i++) {
-        char *w[] = {(char *)strata_bin(), "worker",     "--level", i < pool16 ? "l16" : "l32",
-                     "--connect",          f->worker_ep, NULL};
+        char *w[] = {(char *)strata_bin(),
+                     "worker",
+                     "--level",
+                     i < pool16 ? "l16" : "l32",
+                     "--connect",
+                     f->worker_ep,
+                     "--pipeline",
+                     (char *)farm_pipeline,
+                     NULL};
         f->workers[f->nworkers++] = spawn(w, -1, NULL);
     }
     return rc;
@@ -96,9 +104,9 @@ static void farm_stop(farm *f)
         kill(f->coord, SIGTERM);
         waitpid(f->coord, NULL, 0);
     }
-    /* workers leave on the coordinator's SHUTDOWN; SIGTERM asks the same of any left */
+    /* workers leave on the coordinator's SHUTDOWN; SIGINT asks the same of any left */
     for (int i = 0; i < f->nworkers; i++)
-        kill(f->workers[i], SIGTERM);
+        if (f->workers[i] > 0) kill(f->workers[i], SIGINT);
     for (int i = 0; i < f->nworkers; i++)
         waitpid(f->workers[i], NULL, 0);
 }
@@ -309,6 +317,99 @@ TEST(farm_worker_killed_mid_task)
     CHECKF(log_mentions(f.log, "re-queued"), "the coordinator log shows no re-queued task: %s",
            f.log);
     (void)err;
+}
+
+/* Submit job to f in the background (`strata submit --wait`, output to /dev/null): its pid. */
+static pid_t submit_background(const farm *f, const char *job)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        char *argv[] = {(char *)strata_bin(), "submit", (char *)job, "--wait", "--coordinator",
+                        (char *)f->client_ep, NULL};
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* waitpid within ms (polled): the status, or -1 when pid is still running then. */
+static int wait_exit(pid_t pid, int ms)
+{
+    int status = 0;
+    for (long long end = clock_now_ms() + ms; clock_now_ms() < end;) {
+        if (waitpid(pid, &status, WNOHANG) == pid) return status;
+        struct timespec step = {0, 20 * 1000000};
+        nanosleep(&step, NULL);
+    }
+    return -1;
+}
+
+/* What the coordinator's log says of worker name once it said it drains: "" when all is as it
+ * should (its RESULT taken after, no TASK to it after, its BYE as a drained worker, nothing
+ * re-queued), else what is wrong. */
+static const char *drain_log_wrong(const char *log, const char *name)
+{
+    unsigned char *text;
+    static char want[4][160];
+    if (file_bytes(log, &text) < 0) return "no coordinator log";
+    snprintf(want[0], sizeof want[0], "worker %s (l16) draining", name);
+    snprintf(want[1], sizeof want[1], "done by worker %s in", name);
+    snprintf(want[2], sizeof want[2], "-> worker %s\n", name);
+    snprintf(want[3], sizeof want[3], "worker %s (l16) forgotten: said BYE after draining", name);
+    const char *t = (const char *)text, *drain = strstr(t, want[0]), *why = "";
+    if (!drain)
+        why = "no draining line";
+    else if (!strstr(drain, want[1]))
+        why = "no RESULT of its taken after it drained";
+    else if (strstr(drain, want[2]))
+        why = "a TASK went to it after it drained";
+    else if (!strstr(drain, want[3]))
+        why = "no BYE after draining";
+    else if (strstr(t, "re-queued"))
+        why = "a task was re-queued";
+    free(text);
+    return why;
+}
+
+/* SIGTERM to one of two l16 workers mid-task (issue "Operating a farm"): it finishes the task,
+ * the coordinator takes its RESULT and sends it nothing more, it exits 0, and the job gives the
+ * bytes of a clean run. */
+TEST(farm_worker_drains_on_sigterm)
+{
+    char dir[1024], ref[1200], out[1200], job[1200], why[2048] = "", name[320], host[256];
+    static char slow[1200];
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    snprintf(slow, sizeof slow, "%s/slow.yaml", dir);
+    CHECK(write_slow_pipeline(slow) == 0 && gethostname(host, sizeof host) == 0);
+    farm_pipeline = slow;
+    CHECKF(run_farm_job(dir, 2, 1, ref, sizeof ref, why, sizeof why) == 0, "reference: %s", why);
+    snprintf(out, sizeof out, "%s/drained", dir);
+    snprintf(job, sizeof job, "%s/drained.yaml", dir);
+    farm f;
+    CHECK(write_job(job, out) == 0);
+    CHECK(farm_start(&f, dir, 2, 1) == 0);
+    snprintf(name, sizeof name, "%s-%ld", host, (long)f.workers[0]); /* its default id */
+    pid_t submit = submit_background(&f, job);
+    int busy = wait_both_busy(&f), drained = -1, status = -1;
+    if (!busy && kill(f.workers[0], SIGTERM) == 0) {
+        /* a task of this level takes well under a second: 60 s is only a deadline */
+        drained = wait_exit(f.workers[0], 60000);
+        if (drained != -1) f.workers[0] = 0; /* reaped */
+    }
+    waitpid(submit, &status, 0);
+    farm_stop(&f);
+    farm_pipeline = TINY_PIPELINE;
+    CHECKF(busy == 0, "%s", "never saw both l16 workers busy");
+    CHECKF(drained != -1 && WIFEXITED(drained) && WEXITSTATUS(drained) == 0,
+           "the drained worker: status %d", drained);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "submit --wait status %d", status);
+    CHECKF(check_outputs(out, why, sizeof why) == 0, "%s", why);
+    CHECKF(same_outputs(ref, out, why, sizeof why) == 0, "after the drain: %s", why);
+    const char *wrong = drain_log_wrong(f.log, name);
+    CHECKF(!*wrong, "%s: %s", f.log, wrong);
 }
 
 /* The README's main job: `strata render` on the shipped cascade, its defaults but fewer images. */

@@ -192,12 +192,13 @@ static int render_ref(const char *pipe_path, const char *out, int count)
     return test_run_strata(args, err, sizeof err, NULL, 0);
 }
 
-/* Workers of l16 (2) and l32 (1) on ep; their pids into w. */
-static void workers_start(const char *ep, pid_t *w)
+/* Workers of l16 (2) and l32 (1) of pipeline pipe_path on ep; their pids into w. */
+static void workers_start(const char *pipe_path, const char *ep, pid_t *w)
 {
     for (int i = 0; i < 3; i++) {
-        char *argv[] = {(char *)bin(), "worker",   "--level", i < 2 ? "l16" : "l32",
-                        "--connect",   (char *)ep, NULL};
+        char *argv[] = {(char *)bin(),         "worker",          "--level",
+                        i < 2 ? "l16" : "l32", "--connect",       (char *)ep,
+                        "--pipeline",          (char *)pipe_path, NULL};
         w[i] = spawn(argv, -1, "/dev/null");
     }
 }
@@ -240,7 +241,7 @@ TEST_TIMEOUT(farm_coordinator_killed_resumes_from_state, 300)
     snprintf(farm, sizeof farm, "%s/farm", out);
     pid_t coord = coord_start(pipe_path, state, wep, cep, log), w[3];
     CHECK(coord > 0);
-    workers_start(wep, w);
+    workers_start(pipe_path, wep, w);
     const char *submit[] = {"submit", job, "--coordinator", cep, NULL};
     char err[4096] = "";
     int rc = test_run_strata(submit, err, sizeof err, NULL, 0);
@@ -255,7 +256,7 @@ TEST_TIMEOUT(farm_coordinator_killed_resumes_from_state, 300)
     int waited = coord > 0 ? test_run_strata(again, err, sizeof err, NULL, 0) : -1;
     stop(coord, SIGTERM);
     for (int i = 0; i < 3; i++)
-        stop(w[i], SIGTERM);
+        stop(w[i], SIGINT);
     CHECKF(rc == 0, "submit: %s", err);
     CHECKF(mid == 0 && written < IMAGES, "%d images written before the kill", written);
     CHECK(torn == 0 && coord > 0);
@@ -396,7 +397,7 @@ TEST_TIMEOUT(coordinator_full_state_refuses_new_jobs_and_loses_none, 200)
     close(fds[0]);
     int up = sscanf(line, "strata coordinator: workers=%255s clients=%255s", wep, cep) == 2;
     pid_t w[3] = {0};
-    if (up) workers_start(wep, w);
+    if (up) workers_start("configs/pipelines/test-tiny.yaml", wep, w);
     char err[4096] = "", err2[4096] = "";
     const char *submit[] = {"submit", job, "--wait", "--coordinator", cep, NULL};
     int first = up ? test_run_strata(submit, err, sizeof err, NULL, 0) : -1;
@@ -415,7 +416,7 @@ TEST_TIMEOUT(coordinator_full_state_refuses_new_jobs_and_loses_none, 200)
     int refused = up ? test_run_strata(second, err2, sizeof err2, NULL, 0) : -1;
     stop(coord, SIGTERM);
     for (int i = 0; i < 3; i++)
-        stop(w[i], SIGTERM);
+        stop(w[i], SIGINT);
     CHECKF(up, "the coordinator did not start on a tmpfs (%s): %s", line, log);
     CHECKF(first == 0, "the job accepted before the state filled: exit %d: %s", first, err);
     char *text;
@@ -483,7 +484,7 @@ TEST_TIMEOUT(farm_full_output_disk_stalls_the_job_until_space_is_back, 200)
     write_job(job, "configs/pipelines/test-tiny.yaml", out);
     char wep[256] = "tcp://127.0.0.1:*", cep[256] = "tcp://127.0.0.1:*";
     pid_t coord = coord_start("configs/pipelines/test-tiny.yaml", state, wep, cep, log), w[3] = {0};
-    if (coord > 0) workers_start(wep, w);
+    if (coord > 0) workers_start("configs/pipelines/test-tiny.yaml", wep, w);
     char *client_argv[] = {(char *)bin(), "submit", job, "--wait", "--coordinator", cep, NULL};
     pid_t client = coord > 0 ? spawn(client_argv, -1, cerr) : -1;
     int shown = client > 0 && wait_text(cerr, "No space left on device", client, 60000);

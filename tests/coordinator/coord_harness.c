@@ -198,9 +198,9 @@ int harness_send(void *sock, const proto_msg *m)
     return rc;
 }
 
-int harness_ready(void *sock, uint32_t credits)
+int harness_ready(void *sock, uint32_t capacity, uint32_t received)
 {
-    proto_msg m = {.type = PROTO_READY, .ready = {.credits = credits}};
+    proto_msg m = {.type = PROTO_READY, .ready = {.capacity = capacity, .received = received}};
     return harness_send(sock, &m);
 }
 
@@ -210,18 +210,19 @@ int harness_worker(harness *h, fake_worker *w, const char *name, int lvl, uint32
     snprintf(w->name, sizeof w->name, "%s", name);
     w->level = lvl;
     w->fail_image = -1;
+    w->capacity = credits;
     w->sock = harness_dealer(h, 1, name);
     proto_msg m = {.type = PROTO_HELLO,
                    .hello = {.worker = name,
                              .level = h->pipe.levels[lvl].name,
                              .host = "test",
-                             .slots = 1,
+                             .slots = credits ? credits : 1,
                              .ranks = 1,
                              .pid = 1}};
     if (!w->sock || harness_send(w->sock, &m) < 0 || harness_recv(w->sock, &m, 5000) < 0) return -1;
     int ok = m.type == PROTO_WELCOME && m.welcome.config.side == h->pipe.levels[lvl].side;
     proto_msg_free(&m);
-    return ok && harness_ready(w->sock, credits) == 0 ? 0 : -1;
+    return ok && harness_ready(w->sock, credits, 0) == 0 ? 0 : -1;
 }
 
 uint8_t *harness_pixels(uint32_t image, int lvl, int side)
@@ -311,7 +312,7 @@ static void farm_record(farm *f, int wi, const struct proto_task *t)
     }
 }
 
-/* Worker wi got task t: answer it (ok or kaboom) and ask for one more. */
+/* Worker wi got task t: answer it (ok or kaboom) and say it holds nothing again. */
 static void farm_answer(harness *h, farm *f, int wi, const struct proto_task *t)
 {
     fake_worker *w = &f->w[wi];
@@ -324,7 +325,7 @@ static void farm_answer(harness *h, farm *f, int wi, const struct proto_task *t)
         f->finished_img[t->image] = 1;
         f->finished++;
     }
-    harness_ready(w->sock, 1);
+    harness_ready(w->sock, w->capacity, w->received);
 }
 
 static void farm_worker_msgs(harness *h, farm *f, int wi)
@@ -334,6 +335,7 @@ static void farm_worker_msgs(harness *h, farm *f, int wi)
     strata_err e = {0};
     while (proto_recv(w->sock, NULL, &m, 0, &e) == 0) {
         if (m.type == PROTO_TASK) {
+            w->received++;
             farm_record(f, wi, &m.task);
             if (!w->silent && !w->hold) farm_answer(h, f, wi, &m.task);
         } else if (m.type == PROTO_SHUTDOWN) {

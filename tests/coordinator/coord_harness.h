@@ -24,7 +24,8 @@ typedef struct harness {
     int nsocks;
 } harness;
 
-/* A fake worker: answers every TASK with a right-sized u8 image (or an error), then READY 1. */
+/* A fake worker: answers every TASK with a right-sized u8 image (or an error), then READY with
+ * its capacity and the TASKs it received. */
 typedef struct fake_worker {
     void *sock;
     char name[32];
@@ -33,6 +34,7 @@ typedef struct fake_worker {
     int silent;     /* neither answers nor heartbeats */
     int hold;       /* receives TASKs but does not answer them yet */
     int shutdown;   /* got SHUTDOWN */
+    uint32_t capacity, received; /* READY's: harness_worker's credits; TASKs received so far */
 } fake_worker;
 
 /* What the fakes saw. */
@@ -75,10 +77,12 @@ int harness_parse_job(const char *text, size_t len, const char *origin, job_spec
 void *harness_dealer(harness *h, int workers, const char *rid);
 /* Receive the next message that is not a HEARTBEAT within timeout_ms: 0 or -1. */
 int harness_recv(void *sock, proto_msg *m, int timeout_ms);
-/* Join as a worker of level (name), expect WELCOME, send READY credits. 0 or -1. */
+/* Join as a worker of level (name) with credits slots (HELLO's slots, at least 1), expect
+ * WELCOME, send READY with capacity credits. 0 or -1. */
 int harness_worker(harness *h, fake_worker *w, const char *name, int level, uint32_t credits);
 int harness_send(void *sock, const proto_msg *m);
-int harness_ready(void *sock, uint32_t credits);
+/* READY: capacity TASKs wanted now, received TASKs got on this registration. */
+int harness_ready(void *sock, uint32_t capacity, uint32_t received);
 /* The u8 pixels a fake produces for (image, level) at side (malloc'd). */
 uint8_t *harness_pixels(uint32_t image, int level, int side);
 /* Send RESULT for task t: ok with harness_pixels at side, or an error. */

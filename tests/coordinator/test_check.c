@@ -36,7 +36,7 @@ static int build(built *b)
     int w = coord_registry_add(c->workers, &rid, "w1", 0, 0);
     coord_job *j = coord_job_new();
     if (w < 0 || !j) return -1;
-    coord_registry_credit(c->workers, (uint32_t)w, 2);
+    coord_registry_ready(c->workers, (uint32_t)w, 2, 0, 0);
     snprintf(j->id, sizeof j->id, "j1");
     j->count = 2;
     j->end = 2;

@@ -93,7 +93,7 @@ static void body_stale(harness *h, int *test_failed_)
     CHECKF(harness_submit(cl, spec, id, sizeof id) == 0, "%s", id);
     CHECK(harness_get_task(w.sock, &t1, 5000) == 0 && t1.attempt == 1);
     /* the only worker fails it: it comes back to the same worker with attempt 2 */
-    CHECK(harness_result(w.sock, t1.task, 1, 0, 0, 0, 16) == 0 && harness_ready(w.sock, 1) == 0);
+    CHECK(harness_result(w.sock, t1.task, 1, 0, 0, 0, 16) == 0 && harness_ready(w.sock, 1, 1) == 0);
     CHECK(harness_get_task(w.sock, &t2, 5000) == 0 && t2.task == t1.task && t2.attempt == 2);
 
     /* another worker answering the current lease, then the old attempt: both dropped */

@@ -137,14 +137,14 @@ static void body_identity(harness *h, int *test_failed_)
     CHECK(harness_worker(h, &w, "w1", 0, 0) == 0);
     void *dup = harness_dealer(h, 1, "w1"), *fresh = harness_dealer(h, 1, "x9");
     CHECK(dup && fresh);
-    CHECK(harness_ready(dup, 8) == 0 && harness_ready(fresh, 8) == 0);
+    CHECK(harness_ready(dup, 8, 0) == 0 && harness_ready(fresh, 8, 0) == 0);
     CHECK(next_type(fresh, 5000, err, sizeof err) == PROTO_ERROR);
     CHECKF(strstr(err, "say HELLO first"), "%s", err);
     snprintf(spec, sizeof spec, "name: idj\ncount: 3\nresolution: 16\nout: %s\n", h->dir);
     CHECK(harness_submit(harness_dealer(h, 0, NULL), spec, id, sizeof id) == 0);
     for (int i = 0; i < 3; i++) {
         struct proto_task t;
-        CHECK(harness_ready(w.sock, 1) == 0);
+        CHECK(harness_ready(w.sock, 1, (uint32_t)i) == 0);
         CHECK(harness_get_task(w.sock, &t, 5000) == 0);
         CHECK(harness_result(w.sock, t.task, t.attempt, 1, t.image, 0, 16) == 0);
     }
@@ -250,7 +250,7 @@ static void body_checked(harness *h, int *test_failed_)
     /* b forges a's lease with other pixels (level 5's) */
     CHECK(harness_result(b.sock, t.task, t.attempt, 1, t.image, 5, 16) == 0);
     CHECK(harness_result(a.sock, t.task, t.attempt, 1, t.image, 5, 8) == 0); /* wrong shape */
-    CHECK(harness_ready(b.sock, 1) == 0);
+    CHECK(harness_ready(b.sock, 1, 0) == 0);
     CHECK(harness_get_task(b.sock, &t2, 5000) == 0);
     CHECK(t2.task == t.task && t2.attempt == t.attempt + 1);
     CHECK(harness_result(b.sock, t2.task, t2.attempt, 1, t2.image, 0, 16) == 0);
@@ -386,7 +386,7 @@ static void body_new_connection(harness *h, int *test_failed_)
     void *again = harness_dealer(h, 1, "w1.fresh");
     CHECK(again && hello(again, "w1", "l16", NULL) == 0);
     CHECK(next_type(again, 5000, NULL, 0) == PROTO_WELCOME);
-    CHECK(harness_ready(again, 1) == 0);
+    CHECK(harness_ready(again, 1, 0) == 0);
     CHECK(harness_get_task(again, &t2, 5000) == 0);
     CHECK(t2.task == t.task && t2.attempt == t.attempt + 1);
     /* the old lease's late RESULT is not taken */

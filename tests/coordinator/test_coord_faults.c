@@ -70,7 +70,8 @@ static void inject(harness *h, chaos *x)
         harness_send(f->w[W_RETURNS].sock, &hello);
         /* the lease ended with the second HELLO: this RESULT must be dropped */
         harness_result(f->w[W_RETURNS].sock, t->task, t->attempt, 1, t->image, 2, 64);
-        harness_ready(f->w[W_RETURNS].sock, 2);
+        f->w[W_RETURNS].received = 0; /* a new registration counts from 0 */
+        harness_ready(f->w[W_RETURNS].sock, 2, 0);
         f->w[W_RETURNS].hold = 0;
         x->returned = 1;
     }

@@ -56,7 +56,7 @@ static void body_cancel(harness *h, int *test_failed_)
 
     /* its RESULT is ignored and no more of its tasks go out */
     CHECK(harness_result(w.sock, t.task, t.attempt, 1, t.image, 0, 16) == 0);
-    CHECK(harness_ready(w.sock, 5) == 0);
+    CHECK(harness_ready(w.sock, 5, 1) == 0);
     CHECK(harness_recv(w.sock, &m, 300) < 0);
     CHECK(harness_status(cl, "cx", &m) == 0 && m.type == PROTO_STATUS_REPLY);
     const struct proto_job_status *st = &m.status_reply.jobs[0];
@@ -255,7 +255,7 @@ static void body_bad_worker_frames(harness *h, int *test_failed_)
     snprintf(spec, sizeof spec, "name: bf\ncount: 1\nresolution: 16\nout: %s\n", h->dir);
     CHECKF(harness_submit(cl, spec, id, sizeof id) == 0, "%s", id);
     CHECK(harness_get_task(w.sock, &t, 5000) == 0 && t.attempt == 1);
-    CHECK(harness_result(w.sock, t.task, 1, 1, 0, 0, 8) == 0 && harness_ready(w.sock, 1) == 0);
+    CHECK(harness_result(w.sock, t.task, 1, 1, 0, 0, 8) == 0 && harness_ready(w.sock, 1, 1) == 0);
     CHECK(harness_get_task(w.sock, &t, 5000) == 0 && t.attempt == 2);
     CHECK(harness_job_ref(cl, PROTO_WATCH, "bf") == 0);
     CHECK(harness_result(w.sock, t.task, 2, 1, 0, 0, 16) == 0);

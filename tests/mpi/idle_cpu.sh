@@ -23,7 +23,7 @@ EP=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' "$DIR/coord.out")
 ROOT=
 [ "$(id -u)" = 0 ] && ROOT=--allow-run-as-root
 mpirun $ROOT --oversubscribe --bind-to none --stdin none -np "$RANKS" "$S" worker --level "$LEVEL" \
-  --connect "$EP" --verbose >"$DIR/worker.out" 2>"$DIR/worker.err" &
+  --connect "$EP" --pipeline "$PIPE" --verbose >"$DIR/worker.out" 2>"$DIR/worker.err" &
 M=$!
 for i in $(seq 300); do grep -q 'level loaded' "$DIR/worker.err" && break; sleep 0.1; done
 grep -q 'level loaded' "$DIR/worker.err" || { echo "the group did not load" >&2; cat "$DIR/worker.err" >&2; stop; exit 1; }

@@ -52,9 +52,9 @@ bed_coordinator "$strata" "$pipeline" "$dir" || fail "no coordinator"
 
 # shellcheck disable=SC2086 # the bed's arguments are split on purpose
 mpirun $STRATA_NETNS_MPIRUN_ARGS --map-by node -x OPENBLAS_CORETYPE \
-  -np 2 "$strata" worker --level l32 --connect "tcp://$b:5555" >"$dir/pool.log" 2>&1 &
+  -np 2 "$strata" worker --level l32 --connect "tcp://$b:5555" --pipeline "$pipeline" >"$dir/pool.log" 2>&1 &
 pool=$!
-"$strata" worker --level l16 --connect "tcp://$b:5555" >"$dir/pool16.log" 2>&1 &
+"$strata" worker --level l16 --connect "tcp://$b:5555" --pipeline "$pipeline" >"$dir/pool16.log" 2>&1 &
 pool16=$!
 
 cat >"$dir/job.yaml" <<EOF

@@ -59,12 +59,12 @@ bed_coordinator "$strata" "$pipeline" "$dir" || fail "no coordinator"
 start_pool() {
   # shellcheck disable=SC2086 # the bed's arguments are split on purpose
   mpirun $STRATA_NETNS_MPIRUN_ARGS --map-by node -x OPENBLAS_CORETYPE \
-    -np 2 "$strata" worker --level l1024 --connect "tcp://$b:5555" >>"$dir/pool.log" 2>&1 &
+    -np 2 "$strata" worker --level l1024 --connect "tcp://$b:5555" --pipeline "$pipeline" >>"$dir/pool.log" 2>&1 &
   pool=$!
 }
 start_pool
 for l in l16 l64 l256; do
-  "$strata" worker --level "$l" --connect "tcp://$b:5555" >>"$dir/local.log" 2>&1 &
+  "$strata" worker --level "$l" --connect "tcp://$b:5555" --pipeline "$pipeline" >>"$dir/local.log" 2>&1 &
   local_pools="$local_pools $!"
 done
 

@@ -62,6 +62,7 @@ run_job() {
   (
     export PATH=$dir/bin:$PATH SLURM_JOB_NUM_NODES=2 SLURM_JOB_NODELIST=netns SLURM_CPUS_PER_TASK=1
     export SLURM_SUBMIT_DIR=$PWD STRATA=$strata STRATA_NET=$STRATA_NETNS_SUBNET STRATA_LAUNCH=$launch
+    export STRATA_PIPELINE=configs/pipelines/test-tiny.yaml
     unset OPENBLAS_CORETYPE
     # What Slurm's allocation gives mpirun, here the bed's nodes and its launch agent.
     export OMPI_MCA_orte_default_hostfile=$STRATA_NETNS_HOSTFILE OMPI_MCA_plm_rsh_no_tree_spawn=1

@@ -154,6 +154,25 @@ TEST_TIMEOUT(rank_group_idle_costs_no_cpu, 60)
     CHECKF(ranks == 3 && tck > 0, "expected 3 ranks: %s", out);
 }
 
+/* SIGTERM to every rank of a group mid-task (what mpirun forwards) drains it as one worker: the
+ * task is finished and taken, no rank dies mid-task, mpirun exits 0 (tests/mpi/rank_drain.sh). */
+TEST_TIMEOUT(rank_group_drains_on_sigterm, 90)
+{
+    if (!have_mpirun()) {
+        fprintf(stderr, "  skipped: no mpirun on this machine (tools/deps.sh installs it)\n");
+        return;
+    }
+    char err[8192];
+    const char *argv[] = {"tests/mpi/rank_drain.sh",
+                          strata_bin(),
+                          "configs/pipelines/test-tiny.yaml",
+                          "l16",
+                          test_tmpdir(),
+                          NULL};
+    int rc = test_run_program(argv, err, sizeof err, NULL, 0);
+    CHECKF(rc == 0, "rank_drain.sh exit %d: %s", rc, err);
+}
+
 TEST_TIMEOUT(rank_group_killed_rank_restarts_with_the_same_bytes, 240)
 {
     if (!have_mpirun()) {

@@ -95,7 +95,8 @@ static void pk_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_with_body(pk, s, strlen(s));
 }
 
-/* WELCOME as the coordinator packed it when its config was a hand-written string map. */
+/* WELCOME as the coordinator packed it when its config was a hand-written string map, less the
+ * "model" path it sent first (a worker now finds its model itself). */
 static void pack_old_welcome(msgpack_packer *pk, const proto_level_config *c)
 {
     msgpack_pack_map(pk, 3);
@@ -104,8 +105,7 @@ static void pack_old_welcome(msgpack_packer *pk, const proto_level_config *c)
     pk_str(pk, "type");
     pk_str(pk, "WELCOME");
     pk_str(pk, "config");
-    msgpack_pack_map(pk, 13);
-    pk_str(pk, "model"), pk_str(pk, c->model);
+    msgpack_pack_map(pk, 12);
     pk_str(pk, "mode"), pk_str(pk, level_kind_name(c->kind));
     pk_str(pk, "index"), msgpack_pack_int64(pk, c->index);
     pk_str(pk, "side"), msgpack_pack_int64(pk, c->side);
@@ -156,12 +156,10 @@ TEST(proto_welcome_and_task_bytes_unchanged)
     /* values across the widths MessagePack picks between (fixint, uint8/16/32, negative) */
     static const proto_level_config configs[] = {
         /* tile_blend and model_hash NULL: the coordinator before it, which never sent them */
-        {"models/l32", LEVEL_KIND_GENERATE, 0, 32, 50, "", 0.0f, 0, 1.0f, 0, 0, 1000, 3, NULL,
+        {LEVEL_KIND_GENERATE, 0, 32, 50, "", 0.0f, 0, 1.0f, 0, 0, 1000, 3, NULL, NULL},
+        {LEVEL_KIND_REFINE, 1, 128, 200, "ddim", 0.5f, 250, 7.5f, 64, 8, 60000, 10, NULL, NULL},
+        {LEVEL_KIND_DIRECT, 300, 8192, 0, "dpm++2m", 1.0f, 999, 1.0f, 4096, 255, 10, 1000, NULL,
          NULL},
-        {"/abs/l128", LEVEL_KIND_REFINE, 1, 128, 200, "ddim", 0.5f, 250, 7.5f, 64, 8, 60000, 10,
-         NULL, NULL},
-        {"m", LEVEL_KIND_DIRECT, 300, 8192, 0, "dpm++2m", 1.0f, 999, 1.0f, 4096, 255, 10, 1000,
-         NULL, NULL},
     };
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
         msgpack_sbuffer sb;
@@ -201,7 +199,7 @@ TEST(proto_welcome_optional_fields_default)
     pk_str(&pk, "type"), pk_str(&pk, "WELCOME");
     pk_str(&pk, "config");
     msgpack_pack_map(&pk, 6);
-    pk_str(&pk, "model"), pk_str(&pk, "m");
+    pk_str(&pk, "model"), pk_str(&pk, "m"); /* an older coordinator's path: ignored */
     pk_str(&pk, "mode"), pk_str(&pk, "refine");
     pk_str(&pk, "index"), msgpack_pack_uint32(&pk, 1);
     pk_str(&pk, "side"), msgpack_pack_uint32(&pk, 64);
@@ -328,18 +326,18 @@ TEST(proto_contract_decoders_name_each_field)
     const proto_tensor img = {PROTO_DTYPE_U8, 3, {2, 2, 3}, px, sizeof px};
     proto_msg hello = {.type = PROTO_HELLO, .hello = {"w", "l32", "host", "sha256:1", 1, 1, 42}};
     proto_msg welcome = {.type = PROTO_WELCOME,
-                         .welcome.config = {"m", LEVEL_KIND_REFINE, 1, 64, 4, "ddim", 0.5f, 10,
-                                            2.0f, 32, 8, 1000, 3, "finished"}};
+                         .welcome.config = {LEVEL_KIND_REFINE, 1, 64, 4, "ddim", 0.5f, 10, 2.0f, 32,
+                                            8, 1000, 3, "finished"}};
     proto_msg task = {.type = PROTO_TASK,
                       .task = {7, 1, "job", 3, 42, "l128", 1, -1, img, {.resize = 100}}};
     proto_msg ok = {.type = PROTO_RESULT, .result = {.task = 7, .ok = true, .output = img}};
     proto_msg failed = {.type = PROTO_RESULT, .result = {.task = 7, .error = "OOM"}};
     static const char *const cases[][2] = {
         {"worker level slots ranks pid host model_hash", "worker level slots ranks pid host"},
-        {"config config.model config.mode config.index config.side config.steps config.sampler "
+        {"config config.mode config.index config.side config.steps config.sampler "
          "config.eta config.noise_level config.guidance config.tile config.overlap "
          "config.heartbeat_ms config.liveness config.tile_blend",
-         "config config.model config.mode config.index config.side config.steps"},
+         "config config.mode config.index config.side config.steps"},
         {"task attempt job image seed level level_index class_label cond cond.dtype cond.shape "
          "cond.data params params.resize",
          "task attempt job image seed level level_index class_label cond.dtype cond.shape "

@@ -143,9 +143,15 @@ TEST(proto_roundtrip_worker_messages)
           out.hello.ranks == 2 && out.hello.pid == 31337);
     proto_msg_free(&out);
 
-    in = (proto_msg){.type = PROTO_READY, .ready.credits = 3};
+    in = (proto_msg){.type = PROTO_READY, .ready = {.capacity = 3, .received = 7}};
     CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
-    CHECK(out.type == PROTO_READY && out.ready.credits == 3);
+    CHECK(out.type == PROTO_READY && out.ready.capacity == 3 && out.ready.received == 7 &&
+          !out.ready.draining);
+    proto_msg_free(&out);
+    in = (proto_msg){.type = PROTO_READY, .ready = {.received = 9, .draining = true}};
+    CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
+    CHECK(out.type == PROTO_READY && out.ready.capacity == 0 && out.ready.received == 9 &&
+          out.ready.draining);
     proto_msg_free(&out);
 
     float px[2 * 3 * 4];
@@ -186,8 +192,7 @@ TEST(proto_roundtrip_coordinator_messages)
 {
     strata_err e = {0};
     proto_msg in = {.type = PROTO_WELCOME}, out;
-    in.welcome.config = (proto_level_config){.model = "models/l32",
-                                             .kind = LEVEL_KIND_DIRECT,
+    in.welcome.config = (proto_level_config){.kind = LEVEL_KIND_DIRECT,
                                              .index = 65535,
                                              .side = 4096,
                                              .steps = -3, /* ranges are the worker's to check */
@@ -201,9 +206,8 @@ TEST(proto_roundtrip_coordinator_messages)
                                              .liveness = 1};
     CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
     const proto_level_config *oc = &out.welcome.config, *ic = &in.welcome.config;
-    CHECK(out.type == PROTO_WELCOME && streq(oc->model, "models/l32") &&
-          oc->kind == LEVEL_KIND_DIRECT && oc->index == 65535 && oc->side == 4096 &&
-          oc->steps == -3 && streq(oc->sampler, "dpm++2m"));
+    CHECK(out.type == PROTO_WELCOME && oc->kind == LEVEL_KIND_DIRECT && oc->index == 65535 &&
+          oc->side == 4096 && oc->steps == -3 && streq(oc->sampler, "dpm++2m"));
     CHECK(oc->eta == ic->eta && oc->noise_level == 100 && oc->guidance == ic->guidance &&
           oc->tile == 512 && oc->overlap == 64 && oc->heartbeat_ms == 600000 && oc->liveness == 1);
     proto_msg_free(&out);
@@ -387,19 +391,39 @@ TEST(proto_wrong_type_is_named)
 
     /* a uint field over 32 bits, and a negative one */
     mp_init(&m);
-    msgpack_pack_map(&m.pk, 3);
+    msgpack_pack_map(&m.pk, 4);
     mp_kv_u(&m, "v", 1);
     mp_kv_s(&m, "type", "READY");
-    mp_kv_u(&m, "credits", 1ull << 32);
+    mp_kv_u(&m, "capacity", 1ull << 32);
+    mp_kv_u(&m, "received", 0);
     CHECK(mp_decode(&m, &out, &e) == ERR_VALUE);
-    CHECKF(strstr(e.msg, "READY: field 'credits': 4294967296 is out of range"), "%s", e.msg);
+    CHECKF(strstr(e.msg, "READY: field 'capacity': 4294967296 is out of range"), "%s", e.msg);
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 4);
+    mp_kv_u(&m, "v", 1);
+    mp_kv_s(&m, "type", "READY");
+    mp_kv_u(&m, "capacity", 1);
+    mp_str(&m, "received");
+    msgpack_pack_int64(&m.pk, -1);
+    CHECK(mp_decode(&m, &out, &e) == ERR_TYPE);
+    /* READY as it was (credits only): its count of TASKs received is missing */
     mp_init(&m);
     msgpack_pack_map(&m.pk, 3);
     mp_kv_u(&m, "v", 1);
     mp_kv_s(&m, "type", "READY");
-    mp_str(&m, "credits");
-    msgpack_pack_int64(&m.pk, -1);
+    mp_kv_u(&m, "credits", 1);
+    CHECK(mp_decode(&m, &out, &e) == ERR_MISSING);
+    CHECKF(strstr(e.msg, "READY: field 'capacity': missing"), "%s", e.msg);
+    /* draining must be a bool */
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 5);
+    mp_kv_u(&m, "v", 1);
+    mp_kv_s(&m, "type", "READY");
+    mp_kv_u(&m, "capacity", 0);
+    mp_kv_u(&m, "received", 2);
+    mp_kv_u(&m, "draining", 1);
     CHECK(mp_decode(&m, &out, &e) == ERR_TYPE);
+    CHECKF(strstr(e.msg, "READY: field 'draining': expected"), "%s", e.msg);
 
     /* a nested field: the path names the item */
     mp_init(&m);
@@ -628,13 +652,9 @@ TEST(proto_encoder_checks)
                                                  .nbytes = PROTO_MAX_FRAME}};
     CHECK(proto_encode(&in, &buf, &len, &e) == ERR_TOO_LARGE && buf == NULL);
 
-    /* WELCOME: its config's required fields, and a kind with a name */
+    /* WELCOME: a kind with a name */
     in = (proto_msg){.type = PROTO_WELCOME,
-                     .welcome.config = {.kind = LEVEL_KIND_REFINE, .side = 32, .steps = 2}};
-    CHECK(proto_encode(&in, &buf, &len, &e) == ERR_MISSING);
-    CHECKF(strcmp(e.msg, "WELCOME: field 'config.model': missing") == 0, "%s", e.msg);
-    in.welcome.config.model = "m";
-    in.welcome.config.kind = LEVEL_KIND_COUNT;
+                     .welcome.config = {.kind = LEVEL_KIND_COUNT, .side = 32, .steps = 2}};
     CHECK(proto_encode(&in, &buf, &len, &e) == ERR_VALUE);
     CHECKF(strcmp(e.msg, "WELCOME: field 'config.mode': not a level kind (3)") == 0, "%s", e.msg);
 }
@@ -661,13 +681,10 @@ static int sample_frames(void *bufs[3], size_t lens[3])
                                           .nbytes = sizeof cond}};
     t.task.params.resize = 300;
     proto_msg s = {.type = PROTO_STATUS_REPLY, .status_reply = {2, jobs}};
-    proto_msg w = {.type = PROTO_WELCOME,
-                   .welcome.config = {.model = "models/l32",
-                                      .kind = LEVEL_KIND_REFINE,
-                                      .side = 128,
-                                      .steps = 30,
-                                      .sampler = "",
-                                      .guidance = 1.5f}};
+    proto_msg w = {
+        .type = PROTO_WELCOME,
+        .welcome.config = {
+            .kind = LEVEL_KIND_REFINE, .side = 128, .steps = 30, .sampler = "", .guidance = 1.5f}};
     const proto_msg *all[3] = {&t, &s, &w};
     for (int i = 0; i < 3; i++)
         if (proto_encode(all[i], &bufs[i], &lens[i], NULL) < 0) return -1;

@@ -44,7 +44,7 @@ TEST(proto_zmq_inproc_roundtrip)
     proto_msg_free(&got);
 
     proto_msg welcome = {.type = PROTO_WELCOME,
-                         .welcome.config = {.model = "m", .kind = LEVEL_KIND_GENERATE, .steps = 8}};
+                         .welcome.config = {.kind = LEVEL_KIND_GENERATE, .steps = 8}};
     CHECKF(proto_send(router, &from, &welcome, &e) == 0, "%s", e.msg);
     CHECKF(proto_recv(dealer, NULL, &got, 2000, &e) == 0, "%s", e.msg);
     CHECK(got.type == PROTO_WELCOME && got.welcome.config.steps == 8);

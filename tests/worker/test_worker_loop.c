@@ -86,9 +86,10 @@ typedef struct coord_fake {
     proto_rid worker;
     pid_t pid;
     int errfd;
-    int echo;       /* answer each HEARTBEAT with one (a live coordinator) */
-    int heartbeats; /* HEARTBEATs seen */
-    char err[8192]; /* the child's stderr, once it exited */
+    int echo;                 /* answer each HEARTBEAT with one (a live coordinator) */
+    int heartbeats;           /* HEARTBEATs seen */
+    struct proto_ready ready; /* the last READY seen */
+    char err[8192];           /* the child's stderr, once it exited */
 } coord_fake;
 
 static int coord_open(coord_fake *c)
@@ -103,11 +104,14 @@ static int coord_open(coord_fake *c)
     return proto_sock_endpoint(c->router, c->ep, sizeof c->ep, &e);
 }
 
-/* Start `strata worker --level LEVEL --connect EP --threads 1 [extra...]`. */
-static int coord_spawn(coord_fake *c, const char *level, const char *const *extra)
+/* Start `strata worker --level LEVEL --connect EP --threads 1 [--model MODEL] [extra...]`
+ * (model NULL: a stub, extra says --stub-ms). */
+static int coord_spawn(coord_fake *c, const char *level, const char *model,
+                       const char *const *extra)
 {
     const char *args[24] = {"worker", "--level", level, "--connect", c->ep, "--threads", "1"};
     int n = 7;
+    if (model) args[n++] = "--model", args[n++] = model;
     for (int i = 0; extra && extra[i] && n < 23; i++)
         args[n++] = extra[i];
     args[n] = NULL;
@@ -116,7 +120,8 @@ static int coord_spawn(coord_fake *c, const char *level, const char *const *extr
 }
 
 /* Receive until a message of type arrives (into m; the caller frees it), counting HEARTBEATs
- * on the way. Any other message, or none in timeout_ms, is a failure (-1). */
+ * on the way and passing the READYs an idle worker sends each heartbeat (the last one is kept in
+ * c->ready). Any other message, or none in timeout_ms, is a failure (-1). */
 static int coord_expect(coord_fake *c, enum proto_type type, int timeout_ms, proto_msg *m)
 {
     long long deadline = clock_now_ms() + timeout_ms;
@@ -127,21 +132,23 @@ static int coord_expect(coord_fake *c, enum proto_type type, int timeout_ms, pro
             fprintf(stderr, "    waiting for %s: %s\n", proto_type_name(type), e.msg);
             return -1;
         }
+        if (m->type == PROTO_READY) c->ready = m->ready;
         if (m->type == type) return 0;
-        if (m->type != PROTO_HEARTBEAT) {
+        if (m->type != PROTO_HEARTBEAT && m->type != PROTO_READY) {
             fprintf(stderr, "    waiting for %s, got %s\n", proto_type_name(type),
                     proto_type_name(m->type));
             proto_msg_free(m);
             return -1;
         }
-        c->heartbeats++;
+        c->heartbeats += m->type == PROTO_HEARTBEAT;
         proto_msg_free(m);
         proto_msg hb = {.type = PROTO_HEARTBEAT};
         if (c->echo && proto_send(c->router, &c->worker, &hb, &e)) return -1;
     }
 }
 
-/* Receive until n more HEARTBEATs arrived; anything else, or a timeout, is a failure. */
+/* Receive until n more HEARTBEATs arrived (an idle worker's READYs pass); anything else, or a
+ * timeout, is a failure. */
 static int coord_heartbeats(coord_fake *c, int n, int timeout_ms)
 {
     long long deadline = clock_now_ms() + timeout_ms;
@@ -150,10 +157,10 @@ static int coord_heartbeats(coord_fake *c, int n, int timeout_ms)
         strata_err e = {0};
         long long left = deadline - clock_now_ms();
         if (left < 0 || proto_recv(c->router, &c->worker, &m, (int)left, &e)) return -1;
-        int hb = m.type == PROTO_HEARTBEAT;
+        int hb = m.type == PROTO_HEARTBEAT, ready = m.type == PROTO_READY;
         proto_msg_free(&m);
-        if (!hb) return -1;
-        c->heartbeats++;
+        if (!hb && !ready) return -1;
+        c->heartbeats += hb;
     }
     return 0;
 }
@@ -205,7 +212,7 @@ static int coord_welcome(coord_fake *c, const char *level, const proto_level_con
     if (!ok) return -1;
     proto_msg w = {.type = PROTO_WELCOME, .welcome = {.config = *config}};
     if (coord_send(c, &w) || coord_expect(c, PROTO_READY, WAIT_MS, &m)) return -1;
-    ok = m.ready.credits == 1;
+    ok = m.ready.capacity == 1 && m.ready.received == 0 && !m.ready.draining;
     proto_msg_free(&m);
     return ok ? 0 : -1;
 }
@@ -227,10 +234,10 @@ typedef struct level_setup {
     double guidance;
 } level_setup;
 
+/* WELCOME's config for s (s->model is the worker's --model, not sent). */
 static void level_config(const level_setup *s, proto_level_config *p)
 {
-    *p = (proto_level_config){.model = s->model,
-                              .index = (uint32_t)s->index,
+    *p = (proto_level_config){.index = (uint32_t)s->index,
                               .side = s->side,
                               .steps = s->steps,
                               .sampler = "",
@@ -308,7 +315,7 @@ TEST(worker_loop_generate_matches_level_run)
     proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_welcome(&c, "l16", &config) == 0);
     proto_msg task = task_msg(11, 1, "l16", 7, 3, 2);
     CHECK(coord_run_task(&c, &task, &r) == 0);
@@ -341,7 +348,7 @@ TEST(worker_loop_refine_resize_and_failures)
     proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l32", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l32", s.model, NULL) == 0);
     CHECK(coord_welcome(&c, "l32", &config) == 0);
     proto_msg task = task_msg(21, 1, "l32", 5, 9, -1);
     /* no cond: the task fails, the worker goes on */
@@ -377,11 +384,14 @@ TEST(worker_loop_refine_resize_and_failures)
     proto_msg_free(&r);
     CHECKF(same, "the resized image differs");
 
-    /* SIGTERM stops it as SHUTDOWN does */
+    /* it counted the five TASKs; SIGTERM while it holds none: READY draining, BYE at once */
+    CHECKF(c.ready.received == 5 && c.ready.capacity == 1, "READY received %u capacity %u",
+           c.ready.received, c.ready.capacity);
     proto_msg bye;
     CHECK(kill(c.pid, SIGTERM) == 0);
     CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &bye) == 0);
     proto_msg_free(&bye);
+    CHECKF(c.ready.draining && c.ready.capacity == 0, "no READY draining before BYE");
     int code = coord_wait_exit(&c, WAIT_MS);
     CHECKF(code == 0, "exit %d: %s", code, c.err);
     coord_close(&c);
@@ -395,7 +405,7 @@ TEST(worker_loop_heartbeats_during_a_slow_task)
     proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", extra) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL, extra) == 0);
     CHECK(coord_welcome(&c, "l16", &config) == 0);
     proto_msg task = task_msg(31, 1, "l16", 4, 0, -1);
     c.heartbeats = 0;
@@ -419,7 +429,7 @@ TEST(worker_loop_heartbeats_during_a_slow_task)
     coord_close(&c);
 }
 
-TEST(worker_loop_sigterm_abandons_a_running_level)
+TEST(worker_loop_sigint_abandons_a_running_level)
 {
     /* 1000 steps at 128x128: minutes of work, still running when the signal comes */
     level_setup s = {GEN_MODEL, "generate", 0, 128, 1000, 0, 100, 100, 1.0};
@@ -427,19 +437,83 @@ TEST(worker_loop_sigterm_abandons_a_running_level)
     proto_level_config config;
     proto_msg m;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l128", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l128", s.model, NULL) == 0);
     CHECK(coord_welcome(&c, "l128", &config) == 0);
     proto_msg task = task_msg(51, 1, "l128", 1, 0, -1);
     CHECK(coord_send(&c, &task) == 0);
     /* two heartbeats after the TASK: it reached the compute thread, and the loop still beats */
     CHECK(coord_heartbeats(&c, 2, WAIT_MS) == 0);
     long long t0 = clock_now_ms();
-    CHECK(kill(c.pid, SIGTERM) == 0);
+    CHECK(kill(c.pid, SIGINT) == 0);
     CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &m) == 0);
     proto_msg_free(&m);
     int code = coord_wait_exit(&c, WAIT_MS);
     CHECKF(code == 0, "exit %d: %s", code, c.err);
     CHECKF(clock_now_ms() - t0 < 10000, "the stop took %lld ms", clock_now_ms() - t0);
+    coord_close(&c);
+}
+
+/* SIGTERM mid-task drains: READY says so at once, a TASK sent after it is not taken, the task
+ * held is finished and its RESULT sent, then BYE and exit 0. */
+TEST(worker_loop_sigterm_drains_the_task_held)
+{
+    level_setup s = {"no-model-in-stub-mode", "generate", 0, 16, 2, 0, 200, 50, 1.0};
+    const char *extra[] = {"--stub-ms", "1500", NULL};
+    coord_fake c;
+    proto_level_config config;
+    proto_msg m;
+    level_config(&s, &config);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL, extra) == 0);
+    CHECK(coord_welcome(&c, "l16", &config) == 0);
+    proto_msg task = task_msg(61, 1, "l16", 4, 0, -1), late = task_msg(62, 1, "l16", 4, 1, -1);
+    CHECK(coord_send(&c, &task) == 0);
+    /* a heartbeat after the TASK: it is at the compute thread (an idle worker sends READY) */
+    CHECK(coord_heartbeats(&c, 1, WAIT_MS) == 0);
+    CHECK(kill(c.pid, SIGTERM) == 0);
+    CHECK(coord_expect(&c, PROTO_READY, WAIT_MS, &m) == 0);
+    int said = m.ready.draining && m.ready.capacity == 0 && m.ready.received == 1;
+    proto_msg_free(&m);
+    CHECKF(said, "READY after SIGTERM: draining %d capacity %u received %u", c.ready.draining,
+           c.ready.capacity, c.ready.received);
+    CHECK(coord_send(&c, &late) == 0);
+    CHECK(coord_expect(&c, PROTO_RESULT, WAIT_MS, &m) == 0);
+    int ok = m.result.ok && m.result.task == 61;
+    proto_msg_free(&m);
+    CHECKF(ok, "%s", "the task held was not finished");
+    /* BYE next: coord_expect fails on any RESULT (the late TASK's) on the way */
+    CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    CHECKF(c.ready.draining && c.ready.received == 1, "received %u", c.ready.received);
+    int code = coord_wait_exit(&c, WAIT_MS);
+    CHECKF(code == 0, "exit %d: %s", code, c.err);
+    CHECKF(strstr(c.err, "draining") && strstr(c.err, "not taken"), "stderr: %s", c.err);
+    coord_close(&c);
+}
+
+/* A second SIGTERM while draining stops at once: the 60 s task is abandoned, BYE, exit 0 (well
+ * within WAIT_MS, which a worker finishing its task would overrun). */
+TEST(worker_loop_second_sigterm_stops_at_once)
+{
+    level_setup s = {"no-model-in-stub-mode", "generate", 0, 16, 2, 0, 200, 50, 1.0};
+    const char *extra[] = {"--stub-ms", "60000", NULL};
+    coord_fake c;
+    proto_level_config config;
+    proto_msg m;
+    level_config(&s, &config);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL, extra) == 0);
+    CHECK(coord_welcome(&c, "l16", &config) == 0);
+    proto_msg task = task_msg(71, 1, "l16", 4, 0, -1);
+    CHECK(coord_send(&c, &task) == 0);
+    CHECK(coord_heartbeats(&c, 1, WAIT_MS) == 0);
+    CHECK(kill(c.pid, SIGTERM) == 0);
+    /* the first one was taken (two signals sent at once could merge into one) */
+    CHECK(coord_expect(&c, PROTO_READY, WAIT_MS, &m) == 0 && m.ready.draining);
+    proto_msg_free(&m);
+    CHECK(kill(c.pid, SIGTERM) == 0);
+    CHECK(coord_expect(&c, PROTO_BYE, WAIT_MS, &m) == 0);
+    proto_msg_free(&m);
+    int code = coord_wait_exit(&c, WAIT_MS);
+    CHECKF(code == 0, "exit %d: %s", code, c.err);
     coord_close(&c);
 }
 
@@ -454,7 +528,7 @@ TEST(worker_loop_says_hello_again_after_coordinator_silence)
     proto_level_config config;
     proto_msg m;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_welcome(&c, "l16", &config) == 0);
     /* a silent coordinator (no heartbeats back): after 3 x 100 ms the worker says HELLO */
     c.echo = 0;
@@ -477,12 +551,13 @@ TEST(worker_loop_says_hello_again_after_coordinator_silence)
 
 TEST(worker_loop_bad_welcome_exits_2)
 {
-    level_setup s = {"/nonexistent/strata-model", "generate", 0, 16, 2, 0, 200, 50, 1.0};
+    /* 0 steps: a setting no worker can run */
+    level_setup s = {GEN_MODEL, "generate", 0, 16, 0, 0, 200, 50, 1.0};
     coord_fake c;
     proto_level_config config;
     proto_msg m;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_expect(&c, PROTO_HELLO, WAIT_MS, &m) == 0);
     proto_msg_free(&m);
     proto_msg w = {.type = PROTO_WELCOME, .welcome = {.config = config}};
@@ -492,7 +567,7 @@ TEST(worker_loop_bad_welcome_exits_2)
     int code = coord_wait_exit(&c, WAIT_MS);
     CHECKF(code == 2, "exit %d: %s", code, c.err);
     char *nl = strchr(c.err, '\n');
-    CHECKF(strstr(c.err, "/nonexistent/strata-model") && nl && !nl[1], "stderr: %s", c.err);
+    CHECKF(strstr(c.err, "'steps'") && nl && !nl[1], "stderr: %s", c.err);
     coord_close(&c);
 }
 
@@ -510,7 +585,7 @@ TEST(worker_loop_undecodable_welcome_exits_2)
     char *mode = memmem(buf, len, "generate", 8);
     CHECK(mode);
     mode[3] = '3'; /* "gen3rate": not a level kind */
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_expect(&c, PROTO_HELLO, WAIT_MS, &m) == 0);
     proto_msg_free(&m);
     int sent = zmq_send(c.router, c.worker.id, c.worker.len, ZMQ_SNDMORE) >= 0 &&
@@ -538,8 +613,24 @@ TEST(worker_loop_usage_errors_exit_2)
     const char *stub[] = {"worker",    "--level", "l", "--connect", "tcp://127.0.0.1:1",
                           "--stub-ms", "x",       NULL};
     CHECK(test_run_strata(stub, err, sizeof err, NULL, 0) == 2 && strstr(err, "--stub-ms"));
-    const char *endpoint[] = {"worker", "--level", "l", "--connect", "nowhere", NULL};
+    const char *endpoint[] = {"worker",  "--level",   "l", "--connect",
+                              "nowhere", "--stub-ms", "0", NULL};
     CHECK(test_run_strata(endpoint, err, sizeof err, NULL, 0) == 2 && strstr(err, "--connect"));
+    /* WELCOME names no model path: the worker must be told where its model is */
+    const char *nomodel[] = {"worker", "--level", "l", "--connect", "tcp://127.0.0.1:1", NULL};
+    CHECK(test_run_strata(nomodel, err, sizeof err, NULL, 0) == 2 && strstr(err, "--model") &&
+          strstr(err, "--pipeline"));
+    const char *missing[] = {"worker",
+                             "--level",
+                             "l",
+                             "--connect",
+                             "tcp://127.0.0.1:1",
+                             "--model",
+                             "/nonexistent/strata-model",
+                             NULL};
+    CHECKF(test_run_strata(missing, err, sizeof err, NULL, 0) == 2 &&
+               strstr(err, "/nonexistent/strata-model"),
+           "%s", err);
     const char *help[] = {"worker", "--help", NULL};
     CHECK(test_run_strata(help, err, sizeof err, out, sizeof out) == 0);
     CHECK(strstr(out, "farm benchmarks") && strstr(out, "--stub-ms"));
@@ -553,7 +644,7 @@ TEST(worker_loop_config_from_welcome)
     strata_err e = {0};
     level_config(&s, &p);
     CHECKF(worker_config_from_welcome(&p, &c, &e) == 0, "%s", e.msg);
-    CHECK(!strcmp(c.model, GEN_MODEL) && c.level.kind == LEVEL_KIND_REFINE);
+    CHECK(!c.model[0] && c.level.kind == LEVEL_KIND_REFINE); /* the worker's own, not WELCOME's */
     CHECK(c.level.index == 2 && c.level.side == 64 && c.level.steps == 10);
     CHECK(c.level.noise_level == 100 && c.level.guidance == 3.0f && c.heartbeat_ms == 500);
     CHECK(c.liveness == 4 && c.sampler[0] == 0 && c.level.tile_blend == TILE_BLEND_STEP);
@@ -578,8 +669,6 @@ TEST(worker_loop_config_from_welcome)
     CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'eta'"));
     q = p, q.sampler = "a-sampler-name-too-long";
     CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'sampler'"));
-    q = p, q.model = NULL;
-    CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'model'"));
     q = p, q.tile_blend = "final";
     CHECK(worker_config_from_welcome(&q, &c, &e) == ERR_INPUT && strstr(e.msg, "'tile_blend'"));
 }
@@ -616,7 +705,7 @@ TEST(worker_loop_stub_refine_scales_the_cond)
     proto_level_config config;
     proto_msg r;
     level_config(&s, &config);
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l8", extra) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l8", NULL, extra) == 0);
     CHECK(coord_welcome(&c, "l8", &config) == 0);
     proto_msg task = task_msg(61, 1, "l8", 4, 0, -1);
     task.task.cond = rgb_tensor(cond, 4);
@@ -629,8 +718,8 @@ TEST(worker_loop_stub_refine_scales_the_cond)
     coord_close(&c);
 }
 
-/* WELCOME's model_hash is the coordinator's copy of the level's model: a worker whose files at
- * that path differ stops with exit 2 naming both hashes; the right hash serves. */
+/* WELCOME's model_hash is the coordinator's copy of the level's model: a worker whose --model
+ * files differ stops with exit 2 naming both hashes; the right hash serves. */
 TEST(worker_loop_model_hash_differs_exits_2)
 {
     level_setup s = {GEN_MODEL, "generate", 0, 16, 2, 0, 200, 50, 1.0};
@@ -643,12 +732,12 @@ TEST(worker_loop_model_hash_differs_exits_2)
     proto_msg m;
     level_config(&s, &config);
     config.model_hash = good;
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_welcome(&c, "l16", &config) == 0);
     CHECK(coord_shutdown(&c) == 0);
     coord_close(&c);
     config.model_hash = bad;
-    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", NULL) == 0);
+    CHECK(coord_open(&c) == 0 && coord_spawn(&c, "l16", s.model, NULL) == 0);
     CHECK(coord_expect(&c, PROTO_HELLO, WAIT_MS, &m) == 0);
     proto_msg_free(&m);
     proto_msg w = {.type = PROTO_WELCOME, .welcome = {.config = config}};
