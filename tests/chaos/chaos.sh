@@ -17,6 +17,8 @@ LIMIT_S=${CHAOS_LIMIT_S:-7200}
 KILL_S=${CHAOS_KILL_S:-1} # seconds between worker SIGKILLs
 . "$(dirname "$0")/../mpi/lib.sh"
 rm -rf "$DIR" && mkdir -p "$DIR" || exit 1
+# its own copy of the binary: a rebuild during the run (it lasts long) must not change it
+cp "$BIN" "$DIR/strata" && BIN=$DIR/strata || exit 1
 LOG=$DIR/coordinator.log
 FARM=$DIR/out/chaos
 START=$(date +%s)

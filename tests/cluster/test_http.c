@@ -108,8 +108,9 @@ static void start_worker(http_farm *f, int i)
 {
     char log[700];
     snprintf(log, sizeof log, "%s/worker%d.log", f->dir, i);
-    char *argv[] = {(char *)strata_bin(), "worker", "--level", i ? "l32" : "l16",
-                    "--connect",          f->wep,   NULL};
+    char *argv[] = {(char *)strata_bin(), "worker",      "--level",
+                    i ? "l32" : "l16",    "--connect",   f->wep,
+                    "--pipeline",         HTTP_PIPELINE, NULL};
     f->workers[i] = spawn(argv, -1, log);
 }
 
