@@ -20,13 +20,19 @@ const char *job_spec_diff(const job_spec *a, const job_spec *b, char *buf, size_
     struct {
         const char *name;
         long long x, y;
-    } nums[] = {{"count", a->count, b->count},
-                {"seed", (long long)a->seed, (long long)b->seed},
-                {"resolution", a->resolution, b->resolution},
-                {"priority", a->priority, b->priority},
-                {"class_label", a->class_label, b->class_label},
-                {"keep_levels", a->keep_levels, b->keep_levels},
-                {"seeds", a->seeds != NULL, b->seeds != NULL}};
+    } nums[] = {
+        {"count", a->count, b->count},
+        {"seed", (long long)a->seed, (long long)b->seed},
+        {"resolution", a->resolution, b->resolution},
+        {"priority", a->priority, b->priority},
+        {"class_label", a->class_label, b->class_label},
+        {"keep_levels", a->keep_levels, b->keep_levels},
+        {"seeds", a->seeds != NULL, b->seeds != NULL},
+        {"direct", a->direct, b->direct},
+        {"steps (levels)", a->nsteps, b->nsteps},
+        /* the budget is recorded in every PNG: a different one is another job */
+        {"budget_s (ms)", (long long)(a->budget_s * 1e3), (long long)(b->budget_s * 1e3)},
+        {"predicted_s (ms)", (long long)(a->predicted_s * 1e3), (long long)(b->predicted_s * 1e3)}};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         if (nums[i].x != nums[i].y) {
             snprintf(buf, len, "%s %lld, was %lld", nums[i].name, nums[i].x, nums[i].y);
@@ -36,6 +42,12 @@ const char *job_spec_diff(const job_spec *a, const job_spec *b, char *buf, size_
         if (a->seeds[i] != b->seeds[i]) {
             snprintf(buf, len, "seeds[%d] %llu, was %llu", i, (unsigned long long)a->seeds[i],
                      (unsigned long long)b->seeds[i]);
+            return buf;
+        }
+    for (int i = 0; i < a->nsteps; i++)
+        if (strcmp(a->step_levels[i], b->step_levels[i]) || a->steps[i] != b->steps[i]) {
+            snprintf(buf, len, "steps %s: %d, was %s: %d", a->step_levels[i], a->steps[i],
+                     b->step_levels[i], b->steps[i]);
             return buf;
         }
     struct {

@@ -35,6 +35,7 @@ void coord_job_destroy(coord_job **jp)
     free(j->text);
     free(j->finished);
     free(j->resume);
+    free(j->timings);
     free(j);
     *jp = NULL;
 }
@@ -180,6 +181,8 @@ void coord_job_shrink(coord_job *j)
     free(j->fails);
     free(j->finished);
     free(j->resume);
+    free(j->timings);
+    j->timings = NULL;
     j->reasons = NULL;
     j->fails = NULL;
     j->finished = NULL;

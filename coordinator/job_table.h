@@ -61,6 +61,9 @@ typedef struct coord_job {
     uint32_t pending_writes;     /* PNGs with the writer pool: the job ends when 0 */
     uint64_t version;            /* bumped on every change watchers can see */
     coord_level_count lv[PIPELINE_MAX_LEVELS];
+    int steps[PIPELINE_MAX_LEVELS]; /* the job's steps per pipeline level (spec.steps); 0: the
+                                       level's own */
+    float *timings; /* per image and level: CPU and wall seconds (timings.c), or NULL */
     coord_failure *fails;
     uint32_t nfails, capfails;
     char **reasons;

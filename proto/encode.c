@@ -83,6 +83,8 @@ static bool enc_is_zero(const struct field *f, const void *v)
         return *(const int32_t *)v == 0;
     case F_F32:
         return *(const float *)v == 0.0f;
+    case F_BOOL:
+        return !*(const bool *)v;
     default:
         return false;
     }
