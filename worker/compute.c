@@ -135,9 +135,11 @@ static int compute_task(compute *c, compute_cmd *cmd, strata_err *e)
     } else {
         /* a job's planned sampling (budget_s, steps) overrides the level's for this task */
         level_params p = c->config.level;
-        if (cmd->steps > 0) p.steps = cmd->steps;
-        if (cmd->direct && p.kind == LEVEL_KIND_REFINE) p.kind = LEVEL_KIND_DIRECT;
-        rc = level_run(c->model, &p, &cmd->lt, img, e);
+        if (cmd->params.steps > 0) p.steps = (int)cmd->params.steps;
+        if (cmd->params.direct && p.kind == LEVEL_KIND_REFINE) p.kind = LEVEL_KIND_DIRECT;
+        rc = p.steps > 10000
+                 ? err_set(e, ERR_INPUT, "TASK params 'steps': expected an integer in [1, 10000]")
+                 : level_run(c->model, &p, &cmd->lt, img, e);
     }
     if (!rc && nside != side) {
         uint8_t *out = malloc((size_t)nside * nside * 3);

@@ -24,8 +24,7 @@ typedef struct compute_cmd {
     level_task lt; /* TASK; lt.cond is cond */
     uint8_t *cond; /* TASK: the coordinator's cond image, copied out of the message */
     int resize;    /* TASK: output side asked for; 0: the level's side */
-    int steps;     /* TASK: the job's steps for the level; 0: WELCOME's */
-    int direct;    /* TASK: run the refine level as direct (one model evaluation) */
+    struct proto_task_params params; /* TASK: steps (0: WELCOME's) and direct, a job's own */
     /* the answer */
     int rc;          /* 0 or a strata_err code */
     char error[512]; /* one line when rc != 0 */

@@ -127,12 +127,11 @@ static int worker_send_ready_if_idle(worker_loop *w, strata_err *e)
 
 static int worker_send_result(worker_loop *w, const compute_cmd *c, strata_err *e)
 {
-    proto_msg m = {.type = PROTO_RESULT,
-                   .result = {.task = c->task,
-                              .attempt = c->attempt,
-                              .ok = c->rc == 0,
-                              .elapsed_ms = c->elapsed_ms,
-                              .cpu_us = c->cpu_us}};
+    proto_msg m = {
+        .type = PROTO_RESULT,
+        .result = {
+            .task = c->task, .attempt = c->attempt, .ok = c->rc == 0, .elapsed_ms = c->elapsed_ms}};
+    m.result.cpu_us = c->cpu_us;
     if (c->rc == 0) {
         uint64_t s = (uint64_t)c->out_side;
         m.result.output = (proto_tensor){.dtype = PROTO_DTYPE_U8,
@@ -180,8 +179,6 @@ static int worker_task_check(const worker_loop *w, const struct proto_task *t, s
     if (strcmp(t->level, w->o->level) != 0)
         return err_set(e, ERR_INPUT, "TASK for level '%s': this worker serves '%s'", t->level,
                        w->o->level);
-    if (t->params.steps > 10000)
-        return err_set(e, ERR_INPUT, "TASK params 'steps': expected an integer in [1, 10000]");
     if (t->params.resize > WORKER_MAX_SIDE)
         return err_set(e, ERR_INPUT, "TASK params 'resize': expected an integer in [1, %d]",
                        WORKER_MAX_SIDE);
@@ -215,8 +212,7 @@ static int worker_task_cmd(const worker_loop *w, const struct proto_task *t, com
     }
     if (c->rc) snprintf(c->error, sizeof c->error, "%s", e.msg);
     c->resize = c->rc ? 0 : (int)t->params.resize;
-    c->steps = c->rc ? 0 : (int)t->params.steps;
-    c->direct = !c->rc && t->params.direct;
+    c->params = t->params; /* a job's steps and direct: compute_task checks them */
     return c->rc;
 }
 
