@@ -119,8 +119,9 @@ typedef struct plan_result {
 
 static void print_text(const plan_args *a, const plan_result *r)
 {
-    printf("strata plan: %s at %ld px on %ld nodes x %ld cores (%ld thread%s per worker)\n",
-           r->pipe.name, a->resolution, a->nodes, a->cores, a->threads, a->threads > 1 ? "s" : "");
+    printf("strata plan: %s at %ld px on %ld node%s x %ld cores (%ld thread%s per worker)\n",
+           r->pipe.name, a->resolution, a->nodes, a->nodes > 1 ? "s" : "", a->cores, a->threads,
+           a->threads > 1 ? "s" : "");
     if (a->budget > 0) {
         printf("budget: %g CPU s per image, predicted %.4g; steps", a->budget,
                r->choice.predicted_s);

@@ -229,3 +229,15 @@ TEST(render_refuses_a_budget_below_the_minimum)
                strchr(err, '\n') == err + strlen(err) - 1,
            "%s", err);
 }
+
+TEST(render_refuses_a_direct_generate_level)
+{
+    char err[4096] = "", dir[1024];
+    snprintf(dir, sizeof dir, "%s/gen", test_tmpdir());
+    /* at 16 px the job runs l16 alone: a generate level has no cond to estimate from */
+    const char *r[] = {"render", "--pipeline", TINY_PIPELINE, "--count",  "1", "--resolution",
+                       "16",     "--out",      dir,           "--direct", NULL};
+    int rc = test_run_strata(r, err, sizeof err, NULL, 0);
+    CHECKF(rc == 2 && strstr(err, "direct: the job's last level l16 is not a refine level"),
+           "exit %d: %s", rc, err);
+}
