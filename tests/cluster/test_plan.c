@@ -163,21 +163,33 @@ static int same_file(const char *a, const char *b, const char *name)
     return same;
 }
 
+/* test-tiny's models at 8 steps each: the minimum (l16 at 4 steps, l32 direct) is about a
+ * fifth of the default, so half the default fits however the two measurements on this busy
+ * machine (the plan's, then render's own) differ. */
+static const char budget_pipeline[] =
+    "name: budget\nlevels:\n"
+    "  - {name: l16, kind: generate, model: @/tests/fixtures/unet/small3/model, side: 16,"
+    " steps: 8}\n"
+    "  - {name: l32, kind: refine, model: @/tests/fixtures/unet/sr/model, side: 32, steps: 8,"
+    " noise_level: 50}\n";
+
 TEST_TIMEOUT(render_budget_holds_half_the_default_time, 120)
 {
     char out[8192] = "", err[4096] = "", dir[1024], again[1100], budget[32], plan[2048];
-    const char *p[] = {"plan",         "--pipeline", TINY_PIPELINE, "--nodes", "1",
-                       "--resolution", "32",         "--format",    "yaml",    NULL};
+    char base[900], pipe[1024];
+    snprintf(base, sizeof base, "%s", test_tmpdir());
+    CHECK(test_write_pipeline(base, budget_pipeline, pipe, sizeof pipe) == 0);
+    const char *p[] = {"plan",         "--pipeline", pipe,       "--nodes", "1",
+                       "--resolution", "32",         "--format", "yaml",    NULL};
     int rc = test_run_strata(p, err, sizeof err, out, sizeof out);
     CHECKF(rc == 0, "plan exit %d: %s", rc, err);
     double half = plan_seconds(out) / 2;
     CHECKF(half > 0, "no seconds_per_image in:\n%s", out);
     snprintf(budget, sizeof budget, "%.6g", half);
-    char base[900];
-    snprintf(base, sizeof base, "%s", test_tmpdir());
+    half = atof(budget); /* the budget as given */
     snprintf(dir, sizeof dir, "%s/a", base);
-    const char *r[] = {"render", "--pipeline", TINY_PIPELINE, "--count", "16", "--resolution",
-                       "32",     "--out",      dir,           "--name",  "b",  "--budget",
+    const char *r[] = {"render", "--pipeline", pipe, "--count", "16", "--resolution",
+                       "32",     "--out",      dir,  "--name",  "b",  "--budget",
                        budget,   NULL};
     rc = test_run_strata(r, err, sizeof err, NULL, 0);
     CHECKF(rc == 0, "render --budget %s exit %d: %s", budget, rc, err);
@@ -196,18 +208,17 @@ TEST_TIMEOUT(render_budget_holds_half_the_default_time, 120)
     char *text = pl ? json_dumps(pl, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
     snprintf(plan, sizeof plan, "%s", text ? text : "(none)");
     free(text);
-    int recorded =
-        json_is_number(json_object_get(pl, "budget_s")) &&
-        fabs(json_number_value(json_object_get(pl, "budget_s")) - half) < 1e-6 * half + 1e-9 &&
-        json_number_value(json_object_get(pl, "predicted_s")) <= half &&
-        json_is_integer(json_object_get(json_object_get(pl, "steps"), "l16")) &&
-        json_object_get(pl, "direct") != NULL;
+    int recorded = json_is_number(json_object_get(pl, "budget_s")) &&
+                   fabs(json_number_value(json_object_get(pl, "budget_s")) - half) < 1e-6 * half &&
+                   json_number_value(json_object_get(pl, "predicted_s")) <= half &&
+                   json_is_integer(json_object_get(json_object_get(pl, "steps"), "l16")) &&
+                   json_object_get(pl, "direct") != NULL;
     json_decref(m);
     CHECKF(recorded, "manifest plan: %s (budget %s)", plan, budget);
     /* the recorded choice again, elsewhere: the same bytes whatever this machine measures now */
     snprintf(again, sizeof again, "%s/again", base);
-    const char *r2[] = {"render", "--pipeline", TINY_PIPELINE, "--count", "16", "--resolution",
-                        "32",     "--out",      again,         "--name",  "b",  "--plan-of",
+    const char *r2[] = {"render", "--pipeline", pipe,  "--count", "16", "--resolution",
+                        "32",     "--out",      again, "--name",  "b",  "--plan-of",
                         job,      NULL};
     rc = test_run_strata(r2, err, sizeof err, NULL, 0);
     CHECKF(rc == 0, "render --plan-of exit %d: %s", rc, err);
