@@ -35,6 +35,12 @@ static int job_id_ok(const char *id)
 static int job_plan_sampling(const coord_t *c, coord_job *j, strata_err *e)
 {
     const job_spec *s = &j->spec;
+    /* a budget is chosen where the levels were measured (strata render --budget): the
+     * coordinator measures nothing, so the job must bring the choice */
+    if (s->budget_s > 0 && !s->nsteps && !s->direct)
+        return err_set(e, ERR_INPUT,
+                       "SUBMIT: budget_s: give the steps (and direct) chosen for "
+                       "it: strata render --budget or strata plan --budget");
     for (int i = 0; i < s->nsteps; i++) {
         int l = j->first;
         while (l < j->end && strcmp(c->pipe.levels[l].name, s->step_levels[i]))
