@@ -222,10 +222,13 @@ static int plan_farm(render_farm *f)
     f->first = plan.first;
     f->nlevels = plan.end;
     render_sampling s = a->sampling; /* its predicted time is filled in */
+    char saved[PATH_MAX];            /* --budget's choice, for a resume (--fresh: chosen again) */
+    snprintf(saved, sizeof saved, "%s/%s/.strata-plan", a->out, a->name);
+    if (a->fresh) unlink(saved);
     int rc = parse_pools(f);
     if (!rc)
         rc = render_sampling_yaml(&s, &f->pipeline, f->first, f->nlevels, (int)a->threads,
-                                  (int)a->class_label, f->sampling, sizeof f->sampling);
+                                  (int)a->class_label, saved, f->sampling, sizeof f->sampling);
     return rc;
 }
 
@@ -317,24 +320,13 @@ static void yaml_quote(char *out, size_t len, const char *s)
     out[n] = 0;
 }
 
-/* path made absolute against the working directory: render's coordinator resolves a job's
- * paths against its output root, "/" (start_coordinator), not against where render runs. */
-static void abs_path(const char *path, char *out, size_t len)
-{
-    char cwd[PATH_MAX];
-    if (path[0] != '/' && getcwd(cwd, sizeof cwd))
-        snprintf(out, len, "%s/%s", cwd, path);
-    else
-        snprintf(out, len, "%s", path);
-}
-
 static void job_yaml(const render_farm *f, char *text, size_t len)
 {
     const render_args *a = f->args;
     char pipe_q[PATH_MAX + 8], out_q[PATH_MAX + 8], name_q[256], start_q[256], init_q[PATH_MAX + 8];
     char path[PATH_MAX];
     yaml_quote(pipe_q, sizeof pipe_q, f->pipeline.path);
-    abs_path(a->out, path, sizeof path);
+    render_abs_path(a->out, path, sizeof path);
     yaml_quote(out_q, sizeof out_q, path);
     yaml_quote(name_q, sizeof name_q, a->name);
     int n = snprintf(text, len,
@@ -344,7 +336,7 @@ static void job_yaml(const render_farm *f, char *text, size_t len)
                      a->keep_levels ? "true" : "false");
     if (a->start_level) {
         yaml_quote(start_q, sizeof start_q, a->start_level);
-        abs_path(a->init, path, sizeof path);
+        render_abs_path(a->init, path, sizeof path);
         yaml_quote(init_q, sizeof init_q, path);
         n += snprintf(text + n, len - (size_t)n, "start_level: %s\ninit_images: %s\n", start_q,
                       init_q);

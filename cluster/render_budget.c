@@ -10,6 +10,8 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 
 enum { RENDER_BUDGET_AIM_PERCENT = 90 };
 #define RENDER_BUDGET_AIM (RENDER_BUDGET_AIM_PERCENT / 100.0)
@@ -95,15 +97,44 @@ static int sampling_plan(const pipeline_spec *p, int first, int end, int threads
     return 0;
 }
 
+/* The keys an earlier run of this render chose for the same budget (saved: OUT/JOB/.strata-plan),
+ * so that an interrupted render run again resumes with its choice instead of measuring anew
+ * (another choice would be another job). 1 when out holds them. */
+static int sampling_saved(const render_sampling *s, const char *saved, char *out, size_t len)
+{
+    char want[64];
+    FILE *f = saved ? fopen(saved, "r") : NULL;
+    size_t n = f ? fread(out, 1, len - 1, f) : 0;
+    if (f) fclose(f);
+    out[n] = 0;
+    snprintf(want, sizeof want, "budget_s: %.9g\n", (double)s->budget);
+    if (n && !strncmp(out, want, strlen(want))) return 1;
+    out[0] = 0;
+    return 0;
+}
+
+/* Keep the keys chosen in saved (its folder made first; a failure only costs a resume its
+ * choice). */
+static void sampling_save(const char *saved, const char *text)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", saved);
+    for (char *p = dir + 1; *p; p++)
+        if (*p == '/') *p = 0, mkdir(dir, 0777), *p = '/';
+    strata_err e = {0};
+    file_write_atomic(saved, &(struct iovec){(void *)text, strlen(text)}, 1, 0, &e);
+}
+
 int render_sampling_yaml(render_sampling *s, const pipeline_spec *p, int first, int end,
-                         int threads, int class_label, char *out, size_t len)
+                         int threads, int class_label, const char *saved, char *out, size_t len)
 {
     int steps[PIPELINE_MAX_LEVELS] = {0}, rc = 0;
+    int measure = s->budget > 0 && !s->steps && !s->plan_of;
     out[0] = 0;
+    if (measure && sampling_saved(s, saved, out, len)) return 0;
     if (s->plan_of) rc = sampling_from_manifest(p, s, steps);
     if (!rc && s->steps) rc = render_parse_counts(p, "steps", s->steps, 10000, steps);
-    if (!rc && s->budget > 0 && !s->steps && !s->plan_of)
-        rc = sampling_plan(p, first, end, threads, class_label, s, steps);
+    if (!rc && measure) rc = sampling_plan(p, first, end, threads, class_label, s, steps);
     if (rc) return rc;
     size_t o = 0;
     if (s->budget > 0)
@@ -116,5 +147,6 @@ int render_sampling_yaml(render_sampling *s, const pipeline_spec *p, int first, 
                                   o && out[o - 1] != '\n' ? ", " : "steps: {", p->levels[k].name,
                                   steps[k]);
     if (o && out[o - 1] != '\n' && o < len) snprintf(out + o, len - o, "}\n");
+    if (measure && saved) sampling_save(saved, out);
     return 0;
 }

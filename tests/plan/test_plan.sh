@@ -43,8 +43,13 @@ for name, (workers, planned) in pools.items():
     busy_s = sum(l["levels"][name]["wall_s"] for l in lines if name in l["levels"])
     mean = sum(cpu) / len(cpu)
     busy = busy_s / (wall * workers)
+    walls = [l["levels"][name]["wall_s"] for l in lines if name in l["levels"]]
     print(f"  {name}: {workers} workers, planned {planned:.4f} s/image, measured {mean:.4f} "
-          f"CPU s ({mean / planned:.2f}x), busy {busy:.0%}{'  (slowest)' if name == slowest else ''}")
+          f"CPU s ({mean / planned:.2f}x), {sum(walls) / len(walls):.4f} wall s, busy "
+          f"{busy:.0%}{'  (slowest)' if name == slowest else ''}")
+    if name == slowest and sum(walls) > 1.2 * sum(cpu):
+        print(f"test-plan: {name}'s images took {sum(walls) / sum(cpu):.1f}x their CPU time in "
+              "wall time: other processes share the cores, the throughput cannot be as planned")
     if abs(mean / planned - 1) > 0.25:
         print(f"test-plan: {name}: measured seconds per image off the plan's by more than 25%")
         ok = False
