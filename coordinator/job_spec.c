@@ -1,6 +1,7 @@
 /* The job spec's life cycle (what a job_spec owns: the explicit seeds list) and comparison. */
 #include "coordinator/coordinator.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,19 +21,18 @@ const char *job_spec_diff(const job_spec *a, const job_spec *b, char *buf, size_
     struct {
         const char *name;
         long long x, y;
-    } nums[] = {
-        {"count", a->count, b->count},
-        {"seed", (long long)a->seed, (long long)b->seed},
-        {"resolution", a->resolution, b->resolution},
-        {"priority", a->priority, b->priority},
-        {"class_label", a->class_label, b->class_label},
-        {"keep_levels", a->keep_levels, b->keep_levels},
-        {"seeds", a->seeds != NULL, b->seeds != NULL},
-        {"direct", a->direct, b->direct},
-        {"steps (levels)", a->nsteps, b->nsteps},
-        /* the budget is recorded in every PNG: a different one is another job */
-        {"budget_s (ms)", (long long)(a->budget_s * 1e3), (long long)(b->budget_s * 1e3)},
-        {"predicted_s (ms)", (long long)(a->predicted_s * 1e3), (long long)(b->predicted_s * 1e3)}};
+    } nums[] = {{"count", a->count, b->count},
+                {"seed", (long long)a->seed, (long long)b->seed},
+                {"resolution", a->resolution, b->resolution},
+                {"priority", a->priority, b->priority},
+                {"class_label", a->class_label, b->class_label},
+                {"keep_levels", a->keep_levels, b->keep_levels},
+                {"seeds", a->seeds != NULL, b->seeds != NULL},
+                {"direct", a->direct, b->direct},
+                {"steps (levels)", a->nsteps, b->nsteps},
+                /* the budget is recorded in every PNG: a different one is another job */
+                {"budget_s (us)", llround(a->budget_s * 1e6), llround(b->budget_s * 1e6)},
+                {"predicted_s (us)", llround(a->predicted_s * 1e6), llround(b->predicted_s * 1e6)}};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         if (nums[i].x != nums[i].y) {
             snprintf(buf, len, "%s %lld, was %lld", nums[i].name, nums[i].x, nums[i].y);
