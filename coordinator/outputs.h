@@ -26,8 +26,8 @@ int coord_write_manifest(const pipeline_spec *p, coord_job *j, strata_err *e);
  * not reported, elapsed_ms counts) (timings.c). Out of memory loses the timings only. */
 void coord_job_task_timed(coord_job *j, int level, uint32_t image, uint64_t elapsed_ms,
                           uint64_t cpu_us);
-/* Write OUT/<job>/timings.jsonl: one line per image, its CPU and wall seconds per level (none
- * when nothing was timed). 0, or a negative code with e. */
+/* Write OUT/<job>/timings.jsonl: one line per image (the first 2^20 of a larger job), its CPU
+ * and wall seconds per level (no file when nothing was timed). 0, or a negative code with e. */
 int coord_write_timings(const pipeline_spec *p, coord_job *j, strata_err *e);
 /* mkdir -p path. 0, or a negative code with e. */
 int coord_mkdirs(const char *path, strata_err *e);

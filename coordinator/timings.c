@@ -8,13 +8,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* Images of a job whose times are kept: 8 bytes per image and level, so at most 64 MiB for a
+ * job of 8 levels; a larger job's timings.jsonl covers its first images only. */
+enum { COORD_TIMINGS_MAX_IMAGES = 1 << 20 };
+
+static uint32_t timed_images(const coord_job *j)
+{
+    return j->count < COORD_TIMINGS_MAX_IMAGES ? j->count : COORD_TIMINGS_MAX_IMAGES;
+}
+
 /* Two floats (CPU s, wall s) per image and planned level; -1: no RESULT recorded (an image
  * failed, or it finished before a coordinator restart). */
 static float *timing_at(coord_job *j, uint32_t image, int level)
 {
     int nl = j->end - j->first;
     if (!j->timings) {
-        size_t n = (size_t)j->count * (size_t)nl * 2;
+        size_t n = (size_t)timed_images(j) * (size_t)nl * 2;
         if (!(j->timings = malloc(n * sizeof *j->timings))) return NULL;
         for (size_t i = 0; i < n; i++)
             j->timings[i] = -1.0f;
@@ -25,7 +34,7 @@ static float *timing_at(coord_job *j, uint32_t image, int level)
 void coord_job_task_timed(coord_job *j, int level, uint32_t image, uint64_t elapsed_ms,
                           uint64_t cpu_us)
 {
-    if (image >= j->count || level < j->first || level >= j->end) return;
+    if (image >= timed_images(j) || level < j->first || level >= j->end) return;
     float *t = timing_at(j, image, level);
     if (!t) return; /* out of memory: the timings are lost, not the image */
     /* a worker that sends no cpu_us (an older one) is counted at its wall time */
@@ -63,7 +72,7 @@ int coord_write_timings(const pipeline_spec *p, coord_job *j, strata_err *e)
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     int rc = f ? 0 : -1;
-    for (uint32_t i = 0; i < j->count && rc == 0; i++)
+    for (uint32_t i = 0; i < timed_images(j) && rc == 0; i++)
         rc = timings_line(p, j, i, f);
     if (f && fclose(f) != 0) rc = -1;
     if (rc < 0)
