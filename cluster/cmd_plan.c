@@ -173,7 +173,7 @@ static int plan_run(const plan_args *a, plan_result *r, strata_err *e)
     else
         rc = plan_calibrate(&r->pipe, r->first, r->end, (int)a->threads, (int)a->class_label,
                             (int)a->reps, r->cost, stderr, e);
-    if (!rc && a->budget > 0) rc = plan_budget(r->cost, r->n, a->budget, &r->choice, e);
+    if (!rc && a->budget > 0) rc = plan_budget_aimed(r->cost, r->n, a->budget, &r->choice, e);
     for (int i = 0; !rc && i < r->n; i++) {
         r->seconds[i] = plan_cost_image_s(&r->cost[i], (int)a->threads);
         if (a->budget > 0)

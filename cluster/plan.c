@@ -84,6 +84,14 @@ static int fit_steps(const plan_cost *c, int n, double budget_s, int direct, pla
     }
 }
 
+enum { PLAN_BUDGET_AIM_PERCENT = 90 };
+
+int plan_budget_aimed(const plan_cost *c, int n, double budget_s, plan_choice *out, strata_err *e)
+{
+    if (!plan_budget(c, n, budget_s * PLAN_BUDGET_AIM_PERCENT / 100.0, out, e)) return 0;
+    return plan_budget(c, n, budget_s, out, e);
+}
+
 int plan_budget(const plan_cost *c, int n, double budget_s, plan_choice *out, strata_err *e)
 {
     if (n < 1 || n > PIPELINE_MAX_LEVELS) return err_set(e, ERR_INPUT, "plan: %d levels", n);

@@ -66,6 +66,11 @@ int plan_budget(const plan_cost *c, int n, double budget_s, plan_choice *out, st
 
 enum { PLAN_MAX_REPS = 25 };
 
+/* plan_budget for a farm: aimed at 90% of budget_s, at all of it only when 90% cannot be
+ * reached, as a farm's images cost up to ~20% more CPU than the calibration on a busy machine
+ * (`strata render --budget` and `strata plan --budget`). */
+int plan_budget_aimed(const plan_cost *c, int n, double budget_s, plan_choice *out, strata_err *e);
+
 /* Measure costs of the pipeline's levels [first, end) in this process on threads threads: each
  * level's image (the previous level's side of grey as its cond) at 1 and at min(steps, 4)
  * steps, the upper quartile of reps runs each (at most PLAN_MAX_REPS) after a warm-up, CPU time;

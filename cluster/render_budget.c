@@ -13,9 +13,6 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 
-enum { RENDER_BUDGET_AIM_PERCENT = 90 };
-#define RENDER_BUDGET_AIM (RENDER_BUDGET_AIM_PERCENT / 100.0)
-
 int render_sampling_option(int c, const char *arg, render_sampling *s)
 {
     switch (c) {
@@ -73,10 +70,7 @@ static int sampling_plan(const pipeline_spec *p, int first, int end, int threads
     plan_choice ch;
     strata_err e = {0};
     int rc = plan_calibrate(p, first, end, threads, class_label, 5, cost, NULL, &e);
-    /* a farm's images cost up to ~20% more than the calibration on a busy machine: aim at 90%
-     * of the budget, and at all of it only when 90% cannot be reached */
-    if (!rc && plan_budget(cost, end - first, s->budget * RENDER_BUDGET_AIM, &ch, &e))
-        rc = plan_budget(cost, end - first, s->budget, &ch, &e);
+    if (!rc) rc = plan_budget_aimed(cost, end - first, s->budget, &ch, &e);
     if (rc) {
         fprintf(stderr, "strata render: %s\n", e.msg);
         return rc == ERR_INPUT ? CLI_EXIT_USAGE : CLI_EXIT_RUNTIME;

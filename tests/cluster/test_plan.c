@@ -70,6 +70,12 @@ TEST(plan_budget_cuts_the_costliest_steps_then_goes_direct)
     CHECK(plan_budget(c, 2, 1.9, &ch, &e) == ERR_INPUT);
     CHECKF(strstr(e.msg, "budget_s: 1.9 is below the minimum 2 s per image") != NULL, "%s", e.msg);
     CHECK(plan_step_floor(25) == 13 && plan_step_floor(1) == 1 && plan_step_floor(2) == 1);
+    /* a farm aims at 90%: 6.3 s of 7, b at 8 steps (6 s); all of 2 s when 90% is out of reach */
+    CHECKF(plan_budget_aimed(c, 2, 7.0, &ch, &e) == 0, "%s", e.msg);
+    CHECKF(ch.steps[0] == 10 && ch.steps[1] == 8 && !ch.direct, "steps %d %d", ch.steps[0],
+           ch.steps[1]);
+    CHECKF(plan_budget_aimed(c, 2, 2.0, &ch, &e) == 0 && ch.direct && ch.steps[0] == 5, "%s",
+           e.msg);
 }
 
 /* The value at key path a.b of the YAML mapping root, or NULL. */
