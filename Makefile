@@ -27,7 +27,7 @@ TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all test asan bench eval chaos test-4k test-4k-ranks bench-mpi deps fixtures format format-check check-limits \
+.PHONY: all test asan bench eval chaos test-4k test-4k-ranks test-plan bench-mpi deps fixtures format format-check check-limits \
         check-headers clean
 
 all: $(BUILD)/strata $(BUILD)/tests
@@ -85,6 +85,13 @@ test-4k: all
 	  $(BUILD)/strata render --pipeline configs/pipelines/test-4k.yaml --count 1 \
 	  --resolution 4096 --threads 2 --out $(BUILD)/test-4k --verbose 2>&1 | \
 	  grep -E "done by worker|failed|largest|images in" | sed -e 's/.*(render #0 //'
+
+# Does `strata plan` predict a farm? Plans the default pipeline for one node of this machine's
+# cores, renders 24 images at 128 with the planned pools, then checks the per-level times, the
+# bottleneck pool's busy fraction (>= 80%) and the throughput (within 20%) from the job's
+# timings.jsonl (tests/plan/test_plan.sh; README "Planning a farm"). Wants an idle machine.
+test-plan: all
+	tests/plan/test_plan.sh $(BUILD)/strata $(BUILD)/test-plan $(or $(PLAN_COUNT),24) 128
 
 # Rank invariance at size: test-4k.yaml at 1024 with --ranks l1024=1, 2, 3 against no --ranks
 # (byte-identical PNGs; about 3 minutes on 2 cores; the default suite runs a smaller cascade).

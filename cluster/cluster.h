@@ -23,6 +23,7 @@ int cmd_status(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_render(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 
 /* Print "strata CMD: message" to stderr and return the exit code for the strata_err code. */

@@ -28,6 +28,7 @@ static const char render_help[] =
     "                     [--out DIR] [--name JOB] [--workers LEVEL=N,...] [--threads N]\n"
     "                     [--class-label L] [--keep-levels] [--start-level LEVEL --init DIR]\n"
     "                     [--ranks LEVEL=R,...] [--mpirun-args ARGS] [--bind ADDR] [--grid FILE]\n"
+    "                     [--budget S | --steps LEVEL=N,... [--direct] | --plan-of DIR]\n"
     "                     [--http ADDR:PORT] [--fresh] [--verbose]\n\n"
     "Renders a job on this machine: a coordinator and a pool of workers per level, as separate\n"
     "processes over loopback ZeroMQ, exactly as a cluster runs it. Its coordinator keeps its\n"
@@ -53,6 +54,10 @@ static const char render_help[] =
     "  --start-level L     start at level L from --init DIR/<index>.png instead of level 1\n"
     "  --grid FILE         also write one PNG of the first images (up to 16); with\n"
     "                      --keep-levels, one row per image and one column per level\n"
+    "  --budget S          S CPU seconds per image: steps per level (and a one-pass direct last\n"
+    "                      level) planned from times measured here, recorded in the manifest\n"
+    "  --steps L=N,...     the job's steps per level instead of the pipeline's; --direct: its\n"
+    "                      last level in one pass; --plan-of DIR: those of DIR's manifest\n"
     "  --fresh             forget DIR/JOB/.strata-state first: start the job over\n"
     "  --http ADDR:PORT    the coordinator serves /metrics and its status page there (port 0:\n"
     "                      any; loopback unless --bind); the address is said on stderr\n"
@@ -63,6 +68,7 @@ typedef struct render_args {
     const char *bind, *http;
     long count, resolution, seed, threads, class_label;
     int keep_levels, verbose, fresh;
+    render_sampling sampling;
 } render_args;
 
 typedef struct render_child {
@@ -83,7 +89,8 @@ typedef struct render_farm {
     pid_t coord;
     render_child workers[RENDER_MAX_WORKERS];
     int nworkers;
-    int next_id; /* worker ids only grow: a replacement never takes a live worker's id */
+    int next_id;         /* worker ids only grow: a replacement never takes a live worker's id */
+    char sampling[1024]; /* the job keys of --budget, --steps, --direct, --plan-of */
 } render_farm;
 
 /* Applies getopt_long's option c (with optarg) to a: 0, -1 after --help, or a usage exit code. */
@@ -144,6 +151,7 @@ static int render_apply_option(int c, char **argv, render_args *a)
         fputs(render_help, stdout);
         return -1;
     default:
+        if ((c = render_sampling_option(c, optarg, &a->sampling)) != 1) return c;
         return cli_usage("render", "unknown or incomplete option '%s'", argv[optind - 1]);
     }
 }
@@ -157,7 +165,9 @@ static int parse_render_args(int argc, char **argv, render_args *a)
         {"keep-levels", 0, 0, 'k'}, {"start-level", 1, 0, 'S'}, {"init", 1, 0, 'i'},
         {"grid", 1, 0, 'g'},        {"verbose", 0, 0, 'v'},     {"ranks", 1, 0, 'R'},
         {"mpirun-args", 1, 0, 'M'}, {"bind", 1, 0, 'b'},        {"fresh", 0, 0, 'F'},
-        {"help", 0, 0, 'h'},        {"http", 1, 0, 'H'},        {0, 0, 0, 0}};
+        {"budget", 1, 0, 'B'},      {"steps", 1, 0, 'T'},       {"direct", 0, 0, 'D'},
+        {"plan-of", 1, 0, 'P'},     {"help", 0, 0, 'h'},        {"http", 1, 0, 'H'},
+        {0, 0, 0, 0}};
     int c, rc = 0;
     *a = (render_args){.out = "out",
                        .name = "render",
@@ -176,8 +186,7 @@ static int parse_render_args(int argc, char **argv, render_args *a)
     return 0;
 }
 
-/* The default pipeline of this install: configs/ beside the folder holding build/strata. */
-static void default_pipeline(const char *self, char *out, size_t len)
+void render_default_pipeline(const char *self, char *out, size_t len)
 {
     char copy[PATH_MAX];
     snprintf(copy, sizeof copy, "%s", self);
@@ -206,7 +215,7 @@ static int plan_farm(render_farm *f)
     pipeline_plan plan;
     const render_args *a = f->args;
     if (!a->pipeline)
-        default_pipeline(f->self, pipe_path, sizeof pipe_path);
+        render_default_pipeline(f->self, pipe_path, sizeof pipe_path);
     else
         snprintf(pipe_path, sizeof pipe_path, "%s", a->pipeline);
     if (pipeline_load(pipe_path, &f->pipeline, &e) ||
@@ -216,7 +225,15 @@ static int plan_farm(render_farm *f)
     }
     f->first = plan.first;
     f->nlevels = plan.end;
-    return parse_pools(f);
+    render_sampling s = a->sampling; /* its predicted time is filled in */
+    char saved[PATH_MAX];            /* --budget's choice, for a resume (--fresh: chosen again) */
+    snprintf(saved, sizeof saved, "%s/%s/.strata-plan", a->out, a->name);
+    if (a->fresh) unlink(saved);
+    int rc = parse_pools(f);
+    if (!rc)
+        rc = render_sampling_yaml(&s, &f->pipeline, f->first, f->nlevels, (int)a->threads,
+                                  (int)a->class_label, saved, f->sampling, sizeof f->sampling);
+    return rc;
 }
 
 /* Reads the coordinator's "strata coordinator: workers=EP clients=EP" line. */
@@ -318,8 +335,10 @@ static void job_yaml(const render_farm *f, char *text, size_t len)
 {
     const render_args *a = f->args;
     char pipe_q[PATH_MAX + 8], out_q[PATH_MAX + 8], name_q[256], start_q[256], init_q[PATH_MAX + 8];
+    char path[PATH_MAX];
     yaml_quote(pipe_q, sizeof pipe_q, f->pipeline.path);
-    yaml_quote(out_q, sizeof out_q, a->out);
+    render_abs_path(a->out, path, sizeof path);
+    yaml_quote(out_q, sizeof out_q, path);
     yaml_quote(name_q, sizeof name_q, a->name);
     int n = snprintf(text, len,
                      "pipeline: %s\nname: %s\ncount: %ld\nseed: %ld\nresolution: %ld\nout: %s\n"
@@ -328,9 +347,12 @@ static void job_yaml(const render_farm *f, char *text, size_t len)
                      a->keep_levels ? "true" : "false");
     if (a->start_level) {
         yaml_quote(start_q, sizeof start_q, a->start_level);
-        yaml_quote(init_q, sizeof init_q, a->init);
-        snprintf(text + n, len - (size_t)n, "start_level: %s\ninit_images: %s\n", start_q, init_q);
+        render_abs_path(a->init, path, sizeof path);
+        yaml_quote(init_q, sizeof init_q, path);
+        n += snprintf(text + n, len - (size_t)n, "start_level: %s\ninit_images: %s\n", start_q,
+                      init_q);
     }
+    snprintf(text + n, len - (size_t)n, "%s", f->sampling);
 }
 
 static volatile sig_atomic_t render_stop_signal;

@@ -10,7 +10,8 @@
 
 static const char *const job_keys[] = {"pipeline",    "name",        "count",       "seed",
                                        "seeds",       "resolution",  "out",         "priority",
-                                       "class_label", "keep_levels", "start_level", "init_images"};
+                                       "class_label", "keep_levels", "start_level", "init_images",
+                                       "budget_s",    "steps",       "direct",      "predicted_s"};
 enum {
     JOB_KEY_PIPELINE,
     JOB_KEY_NAME,
@@ -24,6 +25,10 @@ enum {
     JOB_KEY_KEEP_LEVELS,
     JOB_KEY_START_LEVEL,
     JOB_KEY_INIT_IMAGES,
+    JOB_KEY_BUDGET_S,
+    JOB_KEY_STEPS,
+    JOB_KEY_DIRECT,
+    JOB_KEY_PREDICTED_S,
     JOB_KEY_COUNT_
 };
 _Static_assert(sizeof job_keys / sizeof job_keys[0] == JOB_KEY_COUNT_, "job_keys");
@@ -79,6 +84,43 @@ static int job_parse_start(const cfg *c, const yaml_node_t *root, yaml_node_t **
     return r;
 }
 
+/* steps: {LEVEL: N, ...}, the job's steps per level (the pipeline's levels are checked by the
+ * coordinator, which knows them). */
+static int job_parse_steps(cfg *c, const yaml_node_t *n, job_spec *j)
+{
+    if (!n) return 0;
+    if (n->type != YAML_MAPPING_NODE)
+        return cfg_fail(c, n, "", "steps", "expected a map of level: steps");
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        if (j->nsteps == PIPELINE_MAX_LEVELS)
+            return cfg_fail(c, n, "", "steps", "at most %d levels", PIPELINE_MAX_LEVELS);
+        char *name = j->step_levels[j->nsteps];
+        int r = cfg_get_level_name(c, cfg_node(c, p->key), "steps", "level", 0, name);
+        for (int i = 0; !r && i < j->nsteps; i++)
+            if (!strcmp(j->step_levels[i], name))
+                r = cfg_fail(c, cfg_node(c, p->key), "steps", name, "given twice");
+        if (!r)
+            r = cfg_get_int(c, cfg_node(c, p->value), "steps", name, 1, 10000,
+                            &j->steps[j->nsteps]);
+        if (r) return r;
+        j->nsteps++;
+    }
+    return 0;
+}
+
+/* budget_s, steps, direct, predicted_s: a compute budget and the sampling chosen for it. */
+static int job_parse_budget(cfg *c, yaml_node_t **v, job_spec *j)
+{
+    float budget = 0, predicted = 0;
+    int r = cfg_get_float(c, v[JOB_KEY_BUDGET_S], "", "budget_s", 1e-6, 1e9, &budget);
+    if (!r) r = cfg_get_float(c, v[JOB_KEY_PREDICTED_S], "", "predicted_s", 0, 1e9, &predicted);
+    if (!r) r = cfg_get_bool(c, v[JOB_KEY_DIRECT], "", "direct", &j->direct);
+    if (!r) r = job_parse_steps(c, v[JOB_KEY_STEPS], j);
+    j->budget_s = budget;
+    j->predicted_s = predicted;
+    return r;
+}
+
 /* The whole job document. */
 static int job_parse(cfg *c, job_spec *j)
 {
@@ -101,6 +143,7 @@ static int job_parse(cfg *c, job_spec *j)
         r = cfg_get_int(c, v[JOB_KEY_CLASS_LABEL], "", "class_label", -1, INT_MAX, &j->class_label);
     if (!r) r = cfg_get_bool(c, v[JOB_KEY_KEEP_LEVELS], "", "keep_levels", &j->keep_levels);
     if (!r) r = job_parse_start(c, root, v, j);
+    if (!r) r = job_parse_budget(c, v, j);
     return r;
 }
 

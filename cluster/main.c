@@ -13,6 +13,7 @@ static const struct {
     {"unet", cmd_unet, "run one UNet2DModel forward on a safetensors input"},
     {"sample", cmd_sample, "sample images from one diffusers model"},
     {"render", cmd_render, "render a job on this machine (coordinator + worker pools)"},
+    {"plan", cmd_plan, "size each level's pool for a farm, from measured times"},
     {"submit", cmd_submit, "send a job file to a coordinator"},
     {"status", cmd_status, "list jobs and their per-level progress"},
     {"watch", cmd_watch, "follow one job until it ends"},

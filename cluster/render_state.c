@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,6 +14,15 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
 {
     (void)st, (void)type, (void)ftw;
     return remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+void render_abs_path(const char *path, char *out, size_t len)
+{
+    char cwd[PATH_MAX];
+    if (path[0] != '/' && getcwd(cwd, sizeof cwd))
+        snprintf(out, len, "%s/%s", cwd, path);
+    else
+        snprintf(out, len, "%s", path);
 }
 
 int render_state_prepare(const char *out, const char *job, int fresh, char *state, size_t len)

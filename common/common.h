@@ -52,6 +52,8 @@ int err_exit_code(int code);
 /* Monotonic time (not wall time): milliseconds and seconds since an arbitrary start. */
 long long clock_now_ms(void);
 double clock_now_s(void);
+/* CPU time of this process, all threads, in microseconds (CLOCK_PROCESS_CPUTIME_ID). */
+long long clock_cpu_us(void);
 
 /* ---------------------------------------------------------------- files */
 

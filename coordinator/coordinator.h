@@ -30,6 +30,16 @@ typedef struct job_spec {
     int keep_levels;                 /* also write <index>.<level>.png for each level */
     char start_level[SPEC_NAME_MAX]; /* "" or a level name: start there from init_images */
     char init_images[SPEC_PATH_MAX]; /* directory of <index 6 digits>.png inputs */
+    /* A compute budget and the sampling chosen for it (cluster/plan.c: `strata render --budget`
+     * plans, the job records the choice so a re-run gives the same bytes). steps[i] overrides
+     * the steps of the level named step_levels[i]; direct runs the job's last level as a
+     * one-pass direct level. budget_s and predicted_s (CPU seconds per image) are recorded in
+     * the manifest and PNGs only: they change no pixel. */
+    double budget_s, predicted_s; /* 0: none */
+    char step_levels[PIPELINE_MAX_LEVELS][SPEC_NAME_MAX];
+    int steps[PIPELINE_MAX_LEVELS];
+    int nsteps;
+    int direct;
 } job_spec;
 
 void job_spec_free(job_spec *j);

@@ -113,6 +113,8 @@ static void build_task(const coord_t *c, const coord_slot *sl, proto_msg *m)
     }
     if (sl->level == j->end - 1 && j->spec.resolution != l->side)
         t->params.resize = (uint32_t)j->spec.resolution;
+    t->params.steps = (uint32_t)j->steps[sl->level];
+    t->params.direct = j->spec.direct && sl->level == j->end - 1;
 }
 
 /* Fail the image of slot s, a task popped from its queue and not leased: it no longer counts as
@@ -350,5 +352,6 @@ void coord_on_result(coord_t *c, int w, const struct proto_result *r)
               (unsigned long long)sl->task, sl->attempt, sl->job->id, sl->image,
               level_name(c, sl->level), wk->name, (unsigned long long)r->elapsed_ms);
     coord_job_task_done(sl->job, sl->level, r->elapsed_ms);
+    coord_job_task_timed(sl->job, sl->level, sl->image, r->elapsed_ms, r->cpu_us);
     level_done(c, s, r->output.data, side);
 }

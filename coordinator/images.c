@@ -45,6 +45,8 @@ static void job_end(coord_t *c, coord_job *j)
     }
     j->stall_retry_ms = 0;
     coord_job_finished(j);
+    /* timings are a record of the run, not an output: their trouble only says so */
+    if (coord_write_timings(&c->pipe, j, &e) < 0) coord_log(c, 1, "job %s: %s", j->id, e.msg);
     coord_log(c, j->failed > 0, "job %s %s: %u written, %u failed", j->id,
               coord_job_state_name(j->state), j->done, j->failed);
     coord_jobs_stopped(c->jobs, j);

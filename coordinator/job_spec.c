@@ -1,6 +1,7 @@
 /* The job spec's life cycle (what a job_spec owns: the explicit seeds list) and comparison. */
 #include "coordinator/coordinator.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,12 @@ const char *job_spec_diff(const job_spec *a, const job_spec *b, char *buf, size_
                 {"priority", a->priority, b->priority},
                 {"class_label", a->class_label, b->class_label},
                 {"keep_levels", a->keep_levels, b->keep_levels},
-                {"seeds", a->seeds != NULL, b->seeds != NULL}};
+                {"seeds", a->seeds != NULL, b->seeds != NULL},
+                {"direct", a->direct, b->direct},
+                {"steps (levels)", a->nsteps, b->nsteps},
+                /* the budget is recorded in every PNG: a different one is another job */
+                {"budget_s (us)", llround(a->budget_s * 1e6), llround(b->budget_s * 1e6)},
+                {"predicted_s (us)", llround(a->predicted_s * 1e6), llround(b->predicted_s * 1e6)}};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         if (nums[i].x != nums[i].y) {
             snprintf(buf, len, "%s %lld, was %lld", nums[i].name, nums[i].x, nums[i].y);
@@ -36,6 +42,12 @@ const char *job_spec_diff(const job_spec *a, const job_spec *b, char *buf, size_
         if (a->seeds[i] != b->seeds[i]) {
             snprintf(buf, len, "seeds[%d] %llu, was %llu", i, (unsigned long long)a->seeds[i],
                      (unsigned long long)b->seeds[i]);
+            return buf;
+        }
+    for (int i = 0; i < a->nsteps; i++)
+        if (strcmp(a->step_levels[i], b->step_levels[i]) || a->steps[i] != b->steps[i]) {
+            snprintf(buf, len, "steps %s: %d, was %s: %d", a->step_levels[i], a->steps[i],
+                     b->step_levels[i], b->steps[i]);
             return buf;
         }
     struct {

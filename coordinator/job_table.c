@@ -42,6 +42,7 @@ void coord_job_destroy(coord_job **jp)
     free(j->finished);
     free(j->resume);
     free(j->stall);
+    free(j->timings);
     free(j);
     *jp = NULL;
 }
@@ -218,6 +219,8 @@ void coord_job_shrink(coord_job *j)
     free(j->fails);
     free(j->finished);
     free(j->resume);
+    free(j->timings);
+    j->timings = NULL;
     j->reasons = NULL;
     j->fails = NULL;
     j->finished = NULL;

@@ -77,6 +77,9 @@ typedef struct coord_job {
     uint8_t stall_probe;      /* a retry write is with the pool */
     uint32_t held; /* images (counted active) whose final PNG failed for lack of disk: no slot */
     coord_level_count lv[PIPELINE_MAX_LEVELS];
+    int steps[PIPELINE_MAX_LEVELS]; /* the job's steps per pipeline level (spec.steps); 0: the
+                                       level's own */
+    float *timings; /* per image and level: CPU and wall seconds (timings.c), or NULL */
     coord_failure *fails;
     uint32_t nfails, capfails;
     char **reasons;

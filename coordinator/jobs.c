@@ -31,6 +31,33 @@ static int job_id_ok(const char *id)
     return 1;
 }
 
+/* A job's own sampling (steps per level, a direct last level) against the levels it runs. */
+static int job_plan_sampling(const coord_t *c, coord_job *j, strata_err *e)
+{
+    const job_spec *s = &j->spec;
+    /* a budget is chosen where the levels were measured (strata render --budget): the
+     * coordinator measures nothing, so the job must bring the choice */
+    if (s->budget_s > 0 && !s->nsteps && !s->direct)
+        return err_set(e, ERR_INPUT,
+                       "SUBMIT: budget_s: give the steps (and direct) chosen for "
+                       "it: strata render --budget or strata plan --budget");
+    for (int i = 0; i < s->nsteps; i++) {
+        int l = j->first;
+        while (l < j->end && strcmp(c->pipe.levels[l].name, s->step_levels[i]))
+            l++;
+        if (l == j->end)
+            return err_set(e, ERR_INPUT, "SUBMIT: steps: '%s' is not a level this job runs",
+                           s->step_levels[i]);
+        j->steps[l] = s->steps[i];
+    }
+    if (s->direct && c->pipe.levels[j->end - 1].kind != LEVEL_KIND_REFINE &&
+        c->pipe.levels[j->end - 1].kind != LEVEL_KIND_DIRECT)
+        return err_set(e, ERR_INPUT,
+                       "SUBMIT: direct: the job's last level %s is not a refine level",
+                       c->pipe.levels[j->end - 1].name);
+    return 0;
+}
+
 /* The levels [first, end) job j runs, from proto's planner. ERR_INPUT with e when the spec does
  * not fit the pipeline. */
 static int job_plan(const coord_t *c, coord_job *j, strata_err *e)
@@ -46,7 +73,7 @@ static int job_plan(const coord_t *c, coord_job *j, strata_err *e)
         return err_set(e, ERR_INPUT, "SUBMIT: init_images: required with start_level");
     j->first = plan.first;
     j->end = plan.end;
-    return 0;
+    return job_plan_sampling(c, j, e);
 }
 
 /* A job naming another pipeline file than the one served is refused. A path that does not

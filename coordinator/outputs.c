@@ -42,6 +42,34 @@ static void levels_csv(const pipeline_spec *p, int first, int last, char *buf, s
         o += (size_t)snprintf(buf + o, len - o, "%s%s", l > first ? "," : "", p->levels[l].name);
 }
 
+/* Whether j chose its own sampling (a budget, steps or a direct last level). */
+static int has_plan(const coord_job *j)
+{
+    return j->spec.budget_s > 0 || j->spec.nsteps > 0 || j->spec.direct;
+}
+
+/* The steps level l runs for j: 1 for a direct last level, the job's, else the pipeline's. */
+static int plan_steps(const pipeline_spec *p, const coord_job *j, int l)
+{
+    if (j->spec.direct && l == j->end - 1) return 1;
+    return j->steps[l] > 0 ? j->steps[l] : p->levels[l].steps;
+}
+
+/* strata:plan: "budget_s=B predicted_s=P steps=l32:10,l128:8 direct=l128" (direct=none). */
+static void plan_text(const pipeline_spec *p, const coord_job *j, char *buf, size_t len)
+{
+    buf[0] = 0;
+    if (!has_plan(j)) return;
+    size_t o = (size_t)snprintf(buf, len, "budget_s=%g predicted_s=%g steps=", j->spec.budget_s,
+                                j->spec.predicted_s);
+    for (int l = j->first; l < j->end && o < len; l++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%s:%d", l > j->first ? "," : "",
+                              p->levels[l].name, plan_steps(p, j, l));
+    if (o < len)
+        snprintf(buf + o, len - o, " direct=%s",
+                 j->spec.direct ? p->levels[j->end - 1].name : "none");
+}
+
 coord_write *coord_png_request(const pipeline_spec *p, const coord_slot *sl, uint32_t s, int final,
                                const uint8_t *rgb, int side)
 {
@@ -69,6 +97,7 @@ coord_write *coord_png_request(const pipeline_spec *p, const coord_slot *sl, uin
     snprintf(w->seed, sizeof w->seed, "%llu", (unsigned long long)coord_job_seed(j, sl->image));
     levels_csv(p, j->first, sl->level, w->levels, sizeof w->levels);
     snprintf(w->pipeline, sizeof w->pipeline, "%s", p->name);
+    plan_text(p, j, w->plan, sizeof w->plan);
     return w;
 }
 
@@ -117,10 +146,25 @@ static int manifest_line(const coord_job *j, json_t *obj, uint32_t i, const coor
         json_object_set_new(obj, "error", json_string(j->reasons[fail->reason]));
     else
         json_object_del(obj, "error");
-    char *line = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+    char *line = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(6));
     int rc = line && fputs(line, f) >= 0 && fputc('\n', f) != EOF ? 0 : -1;
     free(line);
     return rc;
+}
+
+/* The "plan" of every manifest line of a job that chose its sampling: budget_s, predicted_s
+ * (CPU seconds per image), steps per level and the direct level (null: none). */
+static json_t *manifest_plan(const pipeline_spec *p, const coord_job *j)
+{
+    json_t *plan = json_object(), *steps = json_object();
+    json_object_set_new(plan, "budget_s", json_real(j->spec.budget_s));
+    json_object_set_new(plan, "predicted_s", json_real(j->spec.predicted_s));
+    for (int l = j->first; l < j->end; l++)
+        json_object_set_new(steps, p->levels[l].name, json_integer(plan_steps(p, j, l)));
+    json_object_set_new(plan, "steps", steps);
+    json_object_set_new(plan, "direct",
+                        j->spec.direct ? json_string(p->levels[j->end - 1].name) : json_null());
+    return plan;
 }
 
 /* Write every line of j's manifest into f, sorted by index. */
@@ -131,6 +175,7 @@ static int manifest_lines(const pipeline_spec *p, coord_job *j, FILE *f)
     for (int l = j->first; l < j->end && rc == 0; l++)
         rc = json_array_append_new(levels, json_string(p->levels[l].name));
     if (rc == 0) rc = json_object_set(obj, "levels", levels);
+    if (rc == 0 && has_plan(j)) rc = json_object_set_new(obj, "plan", manifest_plan(p, j));
     if (j->nfails) qsort(j->fails, j->nfails, sizeof *j->fails, by_image);
     uint32_t k = 0;
     for (uint32_t i = 0; i < j->count && rc == 0; i++) {

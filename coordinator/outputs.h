@@ -22,6 +22,13 @@ int coord_read_init(const pipeline_spec *p, const coord_job *j, uint32_t image, 
 /* Write OUT/<job>/manifest.jsonl atomically (sorting j's failures by image). 0, or a negative
  * code with e and errno at the cause. */
 int coord_write_manifest(const pipeline_spec *p, coord_job *j, strata_err *e);
+/* Image's task at level was done in elapsed_ms (wall) and cpu_us (the worker's CPU time; 0:
+ * not reported, elapsed_ms counts) (timings.c). Out of memory loses the timings only. */
+void coord_job_task_timed(coord_job *j, int level, uint32_t image, uint64_t elapsed_ms,
+                          uint64_t cpu_us);
+/* Write OUT/<job>/timings.jsonl: one line per image (the first 2^20 of a larger job), its CPU
+ * and wall seconds per level (no file when nothing was timed). 0, or a negative code with e. */
+int coord_write_timings(const pipeline_spec *p, coord_job *j, strata_err *e);
 /* mkdir -p path. 0, or a negative code with e. */
 int coord_mkdirs(const char *path, strata_err *e);
 

@@ -35,15 +35,15 @@ void coord_write_free(coord_write *w)
 /* Write one request; the outcome goes into w->ok / w->err. */
 static void writer_do(coord_write *w)
 {
-    const png_text_kv text[] = {{"strata:job", w->job_id},
-                                {"strata:index", w->index},
-                                {"strata:seed", w->seed},
-                                {"strata:levels", w->levels},
-                                {"strata:pipeline", w->pipeline}};
+    const png_text_kv text[] = {{"strata:job", w->job_id},        {"strata:index", w->index},
+                                {"strata:seed", w->seed},         {"strata:levels", w->levels},
+                                {"strata:pipeline", w->pipeline}, {"strata:plan", w->plan}};
     strata_err e = {0};
     errno = 0;
-    /* no fsync per image: the job's images are synced at once before its manifest */
-    w->ok = png_write_rgb_nosync(w->path, w->rgb, w->side, w->side, text, 5, &e) == 0;
+    /* no fsync per image: the job's images are synced at once before its manifest; a job
+     * without a budget or its own steps has no strata:plan (its PNGs stay as they were) */
+    int ntext = w->plan[0] ? 6 : 5;
+    w->ok = png_write_rgb_nosync(w->path, w->rgb, w->side, w->side, text, ntext, &e) == 0;
     w->err_no = w->ok ? 0 : errno;
     if (!w->ok) {
         snprintf(w->err, sizeof w->err, "writing %s: %s", w->path, e.msg);

@@ -29,7 +29,8 @@ typedef struct coord_write {
     char path[SPEC_PATH_MAX + COORD_ID_MAX + 64];
     char job_id[COORD_ID_MAX], index[16], seed[24];
     char levels[PIPELINE_MAX_LEVELS * SPEC_NAME_MAX], pipeline[SPEC_NAME_MAX];
-    uint8_t *rgb; /* side x side x 3, owned */
+    char plan[PIPELINE_MAX_LEVELS * (SPEC_NAME_MAX + 8) + 96]; /* strata:plan, "" for none */
+    uint8_t *rgb;                                              /* side x side x 3, owned */
     int side;
 } coord_write;
 

@@ -36,6 +36,7 @@ static const struct field result_f[] = {
     REQ(struct proto_result, task, F_U64),      REQ(struct proto_result, attempt, F_U32),
     REQ(struct proto_result, ok, F_BOOL),       OPT(struct proto_result, error, F_STR),
     OPT(struct proto_result, output, F_TENSOR), REQ(struct proto_result, elapsed_ms, F_U64),
+    OPTZ(struct proto_result, cpu_us, F_U64),
 };
 
 /* The order is the wire order: the one the coordinator has always sent (less "model", the
@@ -75,7 +76,9 @@ static const struct field welcome_f[] = {
     SUB(struct proto_welcome, config, true, &level_config_rec),
 };
 
-static const struct field task_params_f[] = {OPTZ(struct proto_task_params, resize, F_U32)};
+static const struct field task_params_f[] = {OPTZ(struct proto_task_params, resize, F_U32),
+                                             OPTZ(struct proto_task_params, steps, F_U32),
+                                             OPTZ(struct proto_task_params, direct, F_BOOL)};
 static const struct record task_params_rec = RECORD(struct proto_task_params, task_params_f);
 static const struct field task_f[] = {
     REQ(struct proto_task, task, F_U64),

@@ -18,14 +18,15 @@
  *                  READYs); received: the TASKs it got since its WELCOME; draining (false when
  *                  absent): it takes no more TASKs, finishes what it holds, then says BYE.
  *                  Sent when its capacity changes and again every heartbeat while it holds none.
- *     RESULT       task:uint64 attempt:uint ok:bool elapsed_ms:uint64
+ *     RESULT       task:uint64 attempt:uint ok:bool elapsed_ms:uint64 [cpu_us:uint64]
  *                  output:tensor (required when ok)   error:str (required when !ok)
  *     HEARTBEAT    (no fields)
  *     BYE          (no fields)
  *   coordinator -> worker
  *     WELCOME      config:level config                 (the level's settings: kind, steps, ...)
  *     TASK         task:uint64 attempt:uint job:str image:uint seed:uint64 level:str
- *                  level_index:uint class_label:int (-1: none) [cond:tensor] [params:{resize:uint}]
+ *                  level_index:uint class_label:int (-1: none) [cond:tensor]
+ *                  [params:{[resize:uint] [steps:uint] [direct:bool]}]
  *     SHUTDOWN     (no fields)
  *     ERROR        message:str   (not registered: HELLO again; "refused: ...": the worker ends)
  *   client -> coordinator                    coordinator -> client
@@ -224,6 +225,8 @@ struct proto_result {
     const char *error;   /* required when !ok */
     proto_tensor output; /* required when ok */
     uint64_t elapsed_ms;
+    uint64_t cpu_us; /* optional (0 when absent): the worker process's CPU time on the task, all
+                        its threads, so a job's compute budget is measured as CPU seconds */
 };
 
 /* A level's settings, the same for every worker of the level (WELCOME's config). Optional
@@ -254,6 +257,10 @@ struct proto_welcome {
 /* TASK's optional settings (the "params" map on the wire, left out when all are 0). */
 struct proto_task_params {
     uint32_t resize; /* 0: none; else the side the RESULT image must have */
+    /* a job's planned sampling (budget_s, steps): 0 keeps WELCOME's steps; direct runs a refine
+     * level as LEVEL_KIND_DIRECT (one model evaluation). Older workers ignore both. */
+    uint32_t steps;
+    bool direct;
 };
 
 struct proto_task {

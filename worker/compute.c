@@ -133,7 +133,13 @@ static int compute_task(compute *c, compute_cmd *cmd, strata_err *e)
         compute_stub_image(&cmd->lt, side, img);
         compute_stub_sleep(c, c->stub_ms);
     } else {
-        rc = level_run(c->model, &c->config.level, &cmd->lt, img, e);
+        /* a job's planned sampling (budget_s, steps) overrides the level's for this task */
+        level_params p = c->config.level;
+        if (cmd->params.steps > 0) p.steps = (int)cmd->params.steps;
+        if (cmd->params.direct && p.kind == LEVEL_KIND_REFINE) p.kind = LEVEL_KIND_DIRECT;
+        rc = p.steps > 10000
+                 ? err_set(e, ERR_INPUT, "TASK params 'steps': expected an integer in [1, 10000]")
+                 : level_run(c->model, &p, &cmd->lt, img, e);
     }
     if (!rc && nside != side) {
         uint8_t *out = malloc((size_t)nside * nside * 3);
@@ -154,7 +160,7 @@ static int compute_task(compute *c, compute_cmd *cmd, strata_err *e)
 void compute_run(compute *c, compute_cmd *cmd)
 {
     strata_err e = {0};
-    long long t0 = clock_now_ms();
+    long long t0 = clock_now_ms(), cpu0 = clock_cpu_us();
     int group = worker_group_size() > 1;
     if (atomic_load(&c->abandon))
         cmd->rc = err_set(&e, ERR_RUNTIME, "abandoned: the worker is stopping");
@@ -166,6 +172,7 @@ void compute_run(compute *c, compute_cmd *cmd)
         if (group) cmd->rc = group_agree_err(cmd->rc, &e);
     }
     cmd->elapsed_ms = (uint64_t)(clock_now_ms() - t0);
+    cmd->cpu_us = (uint64_t)(clock_cpu_us() - cpu0);
     if (cmd->rc) snprintf(cmd->error, sizeof cmd->error, "%s", e.msg);
 }
 

@@ -24,12 +24,14 @@ typedef struct compute_cmd {
     level_task lt; /* TASK; lt.cond is cond */
     uint8_t *cond; /* TASK: the coordinator's cond image, copied out of the message */
     int resize;    /* TASK: output side asked for; 0: the level's side */
+    struct proto_task_params params; /* TASK: steps (0: WELCOME's) and direct, a job's own */
     /* the answer */
     int rc;          /* 0 or a strata_err code */
     char error[512]; /* one line when rc != 0 */
     uint8_t *out;    /* out_side x out_side RGB8 when rc == 0 */
     int out_side;
     uint64_t elapsed_ms;
+    uint64_t cpu_us; /* the process's CPU time over the command */
 } compute_cmd;
 
 /* The compute thread's state; it owns everything here while it runs, except `abandon`, which

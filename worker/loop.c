@@ -73,6 +73,7 @@ static int worker_task_cmd(const worker_loop *w, const struct proto_task *t, com
     }
     if (c->rc) snprintf(c->error, sizeof c->error, "%s", e.msg);
     c->resize = c->rc ? 0 : (int)t->params.resize;
+    c->params = t->params; /* a job's steps and direct: compute_task checks them */
     return c->rc;
 }
 

@@ -72,6 +72,7 @@ int worker_send_result(worker_loop *w, const compute_cmd *c, strata_err *e)
         .type = PROTO_RESULT,
         .result = {
             .task = c->task, .attempt = c->attempt, .ok = c->rc == 0, .elapsed_ms = c->elapsed_ms}};
+    m.result.cpu_us = c->cpu_us;
     if (c->rc == 0) {
         uint64_t s = (uint64_t)c->out_side;
         m.result.output = (proto_tensor){.dtype = PROTO_DTYPE_U8,

@@ -435,8 +435,16 @@ static const struct {
      "5: start_level: expected lowercase letters, digits and _ only, got \"L128\""},
     {"seed: 7", "seed_list: 7",
      "3: seed_list: unknown key (known: pipeline, name, count, seed, seeds, resolution, out, "
-     "priority, class_label, keep_levels, start_level, init_images)"},
+     "priority, class_label, keep_levels, start_level, init_images, budget_s, steps, direct, "
+     "predicted_s)"},
     {"count: 3", "count: 3\ncount: 4", "3: count: duplicate key"},
+    {"resolution: 64", "resolution: 64\nbudget_s: 0",
+     "5: budget_s: expected a number 1e-06..1e+09"},
+    {"resolution: 64", "resolution: 64\nsteps: 4", "5: steps: expected a map of level: steps"},
+    {"resolution: 64", "resolution: 64\nsteps: {l16: 0}",
+     "5: steps.l16: expected an integer 1..10000"},
+    {"resolution: 64", "resolution: 64\nsteps: {l16: 2, l16: 3}", "5: steps.l16: given twice"},
+    {"resolution: 64", "resolution: 64\ndirect: sometimes", "5: direct: expected true or false"},
 };
 
 TEST(config_job_rules)

@@ -173,8 +173,8 @@ TEST(proto_welcome_and_task_bytes_unchanged)
     }
     static const struct proto_task tasks[] = {
         {1, 1, "job-1", 0, 0, "l32", 0, -1, {0}, {0}},
-        {1ull << 40, 70000, "j", 65536, UINT64_MAX, "l512", 2, 1000, {0}, {512}},
-        {77, 2, "job-x", 255, 12345, "l128", 1, -200, {0}, {100}},
+        {1ull << 40, 70000, "j", 65536, UINT64_MAX, "l512", 2, 1000, {0}, {.resize = 512}},
+        {77, 2, "job-x", 255, 12345, "l128", 1, -200, {0}, {.resize = 100}},
     };
     for (size_t i = 0; i < sizeof tasks / sizeof tasks[0]; i++) {
         msgpack_sbuffer sb;

@@ -162,6 +162,7 @@ TEST(proto_roundtrip_worker_messages)
                                       .attempt = 2,
                                       .ok = true,
                                       .elapsed_ms = 1234,
+                                      .cpu_us = 1234567,
                                       .output = {.dtype = PROTO_DTYPE_F32,
                                                  .ndim = 3,
                                                  .shape = {2, 3, 4},
@@ -169,14 +170,15 @@ TEST(proto_roundtrip_worker_messages)
                                                  .nbytes = sizeof px}};
     CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
     CHECK(out.type == PROTO_RESULT && out.result.task == 1ull << 40 && out.result.attempt == 2 &&
-          out.result.ok && out.result.elapsed_ms == 1234 && out.result.error == NULL);
+          out.result.ok && out.result.elapsed_ms == 1234 && out.result.error == NULL &&
+          out.result.cpu_us == 1234567);
     CHECK(tensor_equal(&out.result.output, &in.result.output));
     proto_msg_free(&out);
 
     in.result = (struct proto_result){.task = 9, .attempt = 0, .ok = false, .error = "OOM"};
     CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
     CHECK(!out.result.ok && streq(out.result.error, "OOM") &&
-          out.result.output.dtype == PROTO_DTYPE_NONE);
+          out.result.output.dtype == PROTO_DTYPE_NONE && out.result.cpu_us == 0);
     proto_msg_free(&out);
 
     enum proto_type empty[] = {PROTO_HEARTBEAT, PROTO_BYE, PROTO_SHUTDOWN};
@@ -230,22 +232,24 @@ TEST(proto_roundtrip_coordinator_messages)
                                            .data = cond,
                                            .nbytes = sizeof cond}};
     in.task.params.resize = 20;
+    in.task.params.steps = 7; /* a job's own sampling (budget_s, steps, direct) */
+    in.task.params.direct = true;
     CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
     const struct proto_task *t = &out.task;
     CHECK(out.type == PROTO_TASK && t->task == UINT64_MAX && t->attempt == UINT32_MAX &&
           streq(t->job, "j-20240101-1") && t->image == 1999 && t->seed == 0xfedcba9876543210ull &&
           streq(t->level, "l128") && t->level_index == 1 && t->class_label == -1);
     CHECK(tensor_equal(&t->cond, &in.task.cond));
-    CHECK(t->params.resize == 20);
+    CHECK(t->params.resize == 20 && t->params.steps == 7 && t->params.direct);
     proto_msg_free(&out);
 
     /* no cond, no params: both optional */
     in.task.cond = (proto_tensor){0};
-    in.task.params.resize = 0;
+    in.task.params = (struct proto_task_params){0};
     in.task.class_label = 12;
     CHECKF(roundtrip(&in, &out, &e) == 0, "%s", e.msg);
     CHECK(out.task.cond.dtype == PROTO_DTYPE_NONE && out.task.params.resize == 0 &&
-          out.task.class_label == 12);
+          out.task.params.steps == 0 && !out.task.params.direct && out.task.class_label == 12);
     proto_msg_free(&out);
 }
 
