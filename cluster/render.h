@@ -35,6 +35,19 @@ int render_sampling_option(int c, const char *arg, render_sampling *s);
 int render_sampling_yaml(render_sampling *s, const pipeline_spec *p, int first, int end,
                          int threads, int class_label, const char *saved, char *out, size_t len);
 
+/* What `strata render` was asked (render_args.c). */
+typedef struct render_args {
+    const char *pipeline, *out, *name, *workers, *start_level, *init, *grid, *ranks, *mpirun_args;
+    const char *bind, *http;
+    long count, resolution, seed, threads, class_label;
+    int keep_levels, verbose, fresh;
+    render_sampling sampling;
+} render_args;
+
+/* Parse render's command line into a: 0, -1 after --help, or CLI_EXIT_USAGE after saying what
+ * is wrong. */
+int render_parse_args(int argc, char **argv, render_args *a);
+
 /* The default pipeline of the install whose binary is self: configs/pipelines/emoji.yaml beside
  * the folder holding build/strata, else that path under the current directory. */
 void render_default_pipeline(const char *self, char *out, size_t len);

@@ -236,7 +236,8 @@ static int wait_both_busy(const farm *f)
     strata_err e;
     if (client_open(&c, f->client_ep, &e)) return -1;
     int busy = 0;
-    for (int tries = 0; tries < 2000 && !busy; tries++) {
+    /* by time, not by count: the workers load and hash their models before they register */
+    for (long long end = clock_now_ms() + 60000; !busy && clock_now_ms() < end;) {
         proto_msg req = {.type = PROTO_STATUS, .status = {"farm"}}, reply;
         if (client_call(&c, &req, &reply, 5000, &e)) break;
         if (reply.type == PROTO_STATUS_REPLY && reply.status_reply.njobs == 1) {
