@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <unistd.h>
+
 static const char render_help[] =
     "usage: strata render [--pipeline FILE] [--count N] [--resolution PX] [--seed S]\n"
     "                     [--out DIR] [--name JOB] [--workers LEVEL=N,...] [--threads N]\n"
