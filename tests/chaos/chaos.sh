@@ -11,7 +11,7 @@
 # usage: tests/chaos/chaos.sh BIN DIR [COUNT [RESOLUTION [RESTARTS]]]  (defaults 200 256 2)
 # The test suite runs a short variant (farm_chaos_short: 24 images at 64, one restart).
 set -u
-BIN=$(readlink -f "$1"); DIR=$2; COUNT=${3:-200}; RES=${4:-256}; RESTARTS=${5:-2}
+BIN=$(readlink -f "$1"); DIR=$(realpath -m "$2"); COUNT=${3:-200}; RES=${4:-256}; RESTARTS=${5:-2}
 PIPE=configs/pipelines/test-4k.yaml
 LIMIT_S=${CHAOS_LIMIT_S:-7200}
 KILL_S=${CHAOS_KILL_S:-1} # seconds between worker SIGKILLs
