@@ -6,6 +6,7 @@
 #define STRATA_TEST_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 typedef void (*test_fn)(int *test_failed_);
 void test_register(const char *name, test_fn fn, int timeout_s);
@@ -60,6 +61,18 @@ const char *test_tmpdir(void);
  * directory), so a pipeline written elsewhere finds the fixture models. Its path goes to path.
  * 0, or -1 when it cannot be written. */
 int test_write_pipeline(const char *dir, const char *text, char *path, size_t len);
+
+/* For tests that start farms (farm_helpers.c): build/strata or $STRATA_BIN; argv[0] started
+ * with stdout on out_fd (-1: the test's) and stderr appended to err_path (NULL: the test's),
+ * its pid (-1 when fork failed; it exits 127 when argv[0] cannot run); a file's bytes,
+ * NUL-terminated, into *data (freed by the caller) and its length, or -1; whether a file
+ * holds what; test-tiny with a slow first level (l16 in `steps` steps; 40: about 0.25 s a task), so
+ * a job is still running when a test hits it (0 or -1). */
+const char *test_strata_bin(void);
+pid_t test_spawn(char *const *argv, int out_fd, const char *err_path);
+long test_file_read(const char *path, char **data);
+int test_file_mentions(const char *path, const char *what);
+int test_write_slow_pipeline(const char *path, int steps);
 
 /* Maximum of |a - b| and of |b| over n floats. */
 void test_max_abs_diff(const float *a, const float *b, size_t n, float *maxdiff, float *maxref);

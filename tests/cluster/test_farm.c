@@ -30,27 +30,6 @@ typedef struct farm {
     char log[1024]; /* the coordinator's stderr */
 } farm;
 
-static const char *strata_bin(void)
-{
-    const char *bin = getenv("STRATA_BIN");
-    return bin ? bin : "build/strata";
-}
-
-static pid_t spawn(char **argv, int out_fd, const char *err_path)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (out_fd >= 0) dup2(out_fd, 1);
-        if (err_path) {
-            FILE *f = fopen(err_path, "w");
-            if (f) dup2(fileno(f), 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
 /* "strata coordinator: workers=EP clients=EP" on the coordinator's stdout. */
 static int read_ready(int fd, farm *f)
 {
@@ -75,16 +54,26 @@ static int farm_start(farm *f, const char *dir, int pool16, int pool32)
     int fds[2];
     memset(f, 0, sizeof *f);
     snprintf(f->log, sizeof f->log, "%s/coordinator.log", dir);
+    unlink(f->log); /* this farm's log alone (test_spawn appends) */
     if (pipe(fds)) return -1;
-    char *argv[] = {(char *)strata_bin(), "coordinator",       "--pipeline", (char *)farm_pipeline,
-                    "--workers",          "tcp://127.0.0.1:*", "--clients",  "tcp://127.0.0.1:*",
-                    "--out-root",         (char *)dir,         "--verbose",  NULL};
-    f->coord = spawn(argv, fds[1], f->log);
+    char *argv[] = {(char *)test_strata_bin(),
+                    "coordinator",
+                    "--pipeline",
+                    (char *)farm_pipeline,
+                    "--workers",
+                    "tcp://127.0.0.1:*",
+                    "--clients",
+                    "tcp://127.0.0.1:*",
+                    "--out-root",
+                    (char *)dir,
+                    "--verbose",
+                    NULL};
+    f->coord = test_spawn(argv, fds[1], f->log);
     close(fds[1]);
     int rc = read_ready(fds[0], f);
     close(fds[0]);
     for (int i = 0; !rc && i < pool16 + pool32; i++) {
-        char *w[] = {(char *)strata_bin(),
+        char *w[] = {(char *)test_strata_bin(),
                      "worker",
                      "--level",
                      i < pool16 ? "l16" : "l32",
@@ -93,7 +82,7 @@ static int farm_start(farm *f, const char *dir, int pool16, int pool32)
                      "--pipeline",
                      (char *)farm_pipeline,
                      NULL};
-        f->workers[f->nworkers++] = spawn(w, -1, NULL);
+        f->workers[f->nworkers++] = test_spawn(w, -1, NULL);
     }
     return rc;
 }
@@ -126,27 +115,14 @@ static int submit_wait(const farm *f, const char *job_path, char *err, size_t er
     return test_run_strata(args, err, errlen, NULL, 0);
 }
 
-static long file_bytes(const char *path, unsigned char **data)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *data = malloc((size_t)n + 1);
-    if (fread(*data, 1, (size_t)n, f) != (size_t)n) n = -1;
-    fclose(f);
-    return n;
-}
-
 /* 1 when DIR_A/farm/NAME and DIR_B/farm/NAME have the same bytes. */
 static int same_file(const char *a, const char *b, const char *name)
 {
     char pa[1200], pb[1200];
-    unsigned char *da = NULL, *db = NULL;
+    char *da = NULL, *db = NULL;
     snprintf(pa, sizeof pa, "%s/farm/%s", a, name);
     snprintf(pb, sizeof pb, "%s/farm/%s", b, name);
-    long na = file_bytes(pa, &da), nb = file_bytes(pb, &db);
+    long na = test_file_read(pa, &da), nb = test_file_read(pb, &db);
     int same = na >= 0 && na == nb && memcmp(da, db, (size_t)na) == 0;
     free(da), free(db);
     return same;
@@ -250,40 +226,13 @@ static int wait_both_busy(const farm *f)
     return busy ? 0 : -1;
 }
 
-static int log_mentions(const char *path, const char *what)
-{
-    unsigned char *text;
-    long n = file_bytes(path, &text);
-    if (n < 0) return 0;
-    text[n] = 0;
-    int found = strstr((char *)text, what) != NULL;
-    free(text);
-    return found;
-}
-
-/* test-tiny with a slow first level, so that its pool is always busy. */
-static int write_slow_pipeline(const char *path)
-{
-    char cwd[1024];
-    FILE *f = fopen(path, "w");
-    if (!f || !getcwd(cwd, sizeof cwd)) return -1;
-    fprintf(f,
-            "name: slow\nlevels:\n"
-            "  - {name: l16, kind: generate, side: 16, steps: 40,\n"
-            "     model: %s/tests/fixtures/unet/small3/model}\n"
-            "  - {name: l32, kind: refine, side: 32, steps: 3, noise_level: 50,\n"
-            "     model: %s/tests/fixtures/unet/sr/model}\n",
-            cwd, cwd);
-    return fclose(f);
-}
-
 TEST(farm_worker_killed_mid_task)
 {
     char dir[1024], ref[1200], out[1200], job[1200], why[2048] = "", err[4096] = "";
     static char slow[1200];
     snprintf(dir, sizeof dir, "%s", test_tmpdir());
     snprintf(slow, sizeof slow, "%s/slow.yaml", dir);
-    CHECK(write_slow_pipeline(slow) == 0);
+    CHECK(test_write_slow_pipeline(slow, 40) == 0);
     farm_pipeline = slow;
     CHECKF(run_farm_job(dir, 1, 1, ref, sizeof ref, why, sizeof why) == 0, "reference: %s", why);
     snprintf(out, sizeof out, "%s/killed", dir);
@@ -297,8 +246,8 @@ TEST(farm_worker_killed_mid_task)
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 1);
         dup2(null, 2);
-        char *argv[] = {(char *)strata_bin(), "submit",    job, "--wait",
-                        "--coordinator",      f.client_ep, NULL};
+        char *argv[] = {(char *)test_strata_bin(), "submit",    job, "--wait",
+                        "--coordinator",           f.client_ep, NULL};
         execv(argv[0], argv);
         _exit(127);
     }
@@ -315,8 +264,8 @@ TEST(farm_worker_killed_mid_task)
     snprintf(killed, sizeof killed, "%s", out);
     /* same_outputs compares DIR/farm/...: both runs used the job name "farm" */
     CHECKF(same_outputs(ref, killed, why, sizeof why) == 0, "after the kill: %s", why);
-    CHECKF(log_mentions(f.log, "re-queued"), "the coordinator log shows no re-queued task: %s",
-           f.log);
+    CHECKF(test_file_mentions(f.log, "re-queued"),
+           "the coordinator log shows no re-queued task: %s", f.log);
     (void)err;
 }
 
@@ -328,8 +277,8 @@ static pid_t submit_background(const farm *f, const char *job)
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 1);
         dup2(null, 2);
-        char *argv[] = {(char *)strata_bin(), "submit", (char *)job, "--wait", "--coordinator",
-                        (char *)f->client_ep, NULL};
+        char *argv[] = {(char *)test_strata_bin(), "submit", (char *)job, "--wait", "--coordinator",
+                        (char *)f->client_ep,      NULL};
         execv(argv[0], argv);
         _exit(127);
     }
@@ -353,14 +302,14 @@ static int wait_exit(pid_t pid, int ms)
  * re-queued), else what is wrong. */
 static const char *drain_log_wrong(const char *log, const char *name)
 {
-    unsigned char *text;
+    char *text;
     static char want[4][160];
-    if (file_bytes(log, &text) < 0) return "no coordinator log";
+    if (test_file_read(log, &text) < 0) return "no coordinator log";
     snprintf(want[0], sizeof want[0], "worker %s (l16) draining", name);
     snprintf(want[1], sizeof want[1], "done by worker %s in", name);
     snprintf(want[2], sizeof want[2], "-> worker %s\n", name);
     snprintf(want[3], sizeof want[3], "worker %s (l16) forgotten: said BYE after draining", name);
-    const char *t = (const char *)text, *drain = strstr(t, want[0]), *why = "";
+    const char *t = text, *drain = strstr(t, want[0]), *why = "";
     if (!drain)
         why = "no draining line";
     else if (!strstr(drain, want[1]))
@@ -377,14 +326,15 @@ static const char *drain_log_wrong(const char *log, const char *name)
 
 /* SIGTERM to one of two l16 workers mid-task (issue "Operating a farm"): it finishes the task,
  * the coordinator takes its RESULT and sends it nothing more, it exits 0, and the job gives the
- * bytes of a clean run. */
+ * bytes of a clean run. l16 at 120 steps (~0.75 s a task): the signal sent once both hold
+ * a task lands mid-task (at 40 steps a task could end between the status and the signal). */
 TEST(farm_worker_drains_on_sigterm)
 {
     char dir[1024], ref[1200], out[1200], job[1200], why[2048] = "", name[320], host[256];
     static char slow[1200];
     snprintf(dir, sizeof dir, "%s", test_tmpdir());
     snprintf(slow, sizeof slow, "%s/slow.yaml", dir);
-    CHECK(write_slow_pipeline(slow) == 0 && gethostname(host, sizeof host) == 0);
+    CHECK(test_write_slow_pipeline(slow, 120) == 0 && gethostname(host, sizeof host) == 0);
     farm_pipeline = slow;
     CHECKF(run_farm_job(dir, 2, 1, ref, sizeof ref, why, sizeof why) == 0, "reference: %s", why);
     snprintf(out, sizeof out, "%s/drained", dir);
@@ -519,11 +469,18 @@ TEST(farm_render_stops_on_sigterm)
     snprintf(dir, sizeof dir, "%s", test_tmpdir());
     snprintf(slow, sizeof slow, "%s/slow.yaml", dir);
     snprintf(out, sizeof out, "%s/stopped", dir);
-    CHECK(write_slow_pipeline(slow) == 0);
+    CHECK(test_write_slow_pipeline(slow, 40) == 0);
     int fds[2];
     CHECK(pipe(fds) == 0);
-    char *argv[] = {
-        (char *)strata_bin(), "render", "--pipeline", slow, "--count", "40", "--out", out, NULL};
+    char *argv[] = {(char *)test_strata_bin(),
+                    "render",
+                    "--pipeline",
+                    slow,
+                    "--count",
+                    "40",
+                    "--out",
+                    out,
+                    NULL};
     pid_t pid = fork();
     if (pid == 0) {
         dup2(fds[1], 2);

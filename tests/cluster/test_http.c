@@ -27,25 +27,6 @@ typedef struct http_farm {
     pid_t coord, workers[2]; /* l16, l32 */
 } http_farm;
 
-static const char *strata_bin(void)
-{
-    const char *bin = getenv("STRATA_BIN");
-    return bin ? bin : "build/strata";
-}
-
-static pid_t spawn(char *const *argv, int out_fd, const char *err_path)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (out_fd >= 0) dup2(out_fd, 1);
-        FILE *f = fopen(err_path, "w");
-        if (f) dup2(fileno(f), 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
 /* "strata coordinator: workers=EP clients=EP http=ADDR:PORT" on fd within 20 s. */
 static int read_ready(int fd, http_farm *f)
 {
@@ -82,7 +63,7 @@ static int start_coordinator(http_farm *f, int config)
             "http: 127.0.0.1:0\nout_root: %s\n",
             root, HTTP_PIPELINE, f->dir);
     fclose(y);
-    char *flags[] = {(char *)strata_bin(),
+    char *flags[] = {(char *)test_strata_bin(),
                      "coordinator",
                      "--pipeline",
                      HTTP_PIPELINE,
@@ -95,9 +76,9 @@ static int start_coordinator(http_farm *f, int config)
                      "--out-root",
                      f->dir,
                      NULL};
-    char *from_file[] = {(char *)strata_bin(), "coordinator", "--config", yaml, NULL};
+    char *from_file[] = {(char *)test_strata_bin(), "coordinator", "--config", yaml, NULL};
     char **argv = config ? from_file : flags;
-    f->coord = spawn(argv, fds[1], log);
+    f->coord = test_spawn(argv, fds[1], log);
     close(fds[1]);
     int rc = read_ready(fds[0], f);
     close(fds[0]);
@@ -108,10 +89,16 @@ static void start_worker(http_farm *f, int i)
 {
     char log[700];
     snprintf(log, sizeof log, "%s/worker%d.log", f->dir, i);
-    char *argv[] = {(char *)strata_bin(), "worker",      "--level",
-                    i ? "l32" : "l16",    "--connect",   f->wep,
-                    "--pipeline",         HTTP_PIPELINE, NULL};
-    f->workers[i] = spawn(argv, -1, log);
+    char *argv[] = {(char *)test_strata_bin(),
+                    "worker",
+                    "--level",
+                    i ? "l32" : "l16",
+                    "--connect",
+                    f->wep,
+                    "--pipeline",
+                    HTTP_PIPELINE,
+                    NULL};
+    f->workers[i] = test_spawn(argv, -1, log);
 }
 
 /* SIGTERM and reap *pid: its exit status (-1 when it died of a signal or was not running). */
@@ -416,7 +403,7 @@ static int check_dom(const char *dom, char *why, size_t len)
 /* The screenshot's path: next to build/strata (an artefact of the run). */
 static void shot_path(char *path, size_t len)
 {
-    const char *sb = strata_bin(), *slash = strrchr(sb, '/');
+    const char *sb = test_strata_bin(), *slash = strrchr(sb, '/');
     snprintf(path, len, "%.*sstatus-page.png", slash ? (int)(slash - sb + 1) : 0, sb);
 }
 

@@ -25,42 +25,6 @@
 
 enum { IMAGES = 40 };
 
-static const char *bin(void)
-{
-    const char *b = getenv("STRATA_BIN");
-    return b ? b : "build/strata";
-}
-
-static pid_t spawn(char **argv, int out_fd, const char *err_path)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        setpgid(0, 0);
-        if (out_fd >= 0) dup2(out_fd, 1);
-        int err = err_path ? open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644) : -1;
-        if (err >= 0) dup2(err, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* test-tiny with a slow first level (40 steps), so a job is still running when it is hit. */
-static int write_slow_pipeline(const char *path)
-{
-    char cwd[1024];
-    FILE *f = fopen(path, "w");
-    if (!f || !getcwd(cwd, sizeof cwd)) return -1;
-    fprintf(f,
-            "name: slow\nlevels:\n"
-            "  - {name: l16, kind: generate, side: 16, steps: 40,\n"
-            "     model: %s/tests/fixtures/unet/small3/model}\n"
-            "  - {name: l32, kind: refine, side: 32, steps: 3, noise_level: 50,\n"
-            "     model: %s/tests/fixtures/unet/sr/model}\n",
-            cwd, cwd);
-    return fclose(f);
-}
-
 /* The coordinator on pipe with --state, on endpoints wep and cep ("tcp://127.0.0.1:*" the
  * first time); the endpoints it bound come back in them. Its pid, or -1. */
 static pid_t coord_start(const char *pipe_path, const char *state, char *wep, char *cep,
@@ -69,10 +33,20 @@ static pid_t coord_start(const char *pipe_path, const char *state, char *wep, ch
     int fds[2];
     if (pipe(fds)) return -1;
     /* the jobs write under the test's own directory: no output root to keep them in */
-    char *argv[] = {(char *)bin(), "coordinator", "--pipeline", (char *)pipe_path, "--workers",
-                    wep,           "--clients",   cep,          "--state",         (char *)state,
-                    "--out-root",  "/",           NULL};
-    pid_t pid = spawn(argv, fds[1], log);
+    char *argv[] = {(char *)test_strata_bin(),
+                    "coordinator",
+                    "--pipeline",
+                    (char *)pipe_path,
+                    "--workers",
+                    wep,
+                    "--clients",
+                    cep,
+                    "--state",
+                    (char *)state,
+                    "--out-root",
+                    "/",
+                    NULL};
+    pid_t pid = test_spawn(argv, fds[1], log);
     close(fds[1]);
     char line[1024];
     size_t used = 0;
@@ -123,20 +97,6 @@ static int wait_pngs(const char *dir, int want)
     return -1;
 }
 
-static long slurp(const char *path, char **data)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *data = malloc((size_t)n + 1);
-    if (fread(*data, 1, (size_t)n, f) != (size_t)n) n = -1;
-    fclose(f);
-    if (n >= 0) (*data)[n] = 0;
-    return n;
-}
-
 /* Every PNG and the manifest of a/ and b/ have the same bytes; the manifest has n lines, one
  * "ok" per index in order. */
 static int same_outputs(const char *a, const char *b, int n, char *why, size_t len)
@@ -147,7 +107,7 @@ static int same_outputs(const char *a, const char *b, int n, char *why, size_t l
         snprintf(name, sizeof name, i < n ? "%06d.png" : "manifest.jsonl", i);
         snprintf(pa, sizeof pa, "%s/%s", a, name);
         snprintf(pb, sizeof pb, "%s/%s", b, name);
-        long na = slurp(pa, &da), nb = slurp(pb, &db);
+        long na = test_file_read(pa, &da), nb = test_file_read(pb, &db);
         int same = na >= 0 && na == nb && !memcmp(da, db, (size_t)na);
         int lines = 0;
         for (long k = 0; i == n && same && k < na; k++)
@@ -159,21 +119,12 @@ static int same_outputs(const char *a, const char *b, int n, char *why, size_t l
     return 0;
 }
 
-static int log_has(const char *path, const char *what)
-{
-    char *text;
-    if (slurp(path, &text) < 0) return 0;
-    int found = strstr(text, what) != NULL;
-    free(text);
-    return found;
-}
-
 /* The last bytes of the file at path (for a failure's message), static. */
 static const char *tail_of(const char *path)
 {
     static char buf[2048];
     char *text;
-    long n = slurp(path, &text);
+    long n = test_file_read(path, &text);
     buf[0] = 0;
     if (n < 0) return buf;
     snprintf(buf, sizeof buf, "%s", text + (n > 2000 ? n - 2000 : 0));
@@ -196,10 +147,16 @@ static int render_ref(const char *pipe_path, const char *out, int count)
 static void workers_start(const char *pipe_path, const char *ep, pid_t *w)
 {
     for (int i = 0; i < 3; i++) {
-        char *argv[] = {(char *)bin(),         "worker",          "--level",
-                        i < 2 ? "l16" : "l32", "--connect",       (char *)ep,
-                        "--pipeline",          (char *)pipe_path, NULL};
-        w[i] = spawn(argv, -1, "/dev/null");
+        char *argv[] = {(char *)test_strata_bin(),
+                        "worker",
+                        "--level",
+                        i < 2 ? "l16" : "l32",
+                        "--connect",
+                        (char *)ep,
+                        "--pipeline",
+                        (char *)pipe_path,
+                        NULL};
+        w[i] = test_spawn(argv, -1, "/dev/null");
     }
 }
 
@@ -231,7 +188,7 @@ TEST_TIMEOUT(farm_coordinator_killed_resumes_from_state, 300)
     snprintf(job, sizeof job, "%s/job.yaml", dir);
     snprintf(state, sizeof state, "%s/state", dir);
     snprintf(log, sizeof log, "%s/coordinator.log", dir);
-    CHECK(write_slow_pipeline(pipe_path) == 0);
+    CHECK(test_write_slow_pipeline(pipe_path, 40) == 0);
     CHECKF(render_ref(pipe_path, ref, IMAGES) == 0, "%s", "the clean render failed");
     write_job(job, pipe_path, out);
     /* compact every few KiB: the restart then replays a journal compacted mid-job */
@@ -273,9 +230,11 @@ TEST_TIMEOUT(farm_coordinator_killed_resumes_from_state, 300)
     /* only a write whose record waited for its group commit can be redone */
     CHECKF(redone <= 4, "%d of %d images written before the kill were written again", redone,
            written);
-    CHECKF(log_has(log, "dropped 6 bytes"), "the torn record is not reported in %s", log);
-    CHECKF(log_has(log, "images already finished"), "no replay reported in %s", log);
-    CHECKF(log_has(log, "the journal was compacted"), "no compaction reported in %s", log);
+    CHECKF(test_file_mentions(log, "dropped 6 bytes"), "the torn record is not reported in %s",
+           log);
+    CHECKF(test_file_mentions(log, "images already finished"), "no replay reported in %s", log);
+    CHECKF(test_file_mentions(log, "the journal was compacted"), "no compaction reported in %s",
+           log);
 }
 
 /* `strata render` of the slow pipeline into out as job farm (count images, extra flag or
@@ -285,12 +244,25 @@ static pid_t render_start(const char *pipe_path, const char *out, int count, con
 {
     char n[16];
     snprintf(n, sizeof n, "%d", count);
-    char *argv[] = {(char *)bin(),  "render",    "--pipeline", (char *)pipe_path,
-                    "--count",      n,           "--seed",     "1000",
-                    "--resolution", "32",        "--name",     "farm",
-                    "--out",        (char *)out, "--workers",  "l16=2,l32=1",
-                    (char *)extra,  NULL};
-    return spawn(argv, -1, log);
+    char *argv[] = {(char *)test_strata_bin(),
+                    "render",
+                    "--pipeline",
+                    (char *)pipe_path,
+                    "--count",
+                    n,
+                    "--seed",
+                    "1000",
+                    "--resolution",
+                    "32",
+                    "--name",
+                    "farm",
+                    "--out",
+                    (char *)out,
+                    "--workers",
+                    "l16=2,l32=1",
+                    (char *)extra,
+                    NULL};
+    return test_spawn(argv, -1, log);
 }
 
 static int render_wait(pid_t pid)
@@ -310,7 +282,7 @@ TEST_TIMEOUT(render_interrupted_resumes_and_refuses_other_args, 300)
     snprintf(log, sizeof log, "%s/render.log", dir);
     snprintf(farm, sizeof farm, "%s/farm", out);
     snprintf(refdir, sizeof refdir, "%s/farm", ref);
-    CHECK(write_slow_pipeline(pipe_path) == 0);
+    CHECK(test_write_slow_pipeline(pipe_path, 40) == 0);
     CHECKF(render_ref(pipe_path, ref, IMAGES) == 0, "%s", "the clean render failed");
 
     /* stopped as Ctrl-C stops it, mid-job */
@@ -325,7 +297,7 @@ TEST_TIMEOUT(render_interrupted_resumes_and_refuses_other_args, 300)
     /* other arguments for the same job: refused, naming the difference */
     int other = render_wait(render_start(pipe_path, out, IMAGES + 1, NULL, log));
     CHECKF(other == 2, "render with another --count: exit %d", other);
-    CHECKF(log_has(log, "count 41, was 40") && log_has(log, "--fresh"),
+    CHECKF(test_file_mentions(log, "count 41, was 40") && test_file_mentions(log, "--fresh"),
            "no line naming the difference in %s", log);
     /* the same arguments: resumed */
     int resumed = render_wait(render_start(pipe_path, out, IMAGES, NULL, log));
@@ -351,7 +323,7 @@ TEST_TIMEOUT(render_interrupted_resumes_and_refuses_other_args, 300)
     char *manifest;
     char mpath[1400];
     snprintf(mpath, sizeof mpath, "%s/manifest.jsonl", farm);
-    long n = slurp(mpath, &manifest);
+    long n = test_file_read(mpath, &manifest);
     int lines = 0;
     for (long k = 0; k < n; k++)
         lines += manifest[k] == '\n';
@@ -383,11 +355,11 @@ TEST_TIMEOUT(coordinator_full_state_refuses_new_jobs_and_loses_none, 200)
              "mount -t tmpfs -o size=8k tmpfs '%s' && exec '%s' coordinator --pipeline "
              "configs/pipelines/test-tiny.yaml --workers 'tcp://127.0.0.1:*' --clients "
              "'tcp://127.0.0.1:*' --state '%s' --out-root /",
-             state, bin(), state);
+             state, test_strata_bin(), state);
     int fds[2];
     CHECK(pipe(fds) == 0);
     char *argv[] = {"/usr/bin/unshare", "-m", "/bin/sh", "-c", script, NULL};
-    pid_t coord = spawn(argv, fds[1], log);
+    pid_t coord = test_spawn(argv, fds[1], log);
     close(fds[1]);
     char line[1024] = "", wep[256] = "", cep[256] = "";
     size_t used = 0;
@@ -420,7 +392,7 @@ TEST_TIMEOUT(coordinator_full_state_refuses_new_jobs_and_loses_none, 200)
     CHECKF(up, "the coordinator did not start on a tmpfs (%s): %s", line, log);
     CHECKF(first == 0, "the job accepted before the state filled: exit %d: %s", first, err);
     char *text;
-    long n = slurp(manifest, &text);
+    long n = test_file_read(manifest, &text);
     int ok = 0;
     for (char *at = n > 0 ? text : NULL; at && (at = strstr(at, "\"status\":\"ok\"")); at++)
         ok++;
@@ -428,7 +400,8 @@ TEST_TIMEOUT(coordinator_full_state_refuses_new_jobs_and_loses_none, 200)
     CHECKF(ok == IMAGES, "%d images ok in %s", ok, manifest);
     CHECKF(refused != 0 && strstr(err2, "state directory") && strstr(err2, "No space"),
            "a SUBMIT on a full state: exit %d: %s", refused, err2);
-    CHECKF(log_has(log, "new jobs are refused"), "%s says nothing of the full state", log);
+    CHECKF(test_file_mentions(log, "new jobs are refused"), "%s says nothing of the full state",
+           log);
 }
 
 /* Fill the filesystem of path with a file there until it says ENOSPC. 0 or -1. */
@@ -448,7 +421,7 @@ static int wait_text(const char *path, const char *what, pid_t pid, int ms)
 {
     struct timespec step = {0, 50 * 1000 * 1000};
     for (long long end = clock_now_ms() + ms; clock_now_ms() < end;) {
-        if (log_has(path, what)) return 1;
+        if (test_file_mentions(path, what)) return 1;
         if (waitpid(pid, NULL, WNOHANG) != 0) return 0;
         nanosleep(&step, NULL);
     }
@@ -485,8 +458,9 @@ TEST_TIMEOUT(farm_full_output_disk_stalls_the_job_until_space_is_back, 200)
     char wep[256] = "tcp://127.0.0.1:*", cep[256] = "tcp://127.0.0.1:*";
     pid_t coord = coord_start("configs/pipelines/test-tiny.yaml", state, wep, cep, log), w[3] = {0};
     if (coord > 0) workers_start("configs/pipelines/test-tiny.yaml", wep, w);
-    char *client_argv[] = {(char *)bin(), "submit", job, "--wait", "--coordinator", cep, NULL};
-    pid_t client = coord > 0 ? spawn(client_argv, -1, cerr) : -1;
+    char *client_argv[] = {(char *)test_strata_bin(), "submit", job, "--wait",
+                           "--coordinator",           cep,      NULL};
+    pid_t client = coord > 0 ? test_spawn(client_argv, -1, cerr) : -1;
     int shown = client > 0 && wait_text(cerr, "No space left on device", client, 60000);
     const char *status[] = {"status", "--coordinator", cep, NULL};
     int st = shown ? test_run_strata(status, serr, sizeof serr, sout, sizeof sout) : -1;
@@ -505,7 +479,7 @@ TEST_TIMEOUT(farm_full_output_disk_stalls_the_job_until_space_is_back, 200)
     for (int i = 0; i < 3; i++)
         stop(w[i], SIGTERM);
     char *text = NULL;
-    long n = slurp(manifest, &text);
+    long n = test_file_read(manifest, &text);
     int ok = 0;
     for (char *at = n > 0 ? text : NULL; at && (at = strstr(at, "\"status\":\"ok\"")); at++)
         ok++;
