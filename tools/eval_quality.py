@@ -55,7 +55,8 @@ K = 3
 
 
 def render_cached(out, job, argv, count):
-    """uint8 (count, side, side, 3): OUT/JOB/<index>.png, rendered unless all are there."""
+    """uint8 (count, side, side, 3): OUT/JOB/<index>.png, rendered unless all are there (a
+    render stopped half-way resumes; JOB names the count, as render refuses other arguments)."""
     paths = [os.path.join(out, job, f"{i:06d}.png") for i in range(count)]
     if not all(os.path.exists(p) for p in paths):
         run = subprocess.run([STRATA, "render", "--count", str(count), "--out", out,
@@ -261,7 +262,7 @@ def measure_classes(d, args, out, tmp, level):
         path, _ = first_level_alone(args.pipeline, g, tmp)
         images, labels = [], []
         for c in range(groups):
-            images.append(render_cached(out, f"{level['name']}-g{g}-c{c}", [
+            images.append(render_cached(out, f"{level['name']}-g{g}-c{c}-n{args.class_samples}", [
                 "--pipeline", path, "--resolution", str(level["side"]), "--seed", "0",
                 "--class-label", str(c), "--workers", f"{level['name']}={args.workers}"],
                 args.class_samples))
@@ -275,7 +276,7 @@ def measure(args, tmp):
     d = Data()
     out = args.render_dir or tmp
     _, level = first_level_alone(args.pipeline, 1, tmp)
-    samples = render_cached(out, f"{level['name']}-default", [
+    samples = render_cached(out, f"{level['name']}-n{args.quality_samples}", [
         "--pipeline", args.pipeline, "--resolution", str(level["side"]), "--seed", "0",
         "--workers", f"{level['name']}={args.workers}"], args.quality_samples)
     r = dict(level=level["name"], samples=args.quality_samples, class_samples=args.class_samples,
