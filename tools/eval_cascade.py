@@ -7,6 +7,9 @@
                        data: within 0.7..1.3, where bicubic upscaling stays well below
   memorisation         fewer than 5% of 256 level-1 samples closer (L2, 32x32) to a training
                        image than the median nearest-neighbour distance between training images
+  quality              the first level's samples through the frozen emoji-group classifier
+                       (tools/eval_quality.py): FED with its floor and ceilings, precision and
+                       recall, class accuracy at guidance 1, 2 and 4, memorisation
 
 Without a LEVEL a check runs on every refine level of the pipeline. Each refine level runs alone
 (`render --start-level`) from held-out inputs with its own settings (steps, sampler,
@@ -22,7 +25,9 @@ on. Each set is reported and checked on its own.
 Needs the data sets (tools/data_emoji.py, tools/data_photos.py) and build/strata. Exits 1 when a
 check fails.
   .venv/bin/python tools/eval_cascade.py [--samples 64] [--wallpaper-samples N] [--canvas 256]
-                                         [consistency detail memorisation ...]
+                                         [--quality-samples 1000] [--class-samples 24]
+                                         [--render-dir DIR] [--json FILE]
+                                         [consistency detail memorisation quality ...]
 """
 import argparse
 import os
@@ -36,6 +41,7 @@ import yaml
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import eval_quality  # noqa: E402
 import train  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -236,14 +242,19 @@ def check_memorisation(pipe, _name, args, tmp):
     return close < 0.05
 
 
+def check_quality(pipe, _name, args, tmp):
+    return eval_quality.check(pipe, args, tmp)
+
+
 CHECKS = {"consistency": check_consistency, "detail": check_detail,
-          "memorisation": check_memorisation}
+          "memorisation": check_memorisation, "quality": check_quality}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checks", nargs="*", default=["consistency", "detail", "memorisation"],
+    parser.add_argument("checks", nargs="*",
+                        default=["consistency", "detail", "memorisation", "quality"],
                         help="CHECK or CHECK:LEVEL")
     parser.add_argument("--pipeline", default=PIPELINE)
     parser.add_argument("--samples", type=int, default=64, help="held-out inputs per set")
@@ -253,6 +264,7 @@ def main():
     parser.add_argument("--canvas", type=int, default=256,
                         help="largest output side a refine level is measured on")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    eval_quality.add_arguments(parser)
     args = parser.parse_args()
     pipe = Pipeline(args.pipeline)
     if args.canvas < 128:
@@ -265,7 +277,8 @@ def main():
         if level and level not in pipe.refine_levels():
             parser.error(f"{spec}: {level!r} is not a refine level of {args.pipeline} "
                          f"({', '.join(pipe.refine_levels())})")
-        names = [level] if level or check == "memorisation" else pipe.refine_levels()
+        first_only = check in ("memorisation", "quality")
+        names = [level] if level or first_only else pipe.refine_levels()
         jobs += [(check, name) for name in names]
     for check, name in jobs:
         if name and not os.path.isdir(pipe.level(name)[1]["model"]):
