@@ -28,7 +28,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
 .PHONY: all test asan bench eval chaos test-4k test-4k-ranks bench-mpi deps fixtures format format-check check-limits \
-        check-headers clean
+        check-headers clean install test-cluster
 
 all: $(BUILD)/strata $(BUILD)/tests
 
@@ -137,6 +137,29 @@ test-netns: $(BUILD)/strata
 	tests/mpi/netns.sh --timeout 400 -- tests/mpi/netns_render.sh $(BUILD)/strata && \
 	tests/mpi/netns.sh --timeout 400 -- tests/mpi/netns_farm_kill.sh $(BUILD)/strata
 # ---- end test-netns ----
+
+# ---- install: `make install PREFIX=/opt/strata` (default /usr/local; DESTDIR for packaging) ----
+# PREFIX/bin/strata, and under PREFIX/share/strata the shipped configs (configs/, pipelines in
+# configs/pipelines/) and every model directory a shipped pipeline names. The share tree keeps the
+# repository's layout, so the pipelines' relative model paths (../../models/l32,
+# ../../tests/fixtures/unet/sr/model) resolve there as they do in the checkout. `install -C`
+# leaves a file that is already the same untouched (its time too), and a line "'SRC' -> 'DST'" is
+# printed only for a file copied: a second run prints none (the Ansible role counts on it).
+PREFIX  ?= /usr/local
+comma   := ,
+SHARE   := $(DESTDIR)$(PREFIX)/share/strata
+# The model directories the shipped pipelines name, relative to the repository root.
+INSTALL_MODELS := $(sort $(patsubst ../../%,%,$(shell sed -n \
+  's|.*model: *\(\.\./\.\./[^ $(comma)}]*\).*|\1|p' configs/pipelines/*.yaml)))
+install: $(BUILD)/strata
+	@install -d $(DESTDIR)$(PREFIX)/bin $(SHARE)/configs/pipelines $(SHARE)/configs/jobs $(SHARE)/models
+	@install -C -v -m 755 $(BUILD)/strata $(DESTDIR)$(PREFIX)/bin/strata
+	@install -C -v -m 644 configs/*.yaml $(SHARE)/configs/
+	@install -C -v -m 644 configs/pipelines/*.yaml $(SHARE)/configs/pipelines/
+	@install -C -v -m 644 configs/jobs/* $(SHARE)/configs/jobs/
+	@install -C -v -m 644 models/LICENSES.md $(SHARE)/models/LICENSES.md
+	@for m in $(INSTALL_MODELS); do install -d $(SHARE)/$$m && \
+	  install -C -v -m 644 $$m/* $(SHARE)/$$m/ || exit 1; done
 
 # ---- checks of what the repository promises (run by .ci/run) ----
 # Every .c and .h of the product folders and of tests/ (all its subfolders), formatted with the
