@@ -4,11 +4,14 @@
 set -euo pipefail
 
 # clang-format: Debian 12's is version 14, the one the tree is formatted with (make format-check)
+# ansible, ansible-lint: the playbook in ansible/ and its CI check (make ansible-check);
+# openssh-server: the hosts of make test-cluster
 packages=(
   build-essential pkg-config
   libopenblas-dev libzmq3-dev libmsgpack-dev libopenmpi-dev openmpi-bin
   libyaml-dev libjansson-dev libpng-dev libsodium-dev zlib1g-dev
   clang-format
+  ansible ansible-lint openssh-server
 )
 
 missing=()

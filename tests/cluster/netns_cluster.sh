@@ -28,7 +28,12 @@ command -v ssh-keygen >/dev/null || { echo "skip: no ssh-keygen (openssh-client)
 namespaces=$(echo "$STRATA_NETNS_HOSTS" | tr ',' '\n' | sed 's/:.*//')
 [ "$(echo "$namespaces" | wc -l)" = 3 ] || { echo "netns_cluster: want 3 nodes (--nodes 3)" >&2; exit 2; }
 net=${STRATA_NETNS_BRIDGE%.1}
-dir=$(mktemp -d /tmp/strata-cluster.XXXXXX)
+# What a run killed by SIGKILL left (its pid, in the name, gone) goes first.
+for d in /tmp/strata-cluster.[0-9]*.*; do
+  p=${d#/tmp/strata-cluster.}
+  [ -d "$d" ] && ! kill -0 "${p%%.*}" 2>/dev/null && rm -rf "$d"
+done
+dir=$(mktemp -d "/tmp/strata-cluster.$$.XXXXXX")
 sshd_pids=
 
 # shellcheck disable=SC2317 # called by the EXIT trap

@@ -13,10 +13,11 @@
 #      (--state, keys) and both pools; a second run reports changed=0 on every host;
 #   2. a job submitted with the client key (strata submit --wait, over CURVE) gives the bytes of
 #      strata render of the same job;
-#   3. with a job in flight, raising l32's count in group_vars/pool_l32.yml to 2 starts
-#      strata-worker@l32-1 on w1 and w2 and changes nothing on c1, nor any other process;
-#      lowering it to 1 stops those two (SIGTERM; each exits 0) and nothing else; the job then
-#      completes, every image ok and byte-identical to strata render's.
+#   3. raising l32's count in group_vars/pool_l32.yml to 2 starts strata-worker@l32-1 on w1 and
+#      w2 and changes nothing on c1, nor any other process; then, with a job in flight (sized
+#      from the farm's measured pace to outlast the run; STRATA_CLUSTER_JOB=N sets it), lowering
+#      it to 1 stops those two (SIGTERM; each exits 0) and nothing else; the job completes,
+#      every image ok and byte-identical to strata render's.
 # Prints "test_playbook: ok ..." with the runs' times, or says what failed and exits 1; 77
 # with "skip: ..." when Ansible is not installed.
 set -u
@@ -96,16 +97,16 @@ pool l32 1
 # run NAME: one run of the playbook, its output in $dir/NAME.log; sets $secs.
 run() {
   local t=$SECONDS
+  # Ansible's temporary files and SSH control sockets under this run's directory
   (cd "$play" && ANSIBLE_CONFIG=$play/ansible.cfg ANSIBLE_LOCAL_TEMP=$dir/ansible-tmp \
-    ANSIBLE_NOCOLOR=1 timeout 300 ansible-playbook -i inventory.ini site.yml) >"$dir/$1.log" 2>&1 ||
+    ANSIBLE_REMOTE_TEMP=$dir/ansible-remote-tmp ANSIBLE_SSH_CONTROL_PATH_DIR=$dir/cp \
+    ANSIBLE_NOCOLOR=1 timeout 900 ansible-playbook -i inventory.ini site.yml) >"$dir/$1.log" 2>&1 ||
     { tail -40 "$dir/$1.log" >&2; fail "ansible-playbook ($1) failed"; }
   secs=$((SECONDS - t))
 }
 # changed N of HOST in run NAME's recap
 changed() { sed -n "s/^$2 *: .*changed=\([0-9]*\).*/\1/p" "$dir/$1.log"; }
 recap() { sed -n '/PLAY RECAP/,$p' "$dir/$1.log" | grep -E '^(c1|w1|w2) ' | tr -s ' '; }
-# HOST UNIT's supervisor pid (empty when not running)
-pid_of() { cat "$dir/hosts/$1/state/run/$2.pid" 2>/dev/null; }
 # every running service as "HOST UNIT PID", sorted
 services() {
   local h p
@@ -123,7 +124,7 @@ job() {
 }
 # same NAME COUNT: the farm's job NAME byte-identical to strata render's
 same() {
-  OPENBLAS_CORETYPE=$coretype timeout 300 "$strata" render --pipeline "$src/configs/pipelines/test-tiny.yaml" \
+  OPENBLAS_CORETYPE=$coretype timeout 1200 "$strata" render --pipeline "$src/configs/pipelines/test-tiny.yaml" \
     --name "$1" --count "$2" --seed 7 --resolution 32 --out "$dir/render" >"$dir/render-$1.log" 2>&1 ||
     { cat "$dir/render-$1.log" >&2; fail "strata render of $1 failed"; }
   local n=0 f
@@ -144,28 +145,26 @@ for h in w1 w2 c1; do
   # shellcheck disable=SC2086 # one unit per word
   SYSTEMD_UNIT_PATH=$u: systemd-analyze verify $units >"$dir/verify-$h.log" 2>&1 ||
     { cat "$dir/verify-$h.log" >&2; fail "systemd-analyze verify of $h's units"; }
-  echo "test_playbook: $h: systemd-analyze verify ok:" $units
+  echo "test_playbook: $h: systemd-analyze verify ok:" "$(echo $units)"
 done
 [ "$(services | wc -l)" = 4 ] || { services >&2; fail "want 4 services running (coordinator, l16 on w1, l32 on w1 and w2)"; }
 run second
 second=$secs
 for h in $hosts; do
-  [ "$(changed second $h)" = 0 ] || { recap second >&2; grep -B2 -A3 '^changed' "$dir/second.log" | head -40 >&2; fail "the second run changed something on $h"; }
+  [ "$(changed second "$h")" = 0 ] || { recap second >&2; grep -B2 -A3 '^changed' "$dir/second.log" | head -40 >&2; fail "the second run changed something on $h"; }
 done
 echo "test_playbook: second run ${second} s: $(recap second | tr '\n' ';')"
 
 # ---- 2. a job over CURVE gives strata render's bytes ----
-job small 4
-timeout 120 "$strata" submit "$dir/small.yaml" --wait "${client[@]}" >"$dir/small.log" 2>&1 ||
+job small 40
+t=$(date +%s%N)
+timeout 300 "$strata" submit "$dir/small.yaml" --wait "${client[@]}" >"$dir/small.log" 2>&1 ||
   { cat "$dir/small.log" >&2; fail "the job did not complete on the farm"; }
-same small 4
-echo "test_playbook: a 4-image job through the farm is byte-identical to strata render's"
+ms=$((($(date +%s%N) - t) / 1000000))
+same small 40
+echo "test_playbook: a 40-image job through the farm (${ms} ms) is byte-identical to strata render's"
 
-# ---- 3. scale l32 up then down with a job in flight ----
-big=${STRATA_CLUSTER_JOB:-600}
-job big "$big"
-timeout 600 "$strata" submit "$dir/big.yaml" --wait "${client[@]}" >"$dir/big.log" 2>&1 &
-submit=$!
+# ---- 3. scale l32 up, then down with a job in flight ----
 before=$(services)
 pool l32 2
 run up
@@ -178,21 +177,29 @@ started=$(comm -13 <(echo "$before") <(echo "$after") | cut -d' ' -f1,2 | tr '\n
 [ -z "$(comm -23 <(echo "$before") <(echo "$after"))" ] || fail "raising l32 stopped or restarted a service"
 echo "test_playbook: l32 raised to 2 (${up} s): started ${started}; $(recap up | tr '\n' ';')"
 
+# The job lasts about twice the time of a run with nothing to do (the farm's pace measured by
+# the 40-image job), so it is still running when the drain comes at the end of the next run.
+big=${STRATA_CLUSTER_JOB:-$((2 * 40 * second * 1000 / (ms + 1)))}
+[ "$big" -lt 200 ] && big=200
+[ "$big" -gt 8000 ] && big=8000
+job big "$big"
+timeout 1200 "$strata" submit "$dir/big.yaml" --wait "${client[@]}" >"$dir/big.log" 2>&1 &
+submit=$!
 pool l32 1
-in_flight=no
-"$strata" status big "${client[@]}" 2>/dev/null | grep -q running && in_flight=yes
 run down
 down=$secs
 final=$(services)
 [ "$(changed down c1)" = 0 ] || fail "lowering l32 changed something on the coordinator's host"
 [ "$final" = "$before" ] || { echo "$final" >&2; fail "lowering l32 to 1 did not leave the services as before"; }
+in_flight=no
+"$strata" status big "${client[@]}" 2>/dev/null | grep -q "^big  *running" && in_flight=yes
 for h in w1 w2; do
   log=$dir/hosts/$h/state/run/strata-worker@l32-1.service.log
   grep -q "strata-worker@l32-1.service exited with status 0" "$log" ||
     { tail "$log" >&2; fail "l32-1 on $h did not exit 0 on SIGTERM"; }
 done
 echo "test_playbook: l32 lowered to 1 (${down} s): l32-1 on w1 and w2 stopped by SIGTERM, each exited 0" \
-  "(the job in flight when the run began: $in_flight); $(recap down | tr '\n' ';')"
+  "(the $big-image job still running after the drain: $in_flight); $(recap down | tr '\n' ';')"
 wait "$submit" || { tail "$dir/big.log" >&2; fail "the job in flight did not complete"; }
 [ "$(grep -c '"status":"ok"' "$dir/out/farm/big/manifest.jsonl")" = "$big" ] || fail "want $big images ok in big's manifest"
 same big "$big"
