@@ -1,11 +1,12 @@
 #!/bin/bash
 # The playbook ansible/site.yml over SSH on three hosts (`make test-cluster`):
 #
-#   tests/mpi/netns.sh --nodes 3 --timeout 900 -- \
+#   tests/mpi/netns.sh --nodes 3 --timeout 3000 -- \
 #     tests/cluster/netns_cluster.sh tests/cluster/test_playbook.sh [build/strata]
 #
 # A copy of ansible/ (site.yml, roles, vars) with this test's group_vars and host_vars: host c1
-# is the coordinator, w1 serves l16 and l32 of configs/pipelines/test-tiny.yaml, w2 serves l32;
+# is the coordinator, w1 serves l16 and l32 of configs/pipelines/test-tiny.yaml, w2 serves l32
+# and runs l32's rank group of one rank (group mpi_l32: mpirun with its hostfile);
 # each host has its own PREFIX and state directory (the hosts share this file system); the
 # services run as supervised processes (no systemd here) and every unit passes
 # `systemd-analyze verify`. It checks that
@@ -64,7 +65,7 @@ mkdir -p "$play/group_vars" "$play/host_vars"
 cp -r "$src/ansible/site.yml" "$src/ansible/ansible.cfg" "$src/ansible/roles" "$src/ansible/vars" "$play/"
 {
   cat "$STRATA_CLUSTER_INVENTORY"
-  printf '\n[coordinator]\nc1\n\n[pool_l16]\nw1\n\n[pool_l32]\nw1\nw2\n'
+  printf '\n[coordinator]\nc1\n\n[pool_l16]\nw1\n\n[pool_l32]\nw1\nw2\n\n[mpi_l32]\nw2\n'
 } >"$play/inventory.ini"
 cat >"$play/group_vars/all.yml" <<EOF
 ---
@@ -93,6 +94,10 @@ pool() {
 }
 pool l16 1
 pool l32 1
+# a rank group of one rank on w2 (roles/mpi: the hostfile, mpirun under the same supervisor)
+printf -- '---\nstrata_mpi_l32:\n  slots: 1\n  threads: 1\n  stop_timeout: 60\n  mpirun_args: %s\n' \
+  "--mca btl self,tcp --mca btl_tcp_if_include $STRATA_NETNS_SUBNET --mca oob_tcp_if_include $STRATA_NETNS_SUBNET" \
+  >"$play/group_vars/mpi_l32.yml"
 
 # run NAME: one run of the playbook, its output in $dir/NAME.log; sets $secs.
 run() {
@@ -147,7 +152,8 @@ for h in w1 w2 c1; do
     { cat "$dir/verify-$h.log" >&2; fail "systemd-analyze verify of $h's units"; }
   echo "test_playbook: $h: systemd-analyze verify ok:" "$(echo $units)"
 done
-[ "$(services | wc -l)" = 4 ] || { services >&2; fail "want 4 services running (coordinator, l16 on w1, l32 on w1 and w2)"; }
+[ "$(services | wc -l)" = 5 ] ||
+  { services >&2; fail "want 5 services running (coordinator, l16 on w1, l32 on w1 and w2, l32's rank group on w2)"; }
 run second
 second=$secs
 for h in $hosts; do
@@ -162,6 +168,8 @@ timeout 300 "$strata" submit "$dir/small.yaml" --wait "${client[@]}" >"$dir/smal
   { cat "$dir/small.log" >&2; fail "the job did not complete on the farm"; }
 ms=$((($(date +%s%N) - t) / 1000000))
 same small 40
+mpilog=$dir/hosts/w2/state/run/strata-mpi@l32.service.log
+! grep -q "exited with status" "$mpilog" || { cat "$mpilog" >&2; fail "the l32 rank group (mpirun) exited"; }
 echo "test_playbook: a 40-image job through the farm (${ms} ms) is byte-identical to strata render's"
 
 # ---- 3. scale l32 up, then down with a job in flight ----
