@@ -185,9 +185,10 @@ started=$(comm -13 <(echo "$before") <(echo "$after") | cut -d' ' -f1,2 | tr '\n
 [ -z "$(comm -23 <(echo "$before") <(echo "$after"))" ] || fail "raising l32 stopped or restarted a service"
 echo "test_playbook: l32 raised to 2 (${up} s): started ${started}; $(recap up | tr '\n' ';')"
 
-# The job lasts about twice the time of a run with nothing to do (the farm's pace measured by
-# the 40-image job), so it is still running when the drain comes at the end of the next run.
-big=${STRATA_CLUSTER_JOB:-$((2 * 40 * second * 1000 / (ms + 1)))}
+# The job lasts about four times a run with nothing to do at the pace of the 40-image job (the
+# pool is larger now, and a run that drains takes about twice as long), so it is still running
+# when the drain comes at the end of the next run.
+big=${STRATA_CLUSTER_JOB:-$((4 * 40 * second * 1000 / (ms + 1)))}
 [ "$big" -lt 200 ] && big=200
 [ "$big" -gt 8000 ] && big=8000
 job big "$big"
