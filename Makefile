@@ -1,8 +1,9 @@
 # strata: one binary (build/strata) and one test runner (build/tests).
 # `make` builds, `make test` runs the default suite, `make asan` runs it under ASan+UBSan,
 # `make bench` prints benchmarks, `make deps` installs what a fresh Debian 12 machine lacks.
-# `make format` formats the tree; `make format-check`, `make check-limits` and
-# `make check-headers` are the checks .ci/run makes before building.
+# `make format` formats the tree; `make format-check`, `make check-limits`,
+# `make check-headers` and `make ansible-check` are the checks .ci/run makes before building.
+# `make install PREFIX=DIR` installs the binary, configs and models (docs/operations.md).
 
 BUILD    ?= build
 CC       ?= cc
@@ -27,8 +28,8 @@ TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all test asan bench eval chaos test-4k test-4k-ranks test-plan bench-mpi deps fixtures format format-check check-limits \
-        check-headers clean
+.PHONY: all test asan bench eval chaos test-4k test-4k-ranks test-plan bench-mpi deps fixtures format \
+        format-check check-limits check-headers clean install test-cluster ansible-check
 
 all: $(BUILD)/strata $(BUILD)/tests
 
@@ -144,6 +145,45 @@ test-netns: $(BUILD)/strata
 	tests/mpi/netns.sh --timeout 400 -- tests/mpi/netns_render.sh $(BUILD)/strata && \
 	tests/mpi/netns.sh --timeout 400 -- tests/mpi/netns_farm_kill.sh $(BUILD)/strata
 # ---- end test-netns ----
+
+# ---- test-cluster: the Ansible playbook on a 3-host cluster of network namespaces ----
+# tests/cluster/netns_cluster.sh starts sshd in 3 nodes of the netns bed (tests/mpi/netns.sh);
+# tests/cluster/test_playbook.sh runs ansible/site.yml over SSH: it installs and starts a
+# coordinator and the test-tiny pools, a job's bytes must be strata render's, a second run must
+# report changed=0, and raising then lowering l32's count must start then drain exactly those
+# workers while a job runs (docs/operations.md). Needs root, sshd and Ansible, else it says
+# "skip: ..." and passes. A few minutes on an idle machine (each task is an SSH round trip).
+test-cluster: all
+	@tests/mpi/netns.sh --nodes 3 --timeout 3000 -- tests/cluster/netns_cluster.sh \
+	  tests/cluster/test_playbook.sh $(BUILD)/strata; rc=$$?; [ $$rc = 77 ] && exit 0; exit $$rc
+
+# ---- ansible-check: what CI checks of ansible/ (ansible-lint's default profile, offline) ----
+ansible-check:
+	cd ansible && ansible-lint --offline --nocolor -q && \
+	  ansible-playbook -i inventory.example.ini --syntax-check site.yml
+
+# ---- install: `make install PREFIX=/opt/strata` (default /usr/local; DESTDIR for packaging) ----
+# PREFIX/bin/strata, and under PREFIX/share/strata the shipped configs (configs/, pipelines in
+# configs/pipelines/) and every model directory a shipped pipeline names. The share tree keeps the
+# repository's layout, so the pipelines' relative model paths (../../models/l32,
+# ../../tests/fixtures/unet/sr/model) resolve there as they do in the checkout. `install -C`
+# leaves a file that is already the same untouched (its time too), and a line "'SRC' -> 'DST'" is
+# printed only for a file copied: a second run prints none (the Ansible role counts on it).
+PREFIX  ?= /usr/local
+comma   := ,
+SHARE   := $(DESTDIR)$(PREFIX)/share/strata
+# The model directories the shipped pipelines name, relative to the repository root.
+INSTALL_MODELS := $(sort $(patsubst ../../%,%,$(shell sed -n \
+  's|.*model: *\(\.\./\.\./[^ $(comma)}]*\).*|\1|p' configs/pipelines/*.yaml)))
+install: $(BUILD)/strata
+	@install -d $(DESTDIR)$(PREFIX)/bin $(SHARE)/configs/pipelines $(SHARE)/configs/jobs $(SHARE)/models
+	@install -C -v -m 755 $(BUILD)/strata $(DESTDIR)$(PREFIX)/bin/strata
+	@install -C -v -m 644 configs/*.yaml $(SHARE)/configs/
+	@install -C -v -m 644 configs/pipelines/*.yaml $(SHARE)/configs/pipelines/
+	@install -C -v -m 644 configs/jobs/* $(SHARE)/configs/jobs/
+	@install -C -v -m 644 models/LICENSES.md $(SHARE)/models/LICENSES.md
+	@for m in $(INSTALL_MODELS); do install -d $(SHARE)/$$m && \
+	  install -C -v -m 644 $$m/* $(SHARE)/$$m/ || exit 1; done
 
 # ---- checks of what the repository promises (run by .ci/run) ----
 # Every .c and .h of the product folders and of tests/ (all its subfolders), formatted with the

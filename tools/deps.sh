@@ -4,6 +4,8 @@
 set -euo pipefail
 
 # clang-format: Debian 12's is version 14, the one the tree is formatted with (make format-check)
+# ansible, ansible-lint: the playbook in ansible/ and its CI check (make ansible-check);
+# openssh-server: the hosts of make test-cluster
 packages=(
   build-essential pkg-config
   libopenblas-dev libzmq3-dev libmsgpack-dev libopenmpi-dev openmpi-bin
@@ -12,6 +14,7 @@ packages=(
   # the tests of the coordinator's HTTP pages: promtool checks /metrics, headless Chromium loads
   # the status page (without them those tests say "skipped")
   prometheus chromium
+  ansible ansible-lint openssh-server
 )
 
 missing=()
