@@ -19,6 +19,7 @@ static const char coordinator_help[] =
     "usage: strata coordinator [--config FILE] [--pipeline FILE] [--workers ENDPOINT]\n"
     "                          [--clients ENDPOINT]\n"
     "                          [--heartbeat-ms MS] [--liveness N] [--max-in-flight N]\n"
+    "                          [--max-losses N]\n"
     "                          [--state DIR] [--out-root DIR] [--key FILE --allow FILE.pub|DIR "
     "...]\n"
     "                          [--http ADDR:PORT] [--insecure] [--verbose]\n\n"
@@ -29,14 +30,16 @@ static const char coordinator_help[] =
     "then; with --http, \" http=ADDR:PORT\" follows) and serves until SIGTERM or SIGINT, when\n"
     "it tells its workers SHUTDOWN.\n\n"
     "  --config FILE       YAML with keys pipeline (relative to FILE), workers, clients,\n"
-    "                      heartbeat_ms, liveness, max_in_flight, verbose, state, curve,\n"
-    "                      insecure, out_root, http; flags win over it\n"
+    "                      heartbeat_ms, liveness, max_in_flight, max_losses, verbose, state,\n"
+    "                      curve, insecure, out_root, http; flags win over it\n"
     "  --pipeline FILE     the cascade (default " COORD_DEFAULT_PIPELINE ")\n"
     "  --workers ENDPOINT  where workers connect (default " COORD_DEFAULT_WORKERS ")\n"
     "  --clients ENDPOINT  where clients connect (default " COORD_DEFAULT_CLIENTS ")\n"
     "  --heartbeat-ms MS   heartbeat interval, both ways (default 1000)\n"
     "  --liveness N        heartbeats a worker may miss before its tasks go elsewhere (default 3)\n"
     "  --max-in-flight N   images started and not finished (default 4 per worker, at least 8)\n"
+    "  --max-losses N      workers a task may lose (killed or gone while holding it) before its\n"
+    "                      image fails (default 3)\n"
     "  --state DIR         keep a journal and a spool in DIR (created): after a restart on the\n"
     "                      same DIR, jobs resume where they were (docs/design.md section 6)\n"
     "  --out-root DIR      every job's out and init_images lie under DIR (default: the\n"
@@ -93,6 +96,7 @@ static int coordinator_read_config(int argc, char **argv, coordinator_args *a)
     a->o.heartbeat_ms = a->file.heartbeat_ms;
     a->o.liveness = a->file.liveness;
     a->o.max_images_in_flight = a->file.max_in_flight;
+    a->o.max_losses = a->file.max_losses;
     a->o.verbose = a->file.verbose;
     a->o.insecure = a->file.insecure;
     if (*a->file.out_root) a->out_root = a->file.out_root;
@@ -138,6 +142,10 @@ static int coordinator_option(int c, char **argv, coordinator_args *a)
         if (cli_parse_int(optarg, 1, 1000, &a->o.liveness))
             return cli_usage("coordinator", "--liveness: '%s' is not 1 to 1000", optarg);
         return 0;
+    case 'L':
+        if (cli_parse_int(optarg, 1, 1000, &a->o.max_losses))
+            return cli_usage("coordinator", "--max-losses: '%s' is not 1 to 1000", optarg);
+        return 0;
     case 'm':
         if (cli_parse_int(optarg, 1, 1 << 24, &a->o.max_images_in_flight))
             return cli_usage("coordinator", "--max-in-flight: '%s' is not 1 to 16777216", optarg);
@@ -167,14 +175,23 @@ static int coordinator_option(int c, char **argv, coordinator_args *a)
 /* Fill a from argv. Returns 0, -1 after --help, or CLI_EXIT_USAGE. */
 static int coordinator_parse_args(int argc, char **argv, coordinator_args *a)
 {
-    static const struct option opts[] = {{"pipeline", 1, 0, 'p'}, {"workers", 1, 0, 'w'},
-                                         {"clients", 1, 0, 'c'},  {"heartbeat-ms", 1, 0, 'b'},
-                                         {"liveness", 1, 0, 'l'}, {"max-in-flight", 1, 0, 'm'},
-                                         {"verbose", 0, 0, 'v'},  {"help", 0, 0, 'h'},
-                                         {"config", 1, 0, 'f'},   {"state", 1, 0, 's'},
-                                         {"out-root", 1, 0, 'r'}, {"key", 1, 0, 'k'},
-                                         {"allow", 1, 0, 'a'},    {"insecure", 0, 0, 'i'},
-                                         {"http", 1, 0, 't'},     {0, 0, 0, 0}};
+    static const struct option opts[] = {{"pipeline", 1, 0, 'p'},
+                                         {"workers", 1, 0, 'w'},
+                                         {"clients", 1, 0, 'c'},
+                                         {"heartbeat-ms", 1, 0, 'b'},
+                                         {"liveness", 1, 0, 'l'},
+                                         {"max-in-flight", 1, 0, 'm'},
+                                         {"verbose", 0, 0, 'v'},
+                                         {"help", 0, 0, 'h'},
+                                         {"config", 1, 0, 'f'},
+                                         {"state", 1, 0, 's'},
+                                         {"out-root", 1, 0, 'r'},
+                                         {"key", 1, 0, 'k'},
+                                         {"allow", 1, 0, 'a'},
+                                         {"insecure", 0, 0, 'i'},
+                                         {"http", 1, 0, 't'},
+                                         {"max-losses", 1, 0, 'L'},
+                                         {0, 0, 0, 0}};
     int c;
     *a = (coordinator_args){.pipeline = COORD_DEFAULT_PIPELINE,
                             .workers = COORD_DEFAULT_WORKERS,

@@ -57,7 +57,7 @@ enum { COORDINATOR_MAX_ALLOW = 64 };
 typedef struct coordinator_config {
     char pipeline[SPEC_PATH_MAX];
     char workers[256], clients[256];
-    int heartbeat_ms, liveness, max_in_flight, verbose;
+    int heartbeat_ms, liveness, max_in_flight, verbose, max_losses;
     char state[SPEC_PATH_MAX];     /* "" : none */
     char curve_key[SPEC_PATH_MAX]; /* "" without CURVE */
     struct coordinator_allow {

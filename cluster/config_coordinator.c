@@ -5,8 +5,8 @@
 #include <stdlib.h>
 
 static const char *const coordinator_keys[] = {
-    "pipeline", "workers", "clients",  "heartbeat_ms", "liveness", "max_in_flight",
-    "verbose",  "curve",   "insecure", "out_root",     "state",    "http"};
+    "pipeline", "workers",  "clients",  "heartbeat_ms", "liveness", "max_in_flight", "verbose",
+    "curve",    "insecure", "out_root", "state",        "http",     "max_losses"};
 enum { COORDINATOR_KEY_COUNT = sizeof coordinator_keys / sizeof coordinator_keys[0] };
 
 /* One allow entry: FILE.pub (or a directory), or {key: FILE.pub, admin: bool}. */
@@ -65,6 +65,7 @@ static int coordinator_parse(cfg *c, coordinator_config *o)
     if (!r) r = cfg_get_relative_path(c, v[9], "", "out_root", o->out_root, sizeof o->out_root);
     if (!r) r = cfg_get_relative_path(c, v[10], "", "state", o->state, sizeof o->state);
     if (!r) r = cfg_get_path(c, v[11], "", "http", o->http, sizeof o->http);
+    if (!r) r = cfg_get_int(c, v[12], "", "max_losses", 1, 1000, &o->max_losses);
     return r;
 }
 

@@ -55,6 +55,7 @@ static int options_resolve(const coord_options *in, coord_options *o, strata_err
     if (o->liveness <= 0) o->liveness = 3;
     if (o->max_attempts <= 0) o->max_attempts = 3;
     if (o->max_attempts > COORD_MAX_EXCLUDE) o->max_attempts = COORD_MAX_EXCLUDE;
+    if (o->max_losses <= 0) o->max_losses = 3;
     if (o->max_images_in_flight < 0) o->max_images_in_flight = 0;
     if (o->writers <= 0) o->writers = 4;
     if (o->max_frame > PROTO_MAX_FRAME)

@@ -70,6 +70,9 @@ typedef struct coord_options {
     int max_images_in_flight;    /* images started and not finished (backpressure); 0: 4 per
                                     worker, at least 8 */
     int max_attempts;            /* distinct workers a task may fail on before its image fails: 3 */
+    int max_losses; /* workers a task may lose (they died or left holding it) before its image
+                       fails: 3. A task that kills every worker it meets must end, but deaths
+                       that are not its doing (a chaos test's kills) may deserve more. */
     coord_job_parser parse_job;
     int verbose;                /* log every task to stderr */
     size_t max_frame;           /* largest frame accepted on either socket; 0: PROTO_MAX_FRAME

@@ -237,10 +237,10 @@ void coord_task_lost(coord_t *c, uint32_t s, const char *why)
 {
     lease_end(c, s);
     coord_slot *sl = coord_queue_slot(c->queue, s);
-    if (++sl->losses >= c->o.max_attempts) {
+    if (++sl->losses >= c->o.max_losses) {
         char reason[128];
         snprintf(reason, sizeof reason, "%s: lost its worker %d times", level_name(c, sl->level),
-                 c->o.max_attempts);
+                 c->o.max_losses);
         coord_log(c, 1, "task %llu (%s #%u) failed: %s", (unsigned long long)sl->task, sl->job->id,
                   sl->image, reason);
         coord_image_failed(c, s, reason);
