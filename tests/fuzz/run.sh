@@ -27,7 +27,8 @@ for t in "$@"; do
   min=$build/fuzz-artifacts/$t.min
   rm -rf "$min" && mkdir -p "$min" &&
     nice -n 19 "$bin" -merge=1 -max_len=65536 -rss_limit_mb=2048 -timeout=10 "$min" "$corpus" \
-      >"$log.merge" 2>&1 && [ -n "$(ls "$min")" ] && rm -rf "$corpus" && mv "$min" "$corpus"
+      >"$log.merge" 2>&1 && [ -n "$(ls "$min")" ] && mv "$corpus" "$corpus.old" &&
+    mv "$min" "$corpus" && rm -rf "$corpus.old"
   printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$t" "$seconds" "${execs:-0}" "$crashes" >>"$tally"
   echo "fuzz $t: ${execs:-0} executions in ${seconds}s, $crashes new crashes (exit $rc; log $log)"
   if [ "$crashes" -gt 0 ] || [ "$rc" -ne 0 ]; then
