@@ -24,12 +24,13 @@ MODULES  := common kernels proto worker coordinator cluster
 LIB_SRC  := $(filter-out cluster/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 # tests/mpi: the rank group tests (test_*.c); ring.c is the test bed's own MPI program.
 TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*.c)) \
-            $(wildcard tests/mpi/test_*.c)
+            $(wildcard tests/mpi/test_*.c) $(wildcard tests/fuzz/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all test asan bench eval chaos test-4k test-4k-ranks test-plan bench-mpi deps fixtures format \
-        format-check check-limits check-headers clean install test-cluster ansible-check
+.PHONY: all test asan fuzz fuzz-bins fuzz-seeds bench eval chaos test-4k test-4k-ranks test-plan \
+        bench-mpi deps fixtures format format-check check-limits check-headers clean install \
+        test-cluster ansible-check
 
 all: $(BUILD)/strata $(BUILD)/tests
 
@@ -66,6 +67,41 @@ asan:
 	  -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined" all
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 STRATA_TEST_TIMEOUT_SCALE=3 \
 	  STRATA_COORD_CHECK=1 STRATA_BIN=build-asan/strata STRATA_TEST_QUICK=$(QUICK) ./build-asan/tests $(TESTS)
+
+# libFuzzer (clang 14: `tools/deps.sh --fuzz`) on every reader of outside bytes: one target per
+# tests/fuzz/fuzz_*.c, each built with ASan+UBSan in build-fuzz/ and run FUZZ_SECONDS on its
+# corpus (tests/fuzz/corpus/TARGET, which grows); tests/fuzz/run.sh adds a line per target to
+# tests/fuzz/tally.tsv and prints the totals. FUZZ_TARGETS=msg,png picks some. `make test`
+# replays every corpus and regression input (fuzz_corpus_replay).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+fuzz:
+	$(MAKE) BUILD=build-fuzz CC=clang-14 OPT="-O1 -fno-omit-frame-pointer -Wno-unknown-warning-option -Wno-pass-failed -DSTRATA_LIBFUZZER \
+	  -fsanitize=fuzzer-no-link $(FUZZ_SAN)" fuzz-bins
+	tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS) $(subst $(comma), ,$(FUZZ_TARGETS))
+
+comma := ,
+fuzz-bins: $(patsubst %,$(BUILD)/fuzz/%,$(subst $(comma), ,$(FUZZ_TARGETS)))
+
+$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/util.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	@echo '  LINK  $@'
+	@$(CC) $(CFLAGS) -fsanitize=fuzzer $^ -o $@ $(LDFLAGS) $(LDLIBS)
+
+# The seeds of the fuzz corpora, once, into tests/fuzz/corpus: messages, a journal, PNGs and a
+# safetensors file written by the product's own writers (tests/fuzz/seeds/make_seeds.c), and the
+# shipped job, pipeline and model JSON files and the safetensors fixtures.
+fuzz-seeds: $(BUILD)/obj/tests/fuzz/seeds/make_seeds.o $(LIB_OBJ)
+	@echo '  LINK  $(BUILD)/fuzz-seeds'
+	@$(CC) $(CFLAGS) $^ -o $(BUILD)/fuzz-seeds $(LDFLAGS) $(LDLIBS)
+	./$(BUILD)/fuzz-seeds tests/fuzz/corpus
+	mkdir -p tests/fuzz/corpus/job tests/fuzz/corpus/pipeline tests/fuzz/corpus/config
+	cp configs/jobs/*.yaml tests/fuzz/corpus/job/
+	cp configs/pipelines/*.yaml tests/fuzz/corpus/pipeline/
+	for m in models/*/; do n=$$(basename $$m); cp $$m/config.json tests/fuzz/corpus/config/$$n.json; \
+	  cp $$m/scheduler_config.json tests/fuzz/corpus/config/$$n.sched.json; done
+	cp tests/fixtures/io/*.safetensors tests/fuzz/corpus/safetensors/
 
 # Engine beside PyTorch, then the farm (pipelining, coordinator throughput). Wants an idle machine.
 bench: all
@@ -217,6 +253,6 @@ check-headers:
 	done; [ $$fail = 0 ] && echo "check-headers: $(words $(HEADERS)) headers compile on their own"
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/cluster/main.d

@@ -27,8 +27,12 @@ static int get_int(json_t *root, const char *path, const char *key, int def, int
         *out = def;
         return 0;
     }
-    if (json_is_real(v) && json_real_value(v) == (double)(int)json_real_value(v)) {
-        *out = (int)json_real_value(v);
+    /* A whole real (64.0) is that int. Its range is checked before the cast: a double out of
+     * int's range made the cast undefined ({"num_train_timesteps": 1e17}, make fuzz), and a
+     * negative one passed for a non-negative integer. */
+    double d = json_is_real(v) ? json_real_value(v) : -1;
+    if (d >= 0 && d <= 1 << 24 && d == (double)(int)d) {
+        *out = (int)d;
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1 << 24)

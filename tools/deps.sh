@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages that building, checking, testing and running strata need.
 # Idempotent: does nothing when everything is there. Needs root (or sudo) for apt-get.
+# --fuzz: also what `make fuzz` needs (clang 14 with libFuzzer, and its OpenMP runtime since the
+# tree builds with -fopenmp); not in the default list, which CI installs.
 set -euo pipefail
 
 # clang-format: Debian 12's is version 14, the one the tree is formatted with (make format-check)
@@ -16,6 +18,7 @@ packages=(
   prometheus chromium
   ansible ansible-lint openssh-server
 )
+[ "${1:-}" = --fuzz ] && packages+=(clang-14 libclang-rt-14-dev libomp-14-dev)
 
 missing=()
 for p in "${packages[@]}"; do
