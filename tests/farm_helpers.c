@@ -2,6 +2,7 @@
  * output where the test reads it, a file's bytes and words, and the slow pipeline. */
 #include "tests/test.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,19 @@ pid_t test_spawn(char *const *argv, int out_fd, const char *err_path)
         _exit(127);
     }
     return pid;
+}
+
+int test_read_line(int fd, char *line, size_t len, int timeout_ms)
+{
+    size_t used = 0;
+    struct pollfd p = {fd, POLLIN, 0};
+    while (used + 1 < len && poll(&p, 1, timeout_ms) > 0 && read(fd, line + used, 1) == 1)
+        if (line[used++] == '\n') {
+            line[used] = 0;
+            return 0;
+        }
+    line[used < len ? used : len - 1] = 0;
+    return -1;
 }
 
 long test_file_read(const char *path, char **data)

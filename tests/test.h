@@ -71,6 +71,9 @@ int test_write_pipeline(const char *dir, const char *text, char *path, size_t le
 const char *test_strata_bin(void);
 pid_t test_spawn(char *const *argv, int out_fd, const char *err_path);
 long test_file_read(const char *path, char **data);
+/* One line (with its '\n') from fd into line, each byte within timeout_ms (a coordinator's start
+ * line): 0, or -1 when none came whole (line holds what did). */
+int test_read_line(int fd, char *line, size_t len, int timeout_ms);
 int test_file_mentions(const char *path, const char *what);
 int test_write_slow_pipeline(const char *path, int steps);
 

@@ -34,19 +34,11 @@ typedef struct farm {
 static int read_ready(int fd, farm *f)
 {
     char line[1024];
-    size_t used = 0;
-    struct pollfd p = {fd, POLLIN, 0};
-    while (used + 1 < sizeof line && poll(&p, 1, 20000) > 0) {
-        if (read(fd, line + used, 1) != 1) break;
-        if (line[used++] == '\n') {
-            line[used] = 0;
-            return sscanf(line, "strata coordinator: workers=%255s clients=%255s", f->worker_ep,
-                          f->client_ep) == 2
-                       ? 0
-                       : -1;
-        }
-    }
-    return -1;
+    if (test_read_line(fd, line, sizeof line, 20000)) return -1;
+    return sscanf(line, "strata coordinator: workers=%255s clients=%255s", f->worker_ep,
+                  f->client_ep) == 2
+               ? 0
+               : -1;
 }
 
 static int farm_start(farm *f, const char *dir, int pool16, int pool32)

@@ -31,18 +31,11 @@ typedef struct http_farm {
 static int read_ready(int fd, http_farm *f)
 {
     char line[1024];
-    size_t used = 0;
-    struct pollfd p = {fd, POLLIN, 0};
-    while (used + 1 < sizeof line && poll(&p, 1, 20000) > 0) {
-        if (read(fd, line + used, 1) != 1) break;
-        if (line[used++] != '\n') continue;
-        line[used] = 0;
-        return sscanf(line, "strata coordinator: workers=%255s clients=%255s http=%255s", f->wep,
-                      f->cep, f->http) == 3
-                   ? 0
-                   : -1;
-    }
-    return -1;
+    if (test_read_line(fd, line, sizeof line, 20000)) return -1;
+    return sscanf(line, "strata coordinator: workers=%255s clients=%255s http=%255s", f->wep,
+                  f->cep, f->http) == 3
+               ? 0
+               : -1;
 }
 
 /* The coordinator on loopback with its HTTP server on a free port, from flags or (config) from

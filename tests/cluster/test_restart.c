@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -49,15 +48,8 @@ static pid_t coord_start(const char *pipe_path, const char *state, char *wep, ch
     pid_t pid = test_spawn(argv, fds[1], log);
     close(fds[1]);
     char line[1024];
-    size_t used = 0;
-    struct pollfd p = {fds[0], POLLIN, 0};
-    int ok = 0;
-    while (used + 1 < sizeof line && poll(&p, 1, 30000) > 0 && read(fds[0], line + used, 1) == 1)
-        if (line[used++] == '\n') {
-            line[used] = 0;
-            ok = sscanf(line, "strata coordinator: workers=%255s clients=%255s", wep, cep) == 2;
-            break;
-        }
+    int ok = !test_read_line(fds[0], line, sizeof line, 30000) &&
+             sscanf(line, "strata coordinator: workers=%255s clients=%255s", wep, cep) == 2;
     close(fds[0]);
     return ok ? pid : -1;
 }
@@ -362,10 +354,7 @@ TEST_TIMEOUT(coordinator_full_state_refuses_new_jobs_and_loses_none, 200)
     pid_t coord = test_spawn(argv, fds[1], log);
     close(fds[1]);
     char line[1024] = "", wep[256] = "", cep[256] = "";
-    size_t used = 0;
-    struct pollfd p = {fds[0], POLLIN, 0};
-    while (used + 1 < sizeof line && poll(&p, 1, 30000) > 0 && read(fds[0], line + used, 1) == 1)
-        if (line[used++] == '\n') break;
+    test_read_line(fds[0], line, sizeof line, 30000);
     close(fds[0]);
     int up = sscanf(line, "strata coordinator: workers=%255s clients=%255s", wep, cep) == 2;
     pid_t w[3] = {0};
