@@ -44,6 +44,7 @@ static pid_t coord_start(const char *pipe_path, const char *state, char *wep, ch
                     (char *)state,
                     "--out-root",
                     "/",
+                    "--verbose", /* the compaction is reported at stop with --verbose only */
                     NULL};
     pid_t pid = test_spawn(argv, fds[1], log);
     close(fds[1]);
