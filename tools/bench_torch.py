@@ -32,12 +32,13 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--size", type=int, help="input side in pixels (default: the model's sample_size)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.backends.mkldnn.enabled = True
     model = UNet2DModel.from_pretrained(args.model, torch_dtype=torch.float32).eval()
-    size = model.config.sample_size
+    size = args.size or model.config.sample_size
     x = torch.randn(args.batch, model.config.in_channels, size, size)
     t = torch.full((args.batch,), 500.0)
     labels = None
