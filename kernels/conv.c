@@ -112,7 +112,7 @@ static int conv_is_pointwise(const conv2d *cv)
 
 /* out [cout, ld] (ld >= ohw) starts as the bias, or is added to when accumulate. */
 OP_VECTOR_CLONES
-static void conv_init_out(const conv2d *cv, float *out, size_t ohw, size_t ld, int accumulate)
+void op_conv_bias(const conv2d *cv, float *out, size_t ohw, size_t ld, int accumulate)
 {
 #pragma omp parallel for schedule(static) if (cv->cout * ohw > 65536)
     for (int co = 0; co < cv->cout; co++) {
@@ -151,7 +151,7 @@ static void conv_banded(const conv2d *cv, const float *x, int h, int w, float *y
     int oh, ow, kdim = cv->cin * cv->k * cv->k;
     conv2d_out_size(cv, h, w, &oh, &ow);
     size_t ohw = (size_t)oh * ow;
-    conv_init_out(cv, y, ohw, ohw, accumulate);
+    op_conv_bias(cv, y, ohw, ohw, accumulate);
     int band = conv_band_rows(kdim, oh, ow);
     for (int oy = 0; oy < oh; oy += band) {
         int end = oy + band < oh ? oy + band : oh;
@@ -230,7 +230,7 @@ static void shifted_gemms(const conv2d *cv, const float *pad, size_t plane, int 
 #pragma omp parallel for schedule(static) if (parallel && chunks > 1)
     for (int i = 0; i < chunks; i++) {
         int lo = i * chunk, cnt = cols - lo < chunk ? cols - lo : chunk;
-        conv_init_out(cv, out + lo, cnt, cols, 0);
+        op_conv_bias(cv, out + lo, cnt, cols, 0);
         for (int t = 0; t < 9; t++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cv->cout, cnt, cv->cin, 1.0f,
                         cv->weight + (size_t)t * cv->cin, 9 * cv->cin,
@@ -317,7 +317,7 @@ static void conv_images(const conv2d *cv, const float *x, int g, int h, int w, f
     }
     float *out = g > 1 ? tmp : y;
     if (g > 1 && accumulate) regroup_images(tmp, y, g, cv->cout, ohw, 0);
-    conv_init_out(cv, out, ld, ld, accumulate);
+    op_conv_bias(cv, out, ld, ld, accumulate);
     conv_gemm(cv, (int)ld, kdim, b, out, (int)ld, sliced);
     if (g > 1) regroup_images(tmp, y, g, cv->cout, ohw, 1);
 }

@@ -5,34 +5,57 @@
 #include <math.h>
 #include <stddef.h>
 
-/* Mean and 1 / sqrt(var + eps) of n values: sums in 8 float lanes, combined in double, in a
- * fixed order so that every clone and thread count gives the same bits. */
+/* A group's values: up to two runs of memory (a group of a concatenation may span both maps). */
+enum { GROUP_MAX_SPANS = 2 };
+typedef struct group_span {
+    const float *p[GROUP_MAX_SPANS];
+    size_t len[GROUP_MAX_SPANS];
+    int count;
+} group_span;
+
+/* Sum of one run in 8 float lanes (then in double), and of (x - m)^2 when sq. */
 OP_VECTOR_CLONES
-static void group_stats(const float *x, size_t n, float eps, float *mean, float *rstd)
+static double span_sum(const float *x, size_t n, float m, int sq)
 {
-    float lane[8] = {0}, sq[8] = {0};
+    float lane[8] = {0};
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            lane[k] += x[i + k];
+        for (int k = 0; k < 8; k++) {
+            float d = x[i + k] - m;
+            lane[k] += sq ? d * d : x[i + k];
+        }
     double sum = 0;
     for (int k = 0; k < 8; k++)
         sum += lane[k];
     for (; i < n; i++)
-        sum += x[i];
+        sum += sq ? (double)(x[i] - m) * (x[i] - m) : x[i];
+    return sum;
+}
+
+/* Mean and 1 / sqrt(var + eps) of a group: sums in 8 float lanes, combined in double, in a
+ * fixed order so that every clone and thread count gives the same bits. */
+static void group_stats(const group_span *g, float eps, float *mean, float *rstd)
+{
+    double sum = 0, var = 0;
+    size_t n = 0;
+    for (int s = 0; s < g->count; s++)
+        sum += span_sum(g->p[s], g->len[s], 0.0f, 0), n += g->len[s];
     float m = (float)(sum / (double)n);
-    for (i = 0; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) {
-            float d = x[i + k] - m;
-            sq[k] += d * d;
-        }
-    double var = 0;
-    for (int k = 0; k < 8; k++)
-        var += sq[k];
-    for (; i < n; i++)
-        var += (double)(x[i] - m) * (x[i] - m);
+    for (int s = 0; s < g->count; s++)
+        var += span_sum(g->p[s], g->len[s], m, 1);
     *mean = m;
     *rstd = (float)(1.0 / sqrt(var / (double)n + eps));
+}
+
+/* Channel ch's a and b: ((x - m) rstd gamma + beta)(1 + scale) + shift as one multiply-add. */
+static void channel_coeffs(const groupnorm *gn, int img, int ch, float m, float rstd,
+                           const float *scale, const float *shift, int shift_stride, float *a,
+                           float *b)
+{
+    float ga = gn->gamma[ch] * rstd, gb = gn->beta[ch] - m * ga;
+    float s = scale ? 1.0f + scale[(size_t)img * shift_stride + ch] : 1.0f;
+    float t = shift ? shift[(size_t)img * shift_stride + ch] : 0.0f;
+    *a = ga * s, *b = gb * s + t;
 }
 
 /* y = act(groupnorm(x) * (1 + scale) + shift), one (image, group) per task; y may be x. */
@@ -46,15 +69,43 @@ void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const floa
         int img = ng / gn->groups, g = ng % gn->groups;
         const float *xg = x + ((size_t)img * gn->channels + (size_t)g * cpg) * hw;
         float *yg = y + ((size_t)img * gn->channels + (size_t)g * cpg) * hw;
-        float m, rstd;
-        group_stats(xg, gsize, gn->eps, &m, &rstd);
+        float m, rstd, a, b;
+        group_stats(&(group_span){{xg}, {gsize}, 1}, gn->eps, &m, &rstd);
         for (int c = 0; c < cpg; c++) {
-            int ch = g * cpg + c;
-            /* ((x - m) rstd gamma + beta)(1 + scale) + shift as one multiply-add per value */
-            float a = gn->gamma[ch] * rstd, b = gn->beta[ch] - m * a;
-            float s = scale ? 1.0f + scale[(size_t)img * shift_stride + ch] : 1.0f;
-            float t = shift ? shift[(size_t)img * shift_stride + ch] : 0.0f;
-            op_affine_act(xg + (size_t)c * hw, hw, a * s, b * s + t, act, yg + (size_t)c * hw);
+            channel_coeffs(gn, img, g * cpg + c, m, rstd, scale, shift, shift_stride, &a, &b);
+            op_affine_act(xg + (size_t)c * hw, hw, a, b, act, yg + (size_t)c * hw);
+        }
+    }
+}
+
+/* Group g of image img of the concatenated inputs as runs of memory (channels of one input are
+ * consecutive planes). */
+static group_span concat_group(const conv_input *in, int nin, int img, int c0, int cpg, size_t hw)
+{
+    group_span g = {{0}, {0}, 0};
+    for (int s = 0, base = 0; s < nin; base += in[s].c, s++) {
+        int lo = c0 > base ? c0 : base, hi = c0 + cpg < base + in[s].c ? c0 + cpg : base + in[s].c;
+        if (lo >= hi || g.count == GROUP_MAX_SPANS) continue;
+        g.p[g.count] = in[s].data + ((size_t)img * in[s].c + (lo - base)) * hw;
+        g.len[g.count++] = (size_t)(hi - lo) * hw;
+    }
+    return g;
+}
+
+void op_groupnorm_coeffs(const groupnorm *gn, const conv_input *in, int nin, int n, int hw,
+                         const float *scale, const float *shift, int shift_stride, float *a,
+                         float *b)
+{
+    int cpg = gn->channels / gn->groups;
+#pragma omp parallel for schedule(static) if ((size_t)n * gn->channels * hw > 16384)
+    for (int ng = 0; ng < n * gn->groups; ng++) {
+        int img = ng / gn->groups, c0 = ng % gn->groups * cpg;
+        group_span g = concat_group(in, nin, img, c0, cpg, (size_t)hw);
+        float m, rstd;
+        group_stats(&g, gn->eps, &m, &rstd);
+        for (int ch = c0; ch < c0 + cpg; ch++) {
+            size_t k = (size_t)img * gn->channels + ch;
+            channel_coeffs(gn, img, ch, m, rstd, scale, shift, shift_stride, &a[k], &b[k]);
         }
     }
 }

@@ -40,6 +40,8 @@ typedef struct conv2d {
 int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, int accumulate,
               arena *a);
 void conv2d_out_size(const conv2d *cv, int h, int w, int *oh, int *ow);
+/* out [cout, ld] (ohw values a row) = the bias, or += it when accumulate. */
+void op_conv_bias(const conv2d *cv, float *out, size_t ohw, size_t ld, int accumulate);
 /* PyTorch's [cout, cin, k, k] weight reordered in place to [cout, k, k, cin]. -1: no memory. */
 int conv2d_weight_taps_major(float *weight, int cout, int cin, int k);
 
@@ -59,6 +61,26 @@ void op_softmax_rows(float *s, int rows, int cols);
 /* y = act(x * a + b) over n floats (vectorised for SiLU). */
 void op_affine_act(const float *x, int n, float a, float b, op_act act, float *y);
 
+/* One input of a convolution as stored, and how the convolution reads it (conv_band.c): the
+ * inputs of a layer are concatenated on channels, a stored (n, c, h / 2, w / 2) map is read
+ * nearest-upsampled by 2 when up, and channel ch of image i as act(x * a[k] + b[k]),
+ * k = i * coef_stride + ch, when a is set (GroupNorm's apply and its activation). */
+typedef struct conv_input {
+    const float *data;
+    int c, up;
+    const float *a, *b;
+    int coef_stride;
+    op_act act;
+} conv_input;
+
+/* y (n, cout, oh, ow) = conv(the nin inputs, of the convolution's input size h x w) + add,
+ * add[i * add_stride + co] per image and channel (or NULL); accumulate adds into y. Inputs are
+ * never written out whole where the layer is a 3x3 stride-1 one: it is computed in bands of
+ * output rows, each one thread's job. -1 when the arena cannot hold the scratch or the inputs'
+ * channels are not cin. */
+int op_conv2d_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int h, int w,
+                     const float *add, int add_stride, float *y, int accumulate, arena *a);
+
 /* GroupNorm over (n, c, hw), then gamma/beta, then optionally y = y * (1 + scale) + shift with
  * per-(image, channel) scale and shift (scale_shift time conditioning), then the activation. */
 typedef struct groupnorm {
@@ -70,6 +92,12 @@ typedef struct groupnorm {
 
 void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const float *scale,
                   const float *shift, int shift_stride, op_act act, float *y);
+/* The same GroupNorm as the coefficients of y = x * a + b per (image, channel), a and b
+ * [n, channels], over the nin plain inputs concatenated on channels (a group may span two):
+ * what a convolution's conv_input applies as it reads them. */
+void op_groupnorm_coeffs(const groupnorm *gn, const conv_input *in, int nin, int n, int hw,
+                         const float *scale, const float *shift, int shift_stride, float *a,
+                         float *b);
 
 /* y (n, out) = x (n, in) W^T + b, W [out, in]. */
 void op_linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y);

@@ -60,22 +60,68 @@ static fmap resample_nearest(fwd *f, fmap x, int up)
     return y;
 }
 
-/* out (holding the shortcut of x already) += conv2(norm2(conv1(h) + time)), then the output
- * scale: the rest of a ResnetBlock2D after norm1. Frees h. */
-static fmap resnet_finish(fwd *f, const resnet *r, fmap h, fmap out)
+/* The maps a layer reads: one, or two concatenated on channels (an up-path resnet's input and
+ * its skip), never written out as one map. */
+typedef struct maps {
+    fmap m[2];
+    int count;
+} maps;
+
+static maps one_map(fmap x)
 {
-    int n = f->n;
-    fmap h2 = run_conv(f, &r->conv1, h, 0);
+    return (maps){{x}, 1};
+}
+
+/* in[] = the maps as plain convolution inputs; their channel count. */
+static int maps_inputs(maps x, conv_input *in)
+{
+    int c = 0;
+    for (int s = 0; s < x.count; s++) {
+        in[s] = (conv_input){.data = x.m[s].data, .c = x.m[s].c};
+        c += x.m[s].c;
+    }
+    return c;
+}
+
+/* The inputs read through GroupNorm norm and the activation: coefficients a and b, [n, c]. */
+static void normalise_inputs(fwd *f, const groupnorm *norm, op_act act, conv_input *in, int nin,
+                             int hw, const float *scale, const float *shift, int stride, float *a,
+                             float *b)
+{
+    op_groupnorm_coeffs(norm, in, nin, f->n, hw, scale, shift, stride, a, b);
+    for (int s = 0, base = 0; s < nin; base += in[s].c, s++) {
+        in[s].a = a + base, in[s].b = b + base;
+        in[s].coef_stride = norm->channels, in[s].act = act;
+    }
+}
+
+/* conv into y (accumulating when accumulate); f->failed when it cannot. */
+static void conv_into(fwd *f, const conv2d *cv, const conv_input *in, int nin, int h, int w,
+                      const float *add, int add_stride, float *y, int accumulate)
+{
+    if (!f->failed && op_conv2d_inputs(cv, in, nin, f->n, h, w, add, add_stride, y, accumulate, f->a))
+        f->failed = 1;
+}
+
+/* out (holding the shortcut already) += conv2(norm2(conv1(in) + time)), then the output scale:
+ * a ResnetBlock2D after its shortcut, in being its input read through norm1. */
+static fmap resnet_finish(fwd *f, const resnet *r, const conv_input *in, int nin, fmap out)
+{
+    int n = f->n, hw = out.h * out.w;
+    fmap h2 = fmap_new(f, r->cout, out.h, out.w);
     float *temb = arena_floats(f->a, (size_t)n * r->temb_out);
-    if (f->failed || !temb) return f->failed = 1, out;
+    float *coef = arena_floats(f->a, (size_t)2 * n * r->cout);
+    if (f->failed || !temb || !coef) return f->failed = 1, out;
     op_linear(f->emb_act, n, f->m->temb_dim, r->temb_w, r->temb_b, r->temb_out, temb);
-    size_t hw = (size_t)out.h * out.w;
-    if (!r->scale_shift) op_add_channel_values(h2.data, n, r->cout, hw, temb, r->temb_out);
-    const float *scale = r->scale_shift ? temb : NULL;
-    const float *shift = r->scale_shift ? temb + r->cout : NULL;
-    op_groupnorm(&r->norm2, h2.data, n, (int)hw, scale, shift, r->temb_out, r->act, h2.data);
+    conv_into(f, &r->conv1, in, nin, out.h, out.w, r->scale_shift ? NULL : temb, r->temb_out,
+              h2.data, 0);
+    conv_input hin = {.data = h2.data, .c = r->cout};
+    normalise_inputs(f, &r->norm2, r->act, &hin, 1, hw, r->scale_shift ? temb : NULL,
+                     r->scale_shift ? temb + r->cout : NULL, r->temb_out, coef,
+                     coef + (size_t)n * r->cout);
+    conv_into(f, &r->conv2, &hin, 1, out.h, out.w, NULL, 0, out.data, 1);
+    arena_free(f->a, coef);
     arena_free(f->a, temb);
-    if (op_conv2d(&r->conv2, h2.data, n, out.h, out.w, out.data, 1, f->a)) f->failed = 1;
     fmap_free(f, h2);
     if (r->output_scale != 1.0f)
         for (size_t j = 0; j < (size_t)n * r->cout * hw; j++)
@@ -83,14 +129,21 @@ static fmap resnet_finish(fwd *f, const resnet *r, fmap h, fmap out)
     return out;
 }
 
-/* out = the shortcut of x (a 1x1 convolution, or x itself). */
-static void resnet_shortcut(fwd *f, const resnet *r, fmap x, fmap out)
+/* out = the shortcut of x: a 1x1 convolution, or x itself (its maps one after another). */
+static void resnet_shortcut(fwd *f, const resnet *r, maps x, fmap out)
 {
+    conv_input in[2];
+    int nin = x.count;
+    maps_inputs(x, in);
     if (r->has_shortcut) {
-        if (op_conv2d(&r->shortcut, x.data, f->n, x.h, x.w, out.data, 0, f->a)) f->failed = 1;
-    } else {
-        op_copy(out.data, x.data, (size_t)f->n * r->cout * x.h * x.w);
+        conv_into(f, &r->shortcut, in, nin, out.h, out.w, NULL, 0, out.data, 0);
+        return;
     }
+    size_t hw = (size_t)out.h * out.w;
+    for (int i = 0; i < f->n; i++)
+        for (int s = 0, base = 0; s < nin; base += in[s].c, s++)
+            op_copy(out.data + ((size_t)i * r->cout + base) * hw,
+                    in[s].data + (size_t)i * in[s].c * hw, (size_t)in[s].c * hw);
 }
 
 /* A ResnetBlock2D with up or down: norm1, then h and x resampled, the shortcut from the
@@ -106,24 +159,40 @@ static fmap run_resnet_resampling(fwd *f, const resnet *r, fmap x, int keep)
     if (!keep) fmap_free(f, x);
     fmap out = fmap_new(f, r->cout, xr.h, xr.w);
     if (f->failed) return out;
-    resnet_shortcut(f, r, xr, out);
+    resnet_shortcut(f, r, one_map(xr), out);
     fmap_free(f, xr);
-    return resnet_finish(f, r, hr, out);
+    conv_input in = {.data = hr.data, .c = hr.c};
+    out = resnet_finish(f, r, &in, 1, out);
+    fmap_free(f, hr);
+    return out;
 }
 
-/* A new map = ResnetBlock2D r (x, the time embedding). x freed unless keep; when it goes, norm1
- * overwrites it in place, after the shortcut has read it (the same operations, in less
- * memory). */
+/* A new map = ResnetBlock2D r (x, the time embedding), x read through norm1 by conv1 as it
+ * goes (never normalised as a map of its own). x is left as it is. */
+static fmap run_resnet_on(fwd *f, const resnet *r, maps x)
+{
+    fmap x0 = x.m[0];
+    fmap out = fmap_new(f, r->cout, x0.h, x0.w);
+    float *coef = arena_floats(f->a, (size_t)2 * f->n * r->cin);
+    if (f->failed || !coef) return f->failed = 1, out;
+    resnet_shortcut(f, r, x, out);
+    conv_input in[2];
+    int nin = x.count;
+    maps_inputs(x, in);
+    normalise_inputs(f, &r->norm1, r->act, in, nin, x0.h * x0.w, NULL, NULL, 0, coef,
+                     coef + (size_t)f->n * r->cin);
+    out = resnet_finish(f, r, in, nin, out);
+    arena_free(f->a, coef);
+    return out;
+}
+
+/* A new map = ResnetBlock2D r (x); x freed unless keep. */
 static fmap run_resnet(fwd *f, const resnet *r, fmap x, int keep)
 {
     if (r->up || r->down) return run_resnet_resampling(f, r, x, keep);
-    fmap out = fmap_new(f, r->cout, x.h, x.w);
-    if (f->failed) return out;
-    resnet_shortcut(f, r, x, out);
-    fmap h = keep ? fmap_new(f, r->cin, x.h, x.w) : x;
-    if (f->failed) return out;
-    op_groupnorm(&r->norm1, x.data, f->n, x.h * x.w, NULL, NULL, 0, r->act, h.data);
-    return resnet_finish(f, r, h, out);
+    fmap out = run_resnet_on(f, r, one_map(x));
+    if (!keep) fmap_free(f, x);
+    return out;
 }
 
 /* A new map = attention at (x), residual included. x freed unless keep. */
@@ -135,29 +204,14 @@ static fmap run_attention(fwd *f, const attention *at, fmap x, int keep)
     return y;
 }
 
-/* [a, b] concatenated on channels, per image. */
-static fmap concat(fwd *f, fmap a, fmap b)
-{
-    if (a.h != b.h || a.w != b.w) { /* cannot happen for sides the model accepts */
-        f->failed = 1;
-        return (fmap){NULL, 0, 0, 0};
-    }
-    fmap y = fmap_new(f, a.c + b.c, a.h, a.w);
-    if (f->failed) return y;
-    size_t hw = (size_t)a.h * a.w, na = (size_t)a.c * hw, nb = (size_t)b.c * hw;
-    for (int i = 0; i < f->n; i++) {
-        op_copy(y.data + i * (na + nb), a.data + i * na, na);
-        op_copy(y.data + i * (na + nb) + na, b.data + i * nb, nb);
-    }
-    return y;
-}
-
-/* Upsample2D: nearest x2, then a 3x3 convolution; x and the upsampled copy freed. */
+/* Upsample2D: nearest x2, then a 3x3 convolution reading x upsampled as it goes; x freed. */
 static fmap run_upsample_conv(fwd *f, const conv2d *cv, fmap x)
 {
-    fmap up = resample_nearest(f, x, 1);
+    fmap y = fmap_new(f, cv->cout, 2 * x.h, 2 * x.w);
+    conv_input in = {.data = x.data, .c = x.c, .up = 1};
+    conv_into(f, cv, &in, 1, y.h, y.w, NULL, 0, y.data, 0);
     fmap_free(f, x);
-    return run_conv(f, cv, up, 0);
+    return y;
 }
 
 enum { UNET_MAX_SKIPS = UNET_MAX_BLOCKS * (UNET_MAX_LAYERS + 1) + 1 };
@@ -192,10 +246,15 @@ static fmap run_up_path(fwd *f, fmap h, fmap *skips, int *nskips)
     for (int i = 0; i < m->cfg.nblocks && !f->failed; i++) {
         const unet_block *b = &m->up[i];
         for (int j = 0; j < b->nres; j++) {
-            fmap skip = skips[--(*nskips)], cat = concat(f, h, skip);
+            fmap skip = skips[--(*nskips)];
+            if (h.w != skip.w || h.h != skip.h) { /* cannot happen for sides the model accepts */
+                f->failed = 1;
+                break;
+            }
+            fmap next = run_resnet_on(f, &b->res[j], (maps){{h, skip}, 2});
             fmap_free(f, skip);
             if (h.data != skip.data) fmap_free(f, h);
-            h = run_resnet(f, &b->res[j], cat, 0);
+            h = next;
             if (b->has_attn) h = run_attention(f, &b->attn[j], h, 0);
         }
         if (b->resample == 2) h = run_resnet(f, &b->resample_res, h, 0);
@@ -218,10 +277,18 @@ static int check_shape(const unet_t *m, int n, int h, int w, strata_err *e)
 static void finish(fwd *f, fmap h, const float *timesteps, float *out)
 {
     unet_t *m = f->m;
-    /* UNet2DModel's conv_act is nn.SiLU() whatever act_fn says */
-    op_groupnorm(&m->norm_out, h.data, f->n, h.h * h.w, NULL, NULL, 0, OP_ACT_SILU, h.data);
     size_t hw = (size_t)h.h * h.w, per = (size_t)m->cfg.out_channels * hw;
-    if (op_conv2d(&m->conv_out, h.data, f->n, h.h, h.w, out, 0, f->a)) f->failed = 1;
+    float *coef = arena_floats(f->a, (size_t)2 * f->n * h.c);
+    if (!coef) {
+        f->failed = 1;
+        return;
+    }
+    /* UNet2DModel's conv_act is nn.SiLU() whatever act_fn says */
+    conv_input in = {.data = h.data, .c = h.c};
+    normalise_inputs(f, &m->norm_out, OP_ACT_SILU, &in, 1, (int)hw, NULL, NULL, 0, coef,
+                     coef + (size_t)f->n * h.c);
+    conv_into(f, &m->conv_out, &in, 1, h.h, h.w, NULL, 0, out, 0);
+    arena_free(f->a, coef);
     if (m->cfg.time_type == UNET_TIME_FOURIER)
         for (int i = 0; i < f->n; i++)
             for (size_t j = 0; j < per; j++)

@@ -1,0 +1,212 @@
+/* Convolutions that read their inputs as they are stored and build what the GEMM needs on the
+ * fly: the channels of several maps concatenated, a map nearest-upsampled by 2, each channel
+ * normalised and activated (GroupNorm's apply and SiLU), none of it written out as a map of its
+ * own. 3x3 stride-1 layers run in bands of output rows, each band one job of one thread: it
+ * builds its input rows, three horizontally shifted copies stacked on channels (K = 3 cin),
+ * and adds three GEMMs (one per kernel row) straight into the output rows after the bias. */
+#include "kernels/arena.h"
+#include "kernels/gemm.h"
+#include "kernels/ops.h"
+
+#include <cblas.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <omp.h>
+
+/* Channels of the concatenation. */
+static int inputs_channels(const conv_input *in, int nin)
+{
+    int c = 0;
+    for (int s = 0; s < nin; s++)
+        c += in[s].c;
+    return c;
+}
+
+/* Row iy (of h x w, the convolution's input size) of channel ch of image i of one input, as the
+ * convolution reads it: upsampled and transformed. */
+static void input_row(const conv_input *in, int i, int ch, int iy, int h, int w, float *dst)
+{
+    int sh = in->up ? h / 2 : h, sw = in->up ? w / 2 : w;
+    const float *src =
+        in->data + (((size_t)i * in->c + ch) * sh + (in->up ? iy / 2 : iy)) * (size_t)sw;
+    if (in->up) {
+        for (int x = 0; x < sw; x++)
+            dst[2 * x] = dst[2 * x + 1] = src[x];
+    } else if (!in->a) {
+        memcpy(dst, src, (size_t)w * sizeof *dst);
+        return;
+    }
+    if (in->a) {
+        size_t k = (size_t)i * in->coef_stride + ch;
+        op_affine_act(in->up ? dst : src, w, in->a[k], in->b[k], in->act, dst);
+    }
+}
+
+/* Output rows per band: the stacked input rows of a band about 2.5 MB, the size at which the
+ * three GEMMs ran fastest on the SR models' layers (32-128 channels, 264-1056 px; measured with
+ * OpenBLAS's Haswell kernels, 1 to 4 rows of 1056 best at 32 channels). Depends on the shape
+ * alone, so the arithmetic does not depend on the thread count. */
+enum { BAND_TARGET_FLOATS = 640 * 1024, BAND_MIN_BANDS = 8 };
+
+static int band_rows(int cin, int h, int w)
+{
+    long rows = BAND_TARGET_FLOATS / ((long)3 * cin * w) - 2, most = (h + BAND_MIN_BANDS - 1) / BAND_MIN_BANDS;
+    return rows < 1 ? 1 : rows > most ? (int)most : (int)rows;
+}
+
+/* stack [3 cin, rows + 2, w]: row r of block kx * cin + c is input row oy0 - 1 + r of channel
+ * c shifted by kx - 1 columns, zero outside the image. tmp: w floats. */
+static void build_stack(const conv_input *in, int nin, int i, int h, int w, int oy0, int rows,
+                        float *stack)
+{
+    int cin = inputs_channels(in, nin), c = 0;
+    size_t plane = (size_t)(rows + 2) * w, block = (size_t)cin * plane;
+    for (int s = 0; s < nin; s++)
+        for (int ch = 0; ch < in[s].c; ch++, c++)
+            for (int r = 0; r < rows + 2; r++) {
+                float *left = stack + c * plane + (size_t)r * w, *mid = left + block,
+                      *right = mid + block;
+                int iy = oy0 - 1 + r;
+                if (iy < 0 || iy >= h) {
+                    memset(left, 0, (size_t)w * sizeof *left);
+                    memset(mid, 0, (size_t)w * sizeof *mid);
+                    memset(right, 0, (size_t)w * sizeof *right);
+                    continue;
+                }
+                input_row(&in[s], i, ch, iy, h, w, mid);
+                left[0] = 0.0f;
+                memcpy(left + 1, mid, (size_t)(w - 1) * sizeof *left);
+                memcpy(right, mid + 1, (size_t)(w - 1) * sizeof *right);
+                right[w - 1] = 0.0f;
+            }
+}
+
+/* The output rows of one band start as the bias plus add (per channel), or have them added
+ * when accumulate. */
+static void band_init(const conv2d *cv, const float *add, float *y, size_t hw, size_t count,
+                      int accumulate)
+{
+    for (int co = 0; co < cv->cout; co++) {
+        float v = (cv->bias ? cv->bias[co] : 0.0f) + (add ? add[co] : 0.0f), *row = y + co * hw;
+        if (accumulate) {
+            if (v != 0.0f)
+                for (size_t j = 0; j < count; j++)
+                    row[j] += v;
+        } else {
+            for (size_t j = 0; j < count; j++)
+                row[j] = v;
+        }
+    }
+}
+
+/* One band: build, then the three GEMMs of kernel rows ky = 0, 1, 2 into y's rows. */
+static void conv_band(const conv2d *cv, const conv_input *in, int nin, int i, int h, int w,
+                      int oy0, int rows, const float *add, float *y, int accumulate, float *stack)
+{
+    int cin = cv->cin;
+    size_t plane = (size_t)(rows + 2) * w, hw = (size_t)h * w;
+    build_stack(in, nin, i, h, w, oy0, rows, stack);
+    float *out = y + (size_t)i * cv->cout * hw + (size_t)oy0 * w;
+    band_init(cv, add, out, hw, (size_t)rows * w, accumulate);
+    for (int ky = 0; ky < 3; ky++)
+        gemm_traced(CblasNoTrans, CblasNoTrans, cv->cout, rows * w, 3 * cin, 1.0f,
+                    cv->weight + (size_t)ky * 3 * cin, 9 * cin, stack + (size_t)ky * w,
+                    (int)plane, 1.0f, out, (int)hw);
+}
+
+/* The 3x3 stride-1 pad-1 layer on w >= 16 and 16+ channels: every (image, band) one job, the
+ * jobs spread over the threads in one parallel region. */
+static int conv_banded_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int h,
+                              int w, const float *add, int add_stride, float *y, int accumulate,
+                              arena *a)
+{
+    int rows = band_rows(cv->cin, h, w), bands = (h + rows - 1) / rows, threads = omp_get_max_threads();
+    size_t stack_floats = (size_t)3 * cv->cin * (rows + 2) * w;
+    float *stacks = arena_floats(a, stack_floats * threads);
+    if (!stacks) return -1;
+    gemm_once_single_threaded();
+#pragma omp parallel for schedule(static) if (n * bands > 1)
+    for (int job = 0; job < n * bands; job++) {
+        int i = job / bands, oy0 = job % bands * rows;
+        conv_band(cv, in, nin, i, h, w, oy0, h - oy0 < rows ? h - oy0 : rows,
+                  add ? add + (size_t)i * add_stride : NULL, y, accumulate,
+                  stacks + (size_t)omp_get_thread_num() * stack_floats);
+    }
+    arena_free(a, stacks);
+    return 0;
+}
+
+/* Whether the layer takes the banded path: 3x3 stride 1 on 128 x 128 pixels or more, where a
+ * band of at least BAND_MIN_BANDS per image is still a GEMM of 2,048 columns or more. Smaller
+ * maps (a 32 x 32 generator's) run as before, their few bands too few to share out. */
+static int conv_is_banded(const conv2d *cv, int h, int w)
+{
+    return cv->k == 3 && cv->stride == 1 && cv->pad[0] == 1 && cv->pad[1] == 1 && cv->pad[2] == 1 &&
+           cv->pad[3] == 1 && w >= 16 && (long)h * w >= 128 * 128 && cv->cin >= 16;
+}
+
+/* A 1x1 layer on plain inputs: one GEMM per input and image, each adding its block of the
+ * weight's columns. */
+static void conv_pointwise_inputs(const conv2d *cv, const conv_input *in, int nin, int n,
+                                  size_t hw, float *y, int accumulate)
+{
+    for (int i = 0; i < n; i++) {
+        float *yi = y + (size_t)i * cv->cout * hw;
+        op_conv_bias(cv, yi, hw, hw, accumulate);
+        for (int s = 0, col = 0; s < nin; col += in[s].c, s++)
+            op_gemm(0, cv->cout, (int)hw, in[s].c, 1.0f, cv->weight + col, cv->cin,
+                    in[s].data + (size_t)i * in[s].c * hw, (int)hw, 1.0f, yi, (int)hw);
+    }
+}
+
+/* Whether every input is plain: stored at the convolution's size, untransformed. */
+static int inputs_plain(const conv_input *in, int nin)
+{
+    for (int s = 0; s < nin; s++)
+        if (in[s].up || in[s].a) return 0;
+    return 1;
+}
+
+/* Any other layer: the inputs written out as one map, then op_conv2d. */
+static int conv_materialised(const conv2d *cv, const conv_input *in, int nin, int n, int h, int w,
+                             const float *add, int add_stride, float *y, int accumulate,
+                             arena *a)
+{
+    size_t hw = (size_t)h * w, mark = arena_mark(a);
+    const float *x = in[0].data;
+    if (nin > 1 || !inputs_plain(in, nin)) {
+        float *m = arena_floats(a, (size_t)n * cv->cin * hw);
+        if (!m) return -1;
+#pragma omp parallel for schedule(static) if ((size_t)n * cv->cin * hw > 65536)
+        for (int ic = 0; ic < n * cv->cin; ic++) {
+            int i = ic / cv->cin, c = ic % cv->cin, s = 0;
+            for (; c >= in[s].c; s++)
+                c -= in[s].c;
+            for (int iy = 0; iy < h; iy++)
+                input_row(&in[s], i, c, iy, h, w, m + (size_t)ic * hw + (size_t)iy * w);
+        }
+        x = m;
+    }
+    int rc = op_conv2d(cv, x, n, h, w, y, accumulate, a);
+    arena_release(a, mark);
+    int oh, ow;
+    conv2d_out_size(cv, h, w, &oh, &ow);
+    if (!rc && add) op_add_channel_values(y, n, cv->cout, (size_t)oh * ow, add, add_stride);
+    return rc;
+}
+
+/* y (+)= conv(the inputs concatenated on channels, each read through its transform) + add. */
+int op_conv2d_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int h, int w,
+                     const float *add, int add_stride, float *y, int accumulate, arena *a)
+{
+    if (nin < 1 || inputs_channels(in, nin) != cv->cin) return -1;
+    if (conv_is_banded(cv, h, w))
+        return conv_banded_inputs(cv, in, nin, n, h, w, add, add_stride, y, accumulate, a);
+    if (nin > 1 && cv->k == 1 && cv->stride == 1 && !cv->pad[0] && !cv->pad[1] && !cv->pad[2] &&
+        !cv->pad[3] && inputs_plain(in, nin) && !add) {
+        conv_pointwise_inputs(cv, in, nin, n, (size_t)h * w, y, accumulate);
+        return 0;
+    }
+    return conv_materialised(cv, in, nin, n, h, w, add, add_stride, y, accumulate, a);
+}
