@@ -28,7 +28,7 @@ TEST_SRC := $(wildcard tests/*.c) $(foreach m,$(MODULES),$(wildcard tests/$(m)/*
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all test asan fuzz fuzz-bins fuzz-seeds bench eval chaos test-4k test-4k-ranks test-plan \
+.PHONY: all test asan fuzz fuzz-bins fuzz-seeds bench bench-sr eval chaos test-4k test-4k-ranks test-plan \
         bench-mpi deps fixtures format format-check check-limits check-headers clean install \
         test-cluster ansible-check
 
@@ -103,10 +103,15 @@ fuzz-seeds: $(BUILD)/obj/tests/fuzz/seeds/make_seeds.o $(LIB_OBJ)
 	  cp $$m/scheduler_config.json tests/fuzz/corpus/config/$$n.sched.json; done
 	cp tests/fixtures/io/*.safetensors tests/fuzz/corpus/safetensors/
 
-# Engine beside PyTorch, then the farm (pipelining, coordinator throughput). Wants an idle machine.
+# Engine beside PyTorch (ddpm-cifar10, then the l4096 SR model at its 1056 tile: GFLOP/s against
+# the sgemm peak, time per megapixel by tile side), then the farm (pipelining, coordinator
+# throughput). Wants an idle machine. `make bench-sr`: the SR model's part alone.
 bench: all
 	tools/bench.sh
 	python3 tools/bench_farm.py
+
+bench-sr: all
+	tools/bench.sh sr
 
 # One 4096x4096 image through 5 levels of tiny random models (tiles from 1024 on): memory,
 # tiles and 48 MB frames at full size; prints each level's time and the peak memory (about 6 min).

@@ -12,14 +12,16 @@ static void fill(float *p, size_t n)
         p[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
 }
 
-int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int threads, int iters,
-                       double *gflops)
+int kernels_bench_conv_strided(int cin, int cout, int k, int stride, int h, int w, int batch,
+                               int threads, int iters, double *gflops)
 {
-    conv2d cv = {cin, cout, k, 1, {k / 2, k / 2, k / 2, k / 2}, NULL, NULL};
-    size_t kdim = (size_t)cin * k * k, hw = (size_t)h * w;
+    conv2d cv = {cin, cout, k, stride, {k / 2, k / 2, k / 2, k / 2}, NULL, NULL};
+    int oh, ow;
+    conv2d_out_size(&cv, h, w, &oh, &ow);
+    size_t kdim = (size_t)cin * k * k, hw = (size_t)h * w, ohw = (size_t)oh * ow;
     float *wt = malloc(kdim * cout * sizeof(float)), *bias = calloc((size_t)cout, sizeof(float));
     float *x = malloc((size_t)batch * cin * hw * sizeof(float));
-    float *y = malloc((size_t)batch * cout * hw * sizeof(float));
+    float *y = malloc((size_t)batch * cout * ohw * sizeof(float));
     arena a;
     arena_init(&a);
     int rc = wt && bias && x && y ? 0 : ERR_NOMEM;
@@ -27,18 +29,25 @@ int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int th
         fill(wt, kdim * cout), fill(x, (size_t)batch * cin * hw);
         cv.weight = wt, cv.bias = bias;
         kernels_set_threads(threads);
-        op_conv2d(&cv, x, batch, h, w, y, 0, &a); /* warm-up, sizes the arena */
+        /* warm-up, sizes the arena; -1 only when the arena cannot grow */
+        rc = op_conv2d(&cv, x, batch, h, w, y, 0, &a) ? ERR_NOMEM : 0;
         arena_reset(&a);
         double t0 = clock_now_s();
-        for (int i = 0; i < iters; i++) { /* each a pass of its own, as planned */
+        for (int i = 0; i < iters && !rc; i++) { /* each a pass of its own, as planned */
             op_conv2d(&cv, x, batch, h, w, y, 0, &a);
             arena_reset(&a);
         }
-        *gflops = 2.0 * cout * kdim * hw * batch * iters / (clock_now_s() - t0) * 1e-9;
+        *gflops = 2.0 * cout * kdim * ohw * batch * iters / (clock_now_s() - t0) * 1e-9;
     }
     arena_fini(&a);
     free(wt), free(bias), free(x), free(y);
     return rc;
+}
+
+int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int threads, int iters,
+                       double *gflops)
+{
+    return kernels_bench_conv_strided(cin, cout, k, 1, h, w, batch, threads, iters, gflops);
 }
 
 int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gflops)

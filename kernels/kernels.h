@@ -265,6 +265,10 @@ void sched_add_noise(const sched_config *c, int t, const float *x0, const float 
  * the UNet runs it (shifted GEMMs or im2col + GEMM, see kernels/conv.c), on `threads` threads. */
 int kernels_bench_conv(int cin, int cout, int k, int h, int w, int batch, int threads, int iters,
                        double *gflops);
+/* The same for any stride (padding k/2 on every side, as diffusers' Downsample2D with padding 1):
+ * GFLOP/s counted on the output's h x w. */
+int kernels_bench_conv_strided(int cin, int cout, int k, int stride, int h, int w, int batch,
+                               int threads, int iters, double *gflops);
 /* GFLOP/s of one plain OpenBLAS sgemm (m x k times k x n) on `threads` OpenBLAS threads. */
 int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gflops);
 /* One GEMM the engine asked for: row-major (m x k) times (k x n), operands transposed or not. */
