@@ -1,9 +1,10 @@
 /* Convolutions that read their inputs as they are stored and build what the GEMM needs on the
  * fly: the channels of several maps concatenated, a map nearest-upsampled by 2, each channel
  * normalised and activated (GroupNorm's apply and SiLU), none of it written out as a map of its
- * own. 3x3 stride-1 layers run in bands of output rows, each band one job of one thread: it
- * builds its input rows, three horizontally shifted copies stacked on channels (K = 3 cin),
- * and adds three GEMMs (one per kernel row) straight into the output rows after the bias. */
+ * own. 3x3 stride-1 layers on large maps run in bands of output rows, each band one job of one
+ * thread from start to end: it builds its padded input rows, runs the nine GEMMs of the taps
+ * on them in cache, and writes its output rows with the bias (and the time embedding, and the
+ * residual when accumulating) added on the way: no barrier between the steps. */
 #include "kernels/arena.h"
 #include "kernels/gemm.h"
 #include "kernels/ops.h"
@@ -43,97 +44,108 @@ static void input_row(const conv_input *in, int i, int ch, int iy, int h, int w,
     }
 }
 
-/* Output rows per band: the stacked input rows of a band about 2.5 MB, the size at which the
- * three GEMMs ran fastest on the SR models' layers (32-128 channels, 264-1056 px; measured with
- * OpenBLAS's Haswell kernels, 1 to 4 rows of 1056 best at 32 channels). Depends on the shape
- * alone, so the arithmetic does not depend on the thread count. */
-enum { BAND_TARGET_FLOATS = 640 * 1024, BAND_MIN_BANDS = 8 };
+/* Output rows per band: a band's padded input rows about 2 MB (512 Ki floats), the size at
+ * which its nine GEMMs ran fastest on the SR models' layers (32-96 channels at 264-1056 px,
+ * OpenBLAS's Haswell and Cooperlake kernels), and at least BAND_MIN_BANDS bands an image.
+ * Depends on the shape alone, so the arithmetic does not depend on the thread count. */
+enum { BAND_TARGET_FLOATS = 512 * 1024, BAND_MIN_BANDS = 8, BAND_SLACK = 16 };
 
 static int band_rows(int cin, int h, int w)
 {
-    long rows = BAND_TARGET_FLOATS / ((long)3 * cin * w) - 2, most = (h + BAND_MIN_BANDS - 1) / BAND_MIN_BANDS;
+    long rows = BAND_TARGET_FLOATS / ((long)cin * (w + 2)) - 2;
+    long most = (h + BAND_MIN_BANDS - 1) / BAND_MIN_BANDS;
     return rows < 1 ? 1 : rows > most ? (int)most : (int)rows;
 }
 
-/* stack [3 cin, rows + 2, w]: row r of block kx * cin + c is input row oy0 - 1 + r of channel
- * c shifted by kx - 1 columns, zero outside the image. tmp: w floats. */
-static void build_stack(const conv_input *in, int nin, int i, int h, int w, int oy0, int rows,
-                        float *stack)
+/* Floats of one thread's scratch: the padded input rows, their slack, and the band's output. */
+static size_t band_scratch_floats(const conv2d *cv, int h, int w)
 {
-    int cin = inputs_channels(in, nin), c = 0;
-    size_t plane = (size_t)(rows + 2) * w, block = (size_t)cin * plane;
-    for (int s = 0; s < nin; s++)
-        for (int ch = 0; ch < in[s].c; ch++, c++)
-            for (int r = 0; r < rows + 2; r++) {
-                float *left = stack + c * plane + (size_t)r * w, *mid = left + block,
-                      *right = mid + block;
-                int iy = oy0 - 1 + r;
-                if (iy < 0 || iy >= h) {
-                    memset(left, 0, (size_t)w * sizeof *left);
-                    memset(mid, 0, (size_t)w * sizeof *mid);
-                    memset(right, 0, (size_t)w * sizeof *right);
-                    continue;
-                }
-                input_row(&in[s], i, ch, iy, h, w, mid);
-                left[0] = 0.0f;
-                memcpy(left + 1, mid, (size_t)(w - 1) * sizeof *left);
-                memcpy(right, mid + 1, (size_t)(w - 1) * sizeof *right);
-                right[w - 1] = 0.0f;
-            }
+    size_t rows = (size_t)band_rows(cv->cin, h, w), pw = (size_t)w + 2;
+    return (rows + 2) * pw * cv->cin + BAND_SLACK + rows * pw * cv->cout;
 }
 
-/* The output rows of one band start as the bias plus add (per channel), or have them added
- * when accumulate. */
-static void band_init(const conv2d *cv, const float *add, float *y, size_t hw, size_t count,
-                      int accumulate)
+/* pad [cin, rows + 2, w + 2]: input rows oy0 - 1 .. oy0 + rows as the convolution reads them,
+ * a zero column each side, zero rows outside the image. The last tap reads two floats past
+ * the last plane, so a zeroed slack follows it. */
+static void build_band(const conv_input *in, int nin, int i, int h, int w, int oy0, int rows,
+                       float *pad)
 {
+    size_t pw = (size_t)w + 2;
+    float *dst = pad;
+    for (int s = 0; s < nin; s++)
+        for (int ch = 0; ch < in[s].c; ch++)
+            for (int r = 0; r < rows + 2; r++, dst += pw) {
+                int iy = oy0 - 1 + r;
+                if (iy < 0 || iy >= h) {
+                    memset(dst, 0, pw * sizeof *dst);
+                    continue;
+                }
+                dst[0] = dst[w + 1] = 0.0f;
+                input_row(&in[s], i, ch, iy, h, w, dst + 1);
+            }
+    memset(dst, 0, BAND_SLACK * sizeof *dst);
+}
+
+/* y's rows (plane hw apart) = out [cout, rows, w + 2] without its two extra columns, plus the
+ * bias and add; added to y when accumulate. */
+OP_VECTOR_CLONES
+static void write_band(const conv2d *cv, const float *add, const float *out, int rows, int w,
+                       float *y, size_t hw, int accumulate)
+{
+    size_t pw = (size_t)w + 2;
     for (int co = 0; co < cv->cout; co++) {
-        float v = (cv->bias ? cv->bias[co] : 0.0f) + (add ? add[co] : 0.0f), *row = y + co * hw;
-        if (accumulate) {
-            if (v != 0.0f)
-                for (size_t j = 0; j < count; j++)
-                    row[j] += v;
-        } else {
-            for (size_t j = 0; j < count; j++)
-                row[j] = v;
+        float v = (cv->bias ? cv->bias[co] : 0.0f) + (add ? add[co] : 0.0f);
+        for (int r = 0; r < rows; r++) {
+            const float *src = out + ((size_t)co * rows + r) * pw;
+            float *dst = y + co * hw + (size_t)r * w;
+            if (accumulate) {
+#pragma omp simd
+                for (int x = 0; x < w; x++)
+                    dst[x] += src[x] + v;
+            } else {
+#pragma omp simd
+                for (int x = 0; x < w; x++)
+                    dst[x] = src[x] + v;
+            }
         }
     }
 }
 
-/* One band: build, then the three GEMMs of kernel rows ky = 0, 1, 2 into y's rows. */
-static void conv_band(const conv2d *cv, const conv_input *in, int nin, int i, int h, int w,
-                      int oy0, int rows, const float *add, float *y, int accumulate, float *stack)
+/* One band: build its padded input rows, the nine GEMMs of the taps (with the rows w + 2 wide,
+ * tap (ky, kx) is the padded planes shifted by ky (w + 2) + kx), then the write to y. */
+static void conv_band(const conv2d *cv, const conv_input *in, int nin, int i, int h, int w, int oy0,
+                      int rows, const float *add, float *y, int accumulate, float *scratch)
 {
-    int cin = cv->cin;
-    size_t plane = (size_t)(rows + 2) * w, hw = (size_t)h * w;
-    build_stack(in, nin, i, h, w, oy0, rows, stack);
-    float *out = y + (size_t)i * cv->cout * hw + (size_t)oy0 * w;
-    band_init(cv, add, out, hw, (size_t)rows * w, accumulate);
-    for (int ky = 0; ky < 3; ky++)
-        gemm_traced(CblasNoTrans, CblasNoTrans, cv->cout, rows * w, 3 * cin, 1.0f,
-                    cv->weight + (size_t)ky * 3 * cin, 9 * cin, stack + (size_t)ky * w,
-                    (int)plane, 1.0f, out, (int)hw);
+    int cin = cv->cin, pw = w + 2, cols = rows * pw;
+    size_t plane = (size_t)(rows + 2) * pw, hw = (size_t)h * w;
+    float *pad = scratch, *out = scratch + plane * cin + BAND_SLACK;
+    build_band(in, nin, i, h, w, oy0, rows, pad);
+    for (int t = 0; t < 9; t++)
+        gemm_traced(CblasNoTrans, CblasNoTrans, cv->cout, cols, cin, 1.0f,
+                    cv->weight + (size_t)t * cin, 9 * cin, pad + (t / 3) * pw + t % 3, (int)plane,
+                    t ? 1.0f : 0.0f, out, cols);
+    write_band(cv, add, out, rows, w, y + (size_t)i * cv->cout * hw + (size_t)oy0 * w, hw,
+               accumulate);
 }
 
 /* The 3x3 stride-1 pad-1 layer on w >= 16 and 16+ channels: every (image, band) one job, the
  * jobs spread over the threads in one parallel region. */
-static int conv_banded_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int h,
-                              int w, const float *add, int add_stride, float *y, int accumulate,
-                              arena *a)
+static int conv_banded_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int h, int w,
+                              const float *add, int add_stride, float *y, int accumulate, arena *a)
 {
-    int rows = band_rows(cv->cin, h, w), bands = (h + rows - 1) / rows, threads = omp_get_max_threads();
-    size_t stack_floats = (size_t)3 * cv->cin * (rows + 2) * w;
-    float *stacks = arena_floats(a, stack_floats * threads);
-    if (!stacks) return -1;
+    int rows = band_rows(cv->cin, h, w), bands = (h + rows - 1) / rows;
+    size_t scratch_floats = band_scratch_floats(cv, h, w);
+    float *scratch = arena_floats(a, scratch_floats * omp_get_max_threads());
+    if (!scratch) return -1;
     gemm_once_single_threaded();
 #pragma omp parallel for schedule(static) if (n * bands > 1)
     for (int job = 0; job < n * bands; job++) {
         int i = job / bands, oy0 = job % bands * rows;
         conv_band(cv, in, nin, i, h, w, oy0, h - oy0 < rows ? h - oy0 : rows,
                   add ? add + (size_t)i * add_stride : NULL, y, accumulate,
-                  stacks + (size_t)omp_get_thread_num() * stack_floats);
+                  scratch + (size_t)omp_get_thread_num() * scratch_floats);
     }
-    arena_free(a, stacks);
+    arena_free(a, scratch);
     return 0;
 }
 
@@ -148,8 +160,8 @@ static int conv_is_banded(const conv2d *cv, int h, int w)
 
 /* A 1x1 layer on plain inputs: one GEMM per input and image, each adding its block of the
  * weight's columns. */
-static void conv_pointwise_inputs(const conv2d *cv, const conv_input *in, int nin, int n,
-                                  size_t hw, float *y, int accumulate)
+static void conv_pointwise_inputs(const conv2d *cv, const conv_input *in, int nin, int n, size_t hw,
+                                  float *y, int accumulate)
 {
     for (int i = 0; i < n; i++) {
         float *yi = y + (size_t)i * cv->cout * hw;
@@ -170,8 +182,7 @@ static int inputs_plain(const conv_input *in, int nin)
 
 /* Any other layer: the inputs written out as one map, then op_conv2d. */
 static int conv_materialised(const conv2d *cv, const conv_input *in, int nin, int n, int h, int w,
-                             const float *add, int add_stride, float *y, int accumulate,
-                             arena *a)
+                             const float *add, int add_stride, float *y, int accumulate, arena *a)
 {
     size_t hw = (size_t)h * w, mark = arena_mark(a);
     const float *x = in[0].data;

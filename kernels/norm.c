@@ -13,22 +13,39 @@ typedef struct group_span {
     int count;
 } group_span;
 
-/* Sum of one run in 8 float lanes (then in double), and of (x - m)^2 when sq. */
+/* Sum of one run in 8 float lanes, then in double. */
 OP_VECTOR_CLONES
-static double span_sum(const float *x, size_t n, float m, int sq)
+static double span_sum(const float *x, size_t n)
+{
+    float lane[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            lane[k] += x[i + k];
+    double sum = 0;
+    for (int k = 0; k < 8; k++)
+        sum += lane[k];
+    for (; i < n; i++)
+        sum += x[i];
+    return sum;
+}
+
+/* Sum of (x - m)^2 over one run, the same way. */
+OP_VECTOR_CLONES
+static double span_sum_squares(const float *x, size_t n, float m)
 {
     float lane[8] = {0};
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         for (int k = 0; k < 8; k++) {
             float d = x[i + k] - m;
-            lane[k] += sq ? d * d : x[i + k];
+            lane[k] += d * d;
         }
     double sum = 0;
     for (int k = 0; k < 8; k++)
         sum += lane[k];
     for (; i < n; i++)
-        sum += sq ? (double)(x[i] - m) * (x[i] - m) : x[i];
+        sum += (double)(x[i] - m) * (x[i] - m);
     return sum;
 }
 
@@ -39,10 +56,10 @@ static void group_stats(const group_span *g, float eps, float *mean, float *rstd
     double sum = 0, var = 0;
     size_t n = 0;
     for (int s = 0; s < g->count; s++)
-        sum += span_sum(g->p[s], g->len[s], 0.0f, 0), n += g->len[s];
+        sum += span_sum(g->p[s], g->len[s]), n += g->len[s];
     float m = (float)(sum / (double)n);
     for (int s = 0; s < g->count; s++)
-        var += span_sum(g->p[s], g->len[s], m, 1);
+        var += span_sum_squares(g->p[s], g->len[s], m);
     *mean = m;
     *rstd = (float)(1.0 / sqrt(var / (double)n + eps));
 }

@@ -99,7 +99,8 @@ static void normalise_inputs(fwd *f, const groupnorm *norm, op_act act, conv_inp
 static void conv_into(fwd *f, const conv2d *cv, const conv_input *in, int nin, int h, int w,
                       const float *add, int add_stride, float *y, int accumulate)
 {
-    if (!f->failed && op_conv2d_inputs(cv, in, nin, f->n, h, w, add, add_stride, y, accumulate, f->a))
+    if (!f->failed &&
+        op_conv2d_inputs(cv, in, nin, f->n, h, w, add, add_stride, y, accumulate, f->a))
         f->failed = 1;
 }
 

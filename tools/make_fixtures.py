@@ -192,6 +192,31 @@ CASES: dict[str, dict] = {
         "3x3 convolutions (im2col 576 x 12544) are built and multiplied in two bands of output "
         "rows (kernels/conv.c CONV_BAND_FLOATS), the other cases in one.",
     ),
+    "tiles": dict(
+        seed=1011,
+        config=dict(
+            sample_size=160,
+            in_channels=6,
+            out_channels=3,
+            class_embed_type="timestep",
+            block_out_channels=[32, 64, 64],
+            down_block_types=["DownBlock2D", "DownBlock2D", "DownBlock2D"],
+            up_block_types=["UpBlock2D", "UpBlock2D", "UpBlock2D"],
+            layers_per_block=1,
+            add_attention=False,
+            norm_num_groups=16,
+        ),
+        dtype="F16",
+        n=2,
+        hw=(160, 160),
+        timesteps=[700.0, 30.0],
+        class_labels=[25.0, 0.0],
+        prediction="v_prediction",
+        doc="the shipped super-resolution architecture (models/l4096) on a 160x160 canvas: its "
+        "full-size 3x3 convolutions run in bands of output rows built from their inputs as stored "
+        "(kernels/conv_band.c: the up path's concatenations, with GroupNorm groups spanning both "
+        "maps, and the upsampler's nearest x2 read on the fly), the half-size ones as before.",
+    ),
     "sr_bf16": dict(
         seed=1004,
         config=None,  # same as sr (filled in below)

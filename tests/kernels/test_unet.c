@@ -94,6 +94,37 @@ TEST(unet_forward_matches_diffusers)
     CHECK(checked == n);
 }
 
+/* The banded convolutions (kernels/conv_band.c) share their bands out over the threads: the
+ * tiles case (160x160, the shipped SR architecture) gives the same bits on 1, 2 and 3 threads. */
+TEST(unet_forward_bands_are_thread_invariant)
+{
+    strata_err e = {0};
+    unet_t *m = NULL;
+    st_file_t *io = NULL;
+    CHECKF(unet_load(UNET_FIXTURES "/tiles/model", &m, &e) == 0, "%s", e.msg);
+    CHECKF(st_open(UNET_FIXTURES "/tiles/unet.safetensors", &io, &e) == 0, "%s", e.msg);
+    const st_tensor *xs, *ys;
+    float *x = read_tensor(io, "sample", &xs), *t = read_tensor(io, "timestep", NULL);
+    float *labels = read_tensor(io, "class_labels", NULL), *want = read_tensor(io, "expected", &ys);
+    size_t count = (size_t)st_numel(ys);
+    float *got[3] = {malloc(count * sizeof(float)), malloc(count * sizeof(float)),
+                     malloc(count * sizeof(float))};
+    CHECK(x && t && labels && got[0] && got[1] && got[2]);
+    for (int threads = 1; threads <= 3; threads++) {
+        kernels_set_threads(threads);
+        CHECKF(unet_forward(m, x, (int)xs->shape[0], (int)xs->shape[2], (int)xs->shape[3], t,
+                            labels, got[threads - 1], &e) == 0,
+               "%s", e.msg);
+    }
+    kernels_set_threads(2);
+    CHECK(memcmp(got[0], got[1], count * sizeof(float)) == 0);
+    CHECK(memcmp(got[0], got[2], count * sizeof(float)) == 0);
+    free(x), free(t), free(labels), free(want);
+    free(got[0]), free(got[1]), free(got[2]);
+    st_close(io);
+    unet_free(m);
+}
+
 /* Random edits of a model's config.json: unet_load either refuses with ERR_INPUT and a
  * message naming the file, or loads a model whose forward runs. Never a crash. */
 TEST(unet_config_mutations_never_crash)
