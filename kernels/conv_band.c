@@ -111,40 +111,49 @@ static void write_band(const conv2d *cv, const float *add, const float *out, int
     }
 }
 
-/* One band: build its padded input rows, the nine GEMMs of the taps (with the rows w + 2 wide,
- * tap (ky, kx) is the padded planes shifted by ky (w + 2) + kx), then the write to y. */
-static void conv_band(const conv2d *cv, const conv_input *in, int nin, int i, int h, int w, int oy0,
-                      int rows, const float *add, float *y, int accumulate, float *scratch)
+/* One banded convolution: its layer, inputs and output. */
+typedef struct bands {
+    const conv2d *cv;
+    const conv_input *in;
+    int nin, h, w, rows; /* rows: of a band, the last one's possibly fewer */
+    const float *add;
+    int add_stride, accumulate;
+    float *y;
+} bands;
+
+/* One band of image i from output row oy0: its padded input rows, the nine GEMMs of the taps (with
+ * rows w + 2 wide, tap (ky, kx) is the padded planes shifted by ky (w + 2) + kx), then the write to
+ * y. */
+static void conv_band(const bands *b, int i, int oy0, float *scratch)
 {
-    int cin = cv->cin, pw = w + 2, cols = rows * pw;
-    size_t plane = (size_t)(rows + 2) * pw, hw = (size_t)h * w;
+    const conv2d *cv = b->cv;
+    int cin = cv->cin, w = b->w, pw = w + 2, rows = b->h - oy0 < b->rows ? b->h - oy0 : b->rows;
+    int cols = rows * pw;
+    size_t plane = (size_t)(rows + 2) * pw, hw = (size_t)b->h * w;
     float *pad = scratch, *out = scratch + plane * cin + BAND_SLACK;
-    build_band(in, nin, i, h, w, oy0, rows, pad);
+    build_band(b->in, b->nin, i, b->h, w, oy0, rows, pad);
     for (int t = 0; t < 9; t++)
         gemm_traced(CblasNoTrans, CblasNoTrans, cv->cout, cols, cin, 1.0f,
                     cv->weight + (size_t)t * cin, 9 * cin, pad + (t / 3) * pw + t % 3, (int)plane,
                     t ? 1.0f : 0.0f, out, cols);
-    write_band(cv, add, out, rows, w, y + (size_t)i * cv->cout * hw + (size_t)oy0 * w, hw,
-               accumulate);
+    write_band(cv, b->add ? b->add + (size_t)i * b->add_stride : NULL, out, rows, w,
+               b->y + (size_t)i * cv->cout * hw + (size_t)oy0 * w, hw, b->accumulate);
 }
 
-/* The 3x3 stride-1 pad-1 layer on w >= 16 and 16+ channels: every (image, band) one job, the
- * jobs spread over the threads in one parallel region. */
-static int conv_banded_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int h, int w,
-                              const float *add, int add_stride, float *y, int accumulate, arena *a)
+/* The 3x3 stride-1 pad-1 layer on large maps: every (image, band) one job, the jobs spread
+ * over the threads in one parallel region (no barrier between the steps of a band). What a job
+ * computes does not depend on which thread runs it. */
+static int conv_banded_inputs(const bands *b, int n, arena *a)
 {
-    int rows = band_rows(cv->cin, h, w), bands = (h + rows - 1) / rows;
-    size_t scratch_floats = band_scratch_floats(cv, h, w);
+    int count = (b->h + b->rows - 1) / b->rows;
+    size_t scratch_floats = band_scratch_floats(b->cv, b->h, b->w);
     float *scratch = arena_floats(a, scratch_floats * omp_get_max_threads());
     if (!scratch) return -1;
     gemm_once_single_threaded();
-#pragma omp parallel for schedule(static) if (n * bands > 1)
-    for (int job = 0; job < n * bands; job++) {
-        int i = job / bands, oy0 = job % bands * rows;
-        conv_band(cv, in, nin, i, h, w, oy0, h - oy0 < rows ? h - oy0 : rows,
-                  add ? add + (size_t)i * add_stride : NULL, y, accumulate,
+#pragma omp parallel for schedule(static) if (n * count > 1)
+    for (int job = 0; job < n * count; job++)
+        conv_band(b, job / count, job % count * b->rows,
                   scratch + (size_t)omp_get_thread_num() * scratch_floats);
-    }
     arena_free(a, scratch);
     return 0;
 }
@@ -212,8 +221,10 @@ int op_conv2d_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int
                      const float *add, int add_stride, float *y, int accumulate, arena *a)
 {
     if (nin < 1 || inputs_channels(in, nin) != cv->cin) return -1;
-    if (conv_is_banded(cv, h, w))
-        return conv_banded_inputs(cv, in, nin, n, h, w, add, add_stride, y, accumulate, a);
+    if (conv_is_banded(cv, h, w)) {
+        bands b = {cv, in, nin, h, w, band_rows(cv->cin, h, w), add, add_stride, accumulate, y};
+        return conv_banded_inputs(&b, n, a);
+    }
     if (nin > 1 && cv->k == 1 && cv->stride == 1 && !cv->pad[0] && !cv->pad[1] && !cv->pad[2] &&
         !cv->pad[3] && inputs_plain(in, nin) && !add) {
         conv_pointwise_inputs(cv, in, nin, n, (size_t)h * w, y, accumulate);
