@@ -72,15 +72,11 @@ static maps one_map(fmap x)
     return (maps){{x}, 1};
 }
 
-/* in[] = the maps as plain convolution inputs; their channel count. */
-static int maps_inputs(maps x, conv_input *in)
+/* in[] = the maps as plain convolution inputs. */
+static void maps_inputs(maps x, conv_input *in)
 {
-    int c = 0;
-    for (int s = 0; s < x.count; s++) {
+    for (int s = 0; s < x.count; s++)
         in[s] = (conv_input){.data = x.m[s].data, .c = x.m[s].c};
-        c += x.m[s].c;
-    }
-    return c;
 }
 
 /* The inputs read through GroupNorm norm and the activation: coefficients a and b, [n, c]. */
