@@ -220,7 +220,7 @@ static int conv_materialised(const conv2d *cv, const conv_input *in, int nin, in
 int op_conv2d_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int h, int w,
                      const float *add, int add_stride, float *y, int accumulate, arena *a)
 {
-    if (nin < 1 || inputs_channels(in, nin) != cv->cin) return -1;
+    if (nin < 1 || nin > CONV_MAX_INPUTS || inputs_channels(in, nin) != cv->cin) return -1;
     if (conv_is_banded(cv, h, w)) {
         bands b = {cv, in, nin, h, w, band_rows(cv->cin, h, w), add, add_stride, accumulate, y};
         return conv_banded_inputs(&b, n, a);

@@ -5,8 +5,8 @@
 #include <math.h>
 #include <stddef.h>
 
-/* A group's values: up to two runs of memory (a group of a concatenation may span both maps). */
-enum { GROUP_MAX_SPANS = 2 };
+/* A group's values: runs of memory, one per map of a concatenation it spans. */
+enum { GROUP_MAX_SPANS = CONV_MAX_INPUTS };
 typedef struct group_span {
     const float *p[GROUP_MAX_SPANS];
     size_t len[GROUP_MAX_SPANS];

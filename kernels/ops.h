@@ -65,6 +65,7 @@ void op_affine_act(const float *x, int n, float a, float b, op_act act, float *y
  * inputs of a layer are concatenated on channels, a stored (n, c, h / 2, w / 2) map is read
  * nearest-upsampled by 2 when up, and channel ch of image i as act(x * a[k] + b[k]),
  * k = i * coef_stride + ch, when a is set (GroupNorm's apply and its activation). */
+enum { CONV_MAX_INPUTS = 4 }; /* inputs of one layer at most */
 typedef struct conv_input {
     const float *data;
     int c, up;
@@ -76,8 +77,8 @@ typedef struct conv_input {
 /* y (n, cout, oh, ow) = conv(the nin inputs, of the convolution's input size h x w) + add,
  * add[i * add_stride + co] per image and channel (or NULL); accumulate adds into y. Inputs are
  * never written out whole where the layer is a 3x3 stride-1 one: it is computed in bands of
- * output rows, each one thread's job. -1 when the arena cannot hold the scratch or the inputs'
- * channels are not cin. */
+ * output rows, each one thread's job. -1 when the arena cannot hold the scratch, or there are
+ * more than CONV_MAX_INPUTS inputs or their channels are not cin. */
 int op_conv2d_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int h, int w,
                      const float *add, int add_stride, float *y, int accumulate, arena *a);
 
@@ -93,7 +94,7 @@ typedef struct groupnorm {
 void op_groupnorm(const groupnorm *gn, const float *x, int n, int hw, const float *scale,
                   const float *shift, int shift_stride, op_act act, float *y);
 /* The same GroupNorm as the coefficients of y = x * a + b per (image, channel), a and b
- * [n, channels], over the nin plain inputs concatenated on channels (a group may span two):
+ * [n, channels], over the nin (<= CONV_MAX_INPUTS) plain inputs concatenated on channels:
  * what a convolution's conv_input applies as it reads them. */
 void op_groupnorm_coeffs(const groupnorm *gn, const conv_input *in, int nin, int n, int hw,
                          const float *scale, const float *shift, int shift_stride, float *a,
