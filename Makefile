@@ -32,7 +32,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
         bench-mpi deps fixtures format format-check check-limits check-headers clean install \
         test-cluster ansible-check
 
-all: $(BUILD)/strata $(BUILD)/tests
+all: $(BUILD)/strata $(BUILD)/tests $(BUILD)/fuzz-seeds
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -92,9 +92,12 @@ $(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/util.o
 # The seeds of the fuzz corpora, once, into tests/fuzz/corpus: messages, a journal, PNGs and a
 # safetensors file written by the product's own writers (tests/fuzz/seeds/make_seeds.c), and the
 # shipped job, pipeline and model JSON files and the safetensors fixtures.
-fuzz-seeds: $(BUILD)/obj/tests/fuzz/seeds/make_seeds.o $(LIB_OBJ)
-	@echo '  LINK  $(BUILD)/fuzz-seeds'
-	@$(CC) $(CFLAGS) $^ -o $(BUILD)/fuzz-seeds $(LDFLAGS) $(LDLIBS)
+# `all` builds the program too, so that a change to the messages it writes cannot leave it behind.
+$(BUILD)/fuzz-seeds: $(BUILD)/obj/tests/fuzz/seeds/make_seeds.o $(LIB_OBJ)
+	@echo '  LINK  $@'
+	@$(CC) $(CFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+
+fuzz-seeds: $(BUILD)/fuzz-seeds
 	./$(BUILD)/fuzz-seeds tests/fuzz/corpus
 	mkdir -p tests/fuzz/corpus/job tests/fuzz/corpus/pipeline tests/fuzz/corpus/config
 	cp configs/jobs/*.yaml tests/fuzz/corpus/job/

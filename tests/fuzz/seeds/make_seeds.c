@@ -53,7 +53,7 @@ static int worker_msgs(void)
                                    .ranks = 2,
                                    .pid = 31337};
     int rc = put_msg("hello", &m);
-    rc |= put_msg("ready", &(proto_msg){.type = PROTO_READY, .ready.credits = 3});
+    rc |= put_msg("ready", &(proto_msg){.type = PROTO_READY, .ready = {.capacity = 3, .received = 5, .draining = true}});
     m = (proto_msg){.type = PROTO_RESULT};
     m.result = (struct proto_result){.task = 1ull << 40,
                                      .attempt = 2,
@@ -76,8 +76,7 @@ static int coordinator_msgs(void)
 {
     static uint8_t cond[3 * 8 * 8];
     proto_msg m = {.type = PROTO_WELCOME};
-    m.welcome.config = (proto_level_config){.model = "models/l32",
-                                            .kind = LEVEL_KIND_REFINE,
+    m.welcome.config = (proto_level_config){.kind = LEVEL_KIND_REFINE,
                                             .index = 1,
                                             .side = 128,
                                             .steps = 20,
