@@ -53,7 +53,8 @@ static int worker_msgs(void)
                                    .ranks = 2,
                                    .pid = 31337};
     int rc = put_msg("hello", &m);
-    rc |= put_msg("ready", &(proto_msg){.type = PROTO_READY, .ready = {.capacity = 3, .received = 5, .draining = true}});
+    rc |= put_msg("ready", &(proto_msg){.type = PROTO_READY,
+                                        .ready = {.capacity = 3, .received = 5, .draining = true}});
     m = (proto_msg){.type = PROTO_RESULT};
     m.result = (struct proto_result){.task = 1ull << 40,
                                      .attempt = 2,
