@@ -340,6 +340,9 @@ static size_t conv_scratch_floats(const conv2d *cv, int h, int w, int group)
 int op_conv2d(const conv2d *cv, const float *x, int n, int h, int w, float *y, int accumulate,
               arena *a)
 {
+    if (conv2d_is_banded(cv, h, w)) /* large maps: in bands, as the UNet forward runs them */
+        return op_conv2d_inputs(cv, &(conv_input){.data = x, .c = cv->cin}, 1, n, h, w, NULL, 0, y,
+                                accumulate, a);
     int oh, ow;
     conv2d_out_size(cv, h, w, &oh, &ow);
     size_t ohw = (size_t)oh * ow, chw = (size_t)cv->cin * h * w, ochw = (size_t)cv->cout * ohw;

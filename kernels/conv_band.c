@@ -161,7 +161,7 @@ static int conv_banded_inputs(const bands *b, int n, arena *a)
 /* Whether the layer takes the banded path: 3x3 stride 1 on 128 x 128 pixels or more, where a
  * band of at least BAND_MIN_BANDS per image is still a GEMM of 2,048 columns or more. Smaller
  * maps (a 32 x 32 generator's) run as before, their few bands too few to share out. */
-static int conv_is_banded(const conv2d *cv, int h, int w)
+int conv2d_is_banded(const conv2d *cv, int h, int w)
 {
     return cv->k == 3 && cv->stride == 1 && cv->pad[0] == 1 && cv->pad[1] == 1 && cv->pad[2] == 1 &&
            cv->pad[3] == 1 && w >= 16 && (long)h * w >= 128 * 128 && cv->cin >= 16;
@@ -221,7 +221,7 @@ int op_conv2d_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int
                      const float *add, int add_stride, float *y, int accumulate, arena *a)
 {
     if (nin < 1 || nin > CONV_MAX_INPUTS || inputs_channels(in, nin) != cv->cin) return -1;
-    if (conv_is_banded(cv, h, w)) {
+    if (conv2d_is_banded(cv, h, w)) {
         bands b = {cv, in, nin, h, w, band_rows(cv->cin, h, w), add, add_stride, accumulate, y};
         return conv_banded_inputs(&b, n, a);
     }

@@ -82,6 +82,10 @@ typedef struct conv_input {
 int op_conv2d_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int h, int w,
                      const float *add, int add_stride, float *y, int accumulate, arena *a);
 
+/* Whether a layer on an h x w input runs in bands of output rows (3x3 stride 1 on 128 x 128 or
+ * more): op_conv2d and op_conv2d_inputs both take that path for it. */
+int conv2d_is_banded(const conv2d *cv, int h, int w);
+
 /* GroupNorm over (n, c, hw), then gamma/beta, then optionally y = y * (1 + scale) + shift with
  * per-(image, channel) scale and shift (scale_shift time conditioning), then the activation. */
 typedef struct groupnorm {

@@ -82,7 +82,7 @@ TEST(ops_conv_bands_match_direct_convolution)
         /* stride 2: im2col, 432 rows x 100 x 100 = 4.3 M floats, two bands */
         {1, 2, 0, 48, 8, 200, 200},
         {3, 2, 1, 48, 8, 200, 200},
-        /* 3x3 stride 1 on 16+ channels: shifted GEMMs, 1026-float rows, two bands of 202 */
+        /* 3x3 stride 1 on 16+ channels and 128 x 128+: the banded path (kernels/conv_band.c) */
         {1, 1, 0, 16, 4, 300, 1024},
         {1, 1, 1, 16, 4, 300, 1024},
         /* one band each, several images, one per thread; the 16-wide edge of the rule */
