@@ -15,19 +15,21 @@ static void fill(float *p, size_t n)
 int kernels_bench_conv_strided(int cin, int cout, int k, int stride, int h, int w, int batch,
                                int threads, int iters, double *gflops)
 {
-    conv2d cv = {cin, cout, k, stride, {k / 2, k / 2, k / 2, k / 2}, NULL, NULL};
+    conv2d cv = {cin, cout, k, stride, {k / 2, k / 2, k / 2, k / 2}, NULL, NULL, NULL};
     int oh, ow;
     conv2d_out_size(&cv, h, w, &oh, &ow);
     size_t kdim = (size_t)cin * k * k, hw = (size_t)h * w, ohw = (size_t)oh * ow;
     float *wt = malloc(kdim * cout * sizeof(float)), *bias = calloc((size_t)cout, sizeof(float));
+    float *wino = malloc((conv2d_winograd_floats(&cv) + 1) * sizeof(float));
     float *x = malloc((size_t)batch * cin * hw * sizeof(float));
     float *y = malloc((size_t)batch * cout * ohw * sizeof(float));
     arena a;
     arena_init(&a);
-    int rc = wt && bias && x && y ? 0 : ERR_NOMEM;
+    int rc = wt && bias && wino && x && y ? 0 : ERR_NOMEM;
     if (!rc) {
         fill(wt, kdim * cout), fill(x, (size_t)batch * cin * hw);
         cv.weight = wt, cv.bias = bias;
+        if (conv2d_winograd_floats(&cv)) conv2d_winograd_weights(&cv, wino);
         kernels_set_threads(threads);
         /* warm-up, sizes the arena; -1 only when the arena cannot grow */
         rc = op_conv2d(&cv, x, batch, h, w, y, 0, &a) ? ERR_NOMEM : 0;
@@ -40,7 +42,7 @@ int kernels_bench_conv_strided(int cin, int cout, int k, int stride, int h, int 
         *gflops = 2.0 * cout * kdim * ohw * batch * iters / (clock_now_s() - t0) * 1e-9;
     }
     arena_fini(&a);
-    free(wt), free(bias), free(x), free(y);
+    free(wt), free(bias), free(wino), free(x), free(y);
     return rc;
 }
 

@@ -4,7 +4,10 @@
  * own. 3x3 stride-1 layers on large maps run in bands of output rows, each band one job of one
  * thread from start to end: it builds its padded input rows, runs the nine GEMMs of the taps
  * on them in cache, and writes its output rows with the bias (and the time embedding, and the
- * residual when accumulating) added on the way: no barrier between the steps. */
+ * residual when accumulating) added on the way: no barrier between the steps. A loaded model's
+ * layers carry their kernels in Winograd's domain too, and on maps of even sides their bands
+ * run Winograd F(2x2, 3x3) instead of the nine taps (conv_winograd.c): 16 GEMMs of a quarter of
+ * the columns, 16 / 36 of the multiply-adds. */
 #include "kernels/arena.h"
 #include "kernels/gemm.h"
 #include "kernels/ops.h"
@@ -57,11 +60,40 @@ static int band_rows(int cin, int h, int w)
     return rows < 1 ? 1 : rows > most ? (int)most : (int)rows;
 }
 
-/* Floats of one thread's scratch: the padded input rows, their slack, and the band's output. */
-static size_t band_scratch_floats(const conv2d *cv, int h, int w)
+/* A band of the Winograd path: as many rows as the direct path's, made even, and its tiles
+ * taken WINO_CHUNK_TILES at a time (whole columns of the band's tile rows), so that a chunk's
+ * transformed input and products stay in cache between the transforms and the GEMMs. */
+enum { WINO_CHUNK_TILES = 384 };
+
+static int wino_rows(int cin, int h, int w)
 {
-    size_t rows = (size_t)band_rows(cv->cin, h, w), pw = (size_t)w + 2;
-    return (rows + 2) * pw * cv->cin + BAND_SLACK + rows * pw * cv->cout;
+    int rows = band_rows(cin, h, w) & ~1;
+    return rows < 2 ? 2 : rows;
+}
+
+static int wino_chunk_columns(int rows, int w)
+{
+    int n = WINO_CHUNK_TILES / (rows / 2);
+    return n < 1 ? 1 : n > w / 2 ? w / 2 : n;
+}
+
+/* Whether the banded layer runs as Winograd F(2x2, 3x3): its kernels transformed, both sides
+ * even (the tiles are 2x2 blocks of output, and so are the bands' rows). */
+static int uses_winograd(const conv2d *cv, int h, int w)
+{
+    return cv->winograd && h % 2 == 0 && w % 2 == 0;
+}
+
+/* Floats of one thread's scratch: the padded input rows and their slack, then the band's output;
+ * for Winograd, a chunk's transformed input and products and the transforms' rows. */
+static size_t band_scratch_floats(const conv2d *cv, int h, int w, int rows)
+{
+    size_t pw = (size_t)w + 2, pad = ((size_t)rows + 2) * pw * cv->cin + BAND_SLACK;
+    if (uses_winograd(cv, h, w))
+        return pad +
+               (size_t)rows / 2 * wino_chunk_columns(rows, w) * WINO_POINTS * (cv->cin + cv->cout) +
+               WINO_TMP_FLOATS(w / 2);
+    return pad + (size_t)rows * pw * cv->cout;
 }
 
 /* pad [cin, rows + 2, w + 2]: input rows oy0 - 1 .. oy0 + rows as the convolution reads them,
@@ -116,6 +148,7 @@ typedef struct bands {
     const conv2d *cv;
     const conv_input *in;
     int nin, h, w, rows; /* rows: of a band, the last one's possibly fewer */
+    int winograd;
     const float *add;
     int add_stride, accumulate;
     float *y;
@@ -140,20 +173,46 @@ static void conv_band(const bands *b, int i, int oy0, float *scratch)
                b->y + (size_t)i * cv->cout * hw + (size_t)oy0 * w, hw, b->accumulate);
 }
 
+/* The same band by Winograd F(2x2, 3x3): its padded input rows, then chunk by chunk of tile
+ * columns their transform, one GEMM per transformed point (K = cin, one column per 2x2 tile), and
+ * the inverse transform written to y. */
+static void wino_band(const bands *b, int i, int oy0, float *scratch)
+{
+    const conv2d *cv = b->cv;
+    int cin = cv->cin, cout = cv->cout, w = b->w, pw = w + 2;
+    int rows = b->h - oy0 < b->rows ? b->h - oy0 : b->rows, chunk = wino_chunk_columns(b->rows, w);
+    size_t hw = (size_t)b->h * w, most = (size_t)(rows / 2) * chunk;
+    float *pad = scratch, *v = pad + (size_t)(rows + 2) * pw * cin + BAND_SLACK;
+    float *m = v + WINO_POINTS * cin * most, *tmp = m + WINO_POINTS * cout * most;
+    float *y = b->y + (size_t)i * cout * hw + (size_t)oy0 * w;
+    const float *add = b->add ? b->add + (size_t)i * b->add_stride : NULL;
+    build_band(b->in, b->nin, i, b->h, w, oy0, rows, pad);
+    for (int tx0 = 0; tx0 < w / 2; tx0 += chunk) {
+        int n = w / 2 - tx0 < chunk ? w / 2 - tx0 : chunk, tiles = rows / 2 * n;
+        winograd_input(pad, cin, rows, w, tx0, n, v, tmp);
+        for (int p = 0; p < WINO_POINTS; p++)
+            gemm_traced(CblasNoTrans, CblasNoTrans, cout, tiles, cin, 1.0f,
+                        cv->winograd + (size_t)p * cout * cin, cin, v + (size_t)p * cin * tiles,
+                        tiles, 0.0f, m + (size_t)p * cout * tiles, tiles);
+        winograd_output(cv, add, m, rows, w, tx0, n, y, hw, b->accumulate, tmp);
+    }
+}
+
 /* The 3x3 stride-1 pad-1 layer on large maps: every (image, band) one job, the jobs spread
  * over the threads in one parallel region (no barrier between the steps of a band). What a job
  * computes does not depend on which thread runs it. */
 static int conv_banded_inputs(const bands *b, int n, arena *a)
 {
     int count = (b->h + b->rows - 1) / b->rows;
-    size_t scratch_floats = band_scratch_floats(b->cv, b->h, b->w);
+    size_t scratch_floats = band_scratch_floats(b->cv, b->h, b->w, b->rows);
     float *scratch = arena_floats(a, scratch_floats * omp_get_max_threads());
     if (!scratch) return -1;
     gemm_once_single_threaded();
 #pragma omp parallel for schedule(static) if (n * count > 1)
     for (int job = 0; job < n * count; job++)
-        conv_band(b, job / count, job % count * b->rows,
-                  scratch + (size_t)omp_get_thread_num() * scratch_floats);
+        (b->winograd ? wino_band
+                     : conv_band)(b, job / count, job % count * b->rows,
+                                  scratch + (size_t)omp_get_thread_num() * scratch_floats);
     arena_free(a, scratch);
     return 0;
 }
@@ -222,7 +281,11 @@ int op_conv2d_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int
 {
     if (nin < 1 || nin > CONV_MAX_INPUTS || inputs_channels(in, nin) != cv->cin) return -1;
     if (conv2d_is_banded(cv, h, w)) {
-        bands b = {cv, in, nin, h, w, band_rows(cv->cin, h, w), add, add_stride, accumulate, y};
+        int wino = uses_winograd(cv, h, w);
+        bands b = {cv,         in,  nin,
+                   h,          w,   wino ? wino_rows(cv->cin, h, w) : band_rows(cv->cin, h, w),
+                   wino,       add, add_stride,
+                   accumulate, y};
         return conv_banded_inputs(&b, n, a);
     }
     if (nin > 1 && cv->k == 1 && cv->stride == 1 && !cv->pad[0] && !cv->pad[1] && !cv->pad[2] &&

@@ -18,7 +18,7 @@ typedef struct loader {
     const char *config_path;
     st_file_t *st;
     int dry;
-    size_t count;
+    size_t count, derived; /* floats in all; those computed from the weights, not loaded */
     float *next;
     strata_err *e;
     int rc;
@@ -78,6 +78,13 @@ static void load_conv(loader *l, conv2d *cv, int cin, int cout, int k, int strid
     if (!l->dry && !l->rc && k > 1 && conv2d_weight_taps_major((float *)cv->weight, cout, cin, k))
         l->rc = err_set(l->e, ERR_NOMEM, "out of memory");
     cv->bias = loadf(l, 1, bs, "%s.bias", prefix);
+    /* the kernels in Winograd's domain follow in the block, for the banded path */
+    size_t wino = conv2d_winograd_floats(cv);
+    if (l->rc || !wino) return;
+    if (!l->dry) conv2d_winograd_weights(cv, l->next);
+    l->next += l->dry ? 0 : wino;
+    l->count += l->dry ? wino : 0;
+    l->derived += l->dry ? wino : 0;
 }
 
 /* A GroupNorm with gamma and beta from prefix.weight / prefix.bias. */
@@ -384,7 +391,7 @@ int unet_load(const char *dir, unet_t **out, strata_err *e)
         unet_free(m);
         return rc;
     }
-    fill_info(m, l.count);
+    fill_info(m, l.count - l.derived);
     arena_init(&m->arena);
     *out = m;
     return 0;

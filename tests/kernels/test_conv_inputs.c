@@ -1,7 +1,8 @@
 /* op_conv2d_inputs (kernels/conv_band.c) against a float64 convolution of the input it stands
  * for: two maps concatenated on channels, the second stored at half size and read upsampled,
  * the first read through a per-channel affine and SiLU, plus a per-image add; on the banded
- * path (128 x 128: several bands, two images), the written-out path (32 x 32), and a 1x1 layer
+ * path (128 x 128: several bands, two images) by nine taps and by Winograd F(2x2, 3x3), the
+ * written-out path (32 x 32), and a 1x1 layer
  * over two plain maps; writing and accumulating. op_groupnorm_coeffs over a concatenation whose
  * groups span both maps, against float64 statistics. */
 #include <math.h>
@@ -55,12 +56,13 @@ static double direct(const conv2d *cv, const conv_input *in, const float *add, i
     return sum;
 }
 
-/* Largest |op_conv2d_inputs - direct| relative to the largest |direct|; -1 when it fails. */
-static double inputs_error(int k, int side, int accumulate)
+/* Largest |op_conv2d_inputs - direct| relative to the largest |direct|; -1 when it fails. With
+ * winograd, the layer carries its kernels in Winograd's domain, as a loaded model's do. */
+static double inputs_error(int k, int side, int accumulate, int winograd)
 {
     unsigned seed = 11;
     int hw = side * side, up = k == 3; /* a 1x1 layer takes plain inputs only */
-    conv2d cv = {C0 + C1, COUT, k, 1, {k / 2, k / 2, k / 2, k / 2}, NULL, NULL};
+    conv2d cv = {C0 + C1, COUT, k, 1, {k / 2, k / 2, k / 2, k / 2}, NULL, NULL, NULL};
     float *x0 = random_floats((size_t)N * C0 * hw, &seed);
     float *x1 = random_floats((size_t)N * C1 * hw / (up ? 4 : 1), &seed);
     float *wgt = random_floats((size_t)COUT * cv.cin * k * k, &seed);
@@ -70,6 +72,8 @@ static double inputs_error(int k, int side, int accumulate)
     for (size_t j = 0; j < (size_t)N * COUT * hw; j++)
         y[j] = accumulate ? 1.0f : NAN;
     cv.weight = wgt, cv.bias = bias;
+    float *wino = malloc((conv2d_winograd_floats(&cv) + 1) * sizeof *wino);
+    if (winograd && wino) conv2d_winograd_weights(&cv, wino);
     conv_input in[2] = {{x0, C0, 0, up ? a : NULL, up ? b : NULL, C0, OP_ACT_SILU},
                         {x1, C1, up, NULL, NULL, 0, OP_ACT_NONE}};
     arena ar;
@@ -90,19 +94,22 @@ static double inputs_error(int k, int side, int accumulate)
                 }
     }
     arena_fini(&ar);
-    free(x0), free(x1), free(wgt), free(bias), free(a), free(b), free(add), free(y);
+    free(x0), free(x1), free(wgt), free(wino), free(bias), free(a), free(b), free(add), free(y);
     return err < 0 ? err : err / ref;
 }
 
 TEST(ops_conv_inputs_match_direct_convolution)
 {
-    static const int cases[][3] = {/* k, side, accumulate */
-                                   {3, 128, 0}, {3, 128, 1}, {3, 32, 0},
-                                   {3, 32, 1},  {1, 64, 0},  {1, 64, 1}};
+    /* with Winograd: several bands, chunks of tile columns and a shorter last chunk */
+    static const int cases[][4] = {/* k, side, accumulate, winograd */
+                                   {3, 128, 0, 0}, {3, 128, 1, 0}, {3, 128, 0, 1},
+                                   {3, 128, 1, 1}, {3, 130, 1, 1}, {3, 32, 0, 0},
+                                   {3, 32, 1, 0},  {1, 64, 0, 0},  {1, 64, 1, 0}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        double rel = inputs_error(cases[i][0], cases[i][1], cases[i][2]);
-        CHECKF(rel >= 0 && rel < 1e-5, "k=%d side=%d accumulate=%d: relative error %g", cases[i][0],
-               cases[i][1], cases[i][2], rel);
+        const int *c = cases[i];
+        double rel = inputs_error(c[0], c[1], c[2], c[3]);
+        CHECKF(rel >= 0 && rel < 1e-5, "k=%d side=%d accumulate=%d winograd=%d: relative error %g",
+               c[0], c[1], c[2], c[3], rel);
     }
 }
 
