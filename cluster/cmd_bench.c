@@ -72,6 +72,8 @@ static int trace_gemms(const bench_forward *f, kernels_gemm **log, int *count, s
 /* ms: the mean forward; min_ms: the fastest one, steadier on a shared machine; gemm_gflop: the
  * forward's work in GEMMs (convolutions, projections, attention), gemms of them, traced in the
  * first warm-up pass; gflops: that work over the fastest forward, to set beside the sgemm peak;
+ * direct_gflop(s): the same with each Winograd GEMM counted as the direct convolution's work it
+ * replaces (36 / 16 of its own), the work PyTorch's forward does;
  * gemm_alone_ms: those GEMMs timed alone as plain sgemm calls, their weights in cache unlike in
  * the forward, that is what the forward would cost if nothing but its GEMMs took time. */
 static int bench_forwards(const bench_args *a, const bench_forward *f, strata_err *e)
@@ -87,20 +89,23 @@ static int bench_forwards(const bench_args *a, const bench_forward *f, strata_er
         double took = clock_now_s() - ti;
         fastest = took < fastest ? took : fastest;
     }
-    double ms = (clock_now_s() - t0) * 1e3 / a->iters, gemm_ms = -1, flops = 0;
+    double ms = (clock_now_s() - t0) * 1e3 / a->iters, gemm_ms = -1, flops = 0, direct = 0;
     long rss_kb = peak_rss_kb(); /* before the GEMMs alone allocate their operands */
     if (!rc && a->gemms_alone && kernels_bench_gemms(log, count, a->threads, a->iters, &gemm_ms))
         rc = err_set(e, ERR_NOMEM, "out of memory");
-    for (int i = 0; i < count && !rc; i++)
+    for (int i = 0; i < count && !rc; i++) {
         flops += 2.0 * log[i].m * log[i].n * log[i].k;
+        direct += 2.0 * log[i].m * log[i].n * log[i].k * (log[i].winograd ? 36.0 / 16 : 1.0);
+    }
     char alone[32] = "-";
     if (gemm_ms >= 0) snprintf(alone, sizeof alone, "%.2f", gemm_ms);
     if (!rc)
         printf("unet batch=%d side=%d threads=%d ms=%.2f min_ms=%.2f gemms=%d gemm_gflop=%.3f "
-               "gflops=%.1f gemm_alone_ms=%s peak_rss_mb=%.1f params=%lld\n",
+               "gflops=%.1f direct_gflop=%.3f direct_gflops=%.1f gemm_alone_ms=%s peak_rss_mb=%.1f "
+               "params=%lld\n",
                f->n, f->side, a->threads, ms, fastest * 1e3, count, flops * 1e-9,
-               flops * 1e-9 / fastest, alone, rss_kb / 1024.0,
-               (long long)unet_get_info(f->m)->num_params);
+               flops * 1e-9 / fastest, direct * 1e-9, direct * 1e-9 / fastest, alone,
+               rss_kb / 1024.0, (long long)unet_get_info(f->m)->num_params);
     free(log);
     return rc;
 }

@@ -226,7 +226,7 @@ static void shifted_gemms(const conv2d *cv, const float *pad, size_t plane, int 
     int slices = gemm_slices(18.0 * cv->cout * cols * cv->cin);
     int chunk = ((cols + slices - 1) / slices + 15) / 16 * 16, chunks = (cols + chunk - 1) / chunk;
     for (int t = 0; t < 9; t++)
-        gemm_note(0, 0, cv->cout, cols, cv->cin);
+        gemm_note(0, 0, cv->cout, cols, cv->cin, 0);
 #pragma omp parallel for schedule(static) if (parallel && chunks > 1)
     for (int i = 0; i < chunks; i++) {
         int lo = i * chunk, cnt = cols - lo < chunk ? cols - lo : chunk;

@@ -191,9 +191,9 @@ static void wino_band(const bands *b, int i, int oy0, float *scratch)
         int n = w / 2 - tx0 < chunk ? w / 2 - tx0 : chunk, tiles = rows / 2 * n;
         winograd_input(pad, cin, rows, w, tx0, n, v, tmp);
         for (int p = 0; p < WINO_POINTS; p++)
-            gemm_traced(CblasNoTrans, CblasNoTrans, cout, tiles, cin, 1.0f,
-                        cv->winograd + (size_t)p * cout * cin, cin, v + (size_t)p * cin * tiles,
-                        tiles, 0.0f, m + (size_t)p * cout * tiles, tiles);
+            gemm_traced_winograd(cout, tiles, cin, cv->winograd + (size_t)p * cout * cin, cin,
+                                 v + (size_t)p * cin * tiles, tiles, m + (size_t)p * cout * tiles,
+                                 tiles);
         winograd_output(cv, add, m, rows, w, tx0, n, y, hw, b->accumulate, tmp);
     }
 }

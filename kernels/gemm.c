@@ -27,13 +27,13 @@ static kernels_gemm *gemm_log;
 static int gemm_log_cap, gemm_log_count;
 
 /* Safe from several threads at once: each note takes its own slot. */
-void gemm_note(int trans_a, int trans_b, int m, int n, int k)
+void gemm_note(int trans_a, int trans_b, int m, int n, int k, int winograd)
 {
     if (!gemm_log) return;
     int i;
 #pragma omp atomic capture
     i = gemm_log_count++;
-    if (i < gemm_log_cap) gemm_log[i] = (kernels_gemm){m, n, k, trans_a, trans_b};
+    if (i < gemm_log_cap) gemm_log[i] = (kernels_gemm){m, n, k, trans_a, trans_b, winograd};
 }
 
 /* Starts (log != NULL) or stops the trace; returns the count of the one before. */
@@ -48,8 +48,16 @@ int kernels_trace_gemms(kernels_gemm *log, int cap)
 void gemm_traced(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
 {
-    gemm_note(ta == CblasTrans, tb == CblasTrans, m, n, k);
+    gemm_note(ta == CblasTrans, tb == CblasTrans, m, n, k, 0);
     cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm_traced_winograd(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                          float *c, int ldc)
+{
+    gemm_note(0, 0, m, n, k, 1);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c,
+                ldc);
 }
 
 /* Sets OpenBLAS to one thread on the first call only (it is not free to call per GEMM). */
@@ -73,7 +81,7 @@ void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int 
     int chunk = ((len + slices - 1) / slices + 15) / 16 * 16;
     int chunks = (len + chunk - 1) / chunk;
     CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-    gemm_note(0, trans_b, m, n, k);
+    gemm_note(0, trans_b, m, n, k, 0);
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (int i = 0; i < chunks; i++) {
         int lo = i * chunk, cnt = len - lo < chunk ? len - lo : chunk;

@@ -271,9 +271,11 @@ int kernels_bench_conv_strided(int cin, int cout, int k, int stride, int h, int 
                                int threads, int iters, double *gflops);
 /* GFLOP/s of one plain OpenBLAS sgemm (m x k times k x n) on `threads` OpenBLAS threads. */
 int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gflops);
-/* One GEMM the engine asked for: row-major (m x k) times (k x n), operands transposed or not. */
+/* One GEMM the engine asked for: row-major (m x k) times (k x n), operands transposed or not;
+ * winograd: one of the 16 of a Winograd F(2x2, 3x3) band, whose multiply-adds stand for 36 / 16
+ * as many of the direct convolution (the work PyTorch does for the same layer). */
 typedef struct kernels_gemm {
-    int m, n, k, trans_a, trans_b;
+    int m, n, k, trans_a, trans_b, winograd;
 } kernels_gemm;
 /* Records the GEMMs of the engine from now on into log (at most cap; NULL stops). Returns how
  * many there were since the last start, even past cap. Not for use while a forward runs. */

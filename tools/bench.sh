@@ -87,13 +87,14 @@ torch_run() {
 }
 
 # The SR model at its tile size on 1 and 2 threads: strata beside PyTorch, both as GFLOP/s of the
-# forward's GEMM work against OpenBLAS's sgemm peak on as many threads; the convolutions' shapes
+# forward's work (the direct convolutions', which PyTorch does) against OpenBLAS's sgemm peak on
+# as many threads, and strata's GEMMs' own rate (Winograd's do less work than they stand for); the convolutions' shapes
 # at that side; the time per megapixel by tile side. strata skips timing the GEMMs alone here
 # (--no-gemms-alone): at 1056 that would be 2 x (iters + 1) forwards' GEMMs more.
 sr_section() {
   local convs="" s2=""
   echo "super-resolution model: $sr_model at ${sr_size}x$sr_size, batch 1"
-  printf '\n%-8s %10s %10s %9s %10s %8s %8s %8s %8s %10s %10s\n' threads strata_ms torch_ms speedup gemm_gflop strata_gf torch_gf sgemm_pk of_peak strata_mb torch_mb
+  printf '\n%-8s %10s %10s %9s %9s %8s %8s %8s %8s %8s %10s %10s\n' threads strata_ms torch_ms speedup gflop strata_gf torch_gf sgemm_pk of_peak gemm_gf strata_mb torch_mb
   for threads in 1 2; do
     # the sgemm peak from the convolutions' run (the shapes' own rates and three large GEMMs)
     c=$("$strata" bench conv --shapes sr --side "$sr_size" --threads "$threads" --iters "$sr_iters")
@@ -102,7 +103,8 @@ sr_section() {
     s=$(best_of_two "$strata" bench unet --model "$sr_model" --size "$sr_size" --threads "$threads" --iters "$sr_iters" --no-gemms-alone)
     [ "$threads" = 2 ] && s2=$s
     s_ms=$(echo "$s" | field min_ms); s_rss=$(echo "$s" | field peak_rss_mb)
-    gflop=$(echo "$s" | field gemm_gflop); s_gf=$(echo "$s" | field gflops)
+    gflop=$(echo "$s" | field direct_gflop); s_gf=$(echo "$s" | field direct_gflops)
+    g_gf=$(echo "$s" | field gflops)
     of_peak=$(awk -v a="$s_gf" -v b="$peak" 'BEGIN { printf "%.0f%%", 100 * a / b }')
     t_ms=-; t_rss=-; ratio=-; t_gf=-
     if [ "$have_torch" = 1 ]; then
@@ -111,12 +113,13 @@ sr_section() {
       ratio=$(awk -v a="$t_ms" -v b="$s_ms" 'BEGIN { printf "%.2fx", a / b }')
       t_gf=$(awk -v g="$gflop" -v t="$t_ms" 'BEGIN { printf "%.1f", g * 1e3 / t }')
     fi
-    printf '%-8s %10s %10s %9s %10s %8s %8s %8s %8s %10s %10s\n' "$threads" "$s_ms" "$t_ms" "$ratio" "$gflop" "$s_gf" "$t_gf" "$peak" "$of_peak" "$s_rss" "$t_rss"
+    printf '%-8s %10s %10s %9s %9s %8s %8s %8s %8s %8s %10s %10s\n' "$threads" "$s_ms" "$t_ms" "$ratio" "$gflop" "$s_gf" "$t_gf" "$peak" "$of_peak" "$g_gf" "$s_rss" "$t_rss"
   done
-  echo "(ms: the fastest forward of two runs of $sr_iters; gf: the forward's GEMM work as strata"
-  echo " traces it (gemm_gflop) over the fastest forward, the same work for PyTorch; sgemm_pk: OpenBLAS's"
+  echo "(ms: the fastest forward of two runs of $sr_iters; gflop: the forward's work as direct"
+  echo " convolutions and GEMMs (strata's direct_gflop: its Winograd GEMMs counted as the direct work"
+  echo " they replace); strata_gf, torch_gf: that work over the fastest forward; sgemm_pk: OpenBLAS's"
   echo " best sgemm GFLOP/s on as many threads (the sgemm_peak lines below); of_peak = strata_gf /"
-  echo " sgemm_pk; mb: peak RSS)"
+  echo " sgemm_pk; gemm_gf: the GEMMs strata runs (gemm_gflop) over its fastest forward; mb: peak RSS)"
   echo
   echo "convolutions of $sr_model at side $sr_size (every shape of its forward; count: how many"
   echo "convolutions have it) vs one plain OpenBLAS sgemm of the same M, K and N (N at most 8192)"
