@@ -209,10 +209,13 @@ static int conv_banded_inputs(const bands *b, int n, arena *a)
     if (!scratch) return -1;
     gemm_once_single_threaded();
 #pragma omp parallel for schedule(static) if (n * count > 1)
-    for (int job = 0; job < n * count; job++)
-        (b->winograd ? wino_band
-                     : conv_band)(b, job / count, job % count * b->rows,
-                                  scratch + (size_t)omp_get_thread_num() * scratch_floats);
+    for (int job = 0; job < n * count; job++) {
+        float *mine = scratch + (size_t)omp_get_thread_num() * scratch_floats;
+        if (b->winograd)
+            wino_band(b, job / count, job % count * b->rows, mine);
+        else
+            conv_band(b, job / count, job % count * b->rows, mine);
+    }
     arena_free(a, scratch);
     return 0;
 }
@@ -282,10 +285,17 @@ int op_conv2d_inputs(const conv2d *cv, const conv_input *in, int nin, int n, int
     if (nin < 1 || nin > CONV_MAX_INPUTS || inputs_channels(in, nin) != cv->cin) return -1;
     if (conv2d_is_banded(cv, h, w)) {
         int wino = uses_winograd(cv, h, w);
-        bands b = {cv,         in,  nin,
-                   h,          w,   wino ? wino_rows(cv->cin, h, w) : band_rows(cv->cin, h, w),
-                   wino,       add, add_stride,
-                   accumulate, y};
+        bands b = {.cv = cv,
+                   .in = in,
+                   .nin = nin,
+                   .h = h,
+                   .w = w,
+                   .winograd = wino,
+                   .add = add,
+                   .add_stride = add_stride,
+                   .accumulate = accumulate,
+                   .y = y};
+        b.rows = wino ? wino_rows(cv->cin, h, w) : band_rows(cv->cin, h, w);
         return conv_banded_inputs(&b, n, a);
     }
     if (nin > 1 && cv->k == 1 && cv->stride == 1 && !cv->pad[0] && !cv->pad[1] && !cv->pad[2] &&
