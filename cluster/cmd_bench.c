@@ -15,14 +15,16 @@ static const char bench_help[] =
     "                         [--no-gemms-alone]\n"
     "       strata bench conv [--shapes cifar|sr|all] [--side PX] [--threads T] [--iters K]\n\n"
     "unet: mean and fastest time of one UNet2DModel forward (after 2 warm-up passes, the first\n"
-    "tracing its GEMMs), its GFLOP in GEMMs and GFLOP/s (that / the fastest time), those GEMMs\n"
-    "timed alone as plain OpenBLAS sgemm calls (not with --no-gemms-alone: that costs about\n"
+    "tracing its GEMMs), its GFLOP in GEMMs and GFLOP/s (that / the fastest time), the same as\n"
+    "the direct convolutions' work (direct_gflop: a Winograd GEMM counts 36/16 of its own), those\n"
+    "GEMMs timed alone as plain OpenBLAS sgemm calls (not with --no-gemms-alone: that costs about\n"
     "2 x (iters + 1) forwards' GEMMs), and peak RSS.\n"
-    "conv: GFLOP/s of the UNet's convolutions beside plain OpenBLAS sgemm GFLOP/s for the same\n"
-    "GEMM shapes (N at most 8192 columns), one line per shape with how many convolutions of\n"
-    "the forward have it (count), then OpenBLAS's peak sgemm rate. cifar: ddpm-cifar10's main\n"
-    "shapes; sr: every shape of the shipped super-resolution models (models/l128, l512, l4096)\n"
-    "at tile side --side (default 1056, l4096's tile; a multiple of 4); all (default): both.\n";
+    "conv: GFLOP/s of the UNet's convolutions (their direct work) beside plain OpenBLAS sgemm\n"
+    "GFLOP/s for the same GEMM shapes (N at most 8192 columns), one line per shape with how many\n"
+    "convolutions of the forward have it (count), then OpenBLAS's peak sgemm rate. cifar:\n"
+    "ddpm-cifar10's main shapes; sr: every shape of the shipped super-resolution models\n"
+    "(models/l128, l512, l4096) at tile side --side (default 1056, l4096's tile; a multiple of\n"
+    "4); all (default): both.\n";
 
 enum { SHAPES_CIFAR = 1, SHAPES_SR = 2 };
 
