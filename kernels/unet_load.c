@@ -81,10 +81,13 @@ static void load_conv(loader *l, conv2d *cv, int cin, int cout, int k, int strid
     /* the kernels in Winograd's domain follow in the block, for the banded path */
     size_t wino = conv2d_winograd_floats(cv);
     if (l->rc || !wino) return;
-    if (!l->dry) conv2d_winograd_weights(cv, l->next);
-    l->next += l->dry ? 0 : wino;
-    l->count += l->dry ? wino : 0;
-    l->derived += l->dry ? wino : 0;
+    if (l->dry) {
+        l->count += wino;
+        l->derived += wino;
+    } else {
+        conv2d_winograd_weights(cv, l->next);
+        l->next += wino;
+    }
 }
 
 /* A GroupNorm with gamma and beta from prefix.weight / prefix.bias. */
