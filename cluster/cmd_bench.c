@@ -16,7 +16,7 @@ static const char bench_help[] =
     "       strata bench conv [--shapes cifar|sr|all] [--side PX] [--threads T] [--iters K]\n\n"
     "unet: mean and fastest time of one UNet2DModel forward (after 2 warm-up passes, the first\n"
     "tracing its GEMMs), its GFLOP in GEMMs and GFLOP/s (that / the fastest time), the same as\n"
-    "the direct convolutions' work (direct_gflop: a Winograd GEMM counts 36/16 of its own), those\n"
+    "the direct convolutions' work (direct_gflop: a Winograd GEMM counts 4 times its own), those\n"
     "GEMMs timed alone as plain OpenBLAS sgemm calls (not with --no-gemms-alone: that costs about\n"
     "2 x (iters + 1) forwards' GEMMs), and peak RSS.\n"
     "conv: GFLOP/s of the UNet's convolutions (their direct work) beside plain OpenBLAS sgemm\n"
@@ -75,7 +75,7 @@ static int trace_gemms(const bench_forward *f, kernels_gemm **log, int *count, s
  * forward's work in GEMMs (convolutions, projections, attention), gemms of them, traced in the
  * first warm-up pass; gflops: that work over the fastest forward, to set beside the sgemm peak;
  * direct_gflop(s): the same with each Winograd GEMM counted as the direct convolution's work it
- * replaces (36 / 16 of its own), the work PyTorch's forward does;
+ * replaces (KERNELS_WINOGRAD_WORK times its own), the work PyTorch's forward does;
  * gemm_alone_ms: those GEMMs timed alone as plain sgemm calls, their weights in cache unlike in
  * the forward, that is what the forward would cost if nothing but its GEMMs took time. */
 static int bench_forwards(const bench_args *a, const bench_forward *f, strata_err *e)
@@ -97,7 +97,8 @@ static int bench_forwards(const bench_args *a, const bench_forward *f, strata_er
         rc = err_set(e, ERR_NOMEM, "out of memory");
     for (int i = 0; i < count && !rc; i++) {
         flops += 2.0 * log[i].m * log[i].n * log[i].k;
-        direct += 2.0 * log[i].m * log[i].n * log[i].k * (log[i].winograd ? 36.0 / 16 : 1.0);
+        direct +=
+            2.0 * log[i].m * log[i].n * log[i].k * (log[i].winograd ? KERNELS_WINOGRAD_WORK : 1.0);
     }
     char alone[32] = "-";
     if (gemm_ms >= 0) snprintf(alone, sizeof alone, "%.2f", gemm_ms);

@@ -5,9 +5,9 @@
  * thread from start to end: it builds its padded input rows, runs the nine GEMMs of the taps
  * on them in cache, and writes its output rows with the bias (and the time embedding, and the
  * residual when accumulating) added on the way: no barrier between the steps. A loaded model's
- * layers carry their kernels in Winograd's domain too, and on maps of even sides their bands
- * run Winograd F(2x2, 3x3) instead of the nine taps (conv_winograd.c): 16 GEMMs of a quarter of
- * the columns, 16 / 36 of the multiply-adds. */
+ * layers carry their kernels in Winograd's domain too, and on maps whose sides are multiples of 4
+ * their bands run Winograd F(4x4, 3x3) instead of the nine taps (conv_winograd.c): 36 GEMMs of a
+ * sixteenth of the columns, a quarter of the multiply-adds. */
 #include "kernels/arena.h"
 #include "kernels/gemm.h"
 #include "kernels/ops.h"
@@ -60,28 +60,28 @@ static int band_rows(int cin, int h, int w)
     return rows < 1 ? 1 : rows > most ? (int)most : (int)rows;
 }
 
-/* A band of the Winograd path: as many rows as the direct path's, made even, and its tiles
- * taken WINO_CHUNK_TILES at a time (whole columns of the band's tile rows), so that a chunk's
+/* A band of the Winograd path: as many rows as the direct path's, made a multiple of 4, and its
+ * tiles taken WINO_CHUNK_TILES at a time (whole columns of the band's tile rows), so that a chunk's
  * transformed input and products stay in cache between the transforms and the GEMMs. */
-enum { WINO_CHUNK_TILES = 384 };
+enum { WINO_CHUNK_TILES = 192 };
 
 static int wino_rows(int cin, int h, int w)
 {
-    int rows = band_rows(cin, h, w) & ~1;
-    return rows < 2 ? 2 : rows;
+    int rows = band_rows(cin, h, w) / WINO_TILE * WINO_TILE;
+    return rows < WINO_TILE ? WINO_TILE : rows;
 }
 
 static int wino_chunk_columns(int rows, int w)
 {
-    int n = WINO_CHUNK_TILES / (rows / 2);
-    return n < 1 ? 1 : n > w / 2 ? w / 2 : n;
+    int n = WINO_CHUNK_TILES / (rows / WINO_TILE);
+    return n < 1 ? 1 : n > w / WINO_TILE ? w / WINO_TILE : n;
 }
 
-/* Whether the banded layer runs as Winograd F(2x2, 3x3): its kernels transformed, both sides
- * even (the tiles are 2x2 blocks of output, and so are the bands' rows). */
+/* Whether the banded layer runs as Winograd F(4x4, 3x3): its kernels transformed, both sides
+ * multiples of 4 (the tiles are 4x4 blocks of output, and the bands' rows are whole tiles). */
 static int uses_winograd(const conv2d *cv, int h, int w)
 {
-    return cv->winograd && h % 2 == 0 && w % 2 == 0;
+    return cv->winograd && h % WINO_TILE == 0 && w % WINO_TILE == 0;
 }
 
 /* Floats of one thread's scratch: the padded input rows and their slack, then the band's output;
@@ -91,8 +91,9 @@ static size_t band_scratch_floats(const conv2d *cv, int h, int w, int rows)
     size_t pw = (size_t)w + 2, pad = ((size_t)rows + 2) * pw * cv->cin + BAND_SLACK;
     if (uses_winograd(cv, h, w))
         return pad +
-               (size_t)rows / 2 * wino_chunk_columns(rows, w) * WINO_POINTS * (cv->cin + cv->cout) +
-               WINO_TMP_FLOATS(w / 2);
+               (size_t)rows / WINO_TILE * wino_chunk_columns(rows, w) * WINO_POINTS *
+                   (cv->cin + cv->cout) +
+               WINO_TMP_FLOATS(w / WINO_TILE);
     return pad + (size_t)rows * pw * cv->cout;
 }
 
@@ -173,22 +174,23 @@ static void conv_band(const bands *b, int i, int oy0, float *scratch)
                b->y + (size_t)i * cv->cout * hw + (size_t)oy0 * w, hw, b->accumulate);
 }
 
-/* The same band by Winograd F(2x2, 3x3): its padded input rows, then chunk by chunk of tile
- * columns their transform, one GEMM per transformed point (K = cin, one column per 2x2 tile), and
+/* The same band by Winograd F(4x4, 3x3): its padded input rows, then chunk by chunk of tile
+ * columns their transform, one GEMM per transformed point (K = cin, one column per 4x4 tile), and
  * the inverse transform written to y. */
 static void wino_band(const bands *b, int i, int oy0, float *scratch)
 {
     const conv2d *cv = b->cv;
     int cin = cv->cin, cout = cv->cout, w = b->w, pw = w + 2;
     int rows = b->h - oy0 < b->rows ? b->h - oy0 : b->rows, chunk = wino_chunk_columns(b->rows, w);
-    size_t hw = (size_t)b->h * w, most = (size_t)(rows / 2) * chunk;
+    size_t hw = (size_t)b->h * w, most = (size_t)(rows / WINO_TILE) * chunk;
     float *pad = scratch, *v = pad + (size_t)(rows + 2) * pw * cin + BAND_SLACK;
     float *m = v + WINO_POINTS * cin * most, *tmp = m + WINO_POINTS * cout * most;
     float *y = b->y + (size_t)i * cout * hw + (size_t)oy0 * w;
     const float *add = b->add ? b->add + (size_t)i * b->add_stride : NULL;
     build_band(b->in, b->nin, i, b->h, w, oy0, rows, pad);
-    for (int tx0 = 0; tx0 < w / 2; tx0 += chunk) {
-        int n = w / 2 - tx0 < chunk ? w / 2 - tx0 : chunk, tiles = rows / 2 * n;
+    for (int tx0 = 0; tx0 < w / WINO_TILE; tx0 += chunk) {
+        int n = w / WINO_TILE - tx0 < chunk ? w / WINO_TILE - tx0 : chunk;
+        int tiles = rows / WINO_TILE * n;
         winograd_input(pad, cin, rows, w, tx0, n, v, tmp);
         for (int p = 0; p < WINO_POINTS; p++)
             gemm_traced_winograd(cout, tiles, cin, cv->winograd + (size_t)p * cout * cin, cin,

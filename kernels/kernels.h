@@ -272,8 +272,10 @@ int kernels_bench_conv_strided(int cin, int cout, int k, int stride, int h, int 
 /* GFLOP/s of one plain OpenBLAS sgemm (m x k times k x n) on `threads` OpenBLAS threads. */
 int kernels_bench_sgemm(int m, int n, int k, int threads, int iters, double *gflops);
 /* One GEMM the engine asked for: row-major (m x k) times (k x n), operands transposed or not;
- * winograd: one of the 16 of a Winograd F(2x2, 3x3) band, whose multiply-adds stand for 36 / 16
- * as many of the direct convolution (the work PyTorch does for the same layer). */
+ * winograd: one of the 36 of a Winograd F(4x4, 3x3) band, whose multiply-adds stand for
+ * KERNELS_WINOGRAD_WORK times as many of the direct convolution (the work PyTorch does for the
+ * same layer: 9 x 16 products a 4x4 tile, against Winograd's 36). */
+#define KERNELS_WINOGRAD_WORK 4.0
 typedef struct kernels_gemm {
     int m, n, k, trans_a, trans_b, winograd;
 } kernels_gemm;

@@ -29,7 +29,7 @@ void op_gemm(int trans_b, int m, int n, int k, float alpha, const float *a, int 
  * by conv2d_weight_taps_major, so each tap's [cout, cin] block is a matrix of its own), bias
  * [cout] or NULL, padding (top, left, bottom, right) as explicit zeros, any stride. winograd,
  * when set, is the weight of a 3x3 stride-1 layer in Winograd's domain (conv2d_winograd_weights),
- * and the banded path uses it on maps of even sides. */
+ * and the banded path uses it on maps whose sides are multiples of 4. */
 typedef struct conv2d {
     int cin, cout, k, stride;
     int pad[4];
@@ -48,21 +48,21 @@ void op_conv_bias(const conv2d *cv, float *out, size_t ohw, size_t ld, int accum
 /* PyTorch's [cout, cin, k, k] weight reordered in place to [cout, k, k, cin]. -1: no memory. */
 int conv2d_weight_taps_major(float *weight, int cout, int cin, int k);
 
-/* Winograd F(2x2, 3x3) (conv_winograd.c): a 4x4 input block, 16 transformed points. */
-enum { WINO_POINTS = 16 };
+/* Winograd F(4x4, 3x3) (conv_winograd.c): a 6x6 input block, 36 transformed points, 4x4 outputs. */
+enum { WINO_POINTS = 36, WINO_TILE = 4 };
 /* Floats of cv's kernels in Winograd's domain: WINO_POINTS cout cin for a 3x3 stride-1 layer,
  * 0 for any other. */
 size_t conv2d_winograd_floats(const conv2d *cv);
 /* u [WINO_POINTS, cout, cin] = cv's taps-major kernels transformed (G g G^T); cv->winograd = u. */
 void conv2d_winograd_weights(conv2d *cv, float *u);
-/* The n tiles (2x2 output blocks) of columns tx0 .. tx0 + n - 1 of a band of rows output rows
- * (even), whose padded input is pad [cin, rows + 2, w + 2]: v [WINO_POINTS, cin, rows / 2, n] =
- * B^T d B of each tile's 4x4 input block d; tmp WINO_TMP_FLOATS(n) floats. */
+/* The n tiles (4x4 output blocks) of columns tx0 .. tx0 + n - 1 of a band of rows output rows
+ * (a multiple of 4), whose padded input is pad [cin, rows + 2, w + 2]: v [WINO_POINTS, cin,
+ * rows / 4, n] = B^T d B of each tile's 6x6 input block d; tmp WINO_TMP_FLOATS(n) floats. */
 void winograd_input(const float *pad, int cin, int rows, int w, int tx0, int n, float *v,
                     float *tmp);
-#define WINO_TMP_FLOATS(n) (6 * (size_t)(n) + 4)
+#define WINO_TMP_FLOATS(n) (28 * (size_t)(n) + 28)
 /* Those tiles' output pixels in the band's rows of y (planes hw apart, rows w wide) = A^T m A of
- * m [WINO_POINTS, cout, rows / 2, n], plus the bias and add[co] (NULL: none); added to y when
+ * m [WINO_POINTS, cout, rows / 4, n], plus the bias and add[co] (NULL: none); added to y when
  * accumulate; tmp WINO_TMP_FLOATS(n) floats. */
 void winograd_output(const conv2d *cv, const float *add, const float *m, int rows, int w, int tx0,
                      int n, float *y, size_t hw, int accumulate, float *tmp);

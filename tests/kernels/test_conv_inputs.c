@@ -1,8 +1,9 @@
 /* op_conv2d_inputs (kernels/conv_band.c) against a float64 convolution of the input it stands
  * for: two maps concatenated on channels, the second stored at half size and read upsampled,
  * the first read through a per-channel affine and SiLU, plus a per-image add; on the banded
- * path (128 x 128: several bands, two images) by nine taps and by Winograd F(2x2, 3x3), the
- * written-out path (32 x 32), and a 1x1 layer
+ * path (128 x 128: several bands, two images) by nine taps and by Winograd F(4x4, 3x3) (200 x 200:
+ * chunks of tile columns and bands with a shorter last one; 130 x 130, sides not multiples of 4:
+ * the nine taps again), the written-out path (32 x 32), and a 1x1 layer
  * over two plain maps; writing and accumulating. op_groupnorm_coeffs over a concatenation whose
  * groups span both maps, against float64 statistics. */
 #include <math.h>
@@ -100,11 +101,10 @@ static double inputs_error(int k, int side, int accumulate, int winograd)
 
 TEST(ops_conv_inputs_match_direct_convolution)
 {
-    /* with Winograd: several bands, chunks of tile columns and a shorter last chunk */
     static const int cases[][4] = {/* k, side, accumulate, winograd */
-                                   {3, 128, 0, 0}, {3, 128, 1, 0}, {3, 128, 0, 1},
-                                   {3, 128, 1, 1}, {3, 130, 1, 1}, {3, 32, 0, 0},
-                                   {3, 32, 1, 0},  {1, 64, 0, 0},  {1, 64, 1, 0}};
+                                   {3, 128, 0, 0}, {3, 128, 1, 0}, {3, 128, 0, 1}, {3, 128, 1, 1},
+                                   {3, 200, 1, 1}, {3, 130, 1, 1}, {3, 32, 0, 0},  {3, 32, 1, 0},
+                                   {1, 64, 0, 0},  {1, 64, 1, 0}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const int *c = cases[i];
         double rel = inputs_error(c[0], c[1], c[2], c[3]);

@@ -89,11 +89,12 @@ TEST(ops_conv_bands_match_direct_convolution)
         /* 3x3 stride 1 on 16+ channels and 128 x 128+: the banded path (kernels/conv_band.c) */
         {1, 1, 0, 16, 4, 300, 1024, 0},
         {1, 1, 1, 16, 4, 300, 1024, 0},
-        /* the same by Winograd F(2x2, 3x3); odd sides keep the nine taps */
+        /* the same by Winograd F(4x4, 3x3); sides not multiples of 4 keep the nine taps */
         {1, 1, 0, 16, 4, 300, 1024, 1},
         {2, 1, 1, 16, 4, 300, 1024, 1},
+        {1, 1, 0, 64, 8, 132, 260, 1},
         {1, 1, 0, 16, 4, 301, 130, 1},
-        {1, 1, 1, 16, 4, 130, 301, 1},
+        {1, 1, 1, 16, 4, 130, 302, 1},
         /* one band each, several images, one per thread; the 16-wide edge of the rule */
         {3, 1, 0, 48, 8, 100, 100, 0},
         {3, 1, 1, 32, 8, 16, 16, 0},
