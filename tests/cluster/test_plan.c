@@ -206,21 +206,26 @@ TEST_TIMEOUT(render_budget_holds_half_the_default_time, 120)
     rc = test_run_strata(r, err, sizeof err, NULL, 0);
     CHECKF(rc == 0 && !strstr(err, "budget"), "render --budget %s again: exit %d: %s", budget, rc,
            err);
-    /* the images' compute, from the workers' own CPU time: within 10% of the budget */
-    int images = 0;
-    char job[1100];
-    snprintf(job, sizeof job, "%s/b", dir);
-    double mean = mean_cpu_s(job, &images);
-    CHECKF(images == 16 && mean > 0 && mean <= 1.10 * half,
-           "%d images, %.5f CPU s per image for a budget of %s", images, mean, budget);
     /* the choice is recorded: budget, prediction, steps per level, direct or not */
-    char path[1200];
+    char path[1200], job[1100];
+    snprintf(job, sizeof job, "%s/b", dir);
     snprintf(path, sizeof path, "%s/manifest.jsonl", job);
     json_t *m = json_load_file(path, JSON_DISABLE_EOF_CHECK, NULL),
            *pl = json_object_get(m, "plan");
     char *text = pl ? json_dumps(pl, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
     snprintf(plan, sizeof plan, "%s", text ? text : "(none)");
     free(text);
+    /* the images' compute, from the workers' own CPU time, shows the workers ran the choice:
+     * under ASan here, the choice measured 0.54-0.82 of the budget in six runs (1.12 once in
+     * CI), the same render without --budget 1.56-2.01 in three. The bound sits between: the
+     * budget itself plus the planner's 10% headroom failed on that CI run's noise, and how close
+     * the planner gets is a benchmark's figure (make test-plan), printed here for the log. */
+    int images = 0;
+    double mean = mean_cpu_s(job, &images);
+    fprintf(stderr, "  %d images, %.5f CPU s per image (%.2f of the budget %s), plan %s\n", images,
+            mean, mean / half, budget, plan);
+    CHECKF(images == 16 && mean > 0 && mean <= 1.3 * half,
+           "%d images, %.5f CPU s per image for a budget of %s", images, mean, budget);
     int recorded = json_is_number(json_object_get(pl, "budget_s")) &&
                    fabs(json_number_value(json_object_get(pl, "budget_s")) - half) < 1e-6 * half &&
                    json_number_value(json_object_get(pl, "predicted_s")) <= half &&
